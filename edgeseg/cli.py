@@ -1,0 +1,53 @@
+"""The `edgeseg` command line.
+
+Each command lives beside the part it drives and is imported only when it runs (or when its help is
+shown), so `edgeseg run` on a device never imports torch, and a missing optional dependency is
+reported by the command that needs it, naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from edgeseg import __version__
+
+# name -> "module:attribute" of a click command. A part that is not built has no entry here.
+COMMANDS: dict[str, str] = {
+    "data": "edgeseg.data:data_command",
+    "synth": "edgeseg.synthetic:synth_command",
+}
+
+EPILOG = """\b
+The whole flow:
+  edgeseg synth data/synth --n 200          make dermoscopy-like demo data
+  edgeseg data check ../shared/data/isic2018  check a data set before training
+"""
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeseg")
+def main() -> None:
+    """edgeseg: skin-lesion segmentation from labelled images to a verified engine on the device.
+
+    Run `edgeseg COMMAND --help` for each command's options and an example.
+    """
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The fp32 ONNX form: the trained network exported with its card in the metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgeseg.card import ModelCard
+from edgeseg.files import atomic_output
+
+OPSET = 20
+CARD_METADATA_KEY = "edgeseg_card"
+
+
+def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False) -> Path:
+    """Export ``model`` (logits out) to ONNX at ``path``, check it, and embed the card.
+
+    The input shape is the card's static (1, 3, H, W) unless ``dynamic`` makes batch, height and
+    width free. The legacy TorchScript exporter is used: the dynamo exporter matches it to ~5e-6 but
+    took over ten minutes for a dynamic-shape export of this network.
+    """
+    import onnx
+
+    height, width = card.input_size
+    names = card.tensor_names
+    dummy = torch.zeros(1, 3, height, width)
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {names.input: {0: "batch", 2: "height", 3: "width"}, names.output: {0: "batch", 2: "height", 3: "width"}}
+    path = Path(path)
+    with atomic_output(path) as temporary, torch.no_grad():
+        torch.onnx.export(
+            model.eval(),
+            (dummy,),
+            str(temporary),
+            input_names=[names.input],
+            output_names=[names.output],
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        proto = onnx.load(str(temporary))
+        onnx.checker.check_model(proto, full_check=True)
+        set_card_metadata(proto, card)
+        onnx.save(proto, str(temporary))
+    return path
+
+
+def set_card_metadata(proto, card: ModelCard) -> None:
+    """Store the card in the model's metadata_props, replacing any card already there."""
+    kept = [entry for entry in proto.metadata_props if entry.key != CARD_METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key = CARD_METADATA_KEY
+    entry.value = card.to_json()

@@ -1,0 +1,1 @@
+"""The torch-free runtime: preprocessing, backends, the Segmenter, sources and overlay."""
