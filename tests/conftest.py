@@ -1,0 +1,68 @@
+"""Fixtures shared by every test: where the real data is, small synthetic data, a tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgeseg.card import ModelCard
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_ISIC_DIR = REPO_ROOT.parent / "shared" / "data" / "isic2018"
+
+# A network small enough for tests to train and export in seconds; real runs use the card's defaults.
+TINY_ARCHITECTURE = {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32}
+
+
+def isic_data_dir() -> Path:
+    return Path(os.environ.get("EDGESEG_ISIC_DIR", DEFAULT_ISIC_DIR))
+
+
+@pytest.fixture(scope="session")
+def isic_dir() -> Path:
+    """The real ISIC 2018 data (EDGESEG_ISIC_DIR, default ../shared/data/isic2018), or skip."""
+    path = isic_data_dir()
+    if not (path / "ISIC2018_Task1_Training_GroundTruth").is_dir():
+        pytest.skip(f"real ISIC 2018 data not found at {path}; set EDGESEG_ISIC_DIR to its folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_card() -> ModelCard:
+    return ModelCard(input_size=(64, 64), architecture_kwargs=dict(TINY_ARCHITECTURE))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic dermoscopy images (96 px) in the ISIC layout with splits, made once per session."""
+    from edgeseg.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, n=24, size=96, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCard) -> Path:
+    """A run directory (card.json + weights) of an untrained tiny FPN with fixed random weights."""
+    torch = pytest.importorskip("torch")
+    from edgeseg.card import save_card
+    from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
+
+    torch.manual_seed(0)
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    save_weights(build_model(tiny_card), run_dir / WEIGHTS_FILENAME)
+    save_card(tiny_card, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_run_dir: Path) -> Path:
+    """The tiny run exported to fp32 ONNX."""
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.train.model import load_model
+
+    model, card = load_model(tiny_run_dir)
+    return export_onnx(model, card, tmp_path_factory.mktemp("tiny_onnx") / "model.onnx")
