@@ -15,8 +15,10 @@ from edgeseg import __version__
 
 # name -> "module:attribute" of a click command. A part that is not built has no entry here.
 COMMANDS: dict[str, str] = {
-    "data": "edgeseg.data:data_command",
+    "data": "edgeseg.data_cli:data_command",
     "synth": "edgeseg.synthetic:synth_command",
+    "eval": "edgeseg.evaluate:eval_command",
+    "export": "edgeseg.export.cli:export_command",
 }
 
 EPILOG = """\b

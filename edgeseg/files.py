@@ -48,8 +48,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """Decode an image file (BGR for colour), raising ImageReadError that names the file."""
+def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) -> np.ndarray:
+    """Decode an image file (BGR for colour), raising ImageReadError that names the file.
+
+    EXIF orientation is ignored: ISIC masks are drawn on the stored pixel grid, and the checker,
+    training and the runtime must all see the same grid.
+    """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -63,7 +67,7 @@ def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.nda
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a lesion mask as a boolean array: pixels above 128 are lesion, as the ISIC scorer reads them."""
-    return read_image(path, cv2.IMREAD_GRAYSCALE) > 128
+    return read_image(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION) > 128
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
