@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, load_card, save_card
+
+
+def test_card_round_trips_through_json(tmp_path):
+    card = ModelCard(input_size=(320, 256), architecture_kwargs={"decoder_pyramid_channels": 128})
+    path = save_card(card, tmp_path)
+    assert path.name == "card.json"
+    assert load_card(tmp_path) == card
+    assert load_card(path).input_size == (320, 256)
+
+
+def test_unknown_schema_version_is_refused_with_the_fix(tmp_path):
+    data = ModelCard().to_dict()
+    data["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(CardError, match="schema version .* not supported.*Re-export"):
+        load_card(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        (json.dumps({"schema_version": SCHEMA_VERSION}), "malformed"),
+    ],
+)
+def test_malformed_cards_name_the_file(tmp_path, text, message):
+    path = tmp_path / "card.json"
+    path.write_text(text)
+    with pytest.raises(CardError, match=message) as raised:
+        load_card(path)
+    assert str(path) in str(raised.value)
+
+
+def test_unknown_field_is_refused(tmp_path):
+    data = ModelCard().to_dict()
+    data["preprocessing"]["gamma"] = 2.2
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(CardError, match="gamma"):
+        load_card(tmp_path)
+
+
+def test_input_size_must_be_a_multiple_of_32():
+    with pytest.raises(CardError, match="multiples of 32. Consider 256x320"):
+        ModelCard(input_size=(250, 300))
+
+
+def test_missing_card_says_what_to_pass(tmp_path):
+    with pytest.raises(CardError, match="edgeseg train"):
+        load_card(tmp_path)
