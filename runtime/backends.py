@@ -1,0 +1,248 @@
+"""Inference backends behind one small interface: a context manager with ``infer(batch) -> logits``.
+
+- ``OnnxRuntimeBackend``: an edgeseg ONNX (fp32, fp16 or int8) on onnxruntime's CPU, CUDA or
+  TensorRT execution provider.
+- ``TensorRTBackend``: a serialized TensorRT engine through the TensorRT Python API, with device
+  memory handled by NVIDIA's cuda-python (no torch, no pycuda).
+- ``open_backend(path, backend="auto")`` picks the fastest one this host can run and logs which.
+
+Every backend has ``name``, ``precision`` ("fp32"/"fp16"/"int8") and ``card`` (the model card read
+from the model file) and takes float32 (N, 3, H, W) to float32 logits (N, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgeseg.card import ModelCard
+from edgeseg.runtime.model_file import (
+    REBUILD_FIX,
+    RuntimeModelError,
+    check_engine_host,
+    is_engine,
+    read_engine_info,
+    read_onnx_info,
+)
+
+log = logging.getLogger("edgeseg.runtime")
+
+BACKEND_CHOICES = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+ORT_GPU_FIX = (
+    "install the GPU build of onnxruntime (pip uninstall onnxruntime && pip install onnxruntime-gpu, or "
+    "pip install 'edgeseg[gpu]'; on a Jetson, the onnxruntime-gpu wheel for your JetPack), with CUDA and cuDNN"
+    " (and TensorRT for the TensorRT provider) on the library path"
+)
+TENSORRT_FIX = "install TensorRT's Python bindings (pip install 'edgeseg[gpu]' on x86; part of JetPack on a Jetson)"
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run on this host; the message says why and what to install."""
+
+
+class Backend(Protocol):
+    name: str
+    precision: str
+    card: ModelCard
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Backend: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _ContextManager:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class OnnxRuntimeBackend(_ContextManager):
+    """An edgeseg ONNX on one onnxruntime execution provider ("cpu", "cuda" or "tensorrt")."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        if device not in ORT_PROVIDERS:
+            raise ValueError(f"unknown onnxruntime device {device!r}; choose one of {sorted(ORT_PROVIDERS)}")
+        path = Path(path)
+        info = read_onnx_info(path)
+        self.card, self.precision = info.card, info.precision
+        self.name = f"onnxruntime-{device}"
+        provider = ORT_PROVIDERS[device]
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise BackendUnavailable(
+                f"{self.name}: this onnxruntime ({ort.__version__}) has no {provider} (it has {', '.join(available)}); "
+                f"to use it, {ORT_GPU_FIX}."
+            )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=self._providers(device, path))
+        except Exception as error:  # onnxruntime raises its own exception types for every failure
+            if device != "cpu":  # the file was read above: a GPU provider that fails to start is the likelier cause
+                raise BackendUnavailable(f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); {ORT_GPU_FIX}.") from None
+            raise RuntimeModelError(f"{path}: onnxruntime could not load it ({error}). Re-export it with `edgeseg export RUN_DIR`.") from None
+        used = self.session.get_providers()[0]
+        if used != provider:
+            raise BackendUnavailable(
+                f"{self.name}: onnxruntime could not start {provider} and fell back to {used} (its CUDA/cuDNN/TensorRT "
+                f"libraries are missing or do not match this onnxruntime; see its log above). To use it, {ORT_GPU_FIX}."
+            )
+        model_input = self.session.get_inputs()[0]
+        self._input_name = model_input.name
+        self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        self._output_name = self.session.get_outputs()[0].name
+
+    def _providers(self, device: str, path: Path) -> list:
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        if device == "cuda":
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        # Building a TensorRT engine takes minutes; the cache makes later starts take seconds.
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeseg" / "onnxruntime-tensorrt"
+        cache.mkdir(parents=True, exist_ok=True)
+        options = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_fp16_enable": self.precision in ("fp16", "int8"),
+            "trt_int8_enable": self.precision == "int8",  # the QDQ nodes carry the scales: no calibration
+        }
+        return [("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype != self._input_dtype:
+            batch = batch.astype(self._input_dtype)
+        (logits,) = self.session.run([self._output_name], {self._input_name: batch})
+        return logits.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None
+
+
+class TensorRTBackend(_ContextManager):
+    """A serialized TensorRT engine (TensorRT 10 API) with its sidecar; buffers are allocated once.
+
+    Written to the documented TensorRT 10 and cuda-python APIs; it runs only where both are installed
+    and a GPU is present (tests marked ``gpu``).
+    """
+
+    def __init__(self, engine_path: str | os.PathLike) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise BackendUnavailable(f"tensorrt: TensorRT is not installed here; {TENSORRT_FIX}.") from None
+        from edgeseg.runtime import cuda
+
+        engine_path = Path(engine_path)
+        info = read_engine_info(engine_path)
+        try:
+            capability = cuda.compute_capability()
+        except ImportError as error:
+            raise BackendUnavailable(f"tensorrt: {error}") from None
+        if capability is None:
+            raise BackendUnavailable("tensorrt: no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).")
+        check_engine_host(info, engine_path, trt.__version__, capability)
+        self.card, self.precision, self.name = info.card, info.precision, "tensorrt"
+        self._cuda = cuda
+        self._buffers: list = []
+        self._stream = None
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self._engine is None:
+            raise RuntimeModelError(f"{engine_path}: TensorRT could not deserialize this engine (see its log above). {REBUILD_FIX}.")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RuntimeModelError(f"{engine_path}: expected one input and one output tensor, found {inputs} and {outputs}. {REBUILD_FIX}.")
+        input_shape = tuple(self._engine.get_tensor_shape(inputs[0]))
+        if any(side < 0 for side in input_shape):  # a dynamic-shape engine: run it at the card's size
+            input_shape = (1, 3, *self.card.input_size)
+            self._context.set_input_shape(inputs[0], input_shape)
+        output_shape = tuple(self._context.get_tensor_shape(outputs[0]))
+
+        self._stream = cuda.call(cuda.cudart().cudaStreamCreate())
+        self._input = cuda.PinnedBuffer(input_shape, trt.nptype(self._engine.get_tensor_dtype(inputs[0])))
+        self._buffers.append(self._input)
+        self._output = cuda.PinnedBuffer(output_shape, trt.nptype(self._engine.get_tensor_dtype(outputs[0])))
+        self._buffers.append(self._output)
+        self._context.set_tensor_address(inputs[0], self._input.device_pointer)
+        self._context.set_tensor_address(outputs[0], self._output.device_pointer)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape != self._input.host.shape:
+            raise ValueError(f"this engine takes input of shape {self._input.host.shape}, got {batch.shape}")
+        np.copyto(self._input.host, batch, casting="same_kind")
+        self._input.to_device(self._stream)
+        if not self._context.execute_async_v3(self._stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see its log above)")
+        self._output.to_host(self._stream)
+        self._cuda.call(self._cuda.cudart().cudaStreamSynchronize(self._stream))
+        return self._output.host.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
+
+    def close(self) -> None:
+        for buffer in self._buffers:
+            buffer.free()
+        self._buffers = []
+        if self._stream is not None:
+            self._cuda.call(self._cuda.cudart().cudaStreamDestroy(self._stream))
+            self._stream = None
+        self._context = self._engine = self._runtime = None
+
+
+def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Backend:
+    """Open ``path`` on ``backend``; "auto" picks the fastest this host can run and logs which and why.
+
+    For a TensorRT engine that is the TensorRT backend; for an ONNX, onnxruntime's TensorRT provider,
+    then its CUDA provider, then the CPU. An explicit backend that cannot run raises BackendUnavailable.
+    """
+    path = Path(path)
+    if backend not in BACKEND_CHOICES:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if is_engine(path):
+        if backend not in ("auto", "tensorrt"):
+            raise BackendUnavailable(
+                f"{path} is a TensorRT engine, which only the 'tensorrt' backend runs; pass the model.onnx it was built "
+                f"from to use {backend}."
+            )
+        chosen = TensorRTBackend(path)
+        log.info("backend: %s (%s) for %s", chosen.name, chosen.precision, path.name)
+        return chosen
+    if backend == "tensorrt":
+        raise BackendUnavailable(
+            f"{path} is an ONNX model; the 'tensorrt' backend runs TensorRT engines. Build one on this device with "
+            f"`edgeseg export RUN_DIR --format engine`, or use --backend onnxruntime-tensorrt."
+        )
+    if backend != "auto":
+        return OnnxRuntimeBackend(path, device=backend.removeprefix("onnxruntime-"), threads=threads)
+    skipped = []
+    for device in ("tensorrt", "cuda", "cpu"):
+        try:
+            chosen = OnnxRuntimeBackend(path, device=device, threads=threads)
+        except BackendUnavailable as error:
+            skipped.append(str(error))
+            log.debug("backend auto: skipped onnxruntime-%s: %s", device, error)
+            continue
+        note = f" (faster ones not available: {'; '.join(s.split(':')[0] for s in skipped)})" if skipped else ""
+        log.info("backend: %s (%s) picked by auto%s", chosen.name, chosen.precision, note)
+        return chosen
+    raise BackendUnavailable("no backend can run here:\n  " + "\n  ".join(skipped))

@@ -1,0 +1,111 @@
+"""`edgeseg run`: live lesion segmentation from a camera, a video, images or a stream.
+
+Only click and core modules are imported at the top: `edgeseg --help` imports this module to list
+the command, and the runtime parts load when the command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+HELP = """Segment skin lesions live from a camera, a video, images or a stream, with a torch-free runtime.
+
+MODEL is an edgeseg ONNX (model.onnx, or its fp16/int8 forms) or a TensorRT engine with its
+sidecar JSON, made by `edgeseg export`. Input size, preprocessing and threshold come from the model's
+card. A window shows the overlay where a display exists (`q` quits, `s` saves a snapshot);
+--save, --save-masks and --jsonl record it. Ctrl-C stops cleanly and closes every output.
+
+Live sources (camera, URL, GStreamer pipeline) always process the newest frame, so latency does not
+build up; skipped frames are counted as dropped. Files are processed frame by frame.
+
+The measurements (area, bounding box, perimeter, maximum diameter; in mm with --mm-per-px) are
+descriptive, for documentation and follow-up. They are not a diagnosis and must not be read as one.
+
+\b
+Examples:
+  edgeseg run model.onnx --camera 0
+  edgeseg run model.onnx --camera 0 --width 1280 --height 720 --fps 30 --mm-per-px 0.02
+  edgeseg run model.onnx --source clinic.mp4 --no-show --save overlay.mp4 --jsonl frames.jsonl
+  edgeseg run model.onnx --source 'photos/*.jpg' --no-show --save-masks masks/
+  edgeseg run model.fp16.engine --source rtsp://192.168.1.20:8554/scope
+  edgeseg run model.onnx --source 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
+"""
+
+BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+
+
+@click.command("run", help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--camera", type=int, help="Camera index (OpenCV; /dev/videoN on Linux is N).")
+@click.option("--source", help="A video file, an image, a folder or glob of images, an RTSP/HTTP URL, or a GStreamer pipeline.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto picks the fastest this host can run: a TensorRT engine, else onnxruntime with TensorRT, CUDA, then CPU.")
+@click.option("--show/--no-show", default=None, help="Show the overlay in a window [default: show when a display exists].")
+@click.option("--save", "save_video", type=click.Path(dir_okay=False, path_type=Path), help="Write the overlay video here (.mp4, mp4v).")
+@click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
+              help="Write each frame's mask here: 0/255 PNG at the original size, named NAME_segmentation.png (ISIC naming).")
+@click.option("--jsonl", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON record per frame here.")
+@click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True), help="Scale of the image (from the dermatoscope's calibration); adds mm values.")
+@click.option("--width", type=click.IntRange(min=1), help="Camera: requested frame width.")
+@click.option("--height", type=click.IntRange(min=1), help="Camera: requested frame height.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Camera: requested frame rate.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--all-regions", is_flag=True, help="Keep every lesion region in the mask, not only the largest.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
+@click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Where `s` in the window saves snapshots.")
+def run_command(model: Path, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
+                save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
+                fps: float | None, max_frames: int | None, all_regions: bool, threads: int | None, snapshot_dir: Path) -> None:
+    from edgeseg.card import CardError
+    from edgeseg.runtime.backends import BackendUnavailable, open_backend
+    from edgeseg.runtime.model_file import RuntimeModelError
+    from edgeseg.runtime.pipeline import OutputError, RunOptions, display_available, run_pipeline
+    from edgeseg.runtime.segmenter import Segmenter
+    from edgeseg.runtime.sources import SourceError, open_source
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if (camera is None) == (source is None):
+        raise click.UsageError("give exactly one of --camera N or --source PATH/URL/PIPELINE")
+    if save_video is not None and save_video.suffix.lower() != ".mp4":
+        raise click.BadParameter(f"{save_video}: the overlay video is written as mp4v; give a .mp4 path", param_hint="--save")
+    if show is None:
+        show = display_available()
+        if not show:
+            click.echo("no display found (DISPLAY/WAYLAND_DISPLAY unset): running without a window", err=True)
+    elif show and not display_available():
+        raise click.UsageError("--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --save/--jsonl on a headless device")
+
+    try:
+        frames = open_source(source, camera, width, height, fps)
+    except SourceError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        opened = open_backend(model, backend, threads=threads)
+    except (RuntimeModelError, CardError, BackendUnavailable) as error:
+        frames.close()
+        raise click.ClickException(str(error)) from None
+    click.echo(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x{opened.card.input_size[1]}; "
+               f"source: {frames.description}", err=True)
+    options = RunOptions(show=show, save_video=save_video, save_masks=save_masks, jsonl=jsonl, max_frames=max_frames, snapshot_dir=snapshot_dir)
+    with Segmenter(opened, opened.card, keep_largest=not all_regions, mm_per_px=mm_per_px) as segmenter:
+        try:
+            summary = run_pipeline(segmenter, frames, options)
+        except OutputError as error:
+            raise click.ClickException(str(error)) from None
+
+    stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in summary.stage_ms.items())
+    click.echo(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} FPS); dropped {summary.dropped}; "
+               f"mean ms per frame: {stages}", err=True)
+    for path, label in ((save_video, "overlay video"), (save_masks, "masks"), (jsonl, "per-frame records")):
+        if path is not None:
+            click.echo(f"{label}: {path}", err=True)
+    for problem in summary.skipped:
+        click.echo(f"skipped: {problem}", err=True)
+    if summary.source_lost:
+        raise click.ClickException(f"{frames.description} was lost and did not come back; the outputs hold the frames before it")
+    if summary.frames == 0:
+        raise click.ClickException(f"no frame could be processed from {frames.description}")

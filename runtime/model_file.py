@@ -1,0 +1,257 @@
+"""Model files the runtime loads: an edgeseg ONNX export or a TensorRT engine with its sidecar.
+
+Everything the runtime needs to use a model (input size, preprocessing, threshold) comes from the
+model card stored with it: in the ONNX ``metadata_props`` under ``edgeseg_card``, or in the JSON
+sidecar ``<engine>.json`` written next to a TensorRT engine (the engine itself stays pure, so
+``trtexec`` can open it). Every problem is reported with the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeseg.card import ModelCard
+
+CARD_METADATA_KEY = "edgeseg_card"  # the key edgeseg.export.onnx_export writes the card under
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+EXPORT_FIX = "run `edgeseg export RUN_DIR` to make one"
+REBUILD_FIX = "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
+
+# ONNX operators that only appear in a quantized graph.
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+)
+ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
+
+
+class RuntimeModelError(ValueError):
+    """A model file the runtime cannot use; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    card: ModelCard
+    precision: str  # "fp32", "fp16" or "int8", detected from the graph
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """A TensorRT engine's sidecar: its card and what it was built from, with and for."""
+
+    card: ModelCard
+    onnx_sha256: str
+    engine_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "major.minor", e.g. "8.7" for Jetson Orin
+    precision: str
+    sidecar: dict[str, Any]
+
+
+def is_engine(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in ENGINE_SUFFIXES
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The model card of an edgeseg ONNX export or TensorRT engine (checked against its sidecar)."""
+    path = Path(path)
+    if is_engine(path):
+        info = read_engine_info(path)
+        host = engine_host()
+        if host is not None:
+            check_engine_host(info, path, *host)
+        return info.card
+    return read_onnx_info(path).card
+
+
+def precision_of(path: str | os.PathLike) -> str:
+    path = Path(path)
+    return read_engine_info(path).precision if is_engine(path) else read_onnx_info(path).precision
+
+
+# --- ONNX ------------------------------------------------------------------------------------------
+
+
+def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
+    """Card and precision of an ONNX file, read without building an inference session."""
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeModelError(f"{path}: no such model file. Pass a model.onnx from `edgeseg export` ({EXPORT_FIX}).")
+    try:
+        metadata, op_types, initializer_types = _scan_onnx(path.read_bytes())
+    except ValueError as error:
+        raise RuntimeModelError(
+            f"{path}: not a readable ONNX model ({error}); the file is corrupt or truncated. Re-export it: {EXPORT_FIX}."
+        ) from None
+    if CARD_METADATA_KEY not in metadata:
+        raise RuntimeModelError(
+            f"{path}: not an edgeseg export (no model card in its metadata), so its input size, preprocessing "
+            f"and threshold are unknown; {EXPORT_FIX}."
+        )
+    card = ModelCard.from_json(metadata[CARD_METADATA_KEY], source=f"{path} (metadata {CARD_METADATA_KEY})")
+    if op_types & QUANTIZED_OPS:
+        precision = "int8"
+    elif ONNX_FLOAT16 in initializer_types:
+        precision = "fp16"
+    else:
+        precision = "fp32"
+    return OnnxInfo(card=card, precision=precision)
+
+
+# The runtime cannot count on the `onnx` package (a Jetson image ships onnxruntime, not onnx), and
+# onnxruntime exposes neither the graph's operators nor its initializer types. The few fields needed
+# are read straight from the protobuf wire format (https://protobuf.dev/programming-guides/encoding/):
+# ModelProto.graph = 7, ModelProto.metadata_props = 14 (key = 1, value = 2), GraphProto.node = 1
+# (NodeProto.op_type = 4), GraphProto.initializer = 5 (TensorProto.data_type = 2).
+
+
+def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int]]:
+    view = memoryview(data)
+    metadata: dict[str, str] = {}
+    op_types: set[str] = set()
+    initializer_types: set[int] = set()
+    graph_seen = False
+    for number, value in _fields(view, 0, len(view)):
+        if number == 14 and isinstance(value, tuple):
+            entry = {n: bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *value) if isinstance(v, tuple)}
+            metadata[entry.get(1, "")] = entry.get(2, "")
+        elif number == 7 and isinstance(value, tuple):
+            graph_seen = True
+            for graph_field, item in _fields(view, *value):
+                if graph_field == 1 and isinstance(item, tuple):
+                    op_types.update(bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *item) if n == 4)
+                elif graph_field == 5 and isinstance(item, tuple):
+                    initializer_types.update(v for n, v in _fields(view, *item) if n == 2 and isinstance(v, int))
+    if not graph_seen:
+        raise ValueError("no graph in the file")
+    return metadata, op_types, initializer_types
+
+
+def _fields(view: memoryview, start: int, end: int):
+    """Yield (field number, value) of one protobuf message: an int, or (start, end) of a length-delimited field."""
+    position = start
+    while position < end:
+        key, position = _varint(view, position, end)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise ValueError(f"invalid field number at byte {position}")
+        if wire_type == 0:
+            value, position = _varint(view, position, end)
+        elif wire_type == 1:
+            value, position = None, position + 8
+        elif wire_type == 5:
+            value, position = None, position + 4
+        elif wire_type == 2:
+            length, position = _varint(view, position, end)
+            value, position = (position, position + length), position + length
+        else:
+            raise ValueError(f"invalid wire type {wire_type} at byte {position}")
+        if position > end:
+            raise ValueError(f"field {number} runs past the end of its message (truncated file?)")
+        yield number, value
+
+
+def _varint(view: memoryview, position: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if position >= end or shift > 63:
+            raise ValueError(f"malformed varint at byte {position}")
+        byte = view[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, position
+        shift += 7
+
+
+# --- TensorRT engines ------------------------------------------------------------------------------
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
+    """Read an engine's sidecar and check the engine's checksum against it."""
+    engine_path = Path(engine_path)
+    sidecar = sidecar_path(engine_path)
+    if not engine_path.is_file():
+        raise RuntimeModelError(f"{engine_path}: no such engine file. {REBUILD_FIX}.")
+    if not sidecar.is_file():
+        raise RuntimeModelError(
+            f"{engine_path}: its sidecar {sidecar.name} is missing, so the model card (input size, preprocessing, "
+            f"threshold) is unknown. Keep the sidecar next to the engine, or {REBUILD_FIX[0].lower() + REBUILD_FIX[1:]}."
+        )
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RuntimeModelError(f"{sidecar}: not valid JSON ({error}). {REBUILD_FIX}.") from None
+    if not isinstance(data, dict) or "card" not in data:
+        raise RuntimeModelError(f"{sidecar}: not an edgeseg engine sidecar (no 'card'). {REBUILD_FIX}.")
+    card = ModelCard.from_dict(data["card"], source=f"{sidecar} (card)")
+    try:
+        info = EngineInfo(
+            card=card,
+            onnx_sha256=str(data.get("onnx_sha256", "")),
+            engine_sha256=str(data["engine_sha256"]),
+            tensorrt_version=str(data["tensorrt_version"]),
+            gpu_name=str(data.get("gpu_name", "")),
+            compute_capability=str(data["compute_capability"]),
+            precision=str(data.get("precision", "fp32")),
+            sidecar=data,
+        )
+    except KeyError as error:
+        raise RuntimeModelError(f"{sidecar}: the sidecar lacks {error.args[0]!r}. {REBUILD_FIX}.") from None
+    actual = sha256_of(engine_path)
+    if actual != info.engine_sha256:
+        raise RuntimeModelError(
+            f"{engine_path}: its sha256 {actual[:12]}... does not match the sidecar's {info.engine_sha256[:12]}..., "
+            f"so the engine was changed or the sidecar belongs to another engine. {REBUILD_FIX}."
+        )
+    return info
+
+
+def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt_version: str, compute_capability: str) -> None:
+    """Refuse an engine built with another TensorRT version or for another GPU than this host's."""
+    if info.tensorrt_version != tensorrt_version:
+        raise RuntimeModelError(
+            f"{engine_path}: built with TensorRT {info.tensorrt_version}, but this host has TensorRT "
+            f"{tensorrt_version}; a serialized engine only loads in the version that built it. {REBUILD_FIX}."
+        )
+    if info.compute_capability != compute_capability:
+        built_for = f"{info.gpu_name} (compute capability {info.compute_capability})" if info.gpu_name else f"compute capability {info.compute_capability}"
+        raise RuntimeModelError(
+            f"{engine_path}: built for {built_for}, but this GPU has compute capability {compute_capability}. {REBUILD_FIX}."
+        )
+
+
+def engine_host() -> tuple[str, str] | None:
+    """(TensorRT version, GPU compute capability) of this host, or None without TensorRT and a GPU."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    from edgeseg.runtime.cuda import compute_capability
+
+    try:
+        capability = compute_capability()
+    except ImportError:
+        return None
+    if capability is None:
+        return None
+    return trt.__version__, capability
+

@@ -1,0 +1,97 @@
+"""The overlay a clinician reads at a glance: translucent lesion fill, crisp contour, and a HUD.
+
+The HUD shows speed (FPS, latency), what runs (backend, precision) and the lesion's size. Sizes are
+descriptive measurements, never a diagnosis. Buffers are allocated once per frame size and reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edgeseg.runtime.measure import Measurements
+from edgeseg.runtime.segmenter import Segmentation
+
+FILL_BGR = (255, 200, 0)  # cyan-blue: far from the browns and pinks of skin and lesions
+CONTOUR_BGR = (255, 255, 0)
+OUTLINE_BGR = (0, 0, 0)
+TEXT_BGR = (255, 255, 255)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass
+class HudInfo:
+    fps: float
+    latency_ms: float  # capture-to-result time of this frame
+    backend: str
+    precision: str
+
+
+def lesion_text(measurements: Measurements) -> str:
+    if not measurements.lesion_present:
+        return "no lesion found"
+    if measurements.max_diameter_mm is not None:
+        return f"lesion {measurements.max_diameter_mm:.1f} mm max, {measurements.area_mm2:.1f} mm2"
+    return f"lesion {measurements.max_diameter_px:.0f} px max, {measurements.area_px:,} px"
+
+
+class OverlayRenderer:
+    """Draws the overlay into a canvas it reuses; the returned image is valid until the next render."""
+
+    def __init__(self, alpha: float = 0.35) -> None:
+        self.alpha = alpha
+        self._canvas: np.ndarray | None = None
+        self._solid: np.ndarray | None = None
+        self._blend: np.ndarray | None = None
+
+    def _buffers_for(self, shape: tuple[int, ...]) -> None:
+        if self._canvas is None or self._canvas.shape != shape:
+            self._canvas = np.empty(shape, dtype=np.uint8)
+            self._solid = np.empty(shape, dtype=np.uint8)
+            self._solid[:] = FILL_BGR
+            self._blend = np.empty(shape, dtype=np.uint8)
+
+    def render(self, bgr: np.ndarray, segmentation: Segmentation, hud: HudInfo) -> np.ndarray:
+        self._buffers_for(bgr.shape)
+        canvas = self._canvas
+        np.copyto(canvas, bgr)
+        measurements = segmentation.measurements
+        if measurements.lesion_present:
+            self._fill(canvas, segmentation.mask, measurements.bbox)
+            self._draw_contour(canvas, segmentation.contour)
+        self._draw_hud(canvas, hud, measurements)
+        return canvas
+
+    def _fill(self, canvas: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> None:
+        x, y, width, height = bbox
+        rows, columns = slice(y, y + height), slice(x, x + width)
+        blend = cv2.addWeighted(canvas[rows, columns], 1.0 - self.alpha, self._solid[rows, columns], self.alpha, 0.0, dst=self._blend[rows, columns])
+        np.copyto(canvas[rows, columns], blend, where=mask[rows, columns, None])
+
+    def _draw_contour(self, canvas: np.ndarray, contour: np.ndarray | None) -> None:
+        if contour is None:
+            return
+        thickness = max(2, round(canvas.shape[0] / 240))
+        # A dark outline under a bright line keeps the edge crisp on light and dark skin alike.
+        cv2.drawContours(canvas, [contour], 0, OUTLINE_BGR, thickness + 2, cv2.LINE_AA)
+        cv2.drawContours(canvas, [contour], 0, CONTOUR_BGR, thickness, cv2.LINE_AA)
+
+    def _draw_hud(self, canvas: np.ndarray, hud: HudInfo, measurements: Measurements) -> None:
+        lines = [
+            f"{hud.fps:.1f} FPS   {hud.latency_ms:.0f} ms",
+            f"{hud.backend}  {hud.precision}",
+            lesion_text(measurements),
+        ]
+        scale = max(0.45, canvas.shape[0] / 900)
+        thickness = max(1, round(scale * 1.6))
+        line_height = int(32 * scale) + 6
+        margin = int(10 * scale) + 4
+        width = max(cv2.getTextSize(line, FONT, scale, thickness)[0][0] for line in lines) + 2 * margin
+        height = line_height * len(lines) + margin
+        panel = canvas[: min(height, canvas.shape[0]), : min(width, canvas.shape[1])]
+        cv2.convertScaleAbs(panel, dst=panel, alpha=0.35)  # darken behind the text so it reads on any image
+        for number, line in enumerate(lines, start=1):
+            origin = (margin, number * line_height)
+            cv2.putText(canvas, line, origin, FONT, scale, TEXT_BGR, thickness, cv2.LINE_AA)

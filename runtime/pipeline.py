@@ -1,0 +1,292 @@
+"""The loop behind `edgeseg run`: source -> Segmenter -> overlay, window and files.
+
+Three threads overlap the work: the source's reader (capture, decoding), the main thread
+(preprocess and inference, and the window, which must live on the main thread), and a finisher
+(postprocess, overlay, video encoding, masks, JSONL) that works on frame N while the model runs
+on frame N+1. Ctrl-C, `q` in the window and the end of the
+stream all stop it the same way: the writer drains its queue and every output is closed properly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
+from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
+from edgeseg.runtime.segmenter import Segmentation, Segmenter
+from edgeseg.runtime.sources import Frame, Source
+
+log = logging.getLogger("edgeseg.runtime")
+
+WINDOW = "edgeseg"
+# Mean milliseconds per frame. Main thread: wait (for the reader), preprocess, inference, display;
+# finisher thread, overlapping the next frame's inference: postprocess, overlay, write.
+STAGES = ("wait", "preprocess", "inference", "postprocess", "display", "overlay", "write")
+
+
+class OutputError(RuntimeError):
+    """Post-processing or writing an output failed (a full disk, a folder that cannot be written)."""
+
+
+@dataclass
+class RunOptions:
+    show: bool = False
+    save_video: Path | None = None  # overlay video, mp4v in .mp4, written atomically
+    save_masks: Path | None = None  # folder for 0/255 masks at the image's own size
+    jsonl: Path | None = None  # one record per frame
+    max_frames: int | None = None
+    snapshot_dir: Path = Path(".")  # where `s` in the window saves snapshots
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    dropped: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean per processed frame
+    interrupted: bool = False  # Ctrl-C or `q`
+    source_lost: bool = False  # a live source that failed and did not come back
+    snapshots: list[Path] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def display_available() -> bool:
+    """Whether a window can be shown: on Linux that needs an X11 or Wayland display."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def mask_filename(frame: Frame) -> str:
+    """ISIC ids keep the official naming (ISIC_0000000_segmentation.png); other names get the same suffix."""
+    return f"{frame.name}_segmentation.png"
+
+
+def frame_record(number: int, frame: Frame, segmentation: Segmentation, latency_ms: float) -> dict[str, Any]:
+    height, width = frame.image.shape[:2]
+    record = {
+        "index": number,
+        "source_index": frame.index,
+        "name": frame.name,
+        "timestamp": round(frame.timestamp, 6),
+        "width": width,
+        "height": height,
+        "timings_ms": {stage: round(ms, 3) for stage, ms in segmentation.timings_ms.items()},
+        "latency_ms": round(latency_ms, 3),
+    }
+    record.update(segmentation.measurements.to_dict())
+    return record
+
+
+@dataclass
+class _Item:
+    number: int
+    frame: Frame
+    logits: np.ndarray
+    timings_ms: dict[str, float]  # preprocess and inference, measured on the main thread
+
+
+class _Finisher:
+    """The thread after inference: postprocess, HUD and overlay, and every output file.
+
+    It runs while the main thread infers the next frame. Items arrive in order through a short
+    queue, so a slow disk holds the main thread back (file sources lose no frame) and a live
+    source's reader drops frames instead of latency building up.
+    """
+
+    def __init__(self, segmenter: Segmenter, options: RunOptions, fps: float) -> None:
+        self.segmenter = segmenter
+        self.options = options
+        self.fps = fps
+        self.stage_ms: dict[str, float] = defaultdict(float)
+        self.error: BaseException | None = None
+        self.latest_overlay: tuple[Frame, np.ndarray] | None = None  # for the window, drawn on the main thread
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._renderer = OverlayRenderer()
+        self._video: cv2.VideoWriter | None = None
+        self._video_size: tuple[int, int] | None = None
+        self._fps_estimate = 0.0
+        self._previous = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="edgeseg-finisher", daemon=True)
+        self._thread.start()
+
+    @property
+    def needs_overlay(self) -> bool:
+        return self.options.save_video is not None or self.options.show
+
+    def put(self, item: _Item) -> None:
+        if self.error is not None:
+            raise OutputError(f"post-processing or writing the outputs failed: {self.error}") from self.error
+        self._queue.put(item)
+
+    def take_overlay(self) -> tuple[Frame, np.ndarray] | None:
+        with self._lock:
+            latest, self.latest_overlay = self.latest_overlay, None
+        return latest
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise OutputError(f"post-processing or writing the outputs failed: {self.error}") from self.error
+
+    def _run(self) -> None:
+        try:
+            with ExitStack() as outputs:
+                jsonl = None
+                if self.options.jsonl is not None:
+                    self.options.jsonl.parent.mkdir(parents=True, exist_ok=True)
+                    # Streamed, not atomic: a long live run can be followed with `tail -f`, and every line
+                    # written is a whole record, so an interrupted run still leaves valid JSONL.
+                    jsonl = outputs.enter_context(open(self.options.jsonl, "w", encoding="utf-8"))
+                if self.options.save_masks is not None:
+                    self.options.save_masks.mkdir(parents=True, exist_ok=True)
+                while (item := self._queue.get()) is not None:
+                    self._finish_one(item, outputs, jsonl)
+        except BaseException as error:  # reported by put()/finish() on the main thread
+            self.error = error
+            while self._queue.get() is not None:  # keep the main thread from blocking on a full queue
+                pass
+
+    def _finish_one(self, item: _Item, outputs: ExitStack, jsonl) -> None:
+        image = item.frame.image
+        segmentation = self.segmenter.finish(item.logits, image.shape[:2], item.timings_ms)
+        now = time.perf_counter()
+        rate = 1.0 / max(now - self._previous, 1e-6)
+        self._fps_estimate = rate if item.number == 0 else 0.9 * self._fps_estimate + 0.1 * rate
+        self._previous = now
+        latency_ms = (now - item.frame.captured) * 1000
+        backend = self.segmenter.backend
+        if self.needs_overlay:
+            hud = HudInfo(self._fps_estimate, latency_ms, backend.name, backend.precision)
+            overlay = self._renderer.render(image, segmentation, hud)
+            if self.options.show:
+                with self._lock:
+                    self.latest_overlay = (item.frame, overlay.copy())  # the renderer reuses its canvas
+        drawn = time.perf_counter()
+        if self.options.save_video is not None:
+            if self._video is None:
+                self._open_video(outputs, overlay.shape)
+            self._video.write(self._fit(overlay, self._video_size))
+        if self.options.save_masks is not None:
+            write_mask(self.options.save_masks / mask_filename(item.frame), segmentation.mask)
+        if jsonl is not None:
+            jsonl.write(json.dumps(frame_record(item.number, item.frame, segmentation, latency_ms)) + "\n")
+            jsonl.flush()
+        self.stage_ms["postprocess"] += segmentation.timings_ms["postprocess"]
+        self.stage_ms["overlay"] += (drawn - now) * 1000
+        self.stage_ms["write"] += (time.perf_counter() - drawn) * 1000
+
+    def _open_video(self, outputs: ExitStack, shape: tuple[int, ...]) -> None:
+        temporary = outputs.enter_context(atomic_output(self.options.save_video))
+        height, width = shape[:2]
+        video = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+        if not video.isOpened():
+            raise OSError(f"{self.options.save_video}: OpenCV cannot write an mp4v video here; save to a .mp4 path")
+        outputs.callback(video.release)  # released (and flushed) before atomic_output renames the file
+        self._video, self._video_size = video, (width, height)
+
+    @staticmethod
+    def _fit(image: np.ndarray, video_size: tuple[int, int]) -> np.ndarray:
+        """A video has one frame size: images of other sizes (a folder source) are resized to it."""
+        if (image.shape[1], image.shape[0]) == video_size:
+            return image
+        return cv2.resize(image, video_size, interpolation=cv2.INTER_AREA)
+
+
+def run_pipeline(segmenter: Segmenter, source: Source, options: RunOptions) -> RunSummary:
+    """Process ``source`` until it ends, ``max_frames`` is reached, Ctrl-C, or `q` in the window."""
+    summary = RunSummary()
+    stage_ms: dict[str, float] = defaultdict(float)
+    finisher = _Finisher(segmenter, options, fps=source.fps or 30.0)
+    window = _Window(finisher, options, summary) if options.show else None
+    started = time.perf_counter()
+    try:
+        frames = source.frames()
+        while options.max_frames is None or summary.frames < options.max_frames:
+            waited = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            prepared = time.perf_counter()
+            batch = segmenter.preprocess(frame.image)
+            inferring = time.perf_counter()
+            logits = segmenter.backend.infer(batch)
+            inferred = time.perf_counter()
+            timings = {"preprocess": (inferring - prepared) * 1000, "inference": (inferred - inferring) * 1000}
+            stage_ms["wait"] += (prepared - waited) * 1000
+            stage_ms["preprocess"] += timings["preprocess"]
+            stage_ms["inference"] += timings["inference"]
+            finisher.put(_Item(summary.frames, frame, logits, timings))
+            summary.frames += 1
+            if window is not None:
+                shown = time.perf_counter()
+                stop = window.update()
+                stage_ms["display"] += (time.perf_counter() - shown) * 1000
+                if stop:
+                    summary.interrupted = True
+                    break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        log.warning("interrupted: finishing the outputs")
+    finally:
+        source.close()
+        finisher.finish()
+        summary.seconds = time.perf_counter() - started  # including the frames still being finished
+        if window is not None:
+            cv2.destroyAllWindows()
+    summary.dropped, summary.skipped, summary.source_lost = source.dropped, list(source.skipped), source.lost
+    for stage, total in {**stage_ms, **finisher.stage_ms}.items():
+        summary.stage_ms[stage] = total / summary.frames if summary.frames else 0.0
+    return summary
+
+
+class _Window:
+    """The overlay window (main thread only): shows the newest finished overlay, handles `q` and `s`."""
+
+    def __init__(self, finisher: _Finisher, options: RunOptions, summary: RunSummary) -> None:
+        self.finisher, self.options, self.summary = finisher, options, summary
+        self.opened = False
+        self.last: tuple[Frame, np.ndarray] | None = None
+
+    def update(self) -> bool:
+        """True when the user asks to stop (`q`, Esc, or closing the window)."""
+        latest = self.finisher.take_overlay()
+        if latest is not None:
+            cv2.imshow(WINDOW, latest[1])
+            self.opened, self.last = True, latest
+        key = cv2.waitKey(1) & 0xFF
+        if key == ord("s") and self.last is not None:
+            self.summary.snapshots.append(save_snapshot(self.last[1], self.options.snapshot_dir, self.last[0]))
+        closed = self.opened and cv2.getWindowProperty(WINDOW, cv2.WND_PROP_VISIBLE) < 1
+        return key in (ord("q"), 27) or closed
+
+
+def save_snapshot(overlay: np.ndarray, folder: Path, frame: Frame) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(frame.timestamp))
+    path = folder / f"edgeseg-snapshot-{stamp}-{frame.index:06d}.png"
+    ok, encoded = cv2.imencode(".png", overlay)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the snapshot")
+    write_bytes_atomic(path, encoded.tobytes())
+    log.info("snapshot saved: %s", path)
+    return path

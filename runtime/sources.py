@@ -1,0 +1,369 @@
+"""Frame sources for `edgeseg run`: one loop for a camera, a video, images, a stream or a pipeline.
+
+Files (a video, an image, a folder or glob of images) are read ahead by a thread and every frame is
+processed. Live sources (a camera, an RTSP/HTTP URL, a GStreamer pipeline) are read by a capture
+thread that keeps only the newest frame, so latency never builds up when the model is slower than
+the camera; the frames skipped that way are counted as dropped. A live source that fails is
+reopened with backoff, and the run ends cleanly if it does not come back.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edgeseg.files import ImageReadError, read_image
+
+log = logging.getLogger("edgeseg.runtime")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+OPEN_TIMEOUT_S = 10.0
+RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened; the message names it and says what to check."""
+
+
+@dataclass
+class Frame:
+    index: int  # position in the source; gaps in a live source are dropped frames
+    image: np.ndarray  # BGR uint8
+    name: str  # file stem for images, "frame_000123" otherwise
+    timestamp: float  # wall-clock time of capture (seconds since the epoch)
+    captured: float  # time.perf_counter() at capture, for latency
+
+
+class Capture(Protocol):
+    """What the live reader needs from cv2.VideoCapture (tests pass fakes)."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+class Source:
+    """Frames from somewhere. Iterate ``frames()``; ``close()`` stops any reader thread."""
+
+    description = ""
+    live = False
+    fps: float | None = None  # frame rate the source reports, if it does
+
+    def __init__(self) -> None:
+        self.dropped = 0  # live frames replaced by a newer one before they were processed
+        self.skipped: list[str] = []  # files that could not be read, with the reason
+        self.lost = False  # a live source that failed and did not come back
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- files: read ahead, every frame processed ----------------------------------------------------
+
+
+@dataclass
+class _End:
+    error: Exception | None = None
+
+
+class _ReadAhead(Source):
+    """Runs a frame generator in a thread, a few frames ahead of the consumer."""
+
+    def __init__(self, depth: int = 4) -> None:
+        super().__init__()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _generate(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _offer(self, item: Frame | _End) -> bool:
+        """Queue ``item``, waiting while the queue is full; False once the source is closed."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for frame in self._generate():
+                if not self._offer(frame):
+                    return
+            self._offer(_End())
+        except Exception as error:  # handed to the consumer, which raises it
+            self._offer(_End(error))
+
+    def frames(self) -> Iterator[Frame]:
+        self._thread = threading.Thread(target=self._fill, name="edgeseg-reader", daemon=True)
+        self._thread.start()
+        while not isinstance(item := self._queue.get(), _End):
+            yield item
+        if item.error is not None:
+            raise item.error
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class ImageFiles(_ReadAhead):
+    """Still images; an unreadable one is reported, recorded in ``skipped`` and passed over."""
+
+    def __init__(self, paths: list[Path], description: str) -> None:
+        super().__init__()
+        self.paths = paths
+        self.description = description
+
+    def _generate(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:
+                image = read_image(path)
+            except ImageReadError as error:
+                log.warning("skipped %s", error)
+                self.skipped.append(str(error))
+                continue
+            yield Frame(index, image, path.stem, time.time(), time.perf_counter())
+
+
+class VideoFile(_ReadAhead):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.description = f"video {path}"
+        self._capture = cv2.VideoCapture(str(path))
+        if not self._capture.isOpened():
+            raise SourceError(f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg.")
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
+
+    def _generate(self) -> Iterator[Frame]:
+        index = 0
+        while True:
+            ok, image = self._capture.read()
+            if not ok:
+                return
+            yield Frame(index, image, f"frame_{index:06d}", time.time(), time.perf_counter())
+            index += 1
+
+    def close(self) -> None:
+        super().close()
+        self._capture.release()
+
+
+# --- live sources: newest frame only ---------------------------------------------------------------
+
+
+class LiveSource(Source):
+    """A capture thread that keeps only the newest frame; a failing source is reopened with backoff."""
+
+    live = True
+
+    def __init__(
+        self,
+        open_capture: Callable[[], Capture],
+        description: str,
+        reconnect_delays: tuple[float, ...] = RECONNECT_DELAYS_S,
+    ) -> None:
+        super().__init__()
+        self.description = description
+        self._open_capture = open_capture
+        self._reconnect_delays = reconnect_delays
+        self._capture: Capture = open_capture()
+        get = getattr(self._capture, "get", None)
+        self.fps = (get(cv2.CAP_PROP_FPS) or None) if get else None
+        self._condition = threading.Condition()
+        self._latest: Frame | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read_loop(self) -> None:
+        index = 0
+        try:
+            while not self._stop.is_set():
+                ok, image = self._capture.read()
+                if not ok or image is None:
+                    if self._stop.is_set() or not self._reconnect():
+                        return
+                    continue
+                frame = Frame(index, image, f"frame_{index:06d}", time.time(), time.perf_counter())
+                index += 1
+                with self._condition:
+                    if self._latest is not None:
+                        self.dropped += 1
+                    self._latest = frame
+                    self._condition.notify()
+        finally:
+            with self._condition:
+                self._ended = True
+                self._condition.notify()
+
+    def _reconnect(self) -> bool:
+        self._capture.release()
+        attempts = len(self._reconnect_delays)
+        for attempt, delay in enumerate(self._reconnect_delays, start=1):
+            log.warning("%s stopped delivering frames; reopening in %.1f s (attempt %d of %d)", self.description, delay, attempt, attempts)
+            if self._stop.wait(delay):
+                return False
+            try:
+                self._capture = self._open_capture()
+                log.warning("%s is back", self.description)
+                return True
+            except SourceError as error:
+                log.debug("reopen failed: %s", error)
+        log.error("%s did not come back after %d attempts; ending the run", self.description, attempts)
+        self.lost = True
+        return False
+
+    def frames(self) -> Iterator[Frame]:
+        self._thread = threading.Thread(target=self._read_loop, name="edgeseg-capture", daemon=True)
+        self._thread.start()
+        while True:
+            with self._condition:
+                while self._latest is None and not self._ended:
+                    self._condition.wait()
+                frame, self._latest = self._latest, None
+            if frame is None:
+                return
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._capture is not None:
+            self._capture.release()
+
+
+def _silenced_open(open_capture: Callable[[], Any], description: str, timeout: float = OPEN_TIMEOUT_S) -> Any:
+    """Open a capture in a thread, so a driver that hangs cannot hold the run for more than ``timeout``."""
+    result: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            result["capture"] = open_capture()
+        except Exception as error:  # reported below with the source's name
+            result["error"] = error
+
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our message replaces OpenCV's noise
+    try:
+        thread = threading.Thread(target=attempt, daemon=True)
+        thread.start()
+        thread.join(timeout)
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+    if thread.is_alive():
+        raise SourceError(f"{description} did not open within {timeout:.0f} s; check that it is connected and not in use.")
+    if "error" in result:
+        raise result["error"]
+    return result["capture"]
+
+
+def open_camera(index: int, width: int | None = None, height: int | None = None, fps: float | None = None) -> cv2.VideoCapture:
+    def attempt() -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(index)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError(
+                f"camera {index} did not open: there is no such camera, or another program is using it. "
+                f"List cameras with `v4l2-ctl --list-devices` (Linux: /dev/videoN is --camera N) and pass --camera N."
+            )
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height), (cv2.CAP_PROP_FPS, fps)):
+            if value:
+                capture.set(prop, value)
+        return capture
+
+    capture = _silenced_open(attempt, f"camera {index}")
+    got = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), capture.get(cv2.CAP_PROP_FPS))
+    if (width and got[0] != width) or (height and got[1] != height) or (fps and abs(got[2] - fps) > 0.5):
+        log.warning("camera %d gives %dx%d at %.0f fps (asked for %sx%s at %s fps)", index, got[0], got[1], got[2], width, height, fps)
+    return capture
+
+
+def open_stream(spec: str) -> cv2.VideoCapture:
+    """An RTSP/HTTP URL (FFmpeg) or a GStreamer pipeline (a string with '!')."""
+    gstreamer = "!" in spec
+
+    def attempt() -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER) if gstreamer else cv2.VideoCapture(spec)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        if gstreamer and not has_gstreamer():
+            raise SourceError(
+                "this OpenCV was built without GStreamer (the PyPI opencv-python wheels are), so it cannot open a "
+                "GStreamer pipeline; on a Jetson use JetPack's system OpenCV (python3-opencv), whose build has it."
+            )
+        kind = "GStreamer pipeline" if gstreamer else "stream"
+        raise SourceError(f"{kind} {spec!r} did not open; check the address or pipeline (try it with gst-launch-1.0 / ffplay).")
+
+    return _silenced_open(attempt, "GStreamer pipeline" if gstreamer else f"stream {spec}")
+
+
+def has_gstreamer() -> bool:
+    return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+
+
+def image_paths_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def open_source(
+    source: str | None = None,
+    camera: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+) -> Source:
+    """The source for a camera index or a --source string (video, image, folder, glob, URL, pipeline)."""
+    if (source is None) == (camera is None):
+        raise SourceError("give exactly one of a camera index (--camera N) or a source (--source PATH/URL/PIPELINE)")
+    if camera is not None:
+        return LiveSource(lambda: open_camera(camera, width, height, fps), f"camera {camera}")
+    if "!" in source:
+        return LiveSource(lambda: open_stream(source), "GStreamer pipeline")
+    if URL_PATTERN.match(source):
+        return LiveSource(lambda: open_stream(source), f"stream {source}")
+    if any(char in source for char in "*?["):
+        paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise SourceError(f"no images match {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        return ImageFiles(paths, f"{len(paths)} images matching {source}")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        paths = image_paths_in(path)
+        if not paths:
+            raise SourceError(f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        return ImageFiles(paths, f"{len(paths)} images in {path}")
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a URL or a GStreamer pipeline.")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFiles([path], f"image {path}")
+    return VideoFile(path)

@@ -1,0 +1,122 @@
+"""Backends: onnxruntime matches raw onnxruntime, unavailable backends say why, GPU backends agree with CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgeseg.card import ModelCard
+from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
+from edgeseg.runtime.model_file import RuntimeModelError, sha256_of, sidecar_path
+
+RUNTIME_MODULES = ["edgeseg.runtime", "edgeseg.runtime.model_file", "edgeseg.runtime.backends", "edgeseg.runtime.cuda",
+                   "edgeseg.runtime.measure", "edgeseg.runtime.segmenter", "edgeseg.runtime.sources",
+                   "edgeseg.runtime.overlay", "edgeseg.runtime.pipeline", "edgeseg.runtime.cli"]
+
+
+def random_batch(card: ModelCard, n: int = 1, seed: int = 0) -> np.ndarray:
+    height, width = card.input_size
+    return np.random.default_rng(seed).standard_normal((n, 3, height, width)).astype(np.float32)
+
+
+def test_runtime_imports_no_torch_train_or_export() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {module}\n" for module in RUNTIME_MODULES)
+        + "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'edgeseg.train', 'edgeseg.export'))]\n"
+        + "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_onnxruntime_backend_matches_raw_onnxruntime(tiny_onnx: Path, tiny_card: ModelCard) -> None:
+    batch = random_batch(tiny_card)
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {tiny_card.tensor_names.input: batch})
+    with OnnxRuntimeBackend(tiny_onnx) as backend:
+        logits = backend.infer(batch)
+        assert (backend.name, backend.precision, backend.card) == ("onnxruntime-cpu", "fp32", tiny_card)
+    assert logits.dtype == np.float32 and logits.shape == (1, 1, *tiny_card.input_size)
+    np.testing.assert_array_equal(logits, expected)
+
+
+def test_auto_picks_a_backend_this_host_runs_and_says_which(tiny_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
+        backend = open_backend(tiny_onnx, "auto")
+    available = ort.get_available_providers()
+    expected = next(name for name, provider in (("onnxruntime-tensorrt", "TensorrtExecutionProvider"),
+                                                ("onnxruntime-cuda", "CUDAExecutionProvider"),
+                                                ("onnxruntime-cpu", "CPUExecutionProvider")) if provider in available)
+    if expected == "onnxruntime-cpu":
+        assert backend.name == "onnxruntime-cpu"
+    assert f"backend: {backend.name}" in caplog.text
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+def test_explicit_cuda_without_onnxruntime_gpu_says_what_to_install(tiny_onnx: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        open_backend(tiny_onnx, "onnxruntime-cuda")
+
+
+def test_tensorrt_backend_refuses_an_onnx_and_onnxruntime_refuses_an_engine(tiny_onnx: Path, tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="--format engine"):
+        open_backend(tiny_onnx, "tensorrt")
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"x")
+    with pytest.raises(BackendUnavailable, match="only the 'tensorrt' backend runs"):
+        open_backend(engine, "onnxruntime-cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+        TensorRTBackend(tmp_path / "model.engine")
+
+
+def test_foreign_onnx_fails_before_a_session_is_built(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\x08\x07" + b"\xff" * 20)
+    with pytest.raises(RuntimeModelError, match=str(path)):
+        open_backend(path, "onnxruntime-cpu")
+
+
+# --- GPU: skipped without one --------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_agrees_with_cpu(tiny_onnx: Path, tiny_card: ModelCard) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")
+    batch = random_batch(tiny_card, seed=3)
+    with OnnxRuntimeBackend(tiny_onnx, "cpu") as cpu, OnnxRuntimeBackend(tiny_onnx, "cuda") as cuda:
+        np.testing.assert_allclose(cuda.infer(batch), cpu.infer(batch), atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_agrees_with_cpu(tiny_onnx: Path, tiny_card: ModelCard, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
+    from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
+
+    try:
+        engine = build_engine(tiny_onnx, tiny_card, tmp_path, precision="fp16", keep_norm_fp32=True)
+    except EngineUnavailable as error:
+        pytest.skip(str(error))
+    assert json.loads(sidecar_path(engine).read_text())["engine_sha256"] == sha256_of(engine)
+    batch = random_batch(tiny_card, seed=4)
+    with OnnxRuntimeBackend(tiny_onnx, "cpu") as cpu, open_backend(engine, "auto") as trt_backend:
+        assert (trt_backend.name, trt_backend.precision) == ("tensorrt", "fp16")
+        first = trt_backend.infer(batch)
+        np.testing.assert_array_equal(trt_backend.infer(batch), first)  # reused buffers give the same answer
+        reference = cpu.infer(batch)
+    probability = 1 / (1 + np.exp(-first))
+    expected = 1 / (1 + np.exp(-reference))
+    assert np.abs(probability - expected).max() < 0.02

@@ -1,0 +1,87 @@
+"""`edgeseg run` end to end on generated files, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from edgeseg.cli import main
+
+from .conftest import count_video_frames
+
+RECORD_KEYS = {"index", "source_index", "name", "timestamp", "width", "height", "timings_ms", "latency_ms", "lesion_present",
+               "regions", "area_px", "bbox", "perimeter_px", "max_diameter_px", "mm_per_px", "area_mm2", "perimeter_mm",
+               "max_diameter_mm"}
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
+
+
+def test_run_on_a_video_writes_every_frame_and_one_record_per_frame(tiny_onnx: Path, video_20: Path, tmp_path: Path) -> None:
+    video, records = tmp_path / "out" / "overlay.mp4", tmp_path / "out" / "frames.jsonl"
+    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--save", str(video), "--jsonl", str(records),
+                 "--mm-per-px", "0.05", "--save-masks", str(tmp_path / "masks"))
+    assert result.exit_code == 0, result.output
+    assert "20 frames" in result.output
+    assert count_video_frames(video) == (20, (640, 480))
+    lines = records.read_text().splitlines()
+    assert len(lines) == 20
+    for number, line in enumerate(lines):
+        record = json.loads(line)
+        assert set(record) == RECORD_KEYS
+        assert record["index"] == record["source_index"] == number
+        assert set(record["timings_ms"]) == {"preprocess", "inference", "postprocess"}
+        assert (record["width"], record["height"], record["mm_per_px"]) == (640, 480, 0.05)
+        assert record["lesion_present"] == (record["area_px"] > 0)
+        if record["lesion_present"]:
+            assert record["area_mm2"] == pytest.approx(record["area_px"] * 0.05**2)
+    masks = sorted((tmp_path / "masks").iterdir())
+    assert len(masks) == 20 and masks[0].name == "frame_000000_segmentation.png"
+    mask = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (480, 640) and set(mask.ravel().tolist()) <= {0, 255}
+    assert not list((tmp_path / "out").glob(".*tmp*")), "no temporary file may be left behind"
+
+
+def test_folder_with_a_corrupt_image_processes_the_rest_and_reports_it(tiny_onnx: Path, image_folder: Path, tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    result = run(str(tiny_onnx), "--source", str(image_folder), "--no-show", "--save-masks", str(masks))
+    assert result.exit_code == 0, result.output
+    assert "ISIC_0000009.jpg" in result.output and "skipped" in result.output
+    names = sorted(path.name for path in masks.iterdir())
+    assert names == ["ISIC_0000001_segmentation.png", "ISIC_0000002_segmentation.png", "visit3_segmentation.png"]
+    assert cv2.imread(str(masks / "ISIC_0000001_segmentation.png"), cv2.IMREAD_UNCHANGED).shape == (90, 120)
+
+
+def test_camera_that_does_not_exist_exits_non_zero_with_a_clear_message(tiny_onnx: Path) -> None:
+    result = run(str(tiny_onnx), "--camera", "99", "--no-show")
+    assert result.exit_code != 0
+    assert "camera 99 did not open" in result.output
+
+
+def test_backend_that_cannot_run_here_exits_non_zero_with_the_reason(tiny_onnx: Path, video_20: Path) -> None:
+    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--backend", "tensorrt")
+    assert result.exit_code != 0 and "--format engine" in result.output
+
+
+def test_foreign_model_exits_non_zero_naming_the_file(tmp_path: Path, video_20: Path) -> None:
+    model = tmp_path / "other.onnx"
+    model.write_bytes(b"\x0a\x03abc")
+    result = run(str(model), "--source", str(video_20), "--no-show")
+    assert result.exit_code != 0 and str(model) in result.output
+
+
+def test_one_source_is_required(tiny_onnx: Path) -> None:
+    result = run(str(tiny_onnx), "--no-show")
+    assert result.exit_code == 2 and "exactly one of --camera N or --source" in result.output
+
+
+def test_help_explains_with_examples_and_says_measurements_are_not_a_diagnosis() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # help is wrapped to the terminal's width
+    assert "edgeseg run model.onnx --camera 0" in text and "not a diagnosis" in text
