@@ -1,0 +1,91 @@
+"""`edgeseg export RUN_DIR`: the exported forms, gated by parity with PyTorch. Heavy imports stay inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+EXAMPLES = """\b
+Examples:
+  edgeseg export runs/lite0                      every form this host can build, checked on 32 val images
+  edgeseg export runs/lite0 --fp16               fp32 + FP16 ONNX (+ FP16 TensorRT engine on a GPU host)
+  edgeseg export runs/lite0 --int8 --calib ../shared/data/isic2018 --calib-n 128
+  edgeseg export runs/lite0 --format engine      on the Jetson / GPU host: the FP16 engine
+  edgeseg export runs/lite0 --simulate-fp16 4    also run PyTorch float16 on the CPU (slow) as an FP16 preview
+
+\b
+Forms (--format, comma-separated): onnx (fp32, always built), fp16, int8, engine (TensorRT FP16),
+engine-int8 (TensorRT from the INT8 QDQ model). Exit status 0 when every built form passes parity,
+1 when a form fails to build or breaks a tolerance (the message names the form, the image, the number).
+Read export-report.md beside the model; export-report.json holds the same for tools.
+"""
+
+
+def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+@click.command("export", epilog=EXAMPLES)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR).")
+@click.option("--format", "formats", multiple=True, metavar="FORMS",
+              help="Forms to build: onnx,fp16,int8,engine,engine-int8 (default: every form this host can build).")
+@click.option("--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present.")
+@click.option("--int8", is_flag=True, help="INT8 ONNX (static QDQ, per-channel), and the INT8 engine on a GPU host.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="INT8 calibration data: its splits/train.txt images, else all (default: the card's training data).")
+@click.option("--calib-n", type=click.IntRange(1), default=64, show_default=True, help="Calibration images.")
+@click.option("--dynamic", is_flag=True, help="ONNX with free batch, height and width (default: the card's static shape).")
+@click.option("--parity-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Parity images with masks: its splits/val.txt pairs, else all (default: the card's validation split).")
+@click.option("--parity-n", type=click.IntRange(1), default=32, show_default=True, help="Parity images.")
+@click.option("--fp32-max-dp", type=float, default=1e-4, show_default=True, help="fp32 ONNX: max |delta probability|.")
+@click.option("--fp16-mean-iou", type=float, default=0.995, show_default=True, help="FP16 forms: mean mask IoU with PyTorch.")
+@click.option("--fp16-min-iou", type=float, default=0.98, show_default=True, help="FP16 forms: min mask IoU with PyTorch.")
+@click.option("--fp16-dice", type=float, default=0.002, show_default=True, help="FP16 forms: max |delta Dice|.")
+@click.option("--int8-mean-iou", type=float, default=0.98, show_default=True, help="INT8 forms: mean mask IoU with PyTorch.")
+@click.option("--int8-dice", type=float, default=0.01, show_default=True, help="INT8 forms: max |delta Dice|.")
+@click.option("--workspace-mib", type=click.IntRange(16), default=1024, show_default=True, help="TensorRT builder workspace.")
+@click.option("--keep-norm-fp32", is_flag=True,
+              help="Keep normalisation and Resize layers in FP32 in the FP16 forms (done anyway when plain FP16 fails parity).")
+@click.option("--simulate-fp16", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
+@click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
+def export_command(run_dir: Path, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
+                   calib: Path | None, calib_n: int, dynamic: bool, parity_data: Path | None, parity_n: int,
+                   fp32_max_dp: float, fp16_mean_iou: float, fp16_min_iou: float, fp16_dice: float,
+                   int8_mean_iou: float, int8_dice: float, workspace_mib: int, keep_norm_fp32: bool,
+                   simulate_fp16: int, latency_runs: int) -> None:
+    """Export a training run to ONNX (fp32, FP16, INT8) and TensorRT, each checked against PyTorch.
+
+    Every form runs on the same images through the runtime's preprocessing; its probabilities and
+    masks are compared with PyTorch fp32's and its Dice with the ground truth. A form outside its
+    tolerances fails the export. Writes the models, export-report.json and export-report.md.
+    """
+    from edgeseg.card import CardError
+    from edgeseg.export.parity import Tolerances
+    from edgeseg.export.pipeline import ExportError, ExportOptions, export_run, select_forms
+    from edgeseg.export.report import report_dict, terminal_table, write_report
+    from edgeseg.export.tensorrt_export import EngineUnavailable
+
+    try:
+        chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
+        options = ExportOptions(
+            formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=parity_data, parity_n=parity_n,
+            calib=calib, calib_n=calib_n, workspace_mib=workspace_mib, keep_norm_fp32=keep_norm_fp32,
+            simulate_fp16=simulate_fp16, latency_runs=latency_runs,
+            tolerances=Tolerances(
+                fp32_max_abs_probability=fp32_max_dp, fp16_mean_mask_iou=fp16_mean_iou, fp16_min_mask_iou=fp16_min_iou,
+                fp16_abs_delta_dice=fp16_dice, int8_mean_mask_iou=int8_mean_iou, int8_abs_delta_dice=int8_dice,
+            ),
+        )
+        report = export_run(run_dir, out_dir, options, echo=lambda line: click.echo(line, err=True))
+    except (ExportError, EngineUnavailable, CardError) as error:
+        raise click.ClickException(str(error)) from None
+    json_path, markdown_path = write_report(report)
+    click.echo(terminal_table(report_dict(report)))
+    click.echo(f"report: {markdown_path} (and {json_path.name})")
+    failures = report.failures()
+    if failures:
+        raise click.ClickException("export failed the parity gate:\n  " + "\n  ".join(failures))

@@ -1,0 +1,404 @@
+"""`edgeseg export`, top to bottom: build every form, check each against PyTorch, time it, report.
+
+One function per format builds its file (onnx_export, fp16_export, int8_export, tensorrt_export);
+this module only decides which forms to build, runs the parity gate over all of them on the same
+images, and gathers what the report shows. A form that cannot be built here is "skipped" with the
+reason; one whose build raised is "failed" with the error; a built form "passed" or not by the gate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeseg.card import ModelCard
+from edgeseg.export.parity import FormParity, Tolerances, run_parity
+
+# Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine.
+FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "engine": "fp16", "engine-int8": "int8"}
+FORMS = tuple(FORM_PRECISION)
+ENGINE_FORMS = ("engine", "engine-int8")
+SIMULATED_FP16 = "fp16-simulated"
+FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+DEFAULT_PARITY_IMAGES = 32
+LATENCY_WARMUP = 2
+
+
+class ExportError(RuntimeError):
+    """A problem with the run, the data or the host that stops the export; the message gives the fix."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[str, ...] = FORMS  # "onnx" is always built: every other form starts from it
+    explicit: frozenset[str] = frozenset()  # forms asked for by name: not building them is an error
+    dynamic: bool = False
+    parity_data: Path | None = None
+    parity_n: int = DEFAULT_PARITY_IMAGES
+    calib: Path | None = None
+    calib_n: int = 64
+    tolerances: Tolerances = Tolerances()
+    workspace_mib: int = 1024
+    keep_norm_fp32: bool = False
+    simulate_fp16: int = 0  # images for the PyTorch-float16-on-CPU simulation; 0 = off
+    latency_runs: int = 10
+    progress: bool = True
+
+
+@dataclass
+class FormResult:
+    name: str
+    precision: str
+    path: Path | None = None
+    status: str = "built"  # built | skipped | failed
+    reason: str = ""
+    parity: FormParity | None = None
+    latency_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+    simulation: bool = False
+
+    @property
+    def passed(self) -> bool | None:
+        """The gate's verdict: None when the form was skipped (nothing to judge)."""
+        if self.status == "skipped":
+            return None
+        return self.status == "built" and self.parity is not None and self.parity.passed
+
+
+@dataclass
+class ExportReport:
+    run_dir: Path
+    out_dir: Path
+    card: ModelCard
+    forms: list[FormResult]
+    tolerances: Tolerances
+    parity_images: dict
+    calibration: dict
+    reference: dict
+    host: dict
+
+    def failures(self) -> list[str]:
+        """Why the export did not pass: build failures and parity breaches (simulations are advisory)."""
+        messages = []
+        for form in self.forms:
+            if form.simulation:
+                continue
+            if form.status == "failed":
+                messages.append(f"{form.name}: build failed: {form.reason}")
+            elif form.status == "built" and form.parity is not None:
+                messages.extend(form.parity.breaches)
+        return messages
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures()
+
+
+def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = False) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The forms to build and those asked for explicitly, from --format, --fp16 and --int8.
+
+    With none of them: every form (engines are skipped on a host that cannot build them). --fp16 adds
+    the FP16 ONNX and, where TensorRT is present, the FP16 engine; --int8 likewise for INT8.
+    """
+    unknown = [name for name in formats if name not in FORMS]
+    if unknown:
+        raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMS)}")
+    if not formats and not fp16 and not int8:
+        return FORMS, frozenset()
+    chosen = {"onnx", *formats}
+    if fp16:
+        chosen |= {"fp16", "engine"}
+    if int8:
+        chosen |= {"int8", "engine-int8"}
+    if "engine-int8" in chosen:
+        chosen.add("int8")  # the INT8 engine is built from the QDQ ONNX
+    return tuple(name for name in FORMS if name in chosen), frozenset(formats)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: ExportOptions = ExportOptions(),
+               echo: Callable[[str], None] = print) -> ExportReport:
+    """Export a training run to the chosen forms, check each against PyTorch, and return the report."""
+    from edgeseg.export.onnx_export import export_onnx
+    from edgeseg.export.tensorrt_export import engine_unavailable_reason
+    from edgeseg.train.model import load_model
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir
+    engine_reason = engine_unavailable_reason()
+    asked_engines = sorted(options.explicit & set(ENGINE_FORMS))
+    if engine_reason and asked_engines:
+        raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
+    model, card = load_model(run_dir)
+    samples, parity_source = parity_samples(card, run_dir, options.parity_data, options.parity_n)
+
+    echo(f"exporting {run_dir} -> {out_dir}")
+    results: dict[str, FormResult] = {}
+    results["onnx"] = attempt("onnx", lambda: export_onnx(model, card, out_dir / FILENAMES["onnx"], dynamic=options.dynamic), card)
+    onnx_path = results["onnx"].path
+    if onnx_path is None:
+        raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {results['onnx'].reason}")
+    echo(f"  onnx: {onnx_path}")
+    calibration: dict = {}
+    for name in options.formats:
+        if name == "onnx":
+            continue
+        if name == "fp16":
+            results[name] = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, options.keep_norm_fp32), card)
+            if options.keep_norm_fp32:
+                results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
+        elif name == "int8":
+            images, calibration = calibration_images(card, run_dir, options.calib, options.calib_n)
+            results[name] = attempt(name, lambda: build_int8(onnx_path, card, out_dir, images, options.progress), card)
+        elif engine_reason:
+            results[name] = FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
+        else:
+            source = onnx_path if name == "engine" else results["int8"].path
+            if source is None:
+                results[name] = FormResult(name, "int8", status="failed", reason="the INT8 ONNX it is built from failed")
+            else:
+                results[name] = attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
+        echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
+
+    built = [form for form in results.values() if form.status == "built"]
+    reference_row = check_parity(model, card, built, samples, options, echo)
+    retry_with_fp32_norms(model, card, results, samples, onnx_path, out_dir, options, echo)
+    forms = [results[name] for name in FORMS if name in results]
+    if options.simulate_fp16:
+        forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
+    return ExportReport(
+        run_dir=run_dir, out_dir=out_dir, card=card, forms=forms, tolerances=options.tolerances,
+        parity_images=parity_source, calibration=calibration, reference=reference_row,
+        host=host_info(engine_reason),
+    )
+
+
+# --- building -------------------------------------------------------------------------------------
+
+
+def attempt(name: str, build: Callable[[], Path], card: ModelCard) -> FormResult:
+    """Run one format's builder; a failure becomes a "failed" row with the error, not a crash."""
+    result = FormResult(name, FORM_PRECISION[name])
+    try:
+        result.path = Path(build())
+        if result.path.suffix == ".onnx":
+            check_embedded_card(result.path, card)
+    except Exception as error:  # the report must show every form, whatever went wrong with one
+        result.status, result.reason = "failed", f"{type(error).__name__}: {error}"
+    return result
+
+
+def check_embedded_card(path: Path, card: ModelCard) -> None:
+    """The runtime reads the card from the file: it must be the run's card, unchanged."""
+    from edgeseg.runtime.model_file import read_card
+
+    if read_card(path) != card:
+        raise RuntimeError(f"{path}: the card embedded in the model differs from the run's card")
+
+
+def build_fp16(onnx_path: Path, card: ModelCard, out_dir: Path, keep_norm_fp32: bool) -> Path:
+    from edgeseg.export.fp16_export import export_fp16
+
+    return export_fp16(onnx_path, card, out_dir / FILENAMES["fp16"], keep_norm_fp32=keep_norm_fp32)
+
+
+def build_int8(onnx_path: Path, card: ModelCard, out_dir: Path, images: list[Path], progress: bool) -> Path:
+    from edgeseg.export.int8_export import export_int8
+
+    return export_int8(onnx_path, card, out_dir / FILENAMES["int8"], images, progress=progress)
+
+
+def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions,
+                      keep_norm_fp32: bool | None = None) -> Path:
+    from edgeseg.export.tensorrt_export import build_engine
+
+    return build_engine(
+        source, card, out_dir, precision=FORM_PRECISION[name], workspace_mib=options.workspace_mib,
+        keep_norm_fp32=options.keep_norm_fp32 if keep_norm_fp32 is None else keep_norm_fp32,
+    )
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def data_root(card: ModelCard, run_dir: Path, given: Path | None, option: str) -> Path:
+    if given is not None:
+        root = Path(given)
+    elif card.provenance.data:
+        root = Path(card.provenance.data)
+        if not root.is_dir() and not root.is_absolute():
+            root = run_dir / root
+    else:
+        raise ExportError(f"the run's card records no data folder; pass {option} DIR")
+    if not root.is_dir():
+        raise ExportError(f"{root}: data folder not found; pass {option} DIR with images and masks")
+    return root
+
+
+def discover(root: Path, split: str, option: str) -> tuple[list, str]:
+    """Samples of ``split`` when root/splits/<split>.txt exists, else every pair under root."""
+    from edgeseg.data import DataError, discover_samples
+
+    chosen = split if (root / "splits" / f"{split}.txt").is_file() else None
+    try:
+        samples = discover_samples(root, split=chosen)
+    except DataError as error:
+        raise ExportError(f"{option}: {error}") from None
+    if not samples:
+        raise ExportError(f"{root}: no image/mask pairs found{f' in split {chosen!r}' if chosen else ''}; pass {option} DIR")
+    return samples, chosen or "all"
+
+
+def spread(items: Sequence, n: int) -> list:
+    """n items evenly spaced over the sequence (all when it has no more than n)."""
+    if n >= len(items):
+        return list(items)
+    return [items[index * len(items) // n] for index in range(n)]
+
+
+def parity_samples(card: ModelCard, run_dir: Path, given: Path | None, n: int) -> tuple[list, dict]:
+    root = data_root(card, run_dir, given, "--parity-data")
+    samples, split = discover(root, "val", "--parity-data")
+    chosen = spread(samples, n)
+    return chosen, {"data": str(root), "split": split, "count": len(chosen), "ids": [sample.id for sample in chosen]}
+
+
+def calibration_images(card: ModelCard, run_dir: Path, given: Path | None, n: int) -> tuple[list[Path], dict]:
+    root = data_root(card, run_dir, given, "--calib")
+    samples, split = discover(root, "train", "--calib")
+    chosen = spread(samples, n)
+    return [sample.image for sample in chosen], {"data": str(root), "split": split, "count": len(chosen)}
+
+
+# --- checking -------------------------------------------------------------------------------------
+
+
+def open_backend(form: FormResult):
+    from edgeseg.runtime.backends import OnnxRuntimeBackend, TensorRTBackend
+
+    if form.name in ENGINE_FORMS:
+        return TensorRTBackend(form.path)
+    return OnnxRuntimeBackend(form.path, device="cpu")
+
+
+def check_parity(model, card: ModelCard, forms: list[FormResult], samples: list, options: ExportOptions,
+                 echo: Callable[[str], None]) -> dict:
+    """Parity and latency of every built form in one pass over the images; returns the reference's row."""
+    from edgeseg.train.torch_backend import TorchBackend
+
+    with contextlib.ExitStack() as stack:
+        reference = stack.enter_context(TorchBackend(model, card, device="cpu"))
+        reference_ms = latency_ms(reference, card, samples[0], options.latency_runs)  # before onnxruntime runs
+        backends = {form.name: stack.enter_context(open_backend(form)) for form in forms}
+        echo(f"parity on {len(samples)} images: {', '.join(backends)} against PyTorch fp32")
+        parities = run_parity(reference, {name: (backend, FORM_PRECISION[name]) for name, backend in backends.items()},
+                              samples, card, options.tolerances, progress=options.progress)
+        for form in forms:
+            form.parity = parities[form.name]
+            form.latency_ms = latency_ms(backends[form.name], card, samples[0], options.latency_runs)
+    accuracy = next(iter(parities.values())) if parities else None
+    return {
+        "name": "pytorch-fp32", "latency_ms": reference_ms,
+        "accuracy": {"dice": accuracy.reference_dice, "threshold_jaccard": accuracy.reference_threshold_jaccard} if accuracy else None,
+    }
+
+
+def retry_with_fp32_norms(model, card: ModelCard, results: dict[str, FormResult], samples: list, onnx_path: Path,
+                          out_dir: Path, options: ExportOptions, echo: Callable[[str], None]) -> None:
+    """An FP16 form that fails parity is rebuilt once with normalisation and Resize layers in FP32."""
+    if options.keep_norm_fp32:
+        return
+    for name in ("fp16", "engine"):
+        form = results.get(name)
+        if form is None or form.status != "built" or form.parity is None or form.parity.passed:
+            continue
+        first = "; ".join(form.parity.breaches)
+        echo(f"  {name} failed parity ({first}); rebuilding with normalisation and Resize layers in FP32")
+        if name == "fp16":
+            rebuilt = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32=True), card)
+        else:
+            rebuilt = attempt(name, lambda: build_engine_form(name, onnx_path, card, out_dir, options, keep_norm_fp32=True), card)
+        rebuilt.notes.append(f"plain FP16 failed parity ({first}); rebuilt with normalisation and Resize layers kept in FP32")
+        if rebuilt.status == "built":
+            check_parity(model, card, [rebuilt], samples, options, echo)
+        results[name] = rebuilt
+
+
+def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions, echo: Callable[[str], None]) -> FormResult:
+    """PyTorch in float16 on the CPU: a slow simulation of the FP16 forms, labelled as such.
+
+    Not the engine: TensorRT picks its own kernels and may keep layers in FP32. It shows the
+    arithmetic risk (overflow, lost precision in GroupNorm and upsampling) where no GPU is at hand.
+    """
+    import copy
+
+    from edgeseg.train.torch_backend import TorchBackend
+
+    result = FormResult(SIMULATED_FP16, "fp16", simulation=True)
+    result.notes.append("SIMULATION: PyTorch float16 on the CPU, not a TensorRT engine; advisory, not part of the gate")
+    echo(f"FP16 simulation (PyTorch float16 on the CPU) on {len(samples)} images; slow")
+    half_model = copy.deepcopy(model)  # TorchBackend converts the model it is given in place
+    with TorchBackend(model, card, device="cpu") as reference, TorchBackend(half_model, card, precision="fp16") as half:
+        result.parity = run_parity(reference, {SIMULATED_FP16: (half, "fp16")}, samples, card, options.tolerances,
+                                   progress=options.progress, simulation=(SIMULATED_FP16,))[SIMULATED_FP16]
+        result.latency_ms = latency_ms(half, card, samples[0], runs=1)
+    return result
+
+
+def latency_ms(backend, card: ModelCard, sample, runs: int) -> float:
+    """Median milliseconds of backend.infer on one preprocessed image (a quick figure, not a benchmark)."""
+    from edgeseg.files import read_image
+    from edgeseg.preprocess import preprocess
+
+    batch = preprocess(read_image(sample.image), card)
+    for _ in range(LATENCY_WARMUP if runs > 1 else 0):
+        backend.infer(batch)
+    times = []
+    for _ in range(max(1, runs)):
+        started = time.perf_counter()
+        backend.infer(batch)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times)
+
+
+def host_info(engine_reason: str | None) -> dict:
+    """What this report's figures were measured on."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("onnxruntime", "onnx", "torch", "tensorrt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "gpu": None,
+        "engines": engine_reason or "buildable",
+    }
+    if engine_reason is None:
+        from edgeseg.export.tensorrt_export import gpu_properties
+
+        gpu = gpu_properties()
+        info["gpu"] = {"name": gpu.name, "compute_capability": gpu.compute_capability}
+    return info
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

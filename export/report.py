@@ -1,0 +1,182 @@
+"""export-report.json (for tools) and export-report.md (for people), written atomically.
+
+JSON: {"forms": [{"name", "path", "status", "passed", "reason", "size_bytes", "parity", "accuracy",
+"latency_ms", ...}], "card", "host", "tolerances", "parity_images", ...}. ``status`` is built, skipped or
+failed; ``passed`` is the gate's verdict (null for a skipped form).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeseg.export.pipeline import ExportReport, FormResult
+from edgeseg.files import write_text_atomic
+
+JSON_NAME = "export-report.json"
+MARKDOWN_NAME = "export-report.md"
+
+
+def form_dict(form: FormResult) -> dict:
+    parity = form.parity
+    return {
+        "name": form.name,
+        "precision": form.precision,
+        "path": str(form.path) if form.path else None,
+        "status": form.status,
+        "passed": form.passed,
+        "reason": form.reason,
+        "size_bytes": form.path.stat().st_size if form.path and form.path.is_file() else None,
+        "parity": parity.to_dict() if parity else None,
+        "accuracy": {"dice": parity.dice, "threshold_jaccard": parity.threshold_jaccard} if parity else None,
+        "latency_ms": form.latency_ms,
+        "notes": form.notes,
+        "simulation": form.simulation,
+    }
+
+
+def report_dict(report: ExportReport) -> dict:
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(report.run_dir),
+        "out_dir": str(report.out_dir),
+        "passed": report.passed,
+        "failures": report.failures(),
+        "forms": [form_dict(form) for form in report.forms],
+        "reference": report.reference,
+        "card": report.card.to_dict(),
+        "host": report.host,
+        "tolerances": report.tolerances.to_dict(),
+        "parity_images": report.parity_images,
+        "calibration": report.calibration,
+        "metrics": "Dice and thresholded Jaccard (ISIC 2018) against ground truth, per image at its original "
+                   "resolution, mean over the parity images; mask IoU is against PyTorch fp32's mask",
+    }
+
+
+def json_safe(value):
+    """JSON has no NaN or Infinity: they become null (the parity rows still say nonfinite_images)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_report(report: ExportReport, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    out_dir = Path(out_dir or report.out_dir)
+    data = json_safe(report_dict(report))
+    json_path = write_text_atomic(out_dir / JSON_NAME, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    markdown_path = write_text_atomic(out_dir / MARKDOWN_NAME, markdown(report, data))
+    return json_path, markdown_path
+
+
+def _number(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _size(size_bytes) -> str:
+    return "-" if size_bytes is None else f"{size_bytes / 2**20:.1f} MiB"
+
+
+def _verdict(row: dict) -> str:
+    if row["status"] != "built":
+        return row["status"]
+    if row["simulation"]:
+        return "advisory: pass" if row["passed"] else "advisory: FAIL"
+    return "pass" if row["passed"] else "FAIL"
+
+
+TABLE_HEADER = ("form", "status", "gate", "size", "max|dp|", "mean IoU", "min IoU", "flipped", "Dice", "dDice", "thrJ", "ms/img")
+
+
+def table_rows(data: dict) -> list[tuple[str, ...]]:
+    rows = []
+    reference = data["reference"]
+    if reference:
+        accuracy = reference.get("accuracy") or {}
+        rows.append(("pytorch-fp32 (reference)", "-", "-", "-", "-", "-", "-", "-", _number(accuracy.get("dice")), "-",
+                     _number(accuracy.get("threshold_jaccard")), _number(reference.get("latency_ms"), 1)))
+    for row in data["forms"]:
+        parity = row["parity"] or {}
+        rows.append((
+            row["name"], row["status"], _verdict(row), _size(row["size_bytes"]),
+            _number(parity.get("max_abs_probability"), 6), _number(parity.get("mean_mask_iou")),
+            _number(parity.get("min_mask_iou")), _number(parity.get("flipped_fraction"), 5),
+            _number(parity.get("dice")), _number(parity.get("delta_dice"), 4),
+            _number(parity.get("threshold_jaccard")), _number(row["latency_ms"], 1),
+        ))
+    return rows
+
+
+def terminal_table(data: dict) -> str:
+    rows = [TABLE_HEADER, *table_rows(data)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown(report: ExportReport, data: dict | None = None) -> str:
+    data = data or json_safe(report_dict(report))
+    host = data["host"]
+    images = data["parity_images"]
+    lines = [
+        f"# Export report: {data['run_dir']}",
+        "",
+        f"Verdict: **{'PASSED' if data['passed'] else 'FAILED'}** ({data['created']})",
+        "",
+        f"Parity images: {images['count']} from `{images['data']}` (split: {images['split']}), each through the same "
+        "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32.",
+        "",
+        "| " + " | ".join(TABLE_HEADER) + " |",
+        "|" + "---|" * len(TABLE_HEADER),
+        *("| " + " | ".join(row) + " |" for row in table_rows(data)),
+        "",
+        "max|dp|: largest |probability difference| to PyTorch over all pixels and images. mean/min IoU: mask IoU "
+        "with PyTorch's mask per image (both empty = 1.0). flipped: mean share of pixels whose mask value differs. "
+        "Dice, thrJ: mean ISIC Dice and thresholded Jaccard against ground truth at original resolution; dDice: "
+        "change from PyTorch's. ms/img: median of a few inference calls (batch 1, preprocessing excluded): a quick "
+        "figure, see benchmarks/ for measured latency.",
+        "",
+    ]
+    if data["failures"]:
+        lines += ["## Why it failed", "", *(f"- {message}" for message in data["failures"]), ""]
+    notes = [(row["name"], note) for row in data["forms"] for note in row["notes"]]
+    reasons = [(row["name"], f"{row['status']}: {row['reason']}") for row in data["forms"] if row["reason"]]
+    if notes or reasons:
+        lines += ["## Notes", "", *(f"- {name}: {text}" for name, text in reasons + notes), ""]
+    tolerances = data["tolerances"]
+    lines += [
+        "## Tolerances",
+        "",
+        f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
+        f"- FP16 forms: mean mask IoU >= {tolerances['fp16_mean_mask_iou']:g}, min >= {tolerances['fp16_min_mask_iou']:g}, "
+        f"|delta Dice| <= {tolerances['fp16_abs_delta_dice']:g}",
+        f"- INT8 forms: mean mask IoU >= {tolerances['int8_mean_mask_iou']:g}, |delta Dice| <= {tolerances['int8_abs_delta_dice']:g}",
+        "- every form: no NaN or Inf",
+        "",
+        "## Verified on which hardware",
+        "",
+        f"Host: {host['cpu']} ({host['cpu_count']} logical CPUs), {host['platform']}; "
+        f"GPU: {host['gpu']['name'] + ' (sm ' + host['gpu']['compute_capability'] + ')' if host['gpu'] else 'none'}; "
+        f"versions: {', '.join(f'{key} {value}' for key, value in host['versions'].items())}.",
+        "",
+    ]
+    for row in data["forms"]:
+        if row["status"] == "built":
+            where = "onnxruntime CPU on this host" if row["name"] not in ("engine", "engine-int8") else "TensorRT on this host's GPU"
+            if row["simulation"]:
+                where = "PyTorch float16 on this host's CPU (a simulation of the FP16 forms, not an engine)"
+            lines.append(f"- {row['name']}: built and checked with {where}: `{row['path'] or '-'}`")
+        else:
+            lines.append(f"- {row['name']}: not verified here ({row['status']})")
+    return "\n".join(lines) + "\n"
