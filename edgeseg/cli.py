@@ -18,7 +18,10 @@ COMMANDS: dict[str, str] = {
     "data": "edgeseg.data_cli:data_command",
     "synth": "edgeseg.synthetic:synth_command",
     "eval": "edgeseg.evaluate:eval_command",
+    "bench": "edgeseg.bench:bench_command",
     "export": "edgeseg.export.cli:export_command",
+    "run": "edgeseg.runtime.cli:run_command",
+    "train": "edgeseg.train.cli:train_command",
 }
 
 EPILOG = """\b
