@@ -1,0 +1,143 @@
+"""`edgeseg train` on tiny synthetic data: the run directory, exact resume, bad data, the schedule."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from click.testing import CliRunner  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from edgeseg.card import load_card  # noqa: E402
+from edgeseg.cli import main  # noqa: E402
+from edgeseg.train.loop import CHECKPOINT_FILENAME, TrainConfig, learning_rate, plan_epochs  # noqa: E402
+from edgeseg.train.model import load_model  # noqa: E402
+from edgeseg.train.threshold import THRESHOLDS  # noqa: E402
+
+TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
+        "--seed", "3", "--threads", "2", "--no-progress"]
+
+
+def run_train(*args: str) -> None:
+    result = CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(synthetic_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "run"
+    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", *TINY)
+    return out
+
+
+def test_tiny_run_writes_a_complete_run_dir(two_epoch_run, synthetic_dir):
+    for name in ("model.safetensors", "card.json", CHECKPOINT_FILENAME, "config.json", "logs/iterations.csv",
+                 "logs/epochs.csv", "logs/threshold.csv", "plots/loss.png", "plots/iou.png", "plots/threshold.png",
+                 "plots/probability-histogram.png"):
+        assert (two_epoch_run / name).stat().st_size > 0, name
+    card = load_card(two_epoch_run)
+    assert card.input_size == (64, 64)
+    assert card.architecture_kwargs == {"decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32}
+    assert card.output.threshold in THRESHOLDS
+    provenance = card.provenance
+    assert (provenance.train_images, provenance.val_images, provenance.epochs) == (19, 5, 2)
+    assert provenance.best_epoch in (1, 2) and provenance.split_hash.startswith("sha256:")
+    assert Path(provenance.data) == synthetic_dir.resolve()
+    assert {"dice", "jaccard", "threshold_jaccard", "jaccard_at_0.5"} <= set(provenance.val_metrics)
+    assert "torch" in provenance.versions
+
+    iterations = rows(two_epoch_run / "logs/iterations.csv")
+    assert [int(r["step"]) for r in iterations] == list(range(1, 9))  # 19 images // 4 = 4 steps per epoch
+    epochs = rows(two_epoch_run / "logs/epochs.csv")
+    assert [int(r["epoch"]) for r in epochs] == [1, 2]
+    best = max(epochs, key=lambda r: float(r["val_jaccard"]))
+    assert int(best["epoch"]) == provenance.best_epoch
+    assert provenance.val_metrics["jaccard_at_0.5"] == pytest.approx(float(best["val_jaccard"]), abs=1e-6)
+
+    model, _ = load_model(two_epoch_run)  # the best weights rebuild from the card alone
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(two_epoch_run, synthetic_dir, tmp_path):
+    out = tmp_path / "killed"
+    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", "--stop-after-epochs", "1", *TINY)
+    assert len(rows(out / "logs/epochs.csv")) == 1 and not (out / "logs/threshold.csv").exists()
+    run_train("--resume", str(out), "--no-progress")
+
+    finished = torch.load(two_epoch_run / CHECKPOINT_FILENAME, weights_only=True)
+    resumed = torch.load(out / CHECKPOINT_FILENAME, weights_only=True)
+    assert finished["model"].keys() == resumed["model"].keys()
+    for name, tensor in finished["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    best_a, best_b = load_file(str(two_epoch_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(best_a[name], best_b[name]) for name in best_a)
+    def logged(run: Path) -> list[tuple[str, ...]]:  # everything but the wall-clock seconds
+        return [(r["epoch"], r["step"], r["loss"], r["iou"], r["lr"]) for r in rows(run / "logs/iterations.csv")]
+
+    assert logged(out) == logged(two_epoch_run)
+    assert load_card(out).output.threshold == load_card(two_epoch_run).output.threshold
+
+
+def test_corrupt_data_stops_before_training(synthetic_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    broken = sorted((data / "ISIC2018_Task1-2_Training_Input").glob("*.jpg"))[0]
+    broken.write_bytes(b"not a jpeg")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+    assert result.exit_code != 0
+    assert broken.name in result.output
+    assert not (tmp_path / "run" / CHECKPOINT_FILENAME).exists()
+
+
+def test_existing_run_is_not_overwritten(two_epoch_run, synthetic_dir):
+    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(two_epoch_run), *TINY])
+    assert result.exit_code != 0 and "--resume" in result.output
+
+
+def test_size_not_divisible_by_32_names_the_fix(synthetic_dir, tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path), "--size", "250x100"])
+    assert result.exit_code != 0
+    assert "divisible by 32" in result.output and "--size 256x128" in result.output
+
+
+def test_paper_preset_fills_what_is_not_given(synthetic_dir, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(config):
+        seen["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr("edgeseg.train.loop.train", fake_train)
+    CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "r"), "--preset", "paper",
+                              "--epochs", "3"])
+    config = seen["config"]
+    assert (config.encoder, config.size, config.loss, config.optimizer, config.lr, config.schedule) == (
+        "se_resnext50_32x4d", (320, 320), "dice", "adam", 1e-4, "step")
+    assert config.epochs == 3  # given explicitly, so it wins over the preset's 20
+
+
+def test_schedules():
+    paper = TrainConfig(data="d", out="o", lr=1e-4, schedule="step", step_epoch=10)
+    assert learning_rate(paper, 10 * 5 - 1, 5, 20) == pytest.approx(1e-4)  # last step of epoch 10
+    assert learning_rate(paper, 10 * 5, 5, 20) == pytest.approx(1e-5)  # first step of epoch 11
+    cosine = TrainConfig(data="d", out="o", lr=1e-3, min_lr_factor=0.01)
+    assert learning_rate(cosine, 0, 10, 5) == pytest.approx(1e-4)  # warm-up starts at lr / 10
+    assert learning_rate(cosine, 10, 10, 5) == pytest.approx(1e-3)  # peak after one epoch
+    assert learning_rate(cosine, 50, 10, 5) == pytest.approx(1e-5)  # ends at lr * min_lr_factor
+    assert plan_epochs(TrainConfig(data="d", out="o", epochs=40), 3600, 400) == 9
+    assert plan_epochs(TrainConfig(data="d", out="o", epochs=5), 3600, 400) == 5
+
+
+def test_config_json_records_the_run(two_epoch_run):
+    config = json.loads((two_epoch_run / "config.json").read_text())
+    assert config["epochs"] == 2 and config["size"] == [64, 64] and config["seed"] == 3

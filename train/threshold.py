@@ -1,0 +1,66 @@
+"""Threshold analysis (the paper's section 5.1): how Dice and thresholded Jaccard move with the threshold.
+
+Every score here is ISIC-exact: the probability map is resized back to the image's own resolution
+(``edgeseg.preprocess.probability_at``, as the runtime does), binarised, and scored per image with
+``edgeseg.metrics``; means are over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeseg.card import ModelCard
+from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
+from edgeseg.preprocess import probability_at
+
+THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 .. 0.95
+HISTOGRAM_BINS = 50
+
+
+@dataclass(frozen=True)
+class ThresholdSweep:
+    thresholds: tuple[float, ...]
+    means: dict[str, list[float]]  # metric name -> mean over images at each threshold
+    histogram: list[int]  # counts of predicted probabilities (network resolution) in HISTOGRAM_BINS equal bins
+    chosen: float
+
+    def rows(self) -> list[dict[str, float]]:
+        return [
+            {"threshold": threshold, **{name: values[index] for name, values in self.means.items()}}
+            for index, threshold in enumerate(self.thresholds)
+        ]
+
+
+def scores_at(probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, threshold: float) -> dict[str, float]:
+    """Mean ISIC metrics of (N, h, w) probability maps at network resolution against truths at their own."""
+    per_image = [
+        image_scores(truth, probability_at(probability, *truth.shape, card) > threshold)
+        for probability, truth in zip(probabilities, truths, strict=True)
+    ]
+    return mean_scores(per_image)
+
+
+def sweep_thresholds(
+    probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, thresholds: tuple[float, ...] = THRESHOLDS
+) -> ThresholdSweep:
+    per_threshold: list[list[dict[str, float]]] = [[] for _ in thresholds]
+    for probability, truth in zip(probabilities, truths, strict=True):
+        upsampled = probability_at(probability, *truth.shape, card)  # once per image, not per threshold
+        for index, threshold in enumerate(thresholds):
+            per_threshold[index].append(image_scores(truth, upsampled > threshold))
+    means_by_threshold = [mean_scores(scores) for scores in per_threshold]
+    means = {name: [means[name] for means in means_by_threshold] for name in METRIC_NAMES}
+    histogram, _ = np.histogram(probabilities, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    return ThresholdSweep(tuple(thresholds), means, histogram.tolist(), choose_threshold(tuple(thresholds), means))
+
+
+def choose_threshold(thresholds: tuple[float, ...], means: dict[str, list[float]]) -> float:
+    """The threshold of the best mean thresholded Jaccard (ISIC 2018's ranking metric); then Jaccard;
+    then the one nearest 0.5, so a flat curve keeps the natural threshold."""
+    best = max(
+        range(len(thresholds)),
+        key=lambda i: (round(means["threshold_jaccard"][i], 6), round(means["jaccard"][i], 6), -abs(thresholds[i] - 0.5)),
+    )
+    return float(thresholds[best])
