@@ -92,6 +92,9 @@ class OnnxRuntimeBackend(_ContextManager):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: on a small CPU the spinning steals the cores
+        # that capture, overlay (and, in a benchmark or parity run, PyTorch) need between two runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self._providers(device, path))
         except Exception as error:  # onnxruntime raises its own exception types for every failure
