@@ -15,19 +15,25 @@ from edgeseg import __version__
 
 # name -> "module:attribute" of a click command. A part that is not built has no entry here.
 COMMANDS: dict[str, str] = {
-    "data": "edgeseg.data_cli:data_command",
+    "demo": "edgeseg.demo:demo_command",
     "synth": "edgeseg.synthetic:synth_command",
+    "data": "edgeseg.data_cli:data_command",
+    "train": "edgeseg.train.cli:train_command",
     "eval": "edgeseg.evaluate:eval_command",
-    "bench": "edgeseg.bench:bench_command",
     "export": "edgeseg.export.cli:export_command",
     "run": "edgeseg.runtime.cli:run_command",
-    "train": "edgeseg.train.cli:train_command",
+    "bench": "edgeseg.bench:bench_command",
 }
 
 EPILOG = """\b
-The whole flow:
-  edgeseg synth data/synth --n 200          make dermoscopy-like demo data
-  edgeseg data check ../shared/data/isic2018  check a data set before training
+The whole flow (`edgeseg demo` runs it on synthetic data):
+  edgeseg synth data/synth --n 200                          dermoscopy-like demo data
+  edgeseg data check ../shared/data/isic2018                check a data set
+  edgeseg train --data ../shared/data/isic2018 --out runs/lite0 --time-budget 60
+  edgeseg eval --model runs/lite0 --data ../shared/data/isic2018
+  edgeseg export runs/lite0 --fp16                          ONNX forms, parity-gated
+  edgeseg run runs/lite0/model.onnx --camera 0              live overlay, no torch
+  edgeseg bench runs/lite0                                  latency of every form
 """
 
 
@@ -35,7 +41,7 @@ class LazyGroup(click.Group):
     """A click group that imports a command's module only when that command is used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return list(COMMANDS)  # in the order of the flow
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
