@@ -44,6 +44,9 @@ class Output:
     activation: str = "sigmoid"  # applied by the runtime to the network's logits
     threshold: float = 0.5  # probability above which a pixel is lesion
     upsample: str = "linear"  # interpolation of the probability map back to the image's resolution
+    # A dermoscopy image frames one lesion: keep only the largest region (inside its outer contour,
+    # holes kept), so stray islands neither flicker in a live overlay nor inflate the measured area.
+    keep_largest_region: bool = True
 
 
 @dataclass(frozen=True)

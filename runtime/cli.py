@@ -91,7 +91,7 @@ def run_command(model: Path, camera: int | None, source: str | None, backend: st
     click.echo(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x{opened.card.input_size[1]}; "
                f"source: {frames.description}", err=True)
     options = RunOptions(show=show, save_video=save_video, save_masks=save_masks, jsonl=jsonl, max_frames=max_frames, snapshot_dir=snapshot_dir)
-    with Segmenter(opened, opened.card, keep_largest=not all_regions, mm_per_px=mm_per_px) as segmenter:
+    with Segmenter(opened, opened.card, keep_largest=False if all_regions else None, mm_per_px=mm_per_px) as segmenter:
         try:
             summary = run_pipeline(segmenter, frames, options)
         except OutputError as error:

@@ -33,14 +33,6 @@ class Measurements:
         return values
 
 
-def largest_contour(mask: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """The outer contour (OpenCV points, (K, 1, 2) int32) of the largest region, and the region count."""
-    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None, 0
-    return max(contours, key=cv2.contourArea), len(contours)
-
-
 def max_feret_diameter(contour: np.ndarray) -> float:
     """Largest distance between two contour points; they lie on the convex hull, so only its points are compared."""
     hull = cv2.convexHull(contour).reshape(-1, 2).astype(np.float64)

@@ -10,13 +10,14 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import cv2
+import dataclasses
+
 import numpy as np
 
 from edgeseg.card import ModelCard
-from edgeseg.preprocess import activate, binarize, normalize, probability_at, resize_to_input
+from edgeseg.preprocess import activate, lesion_mask, normalize, probability_at, resize_to_input
 from edgeseg.runtime.backends import Backend, open_backend
-from edgeseg.runtime.measure import Measurements, largest_contour, measure
+from edgeseg.runtime.measure import Measurements, measure
 
 
 @dataclass
@@ -31,24 +32,24 @@ class Segmentation:
 class Segmenter:
     """Segment BGR uint8 images with a backend and the model card that belongs to it.
 
-    ``keep_largest`` (default True) keeps only the largest lesion region in the mask (what lies
-    inside its outer contour, holes kept): a dermoscopy image frames one lesion, and the small
-    islands an imperfect model leaves around it would otherwise flicker in a live overlay and
-    inflate the measured area. Set it False to keep every region above the threshold
-    (``edgeseg run --all-regions``). The probability map is never altered. ``mm_per_px`` adds
+    Masks are made as the card says (``edgeseg.preprocess.lesion_mask``): by default only the
+    largest lesion region is kept. ``keep_largest`` overrides the card (``edgeseg run
+    --all-regions`` passes False). The probability map is never altered. ``mm_per_px`` adds
     millimetre values to the measurements.
     """
 
-    def __init__(self, backend: Backend, card: ModelCard, keep_largest: bool = True, mm_per_px: float | None = None) -> None:
+    def __init__(self, backend: Backend, card: ModelCard, keep_largest: bool | None = None,
+                 mm_per_px: float | None = None) -> None:
+        if keep_largest is not None:
+            card = card.replace(output=dataclasses.replace(card.output, keep_largest_region=keep_largest))
         self.backend = backend
         self.card = card
-        self.keep_largest = keep_largest
         self.mm_per_px = mm_per_px
         height, width = card.input_size
         self._input = np.empty((1, 3, height, width), dtype=np.float32)  # reused for every frame
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, backend: str = "auto", keep_largest: bool = True,
+    def from_path(cls, path: str | os.PathLike, backend: str = "auto", keep_largest: bool | None = None,
                   mm_per_px: float | None = None) -> Segmenter:
         """Open an edgeseg ONNX or TensorRT engine; the card comes from the model file."""
         opened = open_backend(path, backend)
@@ -71,11 +72,7 @@ class Segmenter:
     def postprocess(self, logits: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, Measurements]:
         """Logits (1, 1, h, w) -> probability and mask at (height, width), largest contour, measurements."""
         probability = probability_at(activate(logits[0, 0], self.card), height, width, self.card)
-        mask = binarize(probability, self.card)
-        contour, regions = largest_contour(mask)
-        if self.keep_largest and regions > 1:
-            mask = inside_contour(mask, contour)
-            regions = 1
+        mask, contour, regions = lesion_mask(probability, self.card)
         return probability, mask, contour, measure(mask, contour, regions, self.mm_per_px)
 
     def segment(self, bgr: np.ndarray) -> Segmentation:
@@ -96,9 +93,3 @@ class Segmenter:
         timings = {**timings_ms, "postprocess": (time.perf_counter() - start) * 1000}
         return Segmentation(probability, mask, contour, measurements, timings)
 
-
-def inside_contour(mask: np.ndarray, contour: np.ndarray) -> np.ndarray:
-    """The part of ``mask`` inside ``contour``: the largest region with its holes, the other regions gone."""
-    outline = np.zeros(mask.shape, dtype=np.uint8)
-    cv2.drawContours(outline, [contour], 0, 1, thickness=cv2.FILLED)
-    return mask & outline.view(bool)

@@ -1,7 +1,8 @@
 """Threshold analysis (the paper's section 5.1): how Dice and thresholded Jaccard move with the threshold.
 
 Every score here is ISIC-exact: the probability map is resized back to the image's own resolution
-(``edgeseg.preprocess.probability_at``, as the runtime does), binarised, and scored per image with
+and turned into a mask as the runtime does it (``edgeseg.preprocess.probability_at`` and
+``lesion_mask``: threshold, then the card's largest-region rule), and scored per image with
 ``edgeseg.metrics``; means are over images.
 """
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from edgeseg.card import ModelCard
 from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
-from edgeseg.preprocess import probability_at
+from edgeseg.preprocess import lesion_mask, probability_at
 
 THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 .. 0.95
 HISTOGRAM_BINS = 50
@@ -36,7 +37,7 @@ class ThresholdSweep:
 def scores_at(probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, threshold: float) -> dict[str, float]:
     """Mean ISIC metrics of (N, h, w) probability maps at network resolution against truths at their own."""
     per_image = [
-        image_scores(truth, probability_at(probability, *truth.shape, card) > threshold)
+        image_scores(truth, lesion_mask(probability_at(probability, *truth.shape, card), card, threshold)[0])
         for probability, truth in zip(probabilities, truths, strict=True)
     ]
     return mean_scores(per_image)
@@ -49,7 +50,7 @@ def sweep_thresholds(
     for probability, truth in zip(probabilities, truths, strict=True):
         upsampled = probability_at(probability, *truth.shape, card)  # once per image, not per threshold
         for index, threshold in enumerate(thresholds):
-            per_threshold[index].append(image_scores(truth, upsampled > threshold))
+            per_threshold[index].append(image_scores(truth, lesion_mask(upsampled, card, threshold)[0]))
     means_by_threshold = [mean_scores(scores) for scores in per_threshold]
     means = {name: [means[name] for means in means_by_threshold] for name in METRIC_NAMES}
     histogram, _ = np.histogram(probabilities, bins=HISTOGRAM_BINS, range=(0.0, 1.0))

@@ -1,7 +1,7 @@
 import numpy as np
 
 from edgeseg.card import ModelCard, Output, Preprocessing
-from edgeseg.preprocess import activate, binarize, preprocess, probability_at
+from edgeseg.preprocess import activate, binarize, lesion_mask, preprocess, probability_at
 
 
 def test_preprocess_follows_the_card():
@@ -30,3 +30,21 @@ def test_postprocess_returns_a_mask_at_the_image_resolution_using_the_card_thres
     assert full.shape == (4, 6)
     mask = binarize(probability, card)
     assert mask.tolist() == [[False, False], [True, True]]
+
+
+def test_lesion_mask_keeps_the_largest_region_with_its_holes_as_the_card_says():
+    probability = np.zeros((40, 40), np.float32)
+    probability[5:25, 5:25] = 0.9  # the lesion
+    probability[12:15, 12:15] = 0.1  # a hole in it
+    probability[32:36, 32:36] = 0.8  # a stray island
+    card = ModelCard()
+    mask, contour, regions = lesion_mask(probability, card)
+    assert regions == 1 and contour is not None
+    assert mask[10, 10] and not mask[13, 13] and not mask[33, 33]
+
+    every = card.replace(output=Output(keep_largest_region=False))
+    mask, _, regions = lesion_mask(probability, every)
+    assert regions == 2 and mask[33, 33]
+
+    mask, contour, regions = lesion_mask(probability, card, threshold=0.95)
+    assert not mask.any() and contour is None and regions == 0

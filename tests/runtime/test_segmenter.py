@@ -11,9 +11,10 @@ import pytest
 
 from edgeseg.card import ModelCard
 from edgeseg.preprocess import activate, preprocess, probability_at
-from edgeseg.runtime.measure import largest_contour, max_feret_diameter, measure
+from edgeseg.preprocess import inside_contour, largest_contour
+from edgeseg.runtime.measure import max_feret_diameter, measure
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
-from edgeseg.runtime.segmenter import Segmentation, Segmenter, inside_contour
+from edgeseg.runtime.segmenter import Segmentation, Segmenter
 
 from .conftest import lesion_image
 
