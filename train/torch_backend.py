@@ -30,7 +30,10 @@ class TorchBackend:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        return None
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (PyTorch frees the model with it); here so a Segmenter can close any backend."""
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, H, W) at the card's input size -> float32 logits (N, 1, H, W)."""

@@ -1,5 +1,6 @@
 """The distribution: one package whose parts live in top-level folders, a runtime without torch."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -54,8 +55,12 @@ def test_version_option():
 
 @pytest.mark.slow
 def test_wheel_holds_the_parts_as_subpackages(tmp_path):
+    # Build from a copy: setuptools leaves a build/ folder in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
         check=True,
     )
     (wheel,) = tmp_path.glob("edgeseg-*.whl")
