@@ -12,6 +12,9 @@ Examples:
   edgeseg export runs/lite0 --fp16               fp32 + FP16 ONNX (+ FP16 TensorRT engine on a GPU host)
   edgeseg export runs/lite0 --int8 --calib ../shared/data/isic2018 --calib-n 128
   edgeseg export runs/lite0 --format engine      on the Jetson / GPU host: the FP16 engine
+  edgeseg export model.onnx --format engine --parity-data isic2018
+                                                 on a Jetson without PyTorch: engine from the ONNX,
+                                                 checked against that ONNX on onnxruntime's CPU
   edgeseg export runs/lite0 --simulate-fp16 4    also run PyTorch float16 on the CPU (slow) as an FP16 preview
 
 \b
@@ -27,7 +30,7 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @click.command("export", epilog=EXAMPLES)
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dir", metavar="RUN_DIR|MODEL.onnx", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR).")
 @click.option("--format", "formats", multiple=True, metavar="FORMS",
               help="Forms to build: onnx,fp16,int8,engine,engine-int8 (default: every form this host can build).")
@@ -62,6 +65,9 @@ def export_command(run_dir: Path, out_dir: Path | None, formats: tuple[str, ...]
     Every form runs on the same images through the runtime's preprocessing; its probabilities and
     masks are compared with PyTorch fp32's and its Dice with the ground truth. A form outside its
     tolerances fails the export. Writes the models, export-report.json and export-report.md.
+
+    Given an exported model.onnx instead of a run directory, the other forms are built from it and
+    checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.
     """
     from edgeseg.card import CardError
     from edgeseg.export.parity import Tolerances

@@ -184,9 +184,9 @@ def breaches(parity: FormParity, tolerances: Tolerances) -> list[str]:
     else:
         mean_iou, min_iou, delta_dice = tolerances.int8_mean_mask_iou, None, tolerances.int8_abs_delta_dice
     if not parity.mean_mask_iou >= mean_iou:
-        found.append(f"{name}: mean mask IoU with PyTorch {parity.mean_mask_iou:.4f} < {mean_iou:g} ({worst_iou})")
+        found.append(f"{name}: mean mask IoU with the reference {parity.mean_mask_iou:.4f} < {mean_iou:g} ({worst_iou})")
     if min_iou is not None and not parity.min_mask_iou >= min_iou:
-        found.append(f"{name}: min mask IoU with PyTorch {parity.min_mask_iou:.4f} < {min_iou:g} "
+        found.append(f"{name}: min mask IoU with the reference {parity.min_mask_iou:.4f} < {min_iou:g} "
                      f"on {parity.min_mask_iou_image}")
     if not abs(parity.delta_dice) <= delta_dice:
         found.append(f"{name}: |delta Dice| {abs(parity.delta_dice):.4f} > {delta_dice:g} ({worst_dice})")
@@ -211,7 +211,7 @@ def run_parity(reference, candidates: Mapping[str, tuple[object, str]], samples:
     reference_segmenter = Segmenter(reference, card)
     reference_logits = [
         reference.infer(reference_segmenter.preprocess(read_image(sample.image))).copy()
-        for sample in tqdm(samples, desc="parity: PyTorch fp32", unit="image", disable=not progress, file=sys.stderr, leave=False)
+        for sample in tqdm(samples, desc=f"parity: reference ({reference.name})", unit="image", disable=not progress, file=sys.stderr, leave=False)
     ]
     segmenters = {name: Segmenter(backend, card) for name, (backend, _) in candidates.items()}
     rows: dict[str, list[ImageComparison]] = {name: [] for name in candidates}

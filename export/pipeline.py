@@ -9,8 +9,6 @@ reason; one whose build raised is "failed" with the error; a built form "passed"
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -123,23 +121,37 @@ def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = F
 
 def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: ExportOptions = ExportOptions(),
                echo: Callable[[str], None] = print) -> ExportReport:
-    """Export a training run to the chosen forms, check each against PyTorch, and return the report."""
+    """Export a training run to the chosen forms, check each against PyTorch, and return the report.
+
+    ``run_dir`` may also be an edgeseg ``model.onnx``: the other forms are then built from it and
+    checked against it on onnxruntime's CPU provider, with no PyTorch needed (how engines are built
+    on a Jetson, from the ONNX that was gated against PyTorch where it was exported).
+    """
     from edgeseg.export.onnx_export import export_onnx
     from edgeseg.export.tensorrt_export import engine_unavailable_reason
-    from edgeseg.train.model import load_model
 
-    run_dir = Path(run_dir)
+    source = Path(run_dir)
+    from_onnx = source.suffix == ".onnx"
+    if source.is_file() and not from_onnx:
+        raise ExportError(f"{source}: pass a run directory (from `edgeseg train`) or an edgeseg model.onnx")
+    run_dir = source.parent if from_onnx else source
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     engine_reason = engine_unavailable_reason()
     asked_engines = sorted(options.explicit & set(ENGINE_FORMS))
     if engine_reason and asked_engines:
         raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
-    model, card = load_model(run_dir)
+    if from_onnx and options.simulate_fp16:
+        raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
+    model, card = load_reference(source)
     samples, parity_source = parity_samples(card, run_dir, options.parity_data, options.parity_n)
 
     echo(f"exporting {run_dir} -> {out_dir}")
     results: dict[str, FormResult] = {}
-    results["onnx"] = attempt("onnx", lambda: export_onnx(model, card, out_dir / FILENAMES["onnx"], dynamic=options.dynamic), card)
+    if from_onnx:
+        results["onnx"] = FormResult("onnx", "fp32", path=source, status="skipped",
+                                     reason="given: the reference the other forms are checked against")
+    else:
+        results["onnx"] = attempt("onnx", lambda: export_onnx(model, card, out_dir / FILENAMES["onnx"], dynamic=options.dynamic), card)
     onnx_path = results["onnx"].path
     if onnx_path is None:
         raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {results['onnx'].reason}")
@@ -167,6 +179,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
 
     built = [form for form in results.values() if form.status == "built"]
     reference_row = check_parity(model, card, built, samples, options, echo)
+    reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if from_onnx else "pytorch-fp32"
     retry_with_fp32_norms(model, card, results, samples, onnx_path, out_dir, options, echo)
     forms = [results[name] for name in FORMS if name in results]
     if options.simulate_fp16:
@@ -286,16 +299,41 @@ def open_backend(form: FormResult):
     return OnnxRuntimeBackend(form.path, device="cpu")
 
 
+def load_reference(source: Path):
+    """What every form is checked against: the run's PyTorch model, or (for an ONNX source) its path."""
+    if source.suffix == ".onnx":
+        from edgeseg.runtime.model_file import read_card
+
+        return source, read_card(source)
+    try:
+        from edgeseg.train.model import load_model
+    except ImportError as error:
+        raise ExportError(
+            f"exporting a run directory needs PyTorch ({error.name} is missing): pip install 'edgeseg[export]', "
+            f"or pass its model.onnx to build the other forms from it without PyTorch"
+        ) from None
+    return load_model(source)
+
+
+def reference_backend(model, card: ModelCard):
+    """PyTorch fp32 for a run's model; onnxruntime on the CPU for an ONNX path."""
+    if isinstance(model, Path):
+        from edgeseg.runtime.backends import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, device="cpu")
+    from edgeseg.train.torch_backend import TorchBackend
+
+    return TorchBackend(model, card, device="cpu")
+
+
 def check_parity(model, card: ModelCard, forms: list[FormResult], samples: list, options: ExportOptions,
                  echo: Callable[[str], None]) -> dict:
     """Parity and latency of every built form in one pass over the images; returns the reference's row."""
-    from edgeseg.train.torch_backend import TorchBackend
-
     with contextlib.ExitStack() as stack:
-        reference = stack.enter_context(TorchBackend(model, card, device="cpu"))
+        reference = stack.enter_context(reference_backend(model, card))
         reference_ms = latency_ms(reference, card, samples[0], options.latency_runs)  # before onnxruntime runs
         backends = {form.name: stack.enter_context(open_backend(form)) for form in forms}
-        echo(f"parity on {len(samples)} images: {', '.join(backends)} against PyTorch fp32")
+        echo(f"parity on {len(samples)} images: {', '.join(backends)} against {reference.name} fp32")
         parities = run_parity(reference, {name: (backend, FORM_PRECISION[name]) for name, backend in backends.items()},
                               samples, card, options.tolerances, progress=options.progress)
         for form in forms:
@@ -367,38 +405,15 @@ def latency_ms(backend, card: ModelCard, sample, runs: int) -> float:
 
 
 def host_info(engine_reason: str | None) -> dict:
-    """What this report's figures were measured on."""
-    from importlib import metadata
+    """What this report's figures were measured on (edgeseg.host), and whether engines could be built here."""
+    from edgeseg.host import host_info as describe_this_host
 
-    versions = {}
-    for package in ("onnxruntime", "onnx", "torch", "tensorrt"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "gpu": None,
-        "engines": engine_reason or "buildable",
-    }
+    info = describe_this_host()
+    info["engines"] = engine_reason or "buildable"
     if engine_reason is None:
         from edgeseg.export.tensorrt_export import gpu_properties
 
         gpu = gpu_properties()
-        info["gpu"] = {"name": gpu.name, "compute_capability": gpu.compute_capability}
+        info["engine_gpu"] = {"name": gpu.name, "compute_capability": gpu.compute_capability}
     return info
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"

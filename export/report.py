@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgeseg.export.pipeline import ExportReport, FormResult
 from edgeseg.files import write_text_atomic
+from edgeseg.host import describe_host
 
 JSON_NAME = "export-report.json"
 MARKDOWN_NAME = "export-report.md"
@@ -103,7 +104,7 @@ def table_rows(data: dict) -> list[tuple[str, ...]]:
     reference = data["reference"]
     if reference:
         accuracy = reference.get("accuracy") or {}
-        rows.append(("pytorch-fp32 (reference)", "-", "-", "-", "-", "-", "-", "-", _number(accuracy.get("dice")), "-",
+        rows.append((f"{reference.get('name', 'pytorch-fp32')} (reference)", "-", "-", "-", "-", "-", "-", "-", _number(accuracy.get("dice")), "-",
                      _number(accuracy.get("threshold_jaccard")), _number(reference.get("latency_ms"), 1)))
     for row in data["forms"]:
         parity = row["parity"] or {}
@@ -166,9 +167,8 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         "",
         "## Verified on which hardware",
         "",
-        f"Host: {host['cpu']} ({host['cpu_count']} logical CPUs), {host['platform']}; "
-        f"GPU: {host['gpu']['name'] + ' (sm ' + host['gpu']['compute_capability'] + ')' if host['gpu'] else 'none'}; "
-        f"versions: {', '.join(f'{key} {value}' for key, value in host['versions'].items())}.",
+        *(f"- {line}" for line in describe_host(host)),
+        f"- TensorRT engines: {host.get('engines', 'unknown')}",
         "",
     ]
     for row in data["forms"]:

@@ -200,3 +200,22 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
         np.testing.assert_array_equal(seen, preprocess(bgr, card))
         training = resize_to_input(bgr, card)[:, :, ::-1].transpose(2, 0, 1)[None].copy()  # as decode_train: RGB uint8
         np.testing.assert_allclose(seen, normalize_batch(torch.from_numpy(training), card).numpy(), atol=1e-6)
+
+
+def test_export_from_an_onnx_builds_forms_checked_against_that_onnx(exported, tmp_path: Path, synthetic_dir: Path):
+    _, out, _ = exported
+    result = run_cli("export", str(out / "model.onnx"), "--out", str(tmp_path), "--format", "fp16",
+                     "--parity-data", str(synthetic_dir), "--parity-n", "3", "--latency-runs", "1")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "export-report.json").read_text())
+    given = form(report, "onnx")
+    assert given["status"] == "skipped" and "reference" in given["reason"]
+    fp16 = form(report, "fp16")
+    assert fp16["status"] == "built" and fp16["passed"] is True
+    assert report["reference"]["name"] == "onnxruntime-fp32 (model.onnx)"
+
+
+def test_export_from_an_onnx_refuses_the_pytorch_simulation(exported, tmp_path: Path):
+    _, out, _ = exported
+    result = CliRunner().invoke(main, ["export", str(out / "model.onnx"), "--out", str(tmp_path), "--simulate-fp16", "1"])
+    assert result.exit_code != 0 and "run directory" in result.output
