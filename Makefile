@@ -19,8 +19,7 @@ $(BIN)/edgeseg: pyproject.toml
 install: $(BIN)/edgeseg
 
 demo: install
-	$(BIN)/edgeseg synth $(DEMO_OUT)/data --n 40 --size 256 --seed 0 --overwrite
-	$(BIN)/edgeseg data check $(DEMO_OUT)/data
+	$(BIN)/edgeseg demo --out $(DEMO_OUT) --overwrite
 
 test: install
 	$(BIN)/python -m pytest

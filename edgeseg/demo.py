@@ -8,6 +8,7 @@ the JSON files those commands write.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from edgeseg.files import read_image, write_bytes_atomic, write_text_atomic
 
 VIDEO_SIZE = (640, 480)  # a typical dermatoscope camera frame
+MARKER = ".edgeseg-demo"  # marks a folder the demo made, so --overwrite never deletes anything else
 FRAMES_PER_IMAGE = 6
 
 
@@ -253,8 +255,10 @@ Examples:
               help="Images for the export parity gate.")
 @click.option("--bench-runs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed runs per form in the benchmark.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier demo's output in --out.")
 def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int, images: int, image_size: int,
-                 input_size: int, encoder_weights: str, decoder_channels: str, parity_n: int, bench_runs: int) -> None:
+                 input_size: int, encoder_weights: str, decoder_channels: str, parity_n: int, bench_runs: int,
+                 overwrite: bool) -> None:
     """Run the whole toolchain: data, train, eval, export (parity-gated), bench, run; then a summary.
 
     Without --data it generates synthetic dermoscopy-like images first. Everything lands in --out:
@@ -264,9 +268,13 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
     plan = DemoPlan(out=out, data=data, images=images, image_size=image_size, input_size=input_size,
                     train_minutes=train_minutes, epochs=epochs, encoder_weights=encoder_weights,
                     decoder_channels=decoder_channels, parity_n=parity_n, bench_runs=bench_runs)
+    if overwrite and (out / MARKER).is_file():
+        shutil.rmtree(out)
     if plan.run_dir.exists() and any(plan.run_dir.iterdir()):
-        raise click.ClickException(f"{plan.run_dir} already holds a run; pick another --out or remove it")
+        hint = " (or --overwrite)" if (out / MARKER).is_file() else ""
+        raise click.ClickException(f"{plan.run_dir} already holds a run; pick another --out{hint} or remove it")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by edgeseg demo; `edgeseg demo --overwrite` may delete this folder\n")
     started = time.perf_counter()
 
     if data is None:

@@ -53,3 +53,10 @@ def test_demo_refuses_to_overwrite_a_previous_run(tmp_path):
     (tmp_path / "run" / "card.json").write_text("{}")
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "already holds a run" in result.output
+
+
+def test_demo_overwrite_replaces_only_a_folder_the_demo_made(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "card.json").write_text("{}")
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--overwrite"])
+    assert result.exit_code != 0 and (tmp_path / "run" / "card.json").is_file()  # not ours: kept
