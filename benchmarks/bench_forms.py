@@ -11,6 +11,9 @@ results say so at the top.
 
     python benchmarks/bench_forms.py                          # random weights, synthetic calibration
     python benchmarks/bench_forms.py --run runs/lite0 --calib ../shared/data/isic2018 --runs 200
+
+A run directory that already holds the forms `edgeseg export` wrote is benched as it is (those are the
+forms the parity gate judged); otherwise the forms are exported into a scratch folder first.
 """
 
 from __future__ import annotations
@@ -102,15 +105,20 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
         if random_weights:
             click.echo(RANDOM_WEIGHTS_NOTE, err=True)
             run_dir = default_run(scratch / "run")
-        images, calibration = calibration_images(calib, scratch)
-        export_dir = scratch / "export"
-        export_forms(run_dir, export_dir, images)
+        forms = [run_dir]
+        if (run_dir / "model.onnx").is_file():
+            # The forms `edgeseg export` wrote (and gated) beside the run: bench exactly those.
+            calibration = "as `edgeseg export` did (see the run's export-report.json)"
+        else:
+            images, calibration = calibration_images(calib, scratch)
+            forms.append(scratch / "export")
+            export_forms(run_dir, forms[-1], images)
         samples = None
         if data is not None:
             from edgeseg.data import require_usable
 
             samples = require_usable(data, split=None if split == "all" else split)[:limit]
-        report = run_bench([run_dir, export_dir], ("auto",), runs, warmup, data=data, samples=samples, split=split,
+        report = run_bench(forms, ("auto",), runs, warmup, data=data, samples=samples, split=split,
                            command=command)
     report["model"] = {
         "weights": "random (seed 0)" if random_weights else str(run_dir),

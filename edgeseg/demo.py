@@ -162,9 +162,10 @@ def summary_tables(plan: DemoPlan) -> tuple[str, str]:
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     terminal = [f"{'form':<16}{'status':<10}{'gate':<7}{'Dice':>7}{'p50 ms':>9}{'FPS':>7}"]
     torch_timing = timings.get("pytorch", {})
-    form_rows.append(f"| PyTorch (reference) | trained | - | - | - | {fmt(mean.get('dice'))} | - | "
+    reference_dice = ((export.get("reference") or {}).get("accuracy") or {}).get("dice")  # on the parity images
+    form_rows.append(f"| PyTorch (reference) | trained | - | - | - | {fmt(reference_dice)} | - | "
                      f"{fmt(_p50(torch_timing), 1)} | {fmt(torch_timing.get('fps'), 1)} |")
-    terminal.append(f"{'pytorch':<16}{'trained':<10}{'-':<7}{fmt(mean.get('dice')):>7}"
+    terminal.append(f"{'pytorch':<16}{'trained':<10}{'-':<7}{fmt(reference_dice):>7}"
                     f"{fmt(_p50(torch_timing), 1):>9}{fmt(torch_timing.get('fps'), 1):>7}")
     for form in export.get("forms", []):
         parity = form.get("parity") or {}
@@ -197,6 +198,8 @@ model: FPN `{card.get('encoder', '?')}` at {fmt(card.get('input_size'))}, thresh
 | {evaluation.get('split', '-')} | {evaluation.get('images', '-')} | {fmt(mean.get('dice'))} | {fmt(mean.get('jaccard'))} | {fmt(mean.get('threshold_jaccard'))} | {fmt(mean.get('sensitivity'))} | {fmt(mean.get('specificity'))} | {fmt(mean.get('accuracy'))} |
 
 ## Exported forms: parity with PyTorch, and latency on this host
+
+Dice here is on the {len((export.get("parity_images") or {}).get("ids", []))} parity images (the table above: every val image).
 
 {chr(10).join(form_rows)}
 

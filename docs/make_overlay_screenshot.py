@@ -1,0 +1,30 @@
+"""The README's overlay screenshot: a trained model through the runtime on synthetic 640x480 frames.
+
+    python docs/make_overlay_screenshot.py runs/accuracy-cpu/model.onnx docs/overlay.jpg 0,4
+
+Synthetic frames (edgeseg.synthetic, seed 5), so no ISIC pixels go into git; the model is the one the
+accuracy benchmark trained on real ISIC images.
+"""
+import sys
+
+import cv2
+import numpy as np
+
+from edgeseg.synthetic import make_sample
+from edgeseg.runtime.segmenter import Segmenter
+from edgeseg.runtime.overlay import OverlayRenderer, HudInfo
+
+model = sys.argv[1]
+tiles = []
+with Segmenter.from_path(model, backend="onnxruntime-cpu", mm_per_px=0.02) as segmenter:
+    renderer = OverlayRenderer()
+    for index in (int(i) for i in sys.argv[3].split(",")):
+        bgr, _ = make_sample(5, index, 640)
+        frame = np.ascontiguousarray(bgr[80:560])
+        for _ in range(3):
+            result = segmenter.segment(frame)
+        latency = sum(result.timings_ms.values())
+        tiles.append(renderer.render(frame, result, HudInfo(1000 / latency, latency, segmenter.backend.name, segmenter.backend.precision)).copy())
+sheet = np.hstack(tiles)
+cv2.imwrite(sys.argv[2], sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+print(sheet.shape)
