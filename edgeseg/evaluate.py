@@ -30,6 +30,7 @@ class Evaluation:
     backend: str
     split: str
     per_image: list[dict] = field(default_factory=list)
+    worst_masks: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)  # id -> (Jaccard, predicted mask)
 
     @property
     def mean(self) -> dict[str, float]:
@@ -63,9 +64,18 @@ def evaluate(segmenter, samples, model_name: str, split: str, save_masks: Path |
                 f"{segmentation.mask.shape[1]}x{segmentation.mask.shape[0]}; run `edgeseg data check` on the data"
             )
         result.per_image.append({"id": sample.id, **image_scores(truth, segmentation.mask)})
+        keep_if_worst(result, sample.id, result.per_image[-1]["jaccard"], segmentation.mask)
         if save_masks is not None:
             write_mask(save_masks / f"{sample.id}_segmentation.png", segmentation.mask)
     return result
+
+
+def keep_if_worst(evaluation: Evaluation, image_id: str, jaccard: float, mask: np.ndarray,
+                  count: int = WORST_CASES) -> None:
+    """Keep the predicted masks of the ``count`` lowest-Jaccard images so far, for the worst-cases picture."""
+    evaluation.worst_masks[image_id] = (jaccard, mask)
+    if len(evaluation.worst_masks) > count:
+        del evaluation.worst_masks[max(evaluation.worst_masks, key=lambda key: evaluation.worst_masks[key][0])]
 
 
 def _backend_label(segmenter) -> str:
@@ -93,16 +103,17 @@ def summary_table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def worst_cases_image(evaluation: Evaluation, segmenter, samples, count: int = WORST_CASES, tile: int = 256) -> np.ndarray:
+def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.ndarray:
     """A strip per worst image (lowest Jaccard): the image, the truth outline, the prediction outline."""
     by_id = {sample.id: sample for sample in samples}
-    worst = sorted(evaluation.per_image, key=lambda row: row["jaccard"])[:count]
+    worst = sorted((row for row in evaluation.per_image if row["id"] in evaluation.worst_masks),
+                   key=lambda row: row["jaccard"])
     rows = []
     for row in worst:
         sample = by_id[row["id"]]
         image = read_image(sample.image)
         truth = read_mask(sample.mask)
-        predicted = segmenter.segment(image).mask
+        predicted = evaluation.worst_masks[row["id"]][1]
         panels = [image, _outlined(image, truth, (0, 255, 0)), _outlined(image, predicted, (0, 0, 255))]
         panels = [cv2.resize(panel, (tile, tile), interpolation=cv2.INTER_AREA) for panel in panels]
         caption = f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}"
@@ -184,7 +195,7 @@ def eval_command(model: str, data_dir: Path, split: str, split_dir: Path | None,
     model_path = Path(model)
     out_dir = out_dir or (model_path if model_path.is_dir() else model_path.parent) / f"eval-{split}"
     write_text_atomic(out_dir / "per-image.csv", per_image_csv(evaluation))
-    ok, png = cv2.imencode(".png", worst_cases_image(evaluation, segmenter, samples))
+    ok, png = cv2.imencode(".png", worst_cases_image(evaluation, samples))
     if ok:
         write_bytes_atomic(out_dir / "worst-cases.png", png.tobytes())
     if json_path is not None:

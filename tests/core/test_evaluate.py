@@ -63,3 +63,13 @@ def test_eval_stops_on_unusable_data_with_the_problem(tiny_onnx, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--model", str(tiny_onnx), "--data", str(tmp_path), "--split", "all"])
     assert result.exit_code != 0
     assert "a.jpg" in result.output
+
+
+def test_only_the_lowest_jaccard_masks_are_kept_for_the_worst_cases_picture():
+    from edgeseg.evaluate import Evaluation, keep_if_worst
+
+    evaluation = Evaluation(model="m", backend="b", split="val")
+    jaccards = [0.9, 0.2, 0.8, 0.1, 0.95, 0.5, 0.3, 0.7, 0.05, 0.99]
+    for index, value in enumerate(jaccards):
+        keep_if_worst(evaluation, f"img{index}", value, np.zeros((2, 2), bool), count=4)
+    assert set(evaluation.worst_masks) == {"img8", "img3", "img1", "img6"}
