@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgeseg.card import ModelCard
 from edgeseg.files import write_bytes_atomic, write_text_atomic
+from edgeseg.runtime.model_file import sha256_of, sidecar_path
 
 PRECISIONS = ("fp16", "int8")
 DEFAULT_WORKSPACE_MIB = 1024
@@ -95,11 +96,6 @@ def engine_filename(stem: str, tensorrt_version: str, gpu: Gpu, precision: str) 
     return f"{stem}.trt{major_minor}.sm{gpu.major}{gpu.minor}.{precision}.engine"
 
 
-def sidecar_path(engine_path: str | Path) -> Path:
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
 def build_engine(
     onnx_path: str | Path,
     card: ModelCard,
@@ -160,7 +156,7 @@ def build_engine(
     write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     sidecar = {
         "card": card.to_dict(),
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": sha256_of(onnx_path),
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
         "tensorrt_version": trt.__version__,
         "gpu_name": gpu.name,
@@ -197,11 +193,3 @@ def _add_static_profile(trt, builder, network, config, card: ModelCard) -> None:
     profile = builder.create_optimization_profile()
     profile.set_shape(tensor.name, shape, shape, shape)
     config.add_optimization_profile(profile)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -10,7 +10,8 @@ import pytest
 
 from edgeseg.export.parity import ImageComparison, Tolerances, compare_image, mask_iou, summarize
 from edgeseg.export.pipeline import ExportError, select_forms
-from edgeseg.export.tensorrt_export import Gpu, engine_filename, engine_unavailable_reason, sidecar_path
+from edgeseg.export.tensorrt_export import Gpu, engine_filename, engine_unavailable_reason
+from edgeseg.runtime.model_file import sidecar_path
 
 
 def row(image: str, iou: float = 1.0, dice: float = 0.8, reference_dice: float = 0.8, dp: float = 0.0, finite: bool = True):
@@ -81,8 +82,8 @@ def test_engine_build_naming_and_sidecar(trained_run_dir: Path, tmp_path: Path):
 
     from edgeseg.card import load_card
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.export.tensorrt_export import build_engine, gpu_properties, sha256_file
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.export.tensorrt_export import build_engine, gpu_properties
+    from edgeseg.runtime.model_file import read_card, sha256_of
     from edgeseg.train.model import load_model
 
     model, card = load_model(trained_run_dir)
@@ -91,7 +92,7 @@ def test_engine_build_naming_and_sidecar(trained_run_dir: Path, tmp_path: Path):
     gpu = gpu_properties()
     assert engine.name == engine_filename("model", trt.__version__, gpu, "fp16")
     sidecar = json.loads(sidecar_path(engine).read_text())
-    assert sidecar["onnx_sha256"] == sha256_file(onnx_path) and sidecar["engine_sha256"] == sha256_file(engine)
+    assert sidecar["onnx_sha256"] == sha256_of(onnx_path) and sidecar["engine_sha256"] == sha256_of(engine)
     assert sidecar["precision"] == "fp16" and sidecar["compute_capability"] == gpu.compute_capability
     assert sidecar["card"] == load_card(trained_run_dir).to_dict() and read_card(engine) == card
     assert list(tmp_path.glob("*.timing.cache"))  # kept for the next build
