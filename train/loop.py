@@ -74,6 +74,7 @@ class TrainConfig:
     encoder_weights: str = "imagenet"  # imagenet | none | path to a .safetensors state dict of the encoder
     decoder_channels: tuple[int, int] = (128, 64)  # FPN pyramid, segmentation channels
     augment: bool = True
+    camera_framing: float = 0.3  # share of training samples placed in a full camera frame (CameraFraming)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     time_budget_minutes: float | None = None
@@ -121,6 +122,7 @@ class TrainState:
     best_epoch: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch, validation included
     iterations: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
 
@@ -185,7 +187,7 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_function = build_loss(config.loss)
 
-    dataset = AugmentedImages(train_data, augment=config.augment)
+    dataset = AugmentedImages(train_data, augment=config.augment, camera_framing=config.camera_framing)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
@@ -272,8 +274,10 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
                 print(f"epoch {epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
                       f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
                       f"{(time.monotonic() - epoch_start) / 60:.1f} min)", file=sys.stderr)
-        if epoch == 1 and math.isfinite(budget):
-            state.planned_epochs = broadcast_int(plan_epochs(config, budget, time.monotonic() - session_start), ddp)
+        state.epoch_seconds.append(time.monotonic() - epoch_start)
+        if math.isfinite(budget):
+            state.planned_epochs = broadcast_int(
+                plan_epochs(config, budget, time.monotonic() - session_start, state.epoch_seconds), ddp)
         state.train_seconds = time.monotonic() - session_start
         save_checkpoint(run_dir, model, optimizer, scaler, state, card, config, ddp)
         if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
@@ -370,10 +374,16 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, planned_
     return config.lr * (config.min_lr_factor + (1 - config.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def plan_epochs(config: TrainConfig, budget_seconds: float, first_epoch_seconds: float) -> int:
-    """How many epochs fit the time budget, judged by the first; the cosine then ends with the budget."""
-    fitting = 1 + int((budget_seconds - first_epoch_seconds) / first_epoch_seconds)
-    return max(1, min(config.epochs, fitting))
+def plan_epochs(config: TrainConfig, budget_seconds: float, elapsed_seconds: float, epoch_seconds: list[float]) -> int:
+    """How many epochs fit the time budget, re-planned after every epoch at the recent pace.
+
+    The pace is the median of the last three epochs, so one slow epoch (the first, on a busy machine)
+    neither shrinks nor stretches the plan for good; the cosine schedule then ends with the budget.
+    """
+    done = len(epoch_seconds)
+    pace = float(np.median(epoch_seconds[-3:])) * 1.02  # a small margin, so the last epoch ends inside the budget
+    more = int((budget_seconds - elapsed_seconds) / pace) if pace > 0 else 0
+    return max(done, min(config.epochs, done + more))
 
 
 # --- one step's numbers and validation -------------------------------------------------------------

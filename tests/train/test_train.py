@@ -134,8 +134,29 @@ def test_schedules():
     assert learning_rate(cosine, 0, 10, 5) == pytest.approx(1e-4)  # warm-up starts at lr / 10
     assert learning_rate(cosine, 10, 10, 5) == pytest.approx(1e-3)  # peak after one epoch
     assert learning_rate(cosine, 50, 10, 5) == pytest.approx(1e-5)  # ends at lr * min_lr_factor
-    assert plan_epochs(TrainConfig(data="d", out="o", epochs=40), 3600, 400) == 9
-    assert plan_epochs(TrainConfig(data="d", out="o", epochs=5), 3600, 400) == 5
+    assert plan_epochs(TrainConfig(data="d", out="o", epochs=40), 3600, 400, [400]) == 8  # 2% margin on the pace
+    assert plan_epochs(TrainConfig(data="d", out="o", epochs=5), 3600, 400, [400]) == 5
+
+
+def simulate_budget(first_epoch: float, later_epochs: float, budget: float = 3600) -> tuple[int, int, float]:
+    """Run the planner as the loop does, on a simulated clock: (epochs run, last plan, seconds used)."""
+    config = TrainConfig(data="d", out="o", epochs=100)
+    planned, elapsed, durations = config.epochs, 0.0, []
+    while len(durations) < planned:
+        durations.append(first_epoch if not durations else later_epochs)
+        elapsed += durations[-1]
+        assert elapsed <= budget, "an epoch was planned that the budget cannot hold: the cosine would be cut"
+        planned = plan_epochs(config, budget, elapsed, durations)
+    return len(durations), planned, elapsed
+
+
+def test_planner_replans_after_a_slow_first_epoch():
+    # A busy start (first epoch 3x slower) used to fix the plan at 6 epochs and leave half the hour unused.
+    epochs, planned, used = simulate_budget(first_epoch=600, later_epochs=200)
+    assert epochs == planned  # the run ends on its last planned step: the schedule ran to its end
+    assert epochs >= 15 and used >= 3600 - 2 * 200  # and the budget was spent, not left over
+    quiet, _, _ = simulate_budget(first_epoch=200, later_epochs=200)
+    assert quiet - epochs <= 2
 
 
 def test_config_json_records_the_run(two_epoch_run):
