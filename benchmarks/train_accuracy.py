@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--loss", choices=["dice", "dice+bce"])
     parser.add_argument("--decoder-channels", help="PYRAMID,SEGMENTATION [train default]")
+    parser.add_argument("--camera-framing", type=float, help="share of camera-framed training samples [train default]")
     parser.add_argument("--encoder")
     parser.add_argument("--encoder-weights")
     parser.add_argument("--epochs", type=int, help="most epochs [train default]; the budget usually decides")
@@ -77,7 +78,7 @@ def main() -> int:
     from edgeseg.train.loop import TrainConfig, train
 
     options = {"size": (args.size, args.size) if args.size else None, "batch_size": args.batch_size, "lr": args.lr,
-               "loss": args.loss, "encoder": args.encoder, "encoder_weights": args.encoder_weights, "epochs": args.epochs,
+               "loss": args.loss, "camera_framing": args.camera_framing, "encoder": args.encoder, "encoder_weights": args.encoder_weights, "epochs": args.epochs,
                "decoder_channels": tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None}
     config = TrainConfig(data=str(args.data), out=str(args.out), split_dir=str(args.split_dir) if args.split_dir else None,
                          time_budget_minutes=args.minutes, device=args.device, seed=args.seed, threads=args.threads,

@@ -95,6 +95,9 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
 @click.option("--decoder-channels", callback=lambda ctx, param, value: parse_pair(value) if value else None,
               help="FPN decoder channels PYRAMID,SEGMENTATION [128,64; smp's default is 256,128].")
 @click.option("--no-augment", "augment", flag_value=False, default=None, help="Train without augmentation.")
+@click.option("--camera-framing", type=click.FloatRange(0, 1),
+              help="Share of training samples placed in a full 4:3 or 3:2 camera frame (smaller, off-centre lesions, "
+                   "as a dermatoscope camera shows them) [0.3].")
 @click.option("--device", help="auto, cpu, cuda or cuda:N [auto]; CUDA trains with automatic mixed precision.")
 @click.option("--seed", type=int, help="Random seed; the same seed repeats a CPU run exactly [0].")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads per process [all cores / processes].")

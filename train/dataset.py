@@ -80,11 +80,17 @@ def normalize_batch(images: torch.Tensor, card: ModelCard) -> torch.Tensor:
     return images.float() * gain - offset
 
 
-def build_augmentation(square: bool, strength: float = 1.0) -> torch.nn.Module:
-    """Augmentation that suits dermoscopy: any orientation, some zoom and shift, colour and lighting changes."""
+def build_augmentation(square: bool, strength: float = 1.0, camera_framing: float = 0.0) -> torch.nn.Module:
+    """Augmentation that suits dermoscopy: any orientation, some zoom and shift, colour and lighting changes.
+
+    ``camera_framing`` is the share of samples placed inside a full camera frame first (CameraFraming):
+    smaller, off-centre lesions in a 4:3 or 3:2 frame stretched to the input, some with a dermoscope's
+    dark corners or out of focus, as the device's camera shows them.
+    """
     from torchvision.transforms import v2
 
-    geometric = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+    framing = [CameraFraming(camera_framing)] if camera_framing > 0 else []
+    geometric = [*framing, v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if square:
         # A dermoscope has no "up": any of the four right-angle rotations (exact, no interpolation).
         geometric.append(v2.RandomChoice([RightAngleRotation(k) for k in range(4)]))
@@ -98,8 +104,43 @@ def build_augmentation(square: bool, strength: float = 1.0) -> torch.nn.Module:
             ),
             v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength,
                            saturation=0.2 * strength, hue=0.04 * strength),
+            *([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.15)] if framing else []),
         ]
     )
+
+
+class CameraFraming(torch.nn.Module):
+    """With probability ``p``, put the crop inside a camera frame (edgeseg.framing) and stretch it back.
+
+    The frame is 1 to 2.5 times the crop's height, of aspect 1:1, 4:3 or 3:2, with the crop anywhere
+    in it; a third of the framed samples also get a dermoscope's darkened corners. Crops whose lesion
+    reaches their edge stay as they are (the lesion would end at a straight line). Parameters come
+    from torch's generator, so a resumed run draws the same ones.
+    """
+
+    def __init__(self, p: float, max_zoom: float = 2.5) -> None:
+        super().__init__()
+        self.p, self.max_zoom = p, max_zoom
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+
+        from edgeseg.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
+
+        draws = torch.rand(6).tolist()  # always six, so the random stream does not depend on the image
+        if draws[5] >= self.p or touches_border(mask[0].numpy()):
+            return image, mask
+        framing = Framing(zoom=1.0 + (self.max_zoom - 1.0) * draws[0],
+                          aspect=CAMERA_ASPECTS[int(draws[1] * len(CAMERA_ASPECTS)) % len(CAMERA_ASPECTS)],
+                          x=draws[2], y=draws[3])
+        height, width = image.shape[-2:]
+        pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        framed_image, framed_mask = place_in_frame(pixels, mask[0].numpy(), framing)
+        framed_image, framed_mask = resize_pair(framed_image, framed_mask, height, width)
+        if draws[4] < 1 / 3:
+            framed_image = vignette(framed_image, strength=0.5 + draws[4] * 1.5)
+        return (tv_tensors.wrap(torch.from_numpy(np.ascontiguousarray(framed_image.transpose(2, 0, 1))), like=image),
+                tv_tensors.wrap(torch.from_numpy(framed_mask[None].astype(np.uint8)), like=mask))
 
 
 class RightAngleRotation(torch.nn.Module):
@@ -121,10 +162,11 @@ class RightAngleRotation(torch.nn.Module):
 class AugmentedImages(Dataset):
     """Yields (uint8 image (3, H, W), float mask (1, H, W), index); normalisation happens per batch."""
 
-    def __init__(self, data: TrainImages, augment: bool = True, strength: float = 1.0) -> None:
+    def __init__(self, data: TrainImages, augment: bool = True, strength: float = 1.0, camera_framing: float = 0.0) -> None:
         height, width = data.images.shape[-2:]
         self.data = data
-        self.transform = build_augmentation(square=height == width, strength=strength) if augment else None
+        self.transform = build_augmentation(square=height == width, strength=strength,
+                                            camera_framing=camera_framing) if augment else None
 
     def __len__(self) -> int:
         return len(self.data.ids)
