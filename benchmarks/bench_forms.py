@@ -25,6 +25,8 @@ from pathlib import Path
 
 import click
 
+from edgeseg.names import ONNX_FILENAMES
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATION_IMAGES = 32
 RANDOM_WEIGHTS_NOTE = (
@@ -38,7 +40,8 @@ def default_run(directory: Path) -> Path:
     import torch
 
     from edgeseg.card import ModelCard, save_card
-    from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
+    from edgeseg.names import WEIGHTS_FILENAME
+    from edgeseg.train.model import build_model, save_weights
 
     torch.manual_seed(0)
     card = ModelCard()
@@ -71,13 +74,13 @@ def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
     from edgeseg.export.fp16_export import export_fp16
     from edgeseg.export.int8_export import export_int8
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.export.pipeline import FILENAMES
+    from edgeseg.names import ONNX_FILENAMES
     from edgeseg.train.model import load_model
 
     model, card = load_model(run_dir)
-    onnx_path = export_onnx(model, card, out_dir / FILENAMES["onnx"])
-    export_fp16(onnx_path, card, out_dir / FILENAMES["fp16"])
-    export_int8(onnx_path, card, out_dir / FILENAMES["int8"], images, progress=True)
+    onnx_path = export_onnx(model, card, out_dir / ONNX_FILENAMES["onnx"])
+    export_fp16(onnx_path, card, out_dir / ONNX_FILENAMES["fp16"])
+    export_int8(onnx_path, card, out_dir / ONNX_FILENAMES["int8"], images, progress=True)
 
 
 @click.command()
@@ -96,7 +99,8 @@ def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
 def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str, limit: int | None, runs: int,
          warmup: int, out_stem: Path) -> None:
     """Measure PyTorch eager, ONNX fp32, FP16 and INT8 of one model, interleaved, and record the results."""
-    from edgeseg.bench import run_bench, terminal_text, write_report
+    from edgeseg.evaluate.bench import run_bench
+    from edgeseg.evaluate.bench_report import terminal_text, write_report
 
     command = shlex.join(["python", "benchmarks/bench_forms.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
@@ -106,7 +110,7 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
             click.echo(RANDOM_WEIGHTS_NOTE, err=True)
             run_dir = default_run(scratch / "run")
         forms = [run_dir]
-        if (run_dir / "model.onnx").is_file():
+        if (run_dir / ONNX_FILENAMES["onnx"]).is_file():
             # The forms `edgeseg export` wrote (and gated) beside the run: bench exactly those.
             calibration = "as `edgeseg export` did (see the run's export-report.json)"
         else:

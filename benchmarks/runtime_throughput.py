@@ -27,11 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeseg.evaluate.models import open_model
 from edgeseg.files import write_text_atomic
-from edgeseg.runtime.backends import BACKEND_CHOICES, open_backend
-from edgeseg.runtime.pipeline import STAGES, RunOptions, run_pipeline
-from edgeseg.runtime.segmenter import Segmenter
+from edgeseg.names import RUNTIME_BACKENDS
+from edgeseg.runtime.run_loop import STAGES, RunOptions, run_pipeline
 from edgeseg.runtime.sources import open_source
+from edgeseg.segmenter import Segmenter
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WIDTH, HEIGHT = 640, 480
@@ -50,17 +51,17 @@ def write_test_video(path: Path, frames: int) -> Path:
 
 
 def bare_throughput(segmenter: Segmenter, video: Path, frames: int) -> float:
-    """Frames per second of backend.infer alone on one preprocessed frame."""
+    """Frames per second of the inference stage alone, back to back on one prepared frame."""
     capture = cv2.VideoCapture(str(video))
     ok, image = capture.read()
     capture.release()
     assert ok, f"{video}: no frame"
-    batch = segmenter.preprocess(image).copy()
+    prepared = segmenter.prepare(image)
     for _ in range(3):
-        segmenter.backend.infer(batch)
+        segmenter.infer(prepared)
     start = time.perf_counter()
     for _ in range(frames):
-        segmenter.backend.infer(batch)
+        segmenter.infer(prepared)
     return frames / (time.perf_counter() - start)
 
 
@@ -70,17 +71,52 @@ def pipeline_run(segmenter: Segmenter, video: Path, options: RunOptions) -> dict
     return {"fps": summary.fps, "frames": summary.frames, "stage_ms": summary.stage_ms}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="an edgeseg ONNX (or TensorRT engine)")
     parser.add_argument("--frames", type=int, default=40, help="frames per run (default 40: short runs, so a "
                         "change in the machine's load rarely falls between the runs of one round)")
     parser.add_argument("--rounds", type=int, default=11, help="rounds of bare and pipeline runs (default 11)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto")
+    parser.add_argument("--backend", choices=("auto", *RUNTIME_BACKENDS), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its choice)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def measure_rounds(segmenter: Segmenter, video: Path, frames: int, rounds: int,
+                   configurations: dict[str, RunOptions]) -> list[dict]:
+    """Each round: bare, then each configuration, the order reversed every other round."""
+    pipeline_run(segmenter, video, RunOptions(max_frames=5))  # warm up every stage once
+    measured = []
+    for number in range(rounds):
+        result = {}
+        order = ["bare", *configurations]
+        for name in order if number % 2 == 0 else reversed(order):  # so a drift in load hits both sides
+            if name == "bare":
+                result["bare_fps"] = bare_throughput(segmenter, video, frames)
+            else:
+                result[name] = pipeline_run(segmenter, video, configurations[name])
+        measured.append(result)
+        print(f"round {number + 1}: bare {result['bare_fps']:.2f} FPS, "
+              + ", ".join(f"{name} {result[name]['fps']:.2f} FPS" for name in configurations), file=sys.stderr)
+    return measured
+
+
+def summarize(rounds: list[dict], names: list[str]) -> dict:
+    summary = {}
+    for name in names:
+        fps = statistics.median(r[name]["fps"] for r in rounds)
+        ratios = [r[name]["fps"] / r["bare_fps"] for r in rounds]
+        stages = {stage: statistics.median(r[name]["stage_ms"].get(stage, 0.0) for r in rounds) for stage in STAGES}
+        # Share of the run's wall time the model was running: immune to load that shifts between runs.
+        busy = statistics.median(r[name]["fps"] * r[name]["stage_ms"]["inference"] / 1000 for r in rounds)
+        summary[name] = {"fps": fps, "ratio_to_bare": statistics.median(ratios), "ratios_per_round": ratios,
+                         "model_busy_share": busy, "stage_ms": stages}
+    return summary
+
+
+def main() -> int:
+    args = parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
         scratch = Path(scratch)
@@ -89,33 +125,9 @@ def main() -> int:
             "record": RunOptions(save_video=scratch / "overlay.mp4", jsonl=scratch / "record.jsonl"),
             "measure": RunOptions(jsonl=scratch / "measure.jsonl"),
         }
-        backend = open_backend(args.model, args.backend, threads=args.threads)
-        rounds = []
-        with Segmenter(backend, backend.card) as segmenter:
-            pipeline_run(segmenter, video, RunOptions(max_frames=5))  # warm up every stage once
-            for number in range(args.rounds):
-                result = {}
-                order = ["bare", *configurations]
-                for name in order if number % 2 == 0 else reversed(order):  # so a drift in load hits both sides
-                    if name == "bare":
-                        result["bare_fps"] = bare_throughput(segmenter, video, args.frames)
-                    else:
-                        result[name] = pipeline_run(segmenter, video, configurations[name])
-                rounds.append(result)
-                print(f"round {number + 1}: bare {result['bare_fps']:.2f} FPS, "
-                      + ", ".join(f"{name} {result[name]['fps']:.2f} FPS" for name in configurations), file=sys.stderr)
-    load_after = os.getloadavg()
-
-    bare = statistics.median(r["bare_fps"] for r in rounds)
-    summary = {}
-    for name in configurations:
-        fps = statistics.median(r[name]["fps"] for r in rounds)
-        ratios = [r[name]["fps"] / r["bare_fps"] for r in rounds]
-        stages = {stage: statistics.median(r[name]["stage_ms"].get(stage, 0.0) for r in rounds) for stage in STAGES}
-        # Share of the run's wall time the model was running: immune to load that shifts between runs.
-        busy = statistics.median(r[name]["fps"] * r[name]["stage_ms"]["inference"] / 1000 for r in rounds)
-        summary[name] = {"fps": fps, "ratio_to_bare": statistics.median(ratios), "ratios_per_round": ratios,
-                         "model_busy_share": busy, "stage_ms": stages}
+        with open_model(args.model, args.backend, threads=args.threads) as segmenter:
+            rounds = measure_rounds(segmenter, video, args.frames, args.rounds, configurations)
+    backend = segmenter.backend
     report = {
         "benchmark": "runtime_throughput",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -128,9 +140,9 @@ def main() -> int:
         "video": f"{WIDTH}x{HEIGHT} mp4v, {args.frames} frames",
         "threads": args.threads,
         "rounds": args.rounds,
-        "load_average_before_after": [load_before, load_after],
-        "bare_fps": bare,
-        "pipelines": summary,
+        "load_average_before_after": [load_before, os.getloadavg()],
+        "bare_fps": statistics.median(r["bare_fps"] for r in rounds),
+        "pipelines": summarize(rounds, list(configurations)),
         "per_round": rounds,
         "host": host_summary(),
     }

@@ -1,20 +1,25 @@
-"""Accuracy benchmark: train the default edge model for a fixed time on ISIC 2018, score it on val.
+"""Accuracy benchmark: train the default edge model for a fixed time on ISIC 2018, score it as the device sees.
 
     python benchmarks/train_accuracy.py [--minutes 60] [--data ../shared/data/isic2018] [--out runs/accuracy-cpu]
                                         [--result benchmarks/results/accuracy-cpu.json] [--size 256] ...
+    python benchmarks/train_accuracy.py --score-only runs/accuracy-cpu --result ...   # score a finished run again
 
 Trains `edgeseg train`'s defaults (FPN + tu-tf_efficientnet_lite0 from ImageNet, unless options say
-otherwise) on the train split with a time budget, then scores the best checkpoint on the val split
-through the runtime's own preprocessing (TorchBackend + edgeseg.preprocess): every probability map
-resized back to its image's own resolution, made into a mask as the card says (its threshold, the
-largest region kept), scored per image with edgeseg.metrics (ISIC-exact), averaged over images.
-Also recorded: the same at threshold 0.5, and with every region kept.
+otherwise) on the train split with a time budget, then scores the best checkpoint through
+``edgeseg.evaluate`` (the Segmenter over PyTorch: the runtime's preprocessing, every probability map
+resized back to its image's own resolution, made into a mask as the card says, scored per image with
+the ISIC-exact metrics, averaged over images). Rows:
+
+- val: the val split as it is (mostly 512x512 crops); also at threshold 0.5 and with every region kept;
+- val_camera_framed: the val images placed in full 4:3 / 3:2 camera frames (edgeseg.evaluate.device_views),
+  scored at the frame's resolution: what a dermatoscope camera shows;
+- full_resolution_val / full_resolution_train: the shared set's images at their camera's resolution
+  (2 in val; 20 in train, which the model saw in training, stretched to its input).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
@@ -28,37 +33,41 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("EDGESEG_ISIC_DIR", REPO.parent / "shared" / "data" / "isic2018"))
 
 
-def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, dict[str, float]]:
-    """Mean ISIC metrics of the run's best model on val, at each image's own resolution."""
-    from tqdm import tqdm
+def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, dict]:
+    """Mean ISIC metrics of the run's best model on each view, at each image's own resolution."""
+    import dataclasses
 
     from edgeseg.data import discover_samples
-    from edgeseg.files import read_image, read_mask
-    from edgeseg.metrics import image_scores, mean_scores
-    from edgeseg.preprocess import activate, lesion_mask, preprocess, probability_at
-    from edgeseg.train.model import load_model
-    from edgeseg.train.torch_backend import TorchBackend
+    from edgeseg.evaluate.accuracy import evaluate, evaluate_images
+    from edgeseg.evaluate.device_views import camera_framed, full_resolution
+    from edgeseg.evaluate.models import open_model
+    from edgeseg.segmenter import Segmenter
 
-    model, card = load_model(run_dir)
-    every_region = card.replace(output=dataclasses.replace(card.output, keep_largest_region=False))
-    scores: dict[str, list[dict[str, float]]] = {"val": [], "val_at_0.5": [], "val_all_regions": []}
-    with TorchBackend(model, card) as backend:
-        for sample in tqdm(discover_samples(data, split="val", split_dir=split_dir), desc="score val", unit="img"):
-            image, truth = read_image(sample.image), read_mask(sample.mask)
-            probability = probability_at(activate(backend.infer(preprocess(image, card)), card)[0, 0], *truth.shape, card)
-            scores["val"].append(image_scores(truth, lesion_mask(probability, card)[0]))
-            scores["val_at_0.5"].append(image_scores(truth, lesion_mask(probability, card, threshold=0.5)[0]))
-            scores["val_all_regions"].append(image_scores(truth, lesion_mask(probability, every_region)[0]))
-    return {name: mean_scores(values) for name, values in scores.items()}
+    val = discover_samples(data, split="val", split_dir=split_dir)
+    train = discover_samples(data, split="train", split_dir=split_dir)
+    with open_model(run_dir, "torch-cpu") as segmenter:
+        card = segmenter.card
+        at_half = Segmenter(segmenter.backend, card.replace(output=dataclasses.replace(card.output, threshold=0.5)))
+        every_region = Segmenter(segmenter.backend, card, keep_largest=False)
+        evaluations = {
+            "val": evaluate(segmenter, val, str(run_dir), "val"),
+            "val_at_0.5": evaluate(at_half, val, str(run_dir), "val"),
+            "val_all_regions": evaluate(every_region, val, str(run_dir), "val"),
+            "val_camera_framed": evaluate_images(segmenter, camera_framed(val), str(run_dir), "val camera-framed"),
+            "full_resolution_val": evaluate_images(segmenter, full_resolution(val), str(run_dir), "val full-res"),
+            "full_resolution_train": evaluate_images(segmenter, full_resolution(train), str(run_dir), "train full-res"),
+        }
+    return {name: {**evaluation.mean, "images": len(evaluation.per_image)} for name, evaluation in evaluations.items()}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60.0, help="training time budget [60]")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split-dir", type=Path)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "accuracy-cpu", help="run directory (not in git)")
     parser.add_argument("--result", type=Path, default=REPO / "benchmarks" / "results" / "accuracy-cpu.json")
+    parser.add_argument("--score-only", type=Path, metavar="RUN_DIR", help="score this finished run; train nothing")
     parser.add_argument("--size", type=int, help="square input side, multiple of 32 [train default]")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -71,56 +80,78 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from edgeseg.files import write_text_atomic
-    from edgeseg.host import host_info
-    from edgeseg.train.loop import TrainConfig, train
+
+def train_config(args: argparse.Namespace):
+    from edgeseg.train.loop import TrainConfig
 
     options = {"size": (args.size, args.size) if args.size else None, "batch_size": args.batch_size, "lr": args.lr,
-               "loss": args.loss, "camera_framing": args.camera_framing, "encoder": args.encoder, "encoder_weights": args.encoder_weights, "epochs": args.epochs,
+               "loss": args.loss, "camera_framing": args.camera_framing, "encoder": args.encoder,
+               "encoder_weights": args.encoder_weights, "epochs": args.epochs,
                "decoder_channels": tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None}
-    config = TrainConfig(data=str(args.data), out=str(args.out), split_dir=str(args.split_dir) if args.split_dir else None,
-                         time_budget_minutes=args.minutes, device=args.device, seed=args.seed, threads=args.threads,
-                         **{name: value for name, value in options.items() if value is not None})
-    if (args.out / "checkpoint-last.pt").exists():
-        sys.exit(f"{args.out} already holds a run; remove it or pass --out elsewhere")
+    return TrainConfig(data=str(args.data), out=str(args.out), split_dir=str(args.split_dir) if args.split_dir else None,
+                       time_budget_minutes=args.minutes, device=args.device, seed=args.seed, threads=args.threads,
+                       **{name: value for name, value in options.items() if value is not None})
+
+
+def training_record(run_dir: Path) -> dict:
+    """What the run's checkpoint says about its training: epochs, steps, pace, the per-epoch metrics, the config."""
+    import torch
+
+    checkpoint = torch.load(run_dir / "checkpoint-last.pt", map_location="cpu", weights_only=True)
+    state = checkpoint["state"]
+    steps = state["iterations"]
+    step_seconds = np.diff([0.0] + [row["seconds"] for row in steps]) if steps else np.array([])
+    return {
+        "train_minutes": round(state["train_seconds"] / 60, 2),
+        "epochs_run": state["epoch"],
+        "epochs_planned": state["planned_epochs"],
+        "best_epoch": state["best_epoch"],
+        "steps": state["step"],
+        "median_seconds_per_step": round(float(np.median(step_seconds)), 3) if step_seconds.size else None,
+        "per_epoch": state["epochs"],
+        "config": checkpoint["config"],
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    from edgeseg.card import load_card
+    from edgeseg.files import write_text_atomic
+    from edgeseg.host import host_info
+    from edgeseg.train.loop import train
 
     started = time.monotonic()
-    result = train(config)
-    wall_minutes = (time.monotonic() - started) / 60
-    scores = score_run(args.out, args.data, args.split_dir)
-
-    steps = result.state.iterations
-    step_seconds = np.diff([0.0] + [row["seconds"] for row in steps]) if steps else np.array([])
+    run_dir = args.score_only or args.out
+    if args.score_only is None:
+        if (args.out / "checkpoint-last.pt").exists():
+            sys.exit(f"{args.out} already holds a run; remove it, pass --out elsewhere, or --score-only {args.out}")
+        train(train_config(args))
+    scores = score_run(run_dir, args.data, args.split_dir)
+    card = load_card(run_dir)
     report = {
         "benchmark": "train_accuracy",
-        "labels": "val split of the data; every image scored at its own resolution (ISIC scorer's rules); "
-                  "mean over images. 'val' makes masks as the card says (the threshold from the threshold analysis, largest region kept); 'val_at_0.5' at threshold 0.5; 'val_all_regions' without the largest-region rule.",
-        "val": scores["val"],
-        "val_at_0.5": scores["val_at_0.5"],
-        "val_all_regions": scores["val_all_regions"],
-        "threshold": result.card.output.threshold,
-        "train_minutes": round(result.state.train_seconds / 60, 2),
-        "wall_minutes_including_decode_and_scoring": round(wall_minutes, 2),
-        "epochs_run": result.state.epoch,
-        "epochs_planned": result.state.planned_epochs,
-        "best_epoch": result.state.best_epoch,
-        "steps": result.state.step,
-        "median_seconds_per_step": round(float(np.median(step_seconds)), 3) if step_seconds.size else None,
-        "per_epoch": result.state.epochs,
-        "config": config.to_dict(),
-        "card": result.card.to_dict(),
+        "labels": "every image scored at its own resolution (ISIC scorer's rules); mean over images. 'val' makes masks "
+                  "as the card says (the threshold from the threshold analysis, largest region kept); 'val_at_0.5' at "
+                  "threshold 0.5; 'val_all_regions' without the largest-region rule; 'val_camera_framed' the val images "
+                  "in full camera frames at the frame's resolution; 'full_resolution_*' the images kept at camera resolution.",
+        **scores,
+        "threshold": card.output.threshold,
+        **training_record(run_dir),
+        "wall_minutes_including_decode_and_scoring": round((time.monotonic() - started) / 60, 2),
+        "card": card.to_dict(),
         "command": " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]),
         "host": host_info(),
-        "run_dir": str(args.out),
+        "run_dir": str(run_dir),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_text_atomic(args.result, json.dumps(report, indent=2) + "\n")
-    val = scores["val"]
-    print(f"val (original resolution, threshold {report['threshold']:g}): dice {val['dice']:.4f} "
-          f"jaccard {val['jaccard']:.4f} thresholded jaccard {val['threshold_jaccard']:.4f} after "
-          f"{report['train_minutes']} min of training; written to {args.result}")
+    for name in ("val", "val_camera_framed", "full_resolution_val", "full_resolution_train"):
+        view = scores[name]
+        print(f"{name} ({view['images']} images, threshold {report['threshold']:g}): dice {view['dice']:.4f} "
+              f"jaccard {view['jaccard']:.4f} thresholded jaccard {view['threshold_jaccard']:.4f}")
+    print(f"after {report['train_minutes']} min of training; written to {args.result}")
     return 0
 
 

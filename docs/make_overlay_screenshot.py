@@ -10,13 +10,13 @@ import sys
 import cv2
 import numpy as np
 
+from edgeseg.runtime.backends import open_segmenter
+from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
 from edgeseg.synthetic import make_sample
-from edgeseg.runtime.segmenter import Segmenter
-from edgeseg.runtime.overlay import OverlayRenderer, HudInfo
 
 model = sys.argv[1]
 tiles = []
-with Segmenter.from_path(model, backend="onnxruntime-cpu", mm_per_px=0.02) as segmenter:
+with open_segmenter(model, backend="onnxruntime-cpu", mm_per_px=0.02) as segmenter:
     renderer = OverlayRenderer()
     for index in (int(i) for i in sys.argv[3].split(",")):
         bgr, _ = make_sample(5, index, 640)

@@ -1,8 +1,11 @@
 """edgeseg: an edge-deployment toolchain for dermoscopic skin-lesion segmentation.
 
-The core (this package's own modules) needs only the standard library, numpy and OpenCV. The parts
-stand on it: ``edgeseg.train`` (torch), ``edgeseg.runtime`` (onnxruntime or TensorRT, never torch)
-and ``edgeseg.export`` (both).
+The core (this package's own modules: the model card, pre- and postprocessing, the Segmenter and
+its Backend protocol, metrics, data) needs only the standard library, numpy, OpenCV and click, and
+imports nothing above it. The parts stand on it: ``edgeseg.train`` (torch) and ``edgeseg.runtime``
+(onnxruntime or TensorRT, never torch); ``edgeseg.evaluate`` (eval, bench, ``open_model``) on both;
+``edgeseg.export`` on all three; the command line (``edgeseg.cli``) and ``edgeseg.demo`` on top.
+The layers are checked by import-linter (``.importlinter``).
 """
 
 from importlib.metadata import PackageNotFoundError, version

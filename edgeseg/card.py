@@ -11,13 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeseg.files import write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this edgeseg reads: 2 added provenance.data_licence and provenance.evaluations; a version 1
+# card is the same without them.
+READABLE_SCHEMA_VERSIONS = (1, 2)
 CARD_FILENAME = "card.json"
 
 
@@ -68,6 +72,10 @@ class Provenance:
     epochs: int = 0
     best_epoch: int = 0
     val_metrics: dict[str, float] = field(default_factory=dict)
+    # Other views of the data, each {"images": n, metric: mean}: e.g. "val_camera_framed" (the val images in
+    # full camera frames), "full_resolution_val"; see benchmarks/train_accuracy.py.
+    evaluations: dict[str, dict[str, float]] = field(default_factory=dict)
+    data_licence: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     notes: str = ""
@@ -87,12 +95,7 @@ class ModelCard:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        height, width = self.input_size
-        if height % 32 or width % 32 or height <= 0 or width <= 0:
-            raise CardError(
-                f"input_size {self.input_size} is not usable: FPN needs height and width that are "
-                f"positive multiples of 32. Consider {_round_up_32(height)}x{_round_up_32(width)}."
-            )
+        check_input_size(self.input_size)
         if not 0.0 < self.output.threshold < 1.0:
             raise CardError(f"output threshold {self.output.threshold} must lie strictly between 0 and 1")
 
@@ -110,11 +113,11 @@ class ModelCard:
         if not isinstance(data, dict):
             raise CardError(f"{source}: a model card is a JSON object, found {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise CardError(
                 f"{source}: model card schema version {version!r} is not supported by this edgeseg "
-                f"(it reads version {SCHEMA_VERSION}). Re-export the model with this edgeseg, or "
-                f"install the edgeseg version that wrote it."
+                f"(it reads versions {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}). Re-export the model with "
+                f"this edgeseg, or install the edgeseg version that wrote it."
             )
         try:
             return cls(
@@ -127,7 +130,7 @@ class ModelCard:
                 output=_build(Output, data["output"]),
                 tensor_names=_build(TensorNames, data.get("tensor_names", {})),
                 provenance=_build(Provenance, data.get("provenance", {})),
-                schema_version=version,
+                schema_version=SCHEMA_VERSION,
             )
         except CardError as error:
             raise CardError(f"{source}: {error}") from None
@@ -150,6 +153,26 @@ def _pair(value: Any) -> tuple[int, int]:
 
 def _round_up_32(value: int) -> int:
     return max(32, (int(value) + 31) // 32 * 32)
+
+
+def check_input_size(size: tuple[int, int]) -> None:
+    """The network input rule: FPN halves the input five times, so each side is a positive multiple of 32."""
+    height, width = size
+    if height % 32 or width % 32 or height <= 0 or width <= 0:
+        raise CardError(
+            f"input size {height}x{width} is not usable: FPN needs height and width that are positive "
+            f"multiples of 32. Consider {_round_up_32(height)}x{_round_up_32(width)}."
+        )
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """'256' -> (256, 256); '256x320' -> (256, 320), height x width; CardError unless usable."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not match:
+        raise CardError(f"{text!r}: give the input size as one number (256) or HEIGHTxWIDTH (256x320)")
+    size = int(match[1]), int(match[2] or match[1])
+    check_input_size(size)
+    return size
 
 
 def _build(kind: type, data: dict[str, Any], tuples: tuple[str, ...] = ()) -> Any:

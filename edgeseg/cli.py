@@ -19,10 +19,10 @@ COMMANDS: dict[str, str] = {
     "synth": "edgeseg.synthetic:synth_command",
     "data": "edgeseg.data_cli:data_command",
     "train": "edgeseg.train.cli:train_command",
-    "eval": "edgeseg.evaluate:eval_command",
+    "eval": "edgeseg.evaluate.eval_cli:eval_command",
     "export": "edgeseg.export.cli:export_command",
     "run": "edgeseg.runtime.cli:run_command",
-    "bench": "edgeseg.bench:bench_command",
+    "bench": "edgeseg.evaluate.bench_cli:bench_command",
 }
 
 EPILOG = """\b

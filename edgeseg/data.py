@@ -3,7 +3,7 @@
 Two layouts are recognised under a data root:
 
     ISIC (the official download)            plain
-      *_Input/ISIC_0000000.jpg                images/<id>.jpg  (.jpeg .png .bmp .tif .tiff)
+      *_Input/ISIC_0000000.jpg                images/<id>.jpg  (.jpeg .png .bmp .tif .tiff .webp)
       *_GroundTruth/ISIC_0000000_segmentation.png
                                               masks/<id>.png  or  masks/<id>_segmentation.png
 
@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+from edgeseg.names import IMAGE_SUFFIXES
+
 MASK_SUFFIX = ".png"
 MASK_TAG = "_segmentation"
 SPLITS_FOLDER = "splits"

@@ -19,6 +19,8 @@ import click
 import cv2
 import numpy as np
 
+from edgeseg.card import CARD_FILENAME
+from edgeseg.names import ONNX_FILENAMES
 from edgeseg.files import read_image, write_bytes_atomic, write_text_atomic
 
 VIDEO_SIZE = (640, 480)  # a typical dermatoscope camera frame
@@ -148,85 +150,156 @@ def _p50(timing: dict) -> float | None:
     return (((timing.get("stages") or {}).get("end_to_end")) or {}).get("p50_ms")
 
 
+FORMS_TABLE_HEADER = (
+    "| form | status | gate | mean mask IoU vs PyTorch | max abs dp | Dice | size MiB | bench p50 ms | FPS |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+TERMINAL_HEADER = f"{'form':<16}{'status':<10}{'gate':<7}{'Dice':>7}{'p50 ms':>9}{'FPS':>7}"
+ACCURACY_METRICS = ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity", "accuracy")
+CLOSING_NOTE = """Measurements are descriptive, not a diagnosis. Synthetic data show the toolchain working; they say
+nothing about accuracy on real dermoscopy."""
+
+
+@dataclass(frozen=True)
+class FormRow:
+    """One form's line in the forms table, every figure already formatted."""
+
+    name: str  # in the terminal table
+    label: str  # in the summary page
+    status: str
+    gate: str
+    mean_mask_iou: str
+    max_abs_dp: str
+    dice: str
+    size_mib: str
+    p50_ms: str
+    fps: str
+
+
 def summary_tables(plan: DemoPlan) -> tuple[str, str]:
     """The summary page (markdown) and the short terminal table, from the steps' JSON outputs."""
     evaluation = read_json(plan.out / "eval.json")
     export = read_json(plan.run_dir / "export-report.json")
     bench = read_json(plan.out / "bench.json")
     frames = read_jsonl(plan.out / "frames.jsonl")
-    card = read_json(plan.run_dir / "card.json")
+    card = read_json(plan.run_dir / CARD_FILENAME)
+    rows = form_rows(export, bench)
+    sections = [
+        page_heading(plan, card),
+        accuracy_section(evaluation),
+        forms_section(export, bench, rows),
+        runtime_section(frames),
+        curves_section(plan.run_dir / "plots"),
+        steps_section(plan.steps),
+        CLOSING_NOTE,
+    ]
+    return "\n\n".join(sections) + "\n", terminal_table(rows)
+
+
+def measured_timings(bench: dict) -> dict[str, dict]:
+    """`edgeseg bench` results that were measured, by form."""
+    return {row["form"]: row for row in bench.get("results", []) if row.get("status") == "ok"}
+
+
+def form_rows(export: dict, bench: dict) -> list[FormRow]:
+    """The PyTorch reference, then each exported form in the export report's order."""
+    timings = measured_timings(bench)
+    return [reference_row(export, timings), *(exported_form_row(form, timings) for form in export.get("forms", []))]
+
+
+def reference_row(export: dict, timings: dict[str, dict]) -> FormRow:
+    timing = timings.get("pytorch", {})
+    dice = ((export.get("reference") or {}).get("accuracy") or {}).get("dice")  # on the parity images
+    return FormRow(name="pytorch", label="PyTorch (reference)", status="trained", gate="-", mean_mask_iou="-",
+                   max_abs_dp="-", dice=fmt(dice), size_mib="-", p50_ms=fmt(_p50(timing), 1),
+                   fps=fmt(timing.get("fps"), 1))
+
+
+def exported_form_row(form: dict, timings: dict[str, dict]) -> FormRow:
+    parity = form.get("parity") or {}
+    accuracy = form.get("accuracy") or {}
+    timing = timings.get(Path(form.get("path") or "").name, {})  # bench names forms by file name
+    size = form.get("size_bytes")
+    return FormRow(
+        name=form["name"], label=form["name"], status=form["status"],
+        gate={True: "pass", False: "FAIL", None: "-"}[form.get("passed")],
+        mean_mask_iou=fmt(parity.get("mean_mask_iou"), 4), max_abs_dp=fmt(parity.get("max_abs_probability"), 6),
+        dice=fmt(accuracy.get("dice")), size_mib=fmt(size / 2**20 if size else None, 1),
+        p50_ms=fmt(_p50(timing), 1), fps=fmt(timing.get("fps"), 1),
+    )
+
+
+def terminal_table(rows: list[FormRow]) -> str:
+    lines = [TERMINAL_HEADER]
+    for row in rows:
+        lines.append(f"{row.name:<16}{row.status:<10}{row.gate:<7}{row.dice:>7}{row.p50_ms:>9}{row.fps:>7}")
+    return "\n".join(lines)
+
+
+def markdown_row(cells: list) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def page_heading(plan: DemoPlan, card: dict) -> str:
+    data_kind = "synthetic dermoscopy-like images" if plan.data is None else "your data"
+    threshold = (card.get("output") or {}).get("threshold")
+    return f"""# edgeseg demo
+
+Data: `{plan.data_dir}` ({data_kind});
+model: FPN `{card.get('encoder', '?')}` at {fmt(card.get('input_size'))}, threshold {fmt(threshold)}
+(chosen by the threshold analysis on the validation split)."""
+
+
+def accuracy_section(evaluation: dict) -> str:
     mean = evaluation.get("mean", {})
-    timings = {row["form"]: row for row in bench.get("results", []) if row.get("status") == "ok"}
-
-    form_rows = ["| form | status | gate | mean mask IoU vs PyTorch | max abs dp | Dice | size MiB | bench p50 ms | FPS |",
-                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    terminal = [f"{'form':<16}{'status':<10}{'gate':<7}{'Dice':>7}{'p50 ms':>9}{'FPS':>7}"]
-    torch_timing = timings.get("pytorch", {})
-    reference_dice = ((export.get("reference") or {}).get("accuracy") or {}).get("dice")  # on the parity images
-    form_rows.append(f"| PyTorch (reference) | trained | - | - | - | {fmt(reference_dice)} | - | "
-                     f"{fmt(_p50(torch_timing), 1)} | {fmt(torch_timing.get('fps'), 1)} |")
-    terminal.append(f"{'pytorch':<16}{'trained':<10}{'-':<7}{fmt(reference_dice):>7}"
-                    f"{fmt(_p50(torch_timing), 1):>9}{fmt(torch_timing.get('fps'), 1):>7}")
-    for form in export.get("forms", []):
-        parity = form.get("parity") or {}
-        accuracy = form.get("accuracy") or {}
-        timing = timings.get(Path(form.get("path") or "").name, {})
-        gate = {True: "pass", False: "FAIL", None: "-"}[form.get("passed")]
-        size = form.get("size_bytes")
-        form_rows.append(
-            f"| {form['name']} | {form['status']} | {gate} | {fmt(parity.get('mean_mask_iou'), 4)} | "
-            f"{fmt(parity.get('max_abs_probability'), 6)} | {fmt(accuracy.get('dice'))} | "
-            f"{fmt(size / 2**20 if size else None, 1)} | {fmt(_p50(timing), 1)} | {fmt(timing.get('fps'), 1)} |"
-        )
-        terminal.append(f"{form['name']:<16}{form['status']:<10}{gate:<7}{fmt(accuracy.get('dice')):>7}"
-                        f"{fmt(_p50(timing), 1):>9}{fmt(timing.get('fps'), 1):>7}")
-
-    lesion_frames = sum(1 for frame in frames if frame.get("lesion_present"))
-    steps = "\n".join(f"| {step.name} | `{' '.join(step.command[2:])}` | {step.seconds:.0f} s | {step.exit_code} |"
-                      for step in plan.steps)
-    plots = sorted((plan.run_dir / "plots").glob("*.png"))
-    page = f"""# edgeseg demo
-
-Data: `{plan.data_dir}` ({'synthetic dermoscopy-like images' if plan.data is None else 'your data'});
-model: FPN `{card.get('encoder', '?')}` at {fmt(card.get('input_size'))}, threshold {fmt((card.get('output') or {}).get('threshold'))}
-(chosen by the threshold analysis on the validation split).
-
-## Validation accuracy (ISIC metrics, per image at original resolution, mean over images)
+    values = [evaluation.get("split", "-"), evaluation.get("images", "-"),
+              *(fmt(mean.get(metric)) for metric in ACCURACY_METRICS)]
+    return f"""## Validation accuracy (ISIC metrics, per image at original resolution, mean over images)
 
 | split | images | Dice | Jaccard (IoU) | thresholded Jaccard | sensitivity | specificity | accuracy |
 | --- | --- | --- | --- | --- | --- | --- | --- |
-| {evaluation.get('split', '-')} | {evaluation.get('images', '-')} | {fmt(mean.get('dice'))} | {fmt(mean.get('jaccard'))} | {fmt(mean.get('threshold_jaccard'))} | {fmt(mean.get('sensitivity'))} | {fmt(mean.get('specificity'))} | {fmt(mean.get('accuracy'))} |
+{markdown_row(values)}"""
 
-## Exported forms: parity with PyTorch, and latency on this host
 
-Dice here is on the {len((export.get("parity_images") or {}).get("ids", []))} parity images (the table above: every val image).
+def forms_section(export: dict, bench: dict, rows: list[FormRow]) -> str:
+    parity_images = len((export.get("parity_images") or {}).get("ids", []))
+    table = "\n".join(markdown_row([row.label, row.status, row.gate, row.mean_mask_iou, row.max_abs_dp, row.dice,
+                                     row.size_mib, row.p50_ms, row.fps]) for row in rows)
+    return f"""## Exported forms: parity with PyTorch, and latency on this host
 
-{chr(10).join(form_rows)}
+Dice here is on the {parity_images} parity images (the table above: every val image).
+
+{FORMS_TABLE_HEADER}
+{table}
 
 Latency: `edgeseg bench`, {bench.get('runs', '-')} interleaved runs after warm-up, end to end
-(preprocess + inference + postprocess) on a 640x480 frame. Details: `bench.md`, `run/export-report.md`.
+(preprocess + inference + postprocess) on a 640x480 frame. Details: `bench.md`, `run/export-report.md`."""
 
-## Live runtime over a video
+
+def runtime_section(frames: list[dict]) -> str:
+    lesion_frames = sum(1 for frame in frames if frame.get("lesion_present"))
+    return f"""## Live runtime over a video
 
 `edgeseg run` processed {len(frames)} frames of `video.mp4` ({lesion_frames} with a lesion) and wrote
 `overlay.mp4` and `frames.jsonl`.
 
-![overlay frames](overlay-strip.png)
+![overlay frames](overlay-strip.png)"""
 
-## Training curves and threshold analysis
 
-{chr(10).join(f'![{plot.stem}](run/plots/{plot.name})' for plot in plots)}
+def curves_section(plots_dir: Path) -> str:
+    plots = sorted(plots_dir.glob("*.png"))
+    links = "\n".join(f"![{plot.stem}](run/plots/{plot.name})" for plot in plots)
+    return f"## Training curves and threshold analysis\n\n{links}"
 
-## Steps
+
+def steps_section(steps: list[Step]) -> str:
+    rows = "\n".join(markdown_row([step.name, f"`{' '.join(step.command[2:])}`", f"{step.seconds:.0f} s",
+                                    step.exit_code]) for step in steps)
+    return f"""## Steps
 
 | step | command | time | exit |
 | --- | --- | --- | --- |
-{steps}
-
-Measurements are descriptive, not a diagnosis. Synthetic data show the toolchain working; they say
-nothing about accuracy on real dermoscopy.
-"""
-    return page, "\n".join(terminal)
+{rows}"""
 
 
 EXAMPLE = """\b
@@ -299,7 +372,7 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
         "--json", str(out / "bench.json"), "--md", str(out / "bench.md")))
     make_video(val_images(plan.data_dir, limit=12), out / "video.mp4")
     run_step(plan, "run the runtime", edgeseg_command(
-        "run", str(plan.run_dir / "model.onnx"), "--source", str(out / "video.mp4"), "--no-show",
+        "run", str(plan.run_dir / ONNX_FILENAMES["onnx"]), "--source", str(out / "video.mp4"), "--no-show",
         "--save", str(out / "overlay.mp4"), "--jsonl", str(out / "frames.jsonl")))
 
     strip = overlay_strip(out / "overlay.mp4")

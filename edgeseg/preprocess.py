@@ -1,7 +1,8 @@
-"""Preprocessing and postprocessing, driven by the model card alone.
+"""Preprocessing, driven by the model card alone: a BGR image becomes the network's input tensor.
 
 Training, evaluation, export parity and the runtime all call these functions, so the network sees
-the same tensor for the same image wherever it runs. Nothing here imports torch.
+the same tensor for the same image wherever it runs (the way back, logits to a mask, is
+``edgeseg.postprocess``). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -59,52 +60,3 @@ def normalize(resized_bgr: np.ndarray, card: ModelCard, out: np.ndarray | None =
 def preprocess(bgr: np.ndarray, card: ModelCard) -> np.ndarray:
     """BGR uint8 image of any size -> float32 tensor (1, 3, H, W) at the card's input size."""
     return normalize(resize_to_input(bgr, card), card)[None]
-
-
-def activate(logits: np.ndarray, card: ModelCard) -> np.ndarray:
-    """Network logits -> probabilities, as the card says."""
-    if card.output.activation != "sigmoid":
-        raise ValueError(f"unsupported output activation {card.output.activation!r} in the model card")
-    logits = np.asarray(logits, dtype=np.float32)
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
-def probability_at(probability: np.ndarray, height: int, width: int, card: ModelCard) -> np.ndarray:
-    """Resize a (h, w) probability map back to an image's own resolution."""
-    if probability.shape == (height, width):
-        return probability
-    return cv2.resize(probability, (width, height), interpolation=interpolation_flag(card.output.upsample))
-
-
-def binarize(probability: np.ndarray, card: ModelCard, threshold: float | None = None) -> np.ndarray:
-    """Probability map -> boolean mask of the pixels above the card's threshold (or ``threshold``)."""
-    return probability > (card.output.threshold if threshold is None else threshold)
-
-
-def largest_contour(mask: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """The outer contour (OpenCV points, (K, 1, 2) int32) of the largest region, and the region count."""
-    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return None, 0
-    return max(contours, key=cv2.contourArea), len(contours)
-
-
-def inside_contour(mask: np.ndarray, contour: np.ndarray) -> np.ndarray:
-    """The part of ``mask`` inside ``contour``: the largest region with its holes, the other regions gone."""
-    outline = np.zeros(mask.shape, dtype=np.uint8)
-    cv2.drawContours(outline, [contour], 0, 1, thickness=cv2.FILLED)
-    return mask & outline.view(bool)
-
-
-def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | None = None
-                ) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Probability map -> (mask, outer contour of the largest region, region count), as the card says.
-
-    The mask is thresholded and, where the card keeps only the largest region, cut to it. Training's
-    validation and threshold analysis, eval, export parity and the runtime all make masks here.
-    """
-    mask = binarize(probability, card, threshold)
-    contour, regions = largest_contour(mask)
-    if card.output.keep_largest_region and regions > 1:
-        return inside_contour(mask, contour), contour, 1
-    return mask, contour, regions

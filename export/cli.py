@@ -25,12 +25,15 @@ Read export-report.md beside the model; export-report.json holds the same for to
 """
 
 
+DEFAULT_MODEL_OUT = "default-model-export"  # the installed default model's folder is not ours to write in
+
+
 def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
 @click.command("export", epilog=EXAMPLES)
-@click.argument("run_dir", metavar="RUN_DIR|MODEL.onnx", type=click.Path(exists=True, path_type=Path))
+@click.argument("run_dir", metavar="[RUN_DIR|MODEL.onnx]", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR).")
 @click.option("--format", "formats", multiple=True, metavar="FORMS",
               help="Forms to build: onnx,fp16,int8,engine,engine-int8 (default: every form this host can build).")
@@ -55,7 +58,7 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--simulate-fp16", type=click.IntRange(0), default=0, show_default=True, metavar="N",
               help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
-def export_command(run_dir: Path, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
+def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
                    calib: Path | None, calib_n: int, dynamic: bool, parity_data: Path | None, parity_n: int,
                    fp32_max_dp: float, fp16_mean_iou: float, fp16_min_iou: float, fp16_dice: float,
                    int8_mean_iou: float, int8_dice: float, workspace_mib: int, keep_norm_fp32: bool,
@@ -66,15 +69,22 @@ def export_command(run_dir: Path, out_dir: Path | None, formats: tuple[str, ...]
     masks are compared with PyTorch fp32's and its Dice with the ground truth. A form outside its
     tolerances fails the export. Writes the models, export-report.json and export-report.md.
 
+    Without RUN_DIR, edgeseg's default model (an ONNX that ships with edgeseg) is the source, and the
+    forms go to ./default-model-export/ (pass --parity-data and --calib: its training data is not here).
+
     Given an exported model.onnx instead of a run directory, the other forms are built from it and
     checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.
     """
     from edgeseg.card import CardError
+    from edgeseg.click_types import model_or_default
     from edgeseg.export.parity import Tolerances
-    from edgeseg.export.pipeline import ExportError, ExportOptions, export_run, select_forms
+    from edgeseg.export.export_run import ExportError, ExportOptions, export_run, select_forms
     from edgeseg.export.report import report_dict, terminal_table, write_report
     from edgeseg.export.tensorrt_export import EngineUnavailable
 
+    if run_dir is None:
+        run_dir, out_dir = model_or_default(None), out_dir or Path(DEFAULT_MODEL_OUT)
+        click.echo(f"the default model's forms go to {out_dir}/ (--out picks another folder)", err=True)
     try:
         chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
         options = ExportOptions(

@@ -8,9 +8,9 @@ import torch
 
 from edgeseg.card import ModelCard
 from edgeseg.files import atomic_output
+from edgeseg.names import CARD_METADATA_KEY
 
 OPSET = 20
-CARD_METADATA_KEY = "edgeseg_card"
 
 
 def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeseg.files import read_image, read_mask
 from edgeseg.metrics import image_scores
+from edgeseg.segmenter import Pending, Segmenter
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -193,37 +194,33 @@ def breaches(parity: FormParity, tolerances: Tolerances) -> list[str]:
     return found
 
 
-def run_parity(reference, candidates: Mapping[str, tuple[object, str]], samples: Sequence, card,
+def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, str]], samples: Sequence,
                tolerances: Tolerances, progress: bool = True, simulation: Sequence[str] = ()) -> dict[str, FormParity]:
-    """Segment every sample with the PyTorch ``reference`` backend and each candidate backend.
+    """Segment every sample with the ``reference`` Segmenter and with each candidate's, and compare.
 
-    ``candidates`` maps a form name to (backend, precision). Backends are Backend-protocol objects
-    already entered; each is driven by the runtime's Segmenter with the same card.
+    ``candidates`` maps a form name to (segmenter, precision). Every Segmenter carries the same card,
+    so only the backend differs.
     """
     from tqdm import tqdm
 
-    from edgeseg.runtime.segmenter import Segmenter
-
-    # PyTorch on every image first, then the exported forms: alternating PyTorch and onnxruntime per
-    # image makes each wait on the other's spinning thread pool (10x slower on a small CPU). The
-    # reference is kept as logits at network size (small); Segmenter.postprocess turns them into the
-    # probability and mask at each image's size exactly as Segmenter.segment does.
-    reference_segmenter = Segmenter(reference, card)
+    # The reference on every image first, then the exported forms: alternating PyTorch and onnxruntime
+    # per image makes each wait on the other's thread pool (10x slower on a small CPU). The reference
+    # is kept as logits at network size (small) and finished per image below, as segment() would.
     reference_logits = [
-        reference.infer(reference_segmenter.preprocess(read_image(sample.image))).copy()
-        for sample in tqdm(samples, desc=f"parity: reference ({reference.name})", unit="image", disable=not progress, file=sys.stderr, leave=False)
+        reference.infer(reference.prepare(read_image(sample.image))).logits.copy()
+        for sample in tqdm(samples, desc=f"parity: reference ({reference.backend.name})", unit="image",
+                           disable=not progress, file=sys.stderr, leave=False)
     ]
-    segmenters = {name: Segmenter(backend, card) for name, (backend, _) in candidates.items()}
     rows: dict[str, list[ImageComparison]] = {name: [] for name in candidates}
     label = "parity: " + ", ".join(candidates)
     for sample, logits in tqdm(list(zip(samples, reference_logits)), desc=label, unit="image", disable=not progress,
                                file=sys.stderr, leave=False):
         bgr = read_image(sample.image)
         truth = read_truth(sample, bgr.shape[:2])
-        expected_probability, expected_mask, _, _ = reference_segmenter.postprocess(logits, *bgr.shape[:2])
-        for name, segmenter in segmenters.items():
+        expected = reference.finish(Pending(bgr.shape[:2], logits=logits))
+        for name, (segmenter, _) in candidates.items():
             got = segmenter.segment(bgr)
-            rows[name].append(compare_image(sample.id, expected_probability, expected_mask, got.probability, got.mask, truth))
+            rows[name].append(compare_image(sample.id, expected.probability, expected.mask, got.probability, got.mask, truth))
     return {
         name: summarize(name, precision, rows[name], tolerances, simulation=name in simulation)
         for name, (_, precision) in candidates.items()

@@ -12,9 +12,10 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.export.pipeline import ExportReport, FormResult
+from edgeseg.export.export_run import ExportReport, FormResult
 from edgeseg.files import write_text_atomic
 from edgeseg.host import describe_host
+from edgeseg.tables import markdown_table, text_table
 
 JSON_NAME = "export-report.json"
 MARKDOWN_NAME = "export-report.md"
@@ -119,11 +120,7 @@ def table_rows(data: dict) -> list[tuple[str, ...]]:
 
 
 def terminal_table(data: dict) -> str:
-    rows = [TABLE_HEADER, *table_rows(data)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return text_table([TABLE_HEADER, *table_rows(data)])
 
 
 def markdown(report: ExportReport, data: dict | None = None) -> str:
@@ -138,9 +135,7 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         f"Parity images: {images['count']} from `{images['data']}` (split: {images['split']}), each through the same "
         "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32.",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "---|" * len(TABLE_HEADER),
-        *("| " + " | ".join(row) + " |" for row in table_rows(data)),
+        markdown_table([TABLE_HEADER, *table_rows(data)]),
         "",
         "max|dp|: largest |probability difference| to PyTorch over all pixels and images. mean/min IoU: mask IoU "
         "with PyTorch's mask per image (both empty = 1.0). flipped: mean share of pixels whose mask value differs. "

@@ -92,8 +92,18 @@ def engine_unavailable_reason() -> str | None:
 
 def engine_filename(stem: str, tensorrt_version: str, gpu: Gpu, precision: str) -> str:
     """e.g. ``model.trt10.3.sm87.fp16.engine``."""
+    return f"{stem}.{_build_tag(tensorrt_version, gpu)}.{precision}.engine"
+
+
+def timing_cache_filename(stem: str, tensorrt_version: str, gpu: Gpu) -> str:
+    """e.g. ``model.trt10.3.sm87.timing.cache``: one cache serves both precisions."""
+    return f"{stem}.{_build_tag(tensorrt_version, gpu)}.timing.cache"
+
+
+def _build_tag(tensorrt_version: str, gpu: Gpu) -> str:
+    """e.g. ``trt10.3.sm87``: what an engine or a timing cache is only valid for."""
     major_minor = ".".join(tensorrt_version.split(".")[:2])
-    return f"{stem}.trt{major_minor}.sm{gpu.major}{gpu.minor}.{precision}.engine"
+    return f"trt{major_minor}.sm{gpu.major}{gpu.minor}"
 
 
 def build_engine(
@@ -115,24 +125,48 @@ def build_engine(
         raise ValueError(f"unknown engine precision {precision!r}; choose one of {PRECISIONS}")
     trt = import_tensorrt()
     gpu = gpu_properties()
+    _require_fast_fp16(gpu)
+    onnx_path = Path(onnx_path)
+    out_dir = Path(out_dir)
+    engine_path = out_dir / engine_filename(stem, trt.__version__, gpu, precision)
+    cache_path = out_dir / timing_cache_filename(stem, trt.__version__, gpu)
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = _parse_onnx(trt, builder, logger, onnx_path)
+    config = _builder_config(trt, builder, network, card, precision, workspace_mib, keep_norm_fp32)
+    _use_timing_cache(config, cache_path)
+    engine_bytes, build_seconds = _build_serialized_engine(builder, network, config, precision, onnx_path)
+
+    write_bytes_atomic(engine_path, engine_bytes)
+    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    sidecar = _engine_sidecar(card, onnx_path, engine_bytes, trt.__version__, gpu, precision, build_seconds,
+                              workspace_mib)
+    write_text_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
+    return engine_path
+
+
+def _require_fast_fp16(gpu: Gpu) -> None:
     if not gpu.has_fast_fp16:
         raise EngineUnavailable(
             f"{gpu.name} (sm_{gpu.major}{gpu.minor}) has no fast FP16; edgeseg does not build an FP32 engine "
             "in place of the FP16 one asked for. Run the fp32 ONNX with onnxruntime instead."
         )
-    onnx_path = Path(onnx_path)
-    out_dir = Path(out_dir)
-    engine_path = out_dir / engine_filename(stem, trt.__version__, gpu, precision)
-    cache_path = out_dir / f"{stem}.trt{'.'.join(trt.__version__.split('.')[:2])}.sm{gpu.major}{gpu.minor}.timing.cache"
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+
+def _parse_onnx(trt, builder, logger, onnx_path: Path):
+    """The TensorRT network of ``onnx_path``; RuntimeError with the parser's errors if it rejects the model."""
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(index)) for index in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT's ONNX parser rejected the model: {errors}")
+    return network
 
+
+def _builder_config(trt, builder, network, card: ModelCard, precision: str, workspace_mib: int,
+                    keep_norm_fp32: bool):
+    """Workspace, precision flags, optional FP32 pinning, and a static profile for a dynamic-shape ONNX."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     config.set_flag(trt.BuilderFlag.FP16)
@@ -143,22 +177,33 @@ def build_engine(
         if pinned:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     _add_static_profile(trt, builder, network, config, card)
+    return config
+
+
+def _use_timing_cache(config, cache_path: Path) -> None:
+    """Start from an earlier build's timing cache, if there is one, so tactic timing is not redone."""
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
 
+
+def _build_serialized_engine(builder, network, config, precision: str, onnx_path: Path) -> tuple[bytes, float]:
+    """The serialized engine and how many seconds TensorRT took to build it."""
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - started
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build a {precision} engine from {onnx_path}; see its log above")
-    engine_bytes = bytes(serialized)
-    write_bytes_atomic(engine_path, engine_bytes)
-    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-    sidecar = {
+    return bytes(serialized), build_seconds
+
+
+def _engine_sidecar(card: ModelCard, onnx_path: Path, engine_bytes: bytes, tensorrt_version: str, gpu: Gpu,
+                    precision: str, build_seconds: float, workspace_mib: int) -> dict:
+    """What the runtime checks before it loads the engine: the card, checksums, and the build."""
+    return {
         "card": card.to_dict(),
         "onnx_sha256": sha256_of(onnx_path),
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "tensorrt_version": trt.__version__,
+        "tensorrt_version": tensorrt_version,
         "gpu_name": gpu.name,
         "compute_capability": gpu.compute_capability,
         "precision": precision,
@@ -166,8 +211,6 @@ def build_engine(
         "build_seconds": round(build_seconds, 2),
         "workspace_mib": workspace_mib,
     }
-    write_text_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
-    return engine_path
 
 
 def _pin_norm_layers_fp32(trt, network) -> int:

@@ -1,15 +1,17 @@
-"""The torch-free runtime: preprocessing, backends, the Segmenter, sources and overlay.
+"""The torch-free runtime: model files, backends (onnxruntime, TensorRT), sources, overlay, `edgeseg run`.
 
-    from edgeseg.runtime import Segmenter
-    with Segmenter.from_path("model.onnx") as segmenter:   # or a TensorRT engine with its sidecar
+    from edgeseg.runtime import open_segmenter
+    with open_segmenter("model.onnx") as segmenter:       # or a TensorRT engine with its sidecar
         result = segmenter.segment(bgr_image)             # probability, mask, contour, measurements, timings_ms
 
-Imports numpy, OpenCV and (when a backend opens) onnxruntime or TensorRT; never torch.
+The Segmenter itself and the Backend protocol live in the core (``edgeseg.segmenter``), so PyTorch can
+stand beside these backends in evaluation. Imports numpy, OpenCV and (when a backend opens)
+onnxruntime or TensorRT; never torch.
 """
 
-from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
+from edgeseg.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, open_backend, open_segmenter
 from edgeseg.runtime.model_file import RuntimeModelError, read_card
-from edgeseg.runtime.segmenter import Segmentation, Segmenter
+from edgeseg.segmenter import BackendUnavailable, Segmentation, Segmenter
 
 __all__ = [
     "BackendUnavailable",
@@ -19,5 +21,6 @@ __all__ = [
     "Segmenter",
     "TensorRTBackend",
     "open_backend",
+    "open_segmenter",
     "read_card",
 ]

@@ -4,10 +4,11 @@
   TensorRT execution provider.
 - ``TensorRTBackend``: a serialized TensorRT engine through the TensorRT Python API, with device
   memory handled by NVIDIA's cuda-python (no torch, no pycuda).
-- ``open_backend(path, backend="auto")`` picks the fastest one this host can run and logs which.
+- ``open_backend(path, backend="auto")`` picks the fastest one this host can run and logs which;
+  ``open_segmenter`` wraps it in a Segmenter with the card read from the model file.
 
-Every backend has ``name``, ``precision`` ("fp32"/"fp16"/"int8") and ``card`` (the model card read
-from the model file) and takes float32 (N, 3, H, W) to float32 logits (N, 1, H, W).
+Each implements ``edgeseg.segmenter.Backend``: ``name``, ``precision`` ("fp32"/"fp16"/"int8"), ``card``
+and ``infer`` from float32 (N, 3, H, W) to float32 logits (N, 1, H, W).
 """
 
 from __future__ import annotations
@@ -15,23 +16,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.runtime.model_file import (
-    REBUILD_FIX,
-    RuntimeModelError,
-    check_engine_host,
-    is_engine,
-    read_engine_info,
-    read_onnx_info,
-)
+from edgeseg.names import RUNTIME_BACKENDS, is_engine
+from edgeseg.runtime.model_file import REBUILD_FIX, RuntimeModelError, check_engine_host, read_engine_info, read_onnx_info
+from edgeseg.segmenter import Backend, BackendUnavailable, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
 
-BACKEND_CHOICES = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 ORT_GPU_FIX = (
     "install the GPU build of onnxruntime (pip uninstall onnxruntime && pip install onnxruntime-gpu, or "
@@ -39,24 +32,6 @@ ORT_GPU_FIX = (
     " (and TensorRT for the TensorRT provider) on the library path"
 )
 TENSORRT_FIX = "install TensorRT's Python bindings (pip install 'edgeseg[gpu]' on x86; part of JetPack on a Jetson)"
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend that cannot run on this host; the message says why and what to install."""
-
-
-class Backend(Protocol):
-    name: str
-    precision: str
-    card: ModelCard
-
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Backend: ...
-
-    def __exit__(self, *exc: object) -> None: ...
 
 
 class _ContextManager:
@@ -219,8 +194,10 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
     then its CUDA provider, then the CPU. An explicit backend that cannot run raises BackendUnavailable.
     """
     path = Path(path)
-    if backend not in BACKEND_CHOICES:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend not in ("auto", *RUNTIME_BACKENDS):
+        raise BackendUnavailable(
+            f"{backend!r} is not a runtime backend; {path.name} runs on {', '.join(('auto', *RUNTIME_BACKENDS))}"
+            + (" (PyTorch backends run a training run directory)" if backend.startswith("torch") else ""))
     if is_engine(path):
         if backend not in ("auto", "tensorrt"):
             raise BackendUnavailable(
@@ -249,3 +226,9 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
         log.info("backend: %s (%s) picked by auto%s", chosen.name, chosen.precision, note)
         return chosen
     raise BackendUnavailable("no backend can run here:\n  " + "\n  ".join(skipped))
+
+
+def open_segmenter(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+                   keep_largest: bool | None = None, mm_per_px: float | None = None) -> Segmenter:
+    """A Segmenter over an edgeseg ONNX or TensorRT engine; the card comes from the model file."""
+    return Segmenter(open_backend(path, backend, threads=threads), keep_largest=keep_largest, mm_per_px=mm_per_px)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import click
 
+from edgeseg.names import RUNTIME_BACKENDS
+
 HELP = """Segment skin lesions live from a camera, a video, images or a stream, with a torch-free runtime.
 
 MODEL is an edgeseg ONNX (model.onnx, or its fp16/int8 forms) or a TensorRT engine with its
-sidecar JSON, made by `edgeseg export`. Input size, preprocessing and threshold come from the model's
+sidecar JSON, made by `edgeseg export`; without one, edgeseg's default model (it ships with edgeseg). Input size, preprocessing and threshold come from the model's
 card. A window shows the overlay where a display exists (`q` quits, `s` saves a snapshot);
 --save, --save-masks and --jsonl record it. Ctrl-C stops cleanly and closes every output.
 
@@ -26,6 +28,7 @@ descriptive, for documentation and follow-up. They are not a diagnosis and must 
 
 \b
 Examples:
+  edgeseg run --camera 0                          # the default model that ships with edgeseg
   edgeseg run model.onnx --camera 0
   edgeseg run model.onnx --camera 0 --width 1280 --height 720 --fps 30 --mm-per-px 0.02
   edgeseg run model.onnx --source clinic.mp4 --no-show --save overlay.mp4 --jsonl frames.jsonl
@@ -34,14 +37,12 @@ Examples:
   edgeseg run model.onnx --source 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
 """
 
-BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-
 
 @click.command("run", help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--camera", type=int, help="Camera index (OpenCV; /dev/videoN on Linux is N).")
 @click.option("--source", help="A video file, an image, a folder or glob of images, an RTSP/HTTP URL, or a GStreamer pipeline.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(("auto", *RUNTIME_BACKENDS)), default="auto", show_default=True,
               help="auto picks the fastest this host can run: a TensorRT engine, else onnxruntime with TensorRT, CUDA, then CPU.")
 @click.option("--show/--no-show", default=None, help="Show the overlay in a window [default: show when a display exists].")
 @click.option("--save", "save_video", type=click.Path(dir_okay=False, path_type=Path), help="Write the overlay video here (.mp4, mp4v).")
@@ -57,15 +58,16 @@ BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
 @click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where `s` in the window saves snapshots.")
-def run_command(model: Path, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
+def run_command(model: Path | None, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
                 save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
                 fps: float | None, max_frames: int | None, all_regions: bool, threads: int | None, snapshot_dir: Path) -> None:
     from edgeseg.card import CardError
-    from edgeseg.runtime.backends import BackendUnavailable, open_backend
+    from edgeseg.click_types import model_or_default
+    from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.model_file import RuntimeModelError
-    from edgeseg.runtime.pipeline import OutputError, RunOptions, display_available, run_pipeline
-    from edgeseg.runtime.segmenter import Segmenter
+    from edgeseg.runtime.run_loop import OutputError, RunOptions, display_available, run_pipeline
     from edgeseg.runtime.sources import SourceError, open_source
+    from edgeseg.segmenter import BackendUnavailable
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (camera is None) == (source is None):
@@ -79,19 +81,22 @@ def run_command(model: Path, camera: int | None, source: str | None, backend: st
     elif show and not display_available():
         raise click.UsageError("--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --save/--jsonl on a headless device")
 
+    model = model_or_default(model)
     try:
         frames = open_source(source, camera, width, height, fps)
     except SourceError as error:
         raise click.ClickException(str(error)) from None
     try:
-        opened = open_backend(model, backend, threads=threads)
+        segmenter = open_segmenter(model, backend, threads=threads, keep_largest=False if all_regions else None,
+                                   mm_per_px=mm_per_px)
     except (RuntimeModelError, CardError, BackendUnavailable) as error:
         frames.close()
         raise click.ClickException(str(error)) from None
+    opened = segmenter.backend
     click.echo(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x{opened.card.input_size[1]}; "
                f"source: {frames.description}", err=True)
     options = RunOptions(show=show, save_video=save_video, save_masks=save_masks, jsonl=jsonl, max_frames=max_frames, snapshot_dir=snapshot_dir)
-    with Segmenter(opened, opened.card, keep_largest=False if all_regions else None, mm_per_px=mm_per_px) as segmenter:
+    with segmenter:
         try:
             summary = run_pipeline(segmenter, frames, options)
         except OutputError as error:

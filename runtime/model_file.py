@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.card import ModelCard
-
-CARD_METADATA_KEY = "edgeseg_card"  # the key edgeseg.export.onnx_export writes the card under
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+from edgeseg.names import CARD_METADATA_KEY, is_engine
 EXPORT_FIX = "run `edgeseg export RUN_DIR` to make one"
 REBUILD_FIX = "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
 
@@ -51,10 +49,6 @@ class EngineInfo:
     compute_capability: str  # "major.minor", e.g. "8.7" for Jetson Orin
     precision: str
     sidecar: dict[str, Any]
-
-
-def is_engine(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in ENGINE_SUFFIXES
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:

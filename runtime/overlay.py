@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgeseg.runtime.measure import Measurements
-from edgeseg.runtime.segmenter import Segmentation
+from edgeseg.lesion_measurements import Measurements
+from edgeseg.segmenter import Segmentation
 
 FILL_BGR = (255, 200, 0)  # cyan-blue: far from the browns and pinks of skin and lesions
 CONTOUR_BGR = (255, 255, 0)

@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from edgeseg.files import ImageReadError, read_image
+from edgeseg.names import IMAGE_SUFFIXES
 
 log = logging.getLogger("edgeseg.runtime")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 OPEN_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from edgeseg.click_types import INPUT_SIZE
+
 # The paper's set-up (FPN with SE-ResNeXt-50, 320 px, Dice loss, Adam 1e-4 -> 1e-5 after epoch 10, 20 epochs).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -24,24 +26,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_channels": (256, 128),  # smp's FPN defaults
     },
 }
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '256x320' -> (256, 320) as height x width; each a positive multiple of 32."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r}: give one number (256) or HEIGHTxWIDTH (256x320)")
-    height = int(match[1])
-    width = int(match[2]) if match[2] else height
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        def up(value: int) -> int:
-            return max(32, (value + 31) // 32 * 32)
-
-        raise click.BadParameter(
-            f"{height}x{width}: expected image height and width divisible by 32 (the FPN halves them 5 times). "
-            f"Consider --size {up(height)}x{up(width)}."
-        )
-    return height, width
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -81,7 +65,7 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
               help="Minutes of training: after epoch 1 the run plans how many epochs fit (the cosine schedule ends "
                    "with them) and stops cleanly if time runs out.")
 @click.option("--batch-size", type=click.IntRange(1), help="Images per step (per process under torchrun) [8].")
-@click.option("--size", callback=lambda ctx, param, value: parse_size(value) if value else None,
+@click.option("--size", type=INPUT_SIZE,
               help="Network input: one number or HEIGHTxWIDTH, multiples of 32 [256].")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate [1e-3].")
 @click.option("--optimizer", type=click.Choice(["adamw", "adam"]), help="[adamw].")

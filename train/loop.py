@@ -11,46 +11,62 @@ A run directory holds:
     plots/*.png            loss and IoU curves (the paper's figures 5 and 6), threshold analysis
 
 Under ``torchrun`` the same loop runs in every process with DistributedDataParallel; only rank 0
-validates and writes.
+validates and writes (train.distributed). Checkpoints, logs and the card's provenance are written by
+train.checkpoints.
+
+``_run`` is the whole run; each phase it calls follows it in this file: build, start or restore,
+train one epoch, validate, end the epoch (re-plan, checkpoint), finish.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import io
 import json
 import math
 import os
 import random
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from edgeseg.card import ModelCard, Provenance, save_card
+from edgeseg.card import ModelCard, load_card, save_card
 from edgeseg.data import Sample, require_usable
-from edgeseg.files import atomic_output, write_text_atomic
-from edgeseg.train.dataset import AugmentedImages, ValImages, decode_train, decode_val, normalize_batch
+from edgeseg.train.checkpoints import (
+    CHECKPOINT_FILENAME,
+    IterationLog,
+    card_with_provenance,
+    load_checkpoint,
+    open_iteration_log,
+    restore_rng,
+    save_checkpoint,
+    training_notes,
+    write_config,
+    write_threshold_log,
+)
+from edgeseg.train.dataset import AugmentedImages, TrainImages, ValImages, decode_train, decode_val, normalize_batch
+from edgeseg.train.distributed import (
+    Distributed,
+    broadcast_flag,
+    broadcast_int,
+    gather_rng,
+    setup_distributed,
+    teardown_distributed,
+)
 from edgeseg.train.encoders import LITE0_ENCODER, encoder_preprocessing, load_encoder_weights
 from edgeseg.train.losses import build_loss
-from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
+from edgeseg.names import WEIGHTS_FILENAME
+from edgeseg.train.model import build_model, save_weights
 from edgeseg.train.threshold import ThresholdSweep, scores_at, sweep_thresholds
 
-CHECKPOINT_FILENAME = "checkpoint-last.pt"
-CONFIG_FILENAME = "config.json"
-ITERATION_FIELDS = ("epoch", "step", "loss", "iou", "lr", "seconds")
-EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_iou", "val_dice", "val_jaccard", "val_threshold_jaccard",
-                "val_accuracy", "val_sensitivity", "val_specificity", "lr", "seconds")
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, float masks, dataset indices
 
 
 @dataclass(frozen=True)
@@ -96,22 +112,6 @@ class TrainConfig:
 
 
 @dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-@dataclass
 class TrainState:
     """What changes as training goes, and is saved with every checkpoint."""
 
@@ -154,7 +154,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> TrainResult:
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint to resume from; --resume takes a run directory made by "
                             "`edgeseg train`")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict({**checkpoint["config"], "out": str(run_dir), "progress": progress,
                                     "stop_after_epochs": None})
     return _run(config, checkpoint=checkpoint)
@@ -162,10 +162,72 @@ def resume(run_dir: str | Path, progress: bool = True) -> TrainResult:
 
 def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
     ddp = setup_distributed(config.device)
+    run = build(config, ddp, fresh=checkpoint is None)
+    state = start_fresh(run) if checkpoint is None else restore(run, checkpoint)
+
+    sample_log = SampleLog(config.sample_log, ddp.rank, run.train_data.ids)
+    iteration_log = open_iteration_log(run.run_dir, state) if ddp.is_main else None
+    clock = Clock.continuing(state.train_seconds, config.time_budget_minutes)
+    out_of_time = False
+    while state.epoch < state.planned_epochs and not out_of_time:
+        epoch_start = time.monotonic()
+        trained = train_epoch(run, state, clock, iteration_log, sample_log)
+        out_of_time = trained.out_of_time
+        state.epoch += 1
+        if ddp.is_main:
+            validate(run, state, trained, clock, epoch_start)
+        end_epoch(run, state, clock, epoch_start)
+        if stop_after_this_epoch(config, state):
+            break  # as if killed here: the run dir is what a kill after this checkpoint leaves
+
+    sample_log.close()
+    if iteration_log is not None:
+        iteration_log.close()
+    # Only --stop-after-epochs leaves epochs and time over; that run is not finished, as after a kill.
+    finished = out_of_time or state.epoch >= state.planned_epochs
+    return finish(run, state, finished)
+
+
+# --- build ----------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One process's run: its data, model, optimiser and loader, built once."""
+
+    config: TrainConfig
+    ddp: Distributed
+    device: torch.device
+    card: ModelCard  # replaced by the checkpoint's on resume and by each best epoch's
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    train_data: TrainImages
+    val_data: ValImages | None  # rank 0 only: it alone validates
+    model: torch.nn.Module
+    network: torch.nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_function: torch.nn.Module
+    sampler: DistributedSampler
+    loader: DataLoader
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def show(self) -> bool:
+        return shows_progress(self.config, self.ddp)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def build(config: TrainConfig, ddp: Distributed, fresh: bool) -> Run:
+    """Data, model, optimiser and loader; a fresh run starts from the encoder's pretrained weights."""
     device = pick_device(config.device, ddp)
     torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // ddp.local_world_size))
-    run_dir = Path(config.out)
-    show = config.progress and ddp.is_main
+    show = shows_progress(config, ddp)
 
     seed_everything(config.seed)
     card = make_card(config)
@@ -177,138 +239,242 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
                             f"on {ddp.world_size} process(es); lower --batch-size")
 
     model = build_model(card)
-    if checkpoint is None and config.encoder_weights != "none":
+    if fresh and config.encoder_weights != "none":
         load_encoder_weights(model, config.encoder, config.encoder_weights)
     model = model.to(device, memory_format=torch.channels_last)
-    network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ddp.enabled else model
+    network = wrap_for_ddp(model, device, ddp)
     optimizer = build_optimizer(config, model)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     loss_function = build_loss(config.loss)
+    sampler, loader = build_loader(config, train_data, ddp)
+    return Run(config, ddp, device, card, train_samples, val_samples, train_data, val_data, model, network,
+               optimizer, scaler, loss_function, sampler, loader)
 
-    dataset = AugmentedImages(train_data, augment=config.augment, camera_framing=config.camera_framing)
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=config.workers, persistent_workers=config.workers > 0)
-    steps_per_epoch = len(loader)
 
-    state = TrainState(planned_epochs=config.epochs)
-    if checkpoint is None:
-        torch.manual_seed(config.seed + ddp.rank)  # the same initial weights everywhere, different augmentation
-        if ddp.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(run_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
-    else:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        state = TrainState(**checkpoint["state"])
-        card = ModelCard.from_dict(json.loads(checkpoint["card"]), source=str(run_dir / CHECKPOINT_FILENAME))
-        restore_rng(checkpoint["rng"][ddp.rank] if ddp.rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
+# --- start or restore -----------------------------------------------------------------------------
 
-    sample_log = open(config.sample_log, "a", encoding="utf-8") if config.sample_log else None  # noqa: SIM115
-    iteration_log = open_iteration_log(run_dir, state) if ddp.is_main else None
-    session_start = time.monotonic() - state.train_seconds
-    budget = config.time_budget_minutes * 60 if config.time_budget_minutes else math.inf
-    out_of_time = False
+def start_fresh(run: Run) -> TrainState:
+    """A new run: each rank's own augmentation stream, and the run directory with its config."""
+    torch.manual_seed(run.config.seed + run.ddp.rank)  # the same initial weights everywhere, different augmentation
+    if run.ddp.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run.run_dir, run.config)
+    return TrainState(planned_epochs=run.config.epochs)
 
-    while state.epoch < state.planned_epochs and not out_of_time:
-        epoch = state.epoch + 1
-        epoch_start = time.monotonic()
-        network.train()
-        sampler.set_epoch(epoch)
-        losses, ious = [], []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{state.planned_epochs}", unit="step", disable=not show,
-                   dynamic_ncols=True)
-        for images, masks, indices in bar:
-            lr = learning_rate(config, state.step, steps_per_epoch, state.planned_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            inputs = normalize_batch(images.to(device, non_blocking=True), card).contiguous(
-                memory_format=torch.channels_last)
-            masks = masks.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = network(inputs)
-                loss = loss_function(logits.float(), masks)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            state.step += 1
 
-            loss_value, iou = float(loss.detach()), batch_iou(logits.detach(), masks)
-            losses.append(loss_value)
-            ious.append(iou)
-            if sample_log is not None:
-                sample_log.write("".join(f"{ddp.rank} {train_data.ids[i]}\n" for i in indices.tolist()))
-            if iteration_log is not None:
-                row = {"epoch": epoch, "step": state.step, "loss": loss_value, "iou": iou, "lr": lr,
-                       "seconds": round(time.monotonic() - session_start, 3)}
-                state.iterations.append(row)
-                iteration_log.writerow(row)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", iou=f"{np.mean(ious[-50:]):.3f}", lr=f"{lr:.2e}")
-            out_of_time = math.isfinite(budget) and broadcast_flag(time.monotonic() - session_start > budget, ddp)
-            if out_of_time:
-                break
-        bar.close()
-        if out_of_time and show:
-            print(f"time budget of {config.time_budget_minutes} min spent during epoch {epoch}: "
-                  f"validating what it trained, then stopping", file=sys.stderr)
+def restore(run: Run, checkpoint: dict[str, Any]) -> TrainState:
+    """Continue from a checkpoint: weights, optimiser, loss scaler, card and this rank's RNG as they were."""
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    state = TrainState(**checkpoint["state"])
+    run.card = ModelCard.from_dict(json.loads(checkpoint["card"]), source=str(run.run_dir / CHECKPOINT_FILENAME))
+    rng = checkpoint["rng"]
+    restore_rng(rng[run.ddp.rank] if run.ddp.rank < len(rng) else rng[0])  # a run resumed on more ranks
+    return state
 
-        state.epoch = epoch
-        if ddp.is_main:
-            metrics = scores_at(predict_probabilities(model, val_data, card, device, config.batch_size),
-                                val_data.truths, card, card.output.threshold)
-            state.epochs.append({
-                "epoch": epoch, "step": state.step, "train_loss": float(np.mean(losses)),
-                "train_iou": float(np.mean(ious)), **{f"val_{name}": value for name, value in metrics.items()},
-                "lr": lr, "seconds": round(time.monotonic() - session_start, 3),
-            })
-            if metrics["jaccard"] > state.best_jaccard:
-                state.best_jaccard, state.best_epoch, state.best_metrics = metrics["jaccard"], epoch, metrics
-                card = card_with_provenance(card, config, train_samples, val_samples, state)
-                save_weights(model, run_dir / WEIGHTS_FILENAME)
-                save_card(card, run_dir)
-            if show:
-                print(f"epoch {epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
-                      f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
-                      f"{(time.monotonic() - epoch_start) / 60:.1f} min)", file=sys.stderr)
-        state.epoch_seconds.append(time.monotonic() - epoch_start)
-        if math.isfinite(budget):
-            state.planned_epochs = broadcast_int(
-                plan_epochs(config, budget, time.monotonic() - session_start, state.epoch_seconds), ddp)
-        state.train_seconds = time.monotonic() - session_start
-        save_checkpoint(run_dir, model, optimizer, scaler, state, card, config, ddp)
-        if config.stop_after_epochs is not None and epoch >= config.stop_after_epochs:
-            break  # as if killed here: the run dir is what a kill after this checkpoint leaves
 
-    if sample_log is not None:
-        sample_log.close()
-    if iteration_log is not None:
-        iteration_log.close()
-    stopped_early = config.stop_after_epochs is not None and state.epoch < state.planned_epochs and not out_of_time
+# --- train one epoch ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Clock:
+    """This run's training time, counted across resumes, against the optional time budget."""
+
+    start: float  # time.monotonic() at which the run would have started had it never been stopped
+    budget: float  # seconds; math.inf without a budget
+
+    @classmethod
+    def continuing(cls, train_seconds: float, budget_minutes: float | None) -> Clock:
+        """A clock that has already counted ``train_seconds`` (0 for a fresh run)."""
+        return cls(time.monotonic() - train_seconds, budget_minutes * 60 if budget_minutes else math.inf)
+
+    @property
+    def limited(self) -> bool:
+        return math.isfinite(self.budget)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def spent(self, ddp: Distributed) -> bool:
+        """Whether the budget is spent, by rank 0's clock so every rank stops at the same step."""
+        return self.limited and broadcast_flag(self.elapsed() > self.budget, ddp)
+
+
+@dataclass
+class EpochTraining:
+    """What an epoch's training steps leave for its validation row."""
+
+    losses: list[float] = field(default_factory=list)
+    ious: list[float] = field(default_factory=list)
+    lr: float = 0.0  # the last step's
+    out_of_time: bool = False  # the time budget ran out during the epoch
+
+
+def train_epoch(run: Run, state: TrainState, clock: Clock, iteration_log: IterationLog | None,
+                sample_log: SampleLog) -> EpochTraining:
+    """One pass over this rank's share of the training set, cut short when the time budget is spent."""
+    epoch = state.epoch + 1
+    run.network.train()
+    run.sampler.set_epoch(epoch)
+    trained = EpochTraining()
+    bar = tqdm(run.loader, desc=f"epoch {epoch}/{state.planned_epochs}", unit="step", disable=not run.show,
+               dynamic_ncols=True)
+    for images, masks, _ in sample_log.batches(bar):
+        trained.lr = learning_rate(run.config, state.step, len(run.loader), state.planned_epochs)
+        loss, iou = train_step(run, images, masks, trained.lr)
+        state.step += 1
+        trained.losses.append(loss)
+        trained.ious.append(iou)
+        if iteration_log is not None:
+            row = {"epoch": epoch, "step": state.step, "loss": loss, "iou": iou, "lr": trained.lr,
+                   "seconds": round(clock.elapsed(), 3)}
+            state.iterations.append(row)
+            iteration_log.writerow(row)
+        bar.set_postfix(loss=f"{np.mean(trained.losses[-50:]):.4f}", iou=f"{np.mean(trained.ious[-50:]):.3f}",
+                        lr=f"{trained.lr:.2e}")
+        trained.out_of_time = clock.spent(run.ddp)
+        if trained.out_of_time:
+            break
+    bar.close()
+    if trained.out_of_time and run.show:
+        print(f"time budget of {run.config.time_budget_minutes} min spent during epoch {epoch}: "
+              f"validating what it trained, then stopping", file=sys.stderr)
+    return trained
+
+
+def train_step(run: Run, images: torch.Tensor, masks: torch.Tensor, lr: float) -> tuple[float, float]:
+    """One optimiser step at ``lr`` (mixed precision on CUDA); the batch's loss and IoU."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    inputs = normalize_batch(images.to(run.device, non_blocking=True), run.card).contiguous(
+        memory_format=torch.channels_last)
+    masks = masks.to(run.device, non_blocking=True)
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
+        logits = run.network(inputs)
+        loss = run.loss_function(logits.float(), masks)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return float(loss.detach()), batch_iou(logits.detach(), masks)
+
+
+# --- validate ---------------------------------------------------------------------------------------
+
+def validate(run: Run, state: TrainState, trained: EpochTraining, clock: Clock, epoch_start: float) -> None:
+    """Rank 0: score the epoch on the val split, log it, and keep its weights and card if it is the best."""
+    val = run.val_data
+    metrics = scores_at(predict_probabilities(run.model, val, run.card, run.device, run.config.batch_size),
+                        val.truths, run.card, run.card.output.threshold)
+    state.epochs.append({
+        "epoch": state.epoch, "step": state.step, "train_loss": float(np.mean(trained.losses)),
+        "train_iou": float(np.mean(trained.ious)), **{f"val_{name}": value for name, value in metrics.items()},
+        "lr": trained.lr, "seconds": round(clock.elapsed(), 3),
+    })
+    if metrics["jaccard"] > state.best_jaccard:
+        keep_best(run, state, metrics)
+    if run.show:
+        print(f"epoch {state.epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
+              f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
+              f"{(time.monotonic() - epoch_start) / 60:.1f} min)", file=sys.stderr)
+
+
+def keep_best(run: Run, state: TrainState, metrics: dict[str, float]) -> None:
+    """This epoch is the best so far: its weights and card replace the last best's."""
+    state.best_jaccard, state.best_epoch, state.best_metrics = metrics["jaccard"], state.epoch, metrics
+    run.card = card_with_provenance(run.card, run.config, run.train_samples, run.val_samples, state)
+    save_weights(run.model, run.run_dir / WEIGHTS_FILENAME)
+    save_card(run.card, run.run_dir)
+
+
+# --- end the epoch ------------------------------------------------------------------------------------
+
+def end_epoch(run: Run, state: TrainState, clock: Clock, epoch_start: float) -> None:
+    """On every rank: re-plan the epochs to the time budget, then checkpoint (rank 0 writes)."""
+    state.epoch_seconds.append(time.monotonic() - epoch_start)
+    if clock.limited:
+        planned = plan_epochs(run.config, clock.budget, clock.elapsed(), state.epoch_seconds)
+        state.planned_epochs = broadcast_int(planned, run.ddp)
+    state.train_seconds = clock.elapsed()
+    rng = gather_rng(run.ddp)
+    if run.ddp.is_main:
+        save_checkpoint(run.run_dir, run.model, run.optimizer, run.scaler, state, run.card, run.config, rng)
+
+
+# --- finish -------------------------------------------------------------------------------------------
+
+def finish(run: Run, state: TrainState, finished: bool) -> TrainResult:
+    """Rank 0 analyses the threshold of a finished run; every rank then leaves the process group."""
     sweep = None
-    if ddp.is_main and not stopped_early:
-        card, sweep = finish_run(run_dir, card, config, state, val_data, device)
-    if ddp.enabled:
-        dist.barrier()
-        dist.destroy_process_group()
-    return TrainResult(run_dir, card, state, sweep)
+    if run.ddp.is_main and finished:
+        run.card, sweep = finish_run(run.run_dir, run.card, run.config, state, run.val_data, run.device)
+    teardown_distributed(run.ddp)
+    return TrainResult(run.run_dir, run.card, state, sweep)
 
 
-# --- set-up ---------------------------------------------------------------------------------------
+def finish_run(run_dir: Path, card: ModelCard, config: TrainConfig, state: TrainState, val: ValImages,
+               device: torch.device) -> tuple[ModelCard, ThresholdSweep | None]:
+    """Threshold analysis on the best weights, the chosen threshold into the card, and the plots."""
+    from safetensors.torch import load_file
 
-def setup_distributed(device: str) -> Distributed:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Distributed(rank=dist.get_rank(), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))))
+    from edgeseg.train.plots import plot_threshold_sweep, plot_training
+
+    plot_training(state.iterations, state.epochs, run_dir / "plots")
+    if state.best_epoch == 0:
+        return card, None
+    card = load_card(run_dir)
+    model = build_model(card)
+    model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILENAME)))
+    model = model.to(device, memory_format=torch.channels_last)
+    probabilities = predict_probabilities(model, val, card, device, config.batch_size)
+    sweep = sweep_thresholds(probabilities, val.truths, card)
+    chosen = scores_at(probabilities, val.truths, card, sweep.chosen)
+    at_half = state.best_metrics
+    metrics = {**{name: round(value, 6) for name, value in chosen.items()},
+               **{f"{name}_at_0.5": round(value, 6) for name, value in at_half.items()}}
+    card = card.replace(
+        output=dataclasses.replace(card.output, threshold=sweep.chosen),
+        provenance=dataclasses.replace(card.provenance, epochs=state.epoch, val_metrics=metrics,
+                                       notes=training_notes(config, sweep.chosen)),
+    )
+    save_card(card, run_dir)
+    write_threshold_log(run_dir, sweep)
+    plot_threshold_sweep(sweep, run_dir / "plots")
+    return card, sweep
+
+
+# --- test hooks -----------------------------------------------------------------------------------
+
+class SampleLog:
+    """--sample-log (tests): appends "rank id" for every training sample a step trains on."""
+
+    def __init__(self, path: str | None, rank: int, ids: list[str]) -> None:
+        self.stream = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self.rank = rank
+        self.ids = ids
+
+    def batches(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """``batches`` as they are, each one's samples logged as it is handed to a step."""
+        for batch in batches:
+            if self.stream is not None:
+                self.stream.write("".join(f"{self.rank} {self.ids[i]}\n" for i in batch[2].tolist()))
+            yield batch
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+def stop_after_this_epoch(config: TrainConfig, state: TrainState) -> bool:
+    """--stop-after-epochs (tests): leave the run after this epoch's checkpoint, as a kill would."""
+    return config.stop_after_epochs is not None and state.epoch >= config.stop_after_epochs
+
+
+# --- set-up helpers ---------------------------------------------------------------------------------
+
+def shows_progress(config: TrainConfig, ddp: Distributed) -> bool:
+    """Progress bars and epoch lines come from rank 0 alone."""
+    return config.progress and ddp.is_main
 
 
 def pick_device(name: str, ddp: Distributed) -> torch.device:
@@ -351,12 +517,30 @@ def load_samples(config: TrainConfig, progress: bool) -> tuple[list[Sample], lis
     return train_samples, val_samples
 
 
+def wrap_for_ddp(model: torch.nn.Module, device: torch.device, ddp: Distributed) -> torch.nn.Module:
+    """The model in DistributedDataParallel under torchrun, else the model itself."""
+    if not ddp.enabled:
+        return model
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr)
     raise TrainingError(f"unknown optimizer {config.optimizer!r}; choose adamw or adam")
+
+
+def build_loader(config: TrainConfig, train_data: TrainImages,
+                 ddp: Distributed) -> tuple[DistributedSampler, DataLoader]:
+    """Augmented batches of this rank's share of the training set, reshuffled every epoch."""
+    dataset = AugmentedImages(train_data, augment=config.augment, camera_framing=config.camera_framing)
+    sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=config.workers, persistent_workers=config.workers > 0)
+    return sampler, loader
 
 
 # --- schedule -------------------------------------------------------------------------------------
@@ -407,174 +591,3 @@ def predict_probabilities(model: torch.nn.Module, val: ValImages, card: ModelCar
             chunks.append(torch.sigmoid(model(inputs).float())[:, 0].cpu().numpy())
     model.train()
     return np.concatenate(chunks)
-
-
-# --- checkpoints, card, logs -----------------------------------------------------------------------
-
-def capture_rng() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(item) for item in value) if isinstance(value, list | tuple) else value
-
-
-def gather_rng(ddp: Distributed) -> list[dict[str, Any]]:
-    """Every rank's RNG state (each augments differently), collected on rank 0."""
-    mine = capture_rng()
-    if not ddp.enabled:
-        return [mine]
-    states: list[Any] = [None] * ddp.world_size
-    dist.all_gather_object(states, mine)
-    return states
-
-
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, state: TrainState, card: ModelCard, config: TrainConfig,
-                    ddp: Distributed) -> None:
-    rng = gather_rng(ddp)
-    if not ddp.is_main:
-        return
-    checkpoint = {
-        "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "state": dataclasses.asdict(state),
-        "card": card.to_json(),
-        "config": config.to_dict(),
-        "rng": rng,
-    }
-    with atomic_output(run_dir / CHECKPOINT_FILENAME) as temporary:
-        torch.save(checkpoint, temporary)
-    write_logs(run_dir, state)
-
-
-def card_with_provenance(card: ModelCard, config: TrainConfig, train_samples: list[Sample],
-                         val_samples: list[Sample], state: TrainState, notes: str = "") -> ModelCard:
-    return card.replace(provenance=Provenance(
-        data=str(Path(config.data).resolve()),
-        split_hash=split_hash(train_samples, val_samples),
-        train_images=len(train_samples),
-        val_images=len(val_samples),
-        epochs=state.epoch,
-        best_epoch=state.best_epoch,
-        val_metrics={name: round(value, 6) for name, value in state.best_metrics.items()},
-        versions=versions(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        notes=notes or training_notes(config, card.output.threshold),
-    ))
-
-
-def training_notes(config: TrainConfig, threshold: float) -> str:
-    return (f"val_metrics: val split, each image at its own resolution, mean over images, threshold {threshold:g}. "
-            f"Trained with {config.loss} loss, {config.optimizer} lr {config.lr:g} {config.schedule} schedule, "
-            f"batch {config.batch_size}, encoder weights {config.encoder_weights}, seed {config.seed}.")
-
-
-def split_hash(train_samples: list[Sample], val_samples: list[Sample]) -> str:
-    text = "train\n" + "".join(f"{s.id}\n" for s in train_samples) + "val\n" + "".join(f"{s.id}\n" for s in val_samples)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def versions() -> dict[str, str]:
-    import cv2
-    import segmentation_models_pytorch
-    import timm
-    import torchvision
-
-    from edgeseg import __version__
-
-    return {"edgeseg": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
-            "timm": timm.__version__, "numpy": np.__version__, "opencv": cv2.__version__}
-
-
-def _csv_text(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def write_logs(run_dir: Path, state: TrainState) -> None:
-    """Rewrite the logs from the checkpointed state: a resumed run's logs drop what the kill lost."""
-    write_text_atomic(run_dir / "logs" / "iterations.csv", _csv_text(state.iterations, ITERATION_FIELDS))
-    write_text_atomic(run_dir / "logs" / "epochs.csv", _csv_text(state.epochs, EPOCH_FIELDS))
-
-
-class _IterationLog:
-    """logs/iterations.csv, appended every step so a long epoch can be watched live."""
-
-    def __init__(self, path: Path) -> None:
-        self.stream = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
-        self.writer = csv.DictWriter(self.stream, fieldnames=ITERATION_FIELDS, lineterminator="\n")
-
-    def writerow(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-def open_iteration_log(run_dir: Path, state: TrainState) -> _IterationLog:
-    write_logs(run_dir, state)
-    return _IterationLog(run_dir / "logs" / "iterations.csv")
-
-
-def finish_run(run_dir: Path, card: ModelCard, config: TrainConfig, state: TrainState, val: ValImages,
-               device: torch.device) -> tuple[ModelCard, ThresholdSweep | None]:
-    """Threshold analysis on the best weights, the chosen threshold into the card, and the plots."""
-    from safetensors.torch import load_file
-
-    from edgeseg.train.plots import plot_threshold_sweep, plot_training
-
-    plot_training(state.iterations, state.epochs, run_dir / "plots")
-    if state.best_epoch == 0:
-        return card, None
-    card = ModelCard.from_json((run_dir / "card.json").read_text(encoding="utf-8"), source=str(run_dir / "card.json"))
-    model = build_model(card)
-    model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILENAME)))
-    model = model.to(device, memory_format=torch.channels_last)
-    probabilities = predict_probabilities(model, val, card, device, config.batch_size)
-    sweep = sweep_thresholds(probabilities, val.truths, card)
-    chosen = scores_at(probabilities, val.truths, card, sweep.chosen)
-    at_half = state.best_metrics
-    metrics = {**{name: round(value, 6) for name, value in chosen.items()},
-               **{f"{name}_at_0.5": round(value, 6) for name, value in at_half.items()}}
-    card = card.replace(
-        output=dataclasses.replace(card.output, threshold=sweep.chosen),
-        provenance=dataclasses.replace(card.provenance, epochs=state.epoch, val_metrics=metrics,
-                                       notes=training_notes(config, sweep.chosen)),
-    )
-    save_card(card, run_dir)
-    write_text_atomic(run_dir / "logs" / "threshold.csv", _csv_text(sweep.rows(), ("threshold", *sweep.means)))
-    plot_threshold_sweep(sweep, run_dir / "plots")
-    return card, sweep
-
-
-# --- distributed helpers -----------------------------------------------------------------------------
-
-def broadcast_flag(flag: bool, ddp: Distributed) -> bool:
-    """Rank 0's decision, so every rank stops at the same step."""
-    return bool(broadcast_int(int(flag), ddp))
-
-
-def broadcast_int(value: int, ddp: Distributed) -> int:
-    if not ddp.enabled:
-        return value
-    tensor = torch.tensor([value], dtype=torch.int64,
-                          device=f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(tensor, src=0)
-    return int(tensor.item())

@@ -9,8 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from edgeseg.card import CardError, ModelCard, load_card
 from edgeseg.files import atomic_output
-
-WEIGHTS_FILENAME = "model.safetensors"
+from edgeseg.names import WEIGHTS_FILENAME
 
 
 def build_model(card: ModelCard) -> torch.nn.Module:

@@ -9,19 +9,18 @@ from edgeseg.card import ModelCard
 
 
 class TorchBackend:
-    """The runtime Backend protocol over an eager PyTorch model: a context manager with one ``infer()``.
+    """``edgeseg.segmenter.Backend`` over an eager PyTorch model: a context manager with one ``infer()``.
 
     ``precision="fp16"`` runs the network in float16 (on the CPU too, where PyTorch emulates it
     slowly): a reference for what an FP16 export should give. Inputs and outputs stay float32.
     """
-
-    name = "torch"
 
     def __init__(self, model: torch.nn.Module, card: ModelCard, device: str = "cpu", precision: str = "fp32") -> None:
         if precision not in ("fp32", "fp16"):
             raise ValueError(f"TorchBackend precision must be 'fp32' or 'fp16', got {precision!r}")
         self.card = card
         self.device = torch.device(device)
+        self.name = f"torch-{self.device.type}"  # torch-cpu or torch-cuda, as edgeseg.names.TORCH_BACKENDS
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.model = model.eval().to(self.device, dtype=self.dtype)

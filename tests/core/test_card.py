@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, load_card, save_card
+from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, load_card, parse_input_size, save_card
 
 
 def test_card_round_trips_through_json(tmp_path):
@@ -19,6 +19,24 @@ def test_unknown_schema_version_is_refused_with_the_fix(tmp_path):
     (tmp_path / "card.json").write_text(json.dumps(data))
     with pytest.raises(CardError, match="schema version .* not supported.*Re-export"):
         load_card(tmp_path)
+
+
+def test_a_version_1_card_still_loads_without_the_fields_version_2_added(tmp_path):
+    data = ModelCard().to_dict()
+    data["schema_version"] = 1
+    for added in ("evaluations", "data_licence"):
+        del data["provenance"][added]
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    card = load_card(tmp_path)
+    assert card.provenance.evaluations == {} and card.provenance.data_licence == ""
+    assert card.schema_version == SCHEMA_VERSION == 2
+
+
+def test_the_input_size_parser_shares_the_card_rule():
+    assert parse_input_size("256") == (256, 256) and parse_input_size(" 256x320 ") == (256, 320)
+    for bad in ("250", "256x", "0x32", "abc"):
+        with pytest.raises(CardError):
+            parse_input_size(bad)
 
 
 @pytest.mark.parametrize(

@@ -60,3 +60,86 @@ def test_demo_overwrite_replaces_only_a_folder_the_demo_made(tmp_path):
     (tmp_path / "run" / "card.json").write_text("{}")
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--overwrite"])
     assert result.exit_code != 0 and (tmp_path / "run" / "card.json").is_file()  # not ours: kept
+
+
+def write_json(path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def hand_written_demo(out):
+    """A DemoPlan over a folder holding the JSON files a demo's steps would have written."""
+    from edgeseg.demo import DemoPlan, Step
+
+    write_json(out / "eval.json", {"split": "val", "images": 20, "mean": {
+        "dice": 0.8123, "jaccard": 0.7, "threshold_jaccard": 0.65, "sensitivity": 0.9, "specificity": 0.95,
+        "accuracy": 0.93}})
+    write_json(out / "run" / "export-report.json", {
+        "reference": {"accuracy": {"dice": 0.8}},
+        "parity_images": {"ids": ["a", "b"]},
+        "forms": [
+            {"name": "onnx", "status": "built", "passed": True, "path": "run/model.onnx", "size_bytes": 3 * 2**20,
+             "parity": {"mean_mask_iou": 0.99991, "max_abs_probability": 1.5e-6}, "accuracy": {"dice": 0.8}},
+            {"name": "int8", "status": "built", "passed": False, "path": "run/model.int8.onnx",
+             "size_bytes": 2**20, "parity": {"mean_mask_iou": 0.9}, "accuracy": {"dice": 0.75}},
+            {"name": "engine", "status": "skipped", "passed": None, "path": None},
+        ]})
+    write_json(out / "bench.json", {"runs": 3, "results": [
+        {"form": "pytorch", "status": "ok", "fps": 20.0, "stages": {"end_to_end": {"p50_ms": 50.0}}},
+        {"form": "model.onnx", "status": "ok", "fps": 40.0, "stages": {"end_to_end": {"p50_ms": 25.04}}},
+        {"form": "model.int8.onnx", "status": "failed"}]})
+    frames = ['{"lesion_present": true}', '{"lesion_present": false}', "", '{"lesion_present": true}']
+    (out / "frames.jsonl").write_text("\n".join(frames) + "\n")
+    write_json(out / "run" / "card.json", {"encoder": "tu-tf_efficientnet_lite0", "input_size": [64, 64],
+                                            "output": {"threshold": 0.45}})
+    (out / "run" / "plots").mkdir()
+    for name in ("threshold.png", "loss.png"):
+        (out / "run" / "plots" / name).write_bytes(b"")
+    plan = DemoPlan(out=out, data=None, images=12, image_size=96, input_size=64, train_minutes=0.2, epochs=2,
+                    encoder_weights="none", decoder_channels="32,32", parity_n=2, bench_runs=3)
+    plan.steps = [Step("train", ["python", "-m", "train", "--epochs", "2"], seconds=12.4, exit_code=0),
+                  Step("export", ["python", "-m", "export", "run"], seconds=3.6, exit_code=1)]
+    return plan
+
+
+def test_summary_page_and_terminal_table_from_the_steps_json(tmp_path):
+    from edgeseg.demo import summary_tables
+
+    page, terminal = summary_tables(hand_written_demo(tmp_path))
+
+    lines = page.splitlines()
+    assert lines[0] == "# edgeseg demo"
+    assert f"Data: `{tmp_path / 'data'}` (synthetic dermoscopy-like images);" in lines
+    assert "model: FPN `tu-tf_efficientnet_lite0` at [64, 64], threshold 0.450" in lines
+    assert "| val | 20 | 0.812 | 0.700 | 0.650 | 0.900 | 0.950 | 0.930 |" in lines
+    assert "Dice here is on the 2 parity images (the table above: every val image)." in lines
+    assert "| PyTorch (reference) | trained | - | - | - | 0.800 | - | 50.0 | 20.0 |" in lines
+    assert "| onnx | built | pass | 0.9999 | 0.000002 | 0.800 | 3.0 | 25.0 | 40.0 |" in lines
+    assert "| int8 | built | FAIL | 0.9000 | - | 0.750 | 1.0 | - | - |" in lines
+    assert "| engine | skipped | - | - | - | - | - | - | - |" in lines
+    assert "Latency: `edgeseg bench`, 3 interleaved runs after warm-up, end to end" in lines
+    assert "`edgeseg run` processed 3 frames of `video.mp4` (2 with a lesion) and wrote" in lines
+    assert "![loss](run/plots/loss.png)\n![threshold](run/plots/threshold.png)" in page
+    assert "| train | `train --epochs 2` | 12 s | 0 |\n| export | `export run` | 4 s | 1 |" in page
+    assert page.endswith("nothing about accuracy on real dermoscopy.\n")
+
+    assert terminal.splitlines() == [
+        "form            status    gate      Dice   p50 ms    FPS",
+        "pytorch         trained   -        0.800     50.0   20.0",
+        "onnx            built     pass     0.800     25.0   40.0",
+        "int8            built     FAIL     0.750        -      -",
+        "engine          skipped   -            -        -      -",
+    ]
+
+
+def test_summary_of_a_demo_that_wrote_nothing_yet(tmp_path):
+    from edgeseg.demo import DemoPlan, summary_tables
+
+    plan = DemoPlan(out=tmp_path, data=tmp_path / "isic", images=12, image_size=96, input_size=64,
+                    train_minutes=0.2, epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2,
+                    bench_runs=3)
+    page, terminal = summary_tables(plan)
+    assert f"Data: `{tmp_path / 'isic'}` (your data);" in page
+    assert "model: FPN `?` at -, threshold -" in page
+    assert "| - | - | - | - | - | - | - | - |" in page
+    assert terminal.splitlines()[1:] == ["pytorch         trained   -            -        -      -"]

@@ -1,7 +1,8 @@
 import numpy as np
 
 from edgeseg.card import ModelCard, Output, Preprocessing
-from edgeseg.preprocess import activate, binarize, lesion_mask, preprocess, probability_at
+from edgeseg.postprocess import activate, binarize, lesion_mask, probability_at
+from edgeseg.preprocess import preprocess
 
 
 def test_preprocess_follows_the_card():

@@ -175,6 +175,7 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
     from edgeseg.preprocess import preprocess, resize_to_input
     from edgeseg.runtime.backends import OnnxRuntimeBackend
     from edgeseg.runtime.model_file import read_card
+    from edgeseg.segmenter import Segmenter
     from edgeseg.train.dataset import normalize_batch
     from edgeseg.train.model import load_model
     from edgeseg.train.torch_backend import TorchBackend
@@ -192,9 +193,13 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
             self.seen.append(batch.copy())
             return self.backend.infer(batch)
 
+        def close(self):
+            self.backend.close()
+
     with OnnxRuntimeBackend(out / "model.onnx") as onnx_backend, TorchBackend(model, card) as reference:
         recording = Recording(onnx_backend)
-        run_parity(reference, {"onnx": (recording, "fp32")}, samples, card, Tolerances(), progress=False)
+        run_parity(Segmenter(reference, card), {"onnx": (Segmenter(recording, card), "fp32")}, samples, Tolerances(),
+                   progress=False)
     for sample, seen in zip(samples, recording.seen, strict=True):
         bgr = read_image(sample.image)
         np.testing.assert_array_equal(seen, preprocess(bgr, card))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from edgeseg.card import ModelCard
+from edgeseg.export import tensorrt_export
 from edgeseg.export.parity import ImageComparison, Tolerances, compare_image, mask_iou, summarize
-from edgeseg.export.pipeline import ExportError, select_forms
-from edgeseg.export.tensorrt_export import Gpu, engine_filename, engine_unavailable_reason
+from edgeseg.export.export_run import ExportError, select_forms
+from edgeseg.export.tensorrt_export import (EngineUnavailable, Gpu, build_engine, engine_filename,
+                                             engine_unavailable_reason)
 from edgeseg.runtime.model_file import sidecar_path
 
 
@@ -67,6 +72,176 @@ def test_engine_file_is_named_by_tensorrt_gpu_and_precision():
     assert engine_filename("model", "10.3.0.30", orin, "fp16") == "model.trt10.3.sm87.fp16.engine"
     assert sidecar_path(Path("/m/model.trt10.3.sm87.fp16.engine")) == Path("/m/model.trt10.3.sm87.fp16.engine.json")
     assert orin.has_fast_fp16 and not Gpu("GTX 1080", 6, 1).has_fast_fp16
+
+
+# --- build_engine against a stand-in for the TensorRT 10 API (it records what the builder is asked) ------
+
+class FakeLayer:
+    def __init__(self, kind: str, name: str):
+        self.type, self.name, self.num_outputs = kind, name, 2
+        self.precision, self.output_types = None, {}
+
+    def set_output_type(self, index: int, dtype: str) -> None:
+        self.output_types[index] = dtype
+
+
+class FakeNetwork:
+    def __init__(self, input_shape: tuple[int, ...]):
+        self.layers = [FakeLayer("CONVOLUTION", "conv"), FakeLayer("RESIZE", "up"),
+                       FakeLayer("ELEMENTWISE", "/decoder/Normalization_1")]
+        self.num_layers = len(self.layers)
+        self.input = SimpleNamespace(name="image", shape=input_shape)
+
+    def get_layer(self, index: int) -> FakeLayer:
+        return self.layers[index]
+
+    def get_input(self, index: int):
+        return self.input
+
+
+class FakeTimingCache:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def serialize(self) -> bytes:
+        return self.data + b"+tuned"
+
+
+class FakeConfig:
+    def __init__(self):
+        self.flags, self.pools, self.profiles, self.cache = set(), {}, [], None
+
+    def set_memory_pool_limit(self, pool: str, size: int) -> None:
+        self.pools[pool] = size
+
+    def set_flag(self, flag: str) -> None:
+        self.flags.add(flag)
+
+    def add_optimization_profile(self, profile) -> None:
+        self.profiles.append(profile)
+
+    def create_timing_cache(self, data: bytes) -> FakeTimingCache:
+        return FakeTimingCache(data)
+
+    def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> None:
+        assert ignore_mismatch is False
+        self.cache = cache
+
+    def get_timing_cache(self) -> FakeTimingCache:
+        return self.cache
+
+
+class FakeProfile:
+    def __init__(self):
+        self.shapes = {}
+
+    def set_shape(self, name: str, smallest, best, largest) -> None:
+        self.shapes[name] = (smallest, best, largest)
+
+
+def fake_tensorrt(input_shape=(-1, 3, -1, -1), parser_errors=(), engine: bytes | None = b"ENGINE"):
+    """A tensorrt module stand-in; ``trt.built`` holds the network and config the build was given."""
+    trt = SimpleNamespace(__version__="10.3.0.30", float32="float32", built={})
+    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY")
+    trt.LayerType = SimpleNamespace(NORMALIZATION="NORMALIZATION", RESIZE="RESIZE")
+    trt.Logger = type("Logger", (), {"WARNING": "WARNING", "__init__": lambda self, severity: None})
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags: int) -> FakeNetwork:
+            return FakeNetwork(input_shape)
+
+        def create_builder_config(self) -> FakeConfig:
+            return FakeConfig()
+
+        def create_optimization_profile(self) -> FakeProfile:
+            return FakeProfile()
+
+        def build_serialized_network(self, network: FakeNetwork, config: FakeConfig):
+            trt.built.update(network=network, config=config)
+            return engine
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.num_errors = len(parser_errors)
+
+        def parse_from_file(self, path: str) -> bool:
+            return not parser_errors
+
+        def get_error(self, index: int) -> str:
+            return parser_errors[index]
+
+    trt.Builder, trt.OnnxParser = Builder, OnnxParser
+    return trt
+
+
+@pytest.fixture
+def fake_build(monkeypatch, tmp_path: Path):
+    """Point build_engine at a fake TensorRT and an Orin; returns a function that installs a fake."""
+    (tmp_path / "model.onnx").write_bytes(b"onnx bytes")
+    monkeypatch.setattr(tensorrt_export, "gpu_properties", lambda: Gpu("Orin", 8, 7))
+
+    def install(**fake_options):
+        trt = fake_tensorrt(**fake_options)
+        monkeypatch.setattr(tensorrt_export, "import_tensorrt", lambda: trt)
+        return trt
+    return install
+
+
+def test_int8_engine_build_with_fp32_pinning_profile_and_timing_cache(fake_build, tmp_path: Path):
+    trt = fake_build()
+    card = ModelCard(input_size=(64, 64))
+    cache_path = tmp_path / "model.trt10.3.sm87.timing.cache"
+    cache_path.write_bytes(b"earlier")
+    engine = build_engine(tmp_path / "model.onnx", card, tmp_path, precision="int8", workspace_mib=512,
+                          keep_norm_fp32=True)
+
+    assert engine == tmp_path / "model.trt10.3.sm87.int8.engine" and engine.read_bytes() == b"ENGINE"
+    assert cache_path.read_bytes() == b"earlier+tuned"
+    config, network = trt.built["config"], trt.built["network"]
+    assert config.flags == {"FP16", "INT8", "OBEY"} and config.pools == {"WORKSPACE": 512 << 20}
+    assert [layer.precision for layer in network.layers] == [None, "float32", "float32"]
+    assert network.layers[1].output_types == {0: "float32", 1: "float32"}
+    assert [profile.shapes for profile in config.profiles] == [{"image": ((1, 3, 64, 64),) * 3}]
+    sidecar = json.loads(sidecar_path(engine).read_text())
+    assert ModelCard.from_dict(sidecar["card"]) == card
+    assert sidecar["onnx_sha256"] == hashlib.sha256(b"onnx bytes").hexdigest()
+    assert sidecar["engine_sha256"] == hashlib.sha256(b"ENGINE").hexdigest()
+    assert {key: sidecar[key] for key in ("tensorrt_version", "gpu_name", "compute_capability", "precision",
+                                          "workspace_mib")} == {
+        "tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "precision": "int8",
+        "workspace_mib": 512}
+    assert sidecar["built_at"] and sidecar["build_seconds"] >= 0
+
+
+def test_fp16_engine_of_a_static_onnx_needs_no_profile_and_pins_nothing(fake_build, tmp_path: Path):
+    trt = fake_build(input_shape=(1, 3, 64, 64))
+    engine = build_engine(tmp_path / "model.onnx", ModelCard(input_size=(64, 64)), tmp_path)
+    assert engine.name == "model.trt10.3.sm87.fp16.engine"
+    config, network = trt.built["config"], trt.built["network"]
+    assert config.flags == {"FP16"} and config.pools == {"WORKSPACE": 1024 << 20} and config.profiles == []
+    assert all(layer.precision is None for layer in network.layers)
+    assert (tmp_path / "model.trt10.3.sm87.timing.cache").read_bytes() == b"+tuned"
+
+
+def test_engine_build_failures_say_why(fake_build, monkeypatch, tmp_path: Path):
+    onnx_path, card = tmp_path / "model.onnx", ModelCard(input_size=(64, 64))
+    fake_build()
+    with pytest.raises(ValueError, match="unknown engine precision 'fp32'"):
+        build_engine(onnx_path, card, tmp_path, precision="fp32")
+    fake_build(parser_errors=("bad node", "bad shape"))
+    with pytest.raises(RuntimeError, match="rejected the model: bad node; bad shape"):
+        build_engine(onnx_path, card, tmp_path)
+    fake_build(engine=None)
+    with pytest.raises(RuntimeError, match="failed to build a fp16 engine"):
+        build_engine(onnx_path, card, tmp_path)
+    assert not list(tmp_path.glob("*.engine*"))
+    monkeypatch.setattr(tensorrt_export, "gpu_properties", lambda: Gpu("GTX 1080", 6, 1))
+    with pytest.raises(EngineUnavailable, match="no fast FP16"):
+        build_engine(onnx_path, card, tmp_path)
 
 
 # --- on a GPU host with TensorRT ------------------------------------------------------------------

@@ -10,11 +10,12 @@ import onnxruntime as ort
 import pytest
 
 from edgeseg.card import ModelCard
-from edgeseg.preprocess import activate, preprocess, probability_at
-from edgeseg.preprocess import inside_contour, largest_contour
-from edgeseg.runtime.measure import max_feret_diameter, measure
+from edgeseg.postprocess import activate, inside_contour, largest_contour, probability_at
+from edgeseg.preprocess import preprocess
+from edgeseg.lesion_measurements import max_feret_diameter, measure
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
-from edgeseg.runtime.segmenter import Segmentation, Segmenter
+from edgeseg.runtime.backends import open_segmenter
+from edgeseg.segmenter import Segmentation, Segmenter
 
 from .conftest import lesion_image
 
@@ -36,7 +37,7 @@ class ConstantLogits:
 
 def test_segment_gives_everything_at_the_images_own_resolution(tiny_onnx: Path) -> None:
     image = lesion_image(width=150, height=90)
-    with Segmenter.from_path(tiny_onnx, keep_largest=False) as segmenter:
+    with open_segmenter(tiny_onnx, keep_largest=False) as segmenter:
         result = segmenter.segment(image)
         card = segmenter.card
     assert result.probability.shape == (90, 150) and result.probability.dtype == np.float32
@@ -55,7 +56,7 @@ def test_segmenter_matches_raw_onnxruntime_on_the_same_tensor(tiny_onnx: Path, t
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {tiny_card.tensor_names.input: preprocess(image, tiny_card)})
     expected = probability_at(activate(logits[0, 0], tiny_card), 120, 200, tiny_card)
-    with Segmenter.from_path(tiny_onnx, backend="onnxruntime-cpu") as segmenter:
+    with open_segmenter(tiny_onnx, backend="onnxruntime-cpu") as segmenter:
         first = segmenter.segment(image)
         again = segmenter.segment(image)  # the reused input buffer gives the same answer
     np.testing.assert_array_equal(first.probability, expected)
@@ -135,7 +136,7 @@ def test_segmenter_masks_agree_with_pytorch_on_real_images(isic_dir: Path, tiny_
     if not images:
         pytest.skip(f"no ISIC images under {isic_dir}")
     model, card = load_model(tiny_run_dir)
-    exported = Segmenter.from_path(tiny_onnx, backend="onnxruntime-cpu", keep_largest=False)
+    exported = open_segmenter(tiny_onnx, backend="onnxruntime-cpu", keep_largest=False)
     reference = Segmenter(TorchBackend(model, card), card, keep_largest=False)
     for path in images:
         image = cv2.imread(str(path))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgeseg.card import ModelCard
-from edgeseg.runtime.pipeline import RunOptions, run_pipeline
-from edgeseg.runtime.segmenter import Segmenter
+from edgeseg.runtime.run_loop import RunOptions, run_pipeline
+from edgeseg.segmenter import Segmenter
 from edgeseg.runtime.sources import ImageFiles, LiveSource, SourceError, VideoFile, open_source
 
 

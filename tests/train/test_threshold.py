@@ -7,7 +7,7 @@ import pytest
 
 from edgeseg.card import ModelCard
 from edgeseg.metrics import image_scores, mean_scores
-from edgeseg.preprocess import probability_at
+from edgeseg.postprocess import probability_at
 
 pytest.importorskip("torch")
 from edgeseg.train.threshold import THRESHOLDS, choose_threshold, scores_at, sweep_thresholds  # noqa: E402

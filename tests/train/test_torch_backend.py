@@ -17,7 +17,7 @@ def test_infer_returns_the_model_logits(tiny_run_dir):
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
     with TorchBackend(model, card) as backend:
-        assert (backend.name, backend.precision) == ("torch", "fp32")
+        assert (backend.name, backend.precision) == ("torch-cpu", "fp32")
         logits = backend.infer(batch)
     assert logits.dtype == np.float32 and logits.shape == (2, 1, *card.input_size)
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)

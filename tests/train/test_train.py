@@ -107,7 +107,7 @@ def test_existing_run_is_not_overwritten(two_epoch_run, synthetic_dir):
 def test_size_not_divisible_by_32_names_the_fix(synthetic_dir, tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path), "--size", "250x100"])
     assert result.exit_code != 0
-    assert "divisible by 32" in result.output and "--size 256x128" in result.output
+    assert "multiples of 32" in result.output and "Consider 256x128" in result.output
 
 
 def test_paper_preset_fills_what_is_not_given(synthetic_dir, tmp_path, monkeypatch):

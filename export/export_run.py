@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.card import ModelCard
+from edgeseg.evaluate.models import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
+from edgeseg.names import ONNX_FILENAMES, is_onnx
+from edgeseg.segmenter import Segmenter
 
 # Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine.
 FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "engine": "fp16", "engine-int8": "int8"}
 FORMS = tuple(FORM_PRECISION)
 ENGINE_FORMS = ("engine", "engine-int8")
 SIMULATED_FP16 = "fp16-simulated"
-FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 DEFAULT_PARITY_IMAGES = 32
 LATENCY_WARMUP = 2
 
@@ -127,31 +128,47 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
     checked against it on onnxruntime's CPU provider, with no PyTorch needed (how engines are built
     on a Jetson, from the ONNX that was gated against PyTorch where it was exported).
     """
-    from edgeseg.export.onnx_export import export_onnx
     from edgeseg.export.tensorrt_export import engine_unavailable_reason
 
     source = Path(run_dir)
-    from_onnx = source.suffix == ".onnx"
-    if source.is_file() and not from_onnx:
-        raise ExportError(f"{source}: pass a run directory (from `edgeseg train`) or an edgeseg model.onnx")
-    run_dir = source.parent if from_onnx else source
+    run_dir = source.parent if is_onnx(source) else source
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     engine_reason = engine_unavailable_reason()
-    asked_engines = sorted(options.explicit & set(ENGINE_FORMS))
-    if engine_reason and asked_engines:
-        raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
-    if from_onnx and options.simulate_fp16:
-        raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
+    check_request(source, options, engine_reason)
     model, card = load_reference(source)
     samples, parity_source = parity_samples(card, run_dir, options.parity_data, options.parity_n)
 
     echo(f"exporting {run_dir} -> {out_dir}")
-    results: dict[str, FormResult] = {}
-    if from_onnx:
-        results["onnx"] = FormResult("onnx", "fp32", path=source, status="skipped",
-                                     reason="given: the reference the other forms are checked against")
-    else:
-        results["onnx"] = attempt("onnx", lambda: export_onnx(model, card, out_dir / FILENAMES["onnx"], dynamic=options.dynamic), card)
+    results, calibration = build_forms(source, model, card, out_dir, options, engine_reason, echo)
+    built = [form for form in results.values() if form.status == "built"]
+    reference_row = check_parity(source, built, samples, options, echo)
+    reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if is_onnx(source) else "pytorch-fp32"
+    retry_with_fp32_norms(source, card, results, samples, results["onnx"].path, out_dir, options, echo)
+    forms = [results[name] for name in FORMS if name in results]
+    if options.simulate_fp16:
+        forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
+    return ExportReport(
+        run_dir=run_dir, out_dir=out_dir, card=card, forms=forms, tolerances=options.tolerances,
+        parity_images=parity_source, calibration=calibration, reference=reference_row,
+        host=report_host(engine_reason),
+    )
+
+
+def check_request(source: Path, options: ExportOptions, engine_reason: str | None) -> None:
+    """Refuse, before any work, what this source or host cannot give."""
+    if source.is_file() and not is_onnx(source):
+        raise ExportError(f"{source}: pass a run directory (from `edgeseg train`) or an edgeseg model.onnx")
+    asked_engines = sorted(options.explicit & set(ENGINE_FORMS))
+    if engine_reason and asked_engines:
+        raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
+    if is_onnx(source) and options.simulate_fp16:
+        raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
+
+
+def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions, engine_reason: str | None,
+                echo: Callable[[str], None]) -> tuple[dict[str, FormResult], dict]:
+    """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the INT8 ONNX); and the calibration."""
+    results: dict[str, FormResult] = {"onnx": build_fp32_onnx(source, model, card, out_dir, options)}
     onnx_path = results["onnx"].path
     if onnx_path is None:
         raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {results['onnx'].reason}")
@@ -165,30 +182,34 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
             if options.keep_norm_fp32:
                 results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
         elif name == "int8":
-            images, calibration = calibration_images(card, run_dir, options.calib, options.calib_n)
+            images, calibration = calibration_images(card, source.parent if is_onnx(source) else source,
+                                                     options.calib, options.calib_n)
             results[name] = attempt(name, lambda: build_int8(onnx_path, card, out_dir, images, options.progress), card)
-        elif engine_reason:
-            results[name] = FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
         else:
-            source = onnx_path if name == "engine" else results["int8"].path
-            if source is None:
-                results[name] = FormResult(name, "int8", status="failed", reason="the INT8 ONNX it is built from failed")
-            else:
-                results[name] = attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
+            results[name] = build_engine_result(name, onnx_path, results.get("int8"), card, out_dir, options, engine_reason)
         echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
+    return results, calibration
 
-    built = [form for form in results.values() if form.status == "built"]
-    reference_row = check_parity(model, card, built, samples, options, echo)
-    reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if from_onnx else "pytorch-fp32"
-    retry_with_fp32_norms(model, card, results, samples, onnx_path, out_dir, options, echo)
-    forms = [results[name] for name in FORMS if name in results]
-    if options.simulate_fp16:
-        forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
-    return ExportReport(
-        run_dir=run_dir, out_dir=out_dir, card=card, forms=forms, tolerances=options.tolerances,
-        parity_images=parity_source, calibration=calibration, reference=reference_row,
-        host=host_info(engine_reason),
-    )
+
+def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions) -> FormResult:
+    """The fp32 ONNX every other form starts from; given, when the source is an ONNX already."""
+    from edgeseg.export.onnx_export import export_onnx
+
+    if is_onnx(source):
+        return FormResult("onnx", "fp32", path=source, status="skipped",
+                          reason="given: the reference the other forms are checked against")
+    path = out_dir / ONNX_FILENAMES["onnx"]
+    return attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic), card)
+
+
+def build_engine_result(name: str, onnx_path: Path, int8: FormResult | None, card: ModelCard, out_dir: Path,
+                        options: ExportOptions, engine_reason: str | None) -> FormResult:
+    if engine_reason:
+        return FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
+    source = onnx_path if name == "engine" else (int8.path if int8 else None)
+    if source is None:
+        return FormResult(name, "int8", status="failed", reason="the INT8 ONNX it is built from failed")
+    return attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -217,13 +238,13 @@ def check_embedded_card(path: Path, card: ModelCard) -> None:
 def build_fp16(onnx_path: Path, card: ModelCard, out_dir: Path, keep_norm_fp32: bool) -> Path:
     from edgeseg.export.fp16_export import export_fp16
 
-    return export_fp16(onnx_path, card, out_dir / FILENAMES["fp16"], keep_norm_fp32=keep_norm_fp32)
+    return export_fp16(onnx_path, card, out_dir / ONNX_FILENAMES["fp16"], keep_norm_fp32=keep_norm_fp32)
 
 
 def build_int8(onnx_path: Path, card: ModelCard, out_dir: Path, images: list[Path], progress: bool) -> Path:
     from edgeseg.export.int8_export import export_int8
 
-    return export_int8(onnx_path, card, out_dir / FILENAMES["int8"], images, progress=progress)
+    return export_int8(onnx_path, card, out_dir / ONNX_FILENAMES["int8"], images, progress=progress)
 
 
 def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions,
@@ -291,17 +312,14 @@ def calibration_images(card: ModelCard, run_dir: Path, given: Path | None, n: in
 # --- checking -------------------------------------------------------------------------------------
 
 
-def open_backend(form: FormResult):
-    from edgeseg.runtime.backends import OnnxRuntimeBackend, TensorRTBackend
-
-    if form.name in ENGINE_FORMS:
-        return TensorRTBackend(form.path)
-    return OnnxRuntimeBackend(form.path, device="cpu")
+def open_form(form: FormResult) -> Segmenter:
+    """A built form as the gate runs it: an engine on TensorRT, an ONNX on onnxruntime's CPU provider."""
+    return open_model(form.path, "tensorrt" if form.name in ENGINE_FORMS else "onnxruntime-cpu")
 
 
 def load_reference(source: Path):
     """What every form is checked against: the run's PyTorch model, or (for an ONNX source) its path."""
-    if source.suffix == ".onnx":
+    if is_onnx(source):
         from edgeseg.runtime.model_file import read_card
 
         return source, read_card(source)
@@ -315,30 +333,24 @@ def load_reference(source: Path):
     return load_model(source)
 
 
-def reference_backend(model, card: ModelCard):
-    """PyTorch fp32 for a run's model; onnxruntime on the CPU for an ONNX path."""
-    if isinstance(model, Path):
-        from edgeseg.runtime.backends import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model, device="cpu")
-    from edgeseg.train.torch_backend import TorchBackend
-
-    return TorchBackend(model, card, device="cpu")
+def open_reference(source: Path) -> Segmenter:
+    """What every form is checked against: the run on PyTorch fp32, or the given ONNX on onnxruntime's CPU."""
+    return open_model(source, "onnxruntime-cpu" if is_onnx(source) else "torch-cpu")
 
 
-def check_parity(model, card: ModelCard, forms: list[FormResult], samples: list, options: ExportOptions,
+def check_parity(source: Path, forms: list[FormResult], samples: list, options: ExportOptions,
                  echo: Callable[[str], None]) -> dict:
     """Parity and latency of every built form in one pass over the images; returns the reference's row."""
     with contextlib.ExitStack() as stack:
-        reference = stack.enter_context(reference_backend(model, card))
-        reference_ms = latency_ms(reference, card, samples[0], options.latency_runs)  # before onnxruntime runs
-        backends = {form.name: stack.enter_context(open_backend(form)) for form in forms}
-        echo(f"parity on {len(samples)} images: {', '.join(backends)} against {reference.name} fp32")
-        parities = run_parity(reference, {name: (backend, FORM_PRECISION[name]) for name, backend in backends.items()},
-                              samples, card, options.tolerances, progress=options.progress)
+        reference = stack.enter_context(open_reference(source))
+        reference_ms = latency_ms(reference, samples[0], options.latency_runs)  # before onnxruntime runs
+        segmenters = {form.name: stack.enter_context(open_form(form)) for form in forms}
+        echo(f"parity on {len(samples)} images: {', '.join(segmenters)} against {reference.backend.name} fp32")
+        parities = run_parity(reference, {name: (segmenter, FORM_PRECISION[name]) for name, segmenter in segmenters.items()},
+                              samples, options.tolerances, progress=options.progress)
         for form in forms:
             form.parity = parities[form.name]
-            form.latency_ms = latency_ms(backends[form.name], card, samples[0], options.latency_runs)
+            form.latency_ms = latency_ms(segmenters[form.name], samples[0], options.latency_runs)
     accuracy = next(iter(parities.values())) if parities else None
     return {
         "name": "pytorch-fp32", "latency_ms": reference_ms,
@@ -346,7 +358,7 @@ def check_parity(model, card: ModelCard, forms: list[FormResult], samples: list,
     }
 
 
-def retry_with_fp32_norms(model, card: ModelCard, results: dict[str, FormResult], samples: list, onnx_path: Path,
+def retry_with_fp32_norms(source: Path, card: ModelCard, results: dict[str, FormResult], samples: list, onnx_path: Path,
                           out_dir: Path, options: ExportOptions, echo: Callable[[str], None]) -> None:
     """An FP16 form that fails parity is rebuilt once with normalisation and Resize layers in FP32."""
     if options.keep_norm_fp32:
@@ -363,7 +375,7 @@ def retry_with_fp32_norms(model, card: ModelCard, results: dict[str, FormResult]
             rebuilt = attempt(name, lambda: build_engine_form(name, onnx_path, card, out_dir, options, keep_norm_fp32=True), card)
         rebuilt.notes.append(f"plain FP16 failed parity ({first}); rebuilt with normalisation and Resize layers kept in FP32")
         if rebuilt.status == "built":
-            check_parity(model, card, [rebuilt], samples, options, echo)
+            check_parity(source, [rebuilt], samples, options, echo)
         results[name] = rebuilt
 
 
@@ -381,34 +393,30 @@ def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions,
     result.notes.append("SIMULATION: PyTorch float16 on the CPU, not a TensorRT engine; advisory, not part of the gate")
     echo(f"FP16 simulation (PyTorch float16 on the CPU) on {len(samples)} images; slow")
     half_model = copy.deepcopy(model)  # TorchBackend converts the model it is given in place
-    with TorchBackend(model, card, device="cpu") as reference, TorchBackend(half_model, card, precision="fp16") as half:
-        result.parity = run_parity(reference, {SIMULATED_FP16: (half, "fp16")}, samples, card, options.tolerances,
+    reference = Segmenter(TorchBackend(model, card, device="cpu"))
+    half = Segmenter(TorchBackend(half_model, card, precision="fp16"))
+    with reference, half:
+        result.parity = run_parity(reference, {SIMULATED_FP16: (half, "fp16")}, samples, options.tolerances,
                                    progress=options.progress, simulation=(SIMULATED_FP16,))[SIMULATED_FP16]
-        result.latency_ms = latency_ms(half, card, samples[0], runs=1)
+        result.latency_ms = latency_ms(half, samples[0], runs=1)
     return result
 
 
-def latency_ms(backend, card: ModelCard, sample, runs: int) -> float:
-    """Median milliseconds of backend.infer on one preprocessed image (a quick figure, not a benchmark)."""
+def latency_ms(segmenter: Segmenter, sample, runs: int) -> float:
+    """Median milliseconds of the inference stage on one image (a quick figure, not a benchmark)."""
     from edgeseg.files import read_image
-    from edgeseg.preprocess import preprocess
 
-    batch = preprocess(read_image(sample.image), card)
+    prepared = segmenter.prepare(read_image(sample.image))
     for _ in range(LATENCY_WARMUP if runs > 1 else 0):
-        backend.infer(batch)
-    times = []
-    for _ in range(max(1, runs)):
-        started = time.perf_counter()
-        backend.infer(batch)
-        times.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(times)
+        segmenter.infer(prepared)
+    return statistics.median(segmenter.infer(prepared).timings_ms["inference"] for _ in range(max(1, runs)))
 
 
-def host_info(engine_reason: str | None) -> dict:
+def report_host(engine_reason: str | None) -> dict:
     """What this report's figures were measured on (edgeseg.host), and whether engines could be built here."""
-    from edgeseg.host import host_info as describe_this_host
+    from edgeseg.host import host_info
 
-    info = describe_this_host()
+    info = host_info()
     info["engines"] = engine_reason or "buildable"
     if engine_reason is None:
         from edgeseg.export.tensorrt_export import gpu_properties

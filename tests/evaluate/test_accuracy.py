@@ -66,7 +66,7 @@ def test_eval_stops_on_unusable_data_with_the_problem(tiny_onnx, tmp_path):
 
 
 def test_only_the_lowest_jaccard_masks_are_kept_for_the_worst_cases_picture():
-    from edgeseg.evaluate import Evaluation, keep_if_worst
+    from edgeseg.evaluate.accuracy import Evaluation, keep_if_worst
 
     evaluation = Evaluation(model="m", backend="b", split="val")
     jaccards = [0.9, 0.2, 0.8, 0.1, 0.95, 0.5, 0.3, 0.7, 0.05, 0.99]

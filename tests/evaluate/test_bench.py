@@ -13,17 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.bench import (
-    STAGES,
-    STAT_KEYS,
-    Form,
-    Result,
-    bench_command,
-    command_line,
-    noise_warnings,
-    stage_stats,
-    time_interleaved,
-)
+from edgeseg.evaluate.bench import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
+from edgeseg.evaluate.bench_cli import bench_command, command_line
+from edgeseg.evaluate.models import Form
 
 RESULT_KEYS = {"form", "backend", "status", "reason", "size_bytes", "stages", "fps", "accuracy", "accuracy_reason"}
 FAST = ["--runs", "3", "--warmup", "1"]
@@ -232,7 +224,7 @@ def test_benching_an_onnx_never_imports_torch(tiny_onnx: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from edgeseg.bench import run_bench\n"
+        "from edgeseg.evaluate.bench import run_bench\n"
         f"report = run_bench([Path({str(tiny_onnx)!r})], runs=2, warmup=0, progress=False)\n"
         "assert report['results'][0]['status'] == 'ok', report['results'][0]\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -27,8 +27,8 @@ import numpy as np
 
 from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
-from edgeseg.runtime.segmenter import Segmentation, Segmenter
 from edgeseg.runtime.sources import Frame, Source
+from edgeseg.segmenter import Pending, Segmentation, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
 
@@ -100,8 +100,7 @@ def frame_record(number: int, frame: Frame, segmentation: Segmentation, latency_
 class _Item:
     number: int
     frame: Frame
-    logits: np.ndarray
-    timings_ms: dict[str, float]  # preprocess and inference, measured on the main thread
+    pending: Pending  # prepared and inferred on the main thread; finished by the finisher
 
 
 class _Finisher:
@@ -169,7 +168,7 @@ class _Finisher:
 
     def _finish_one(self, item: _Item, outputs: ExitStack, jsonl) -> None:
         image = item.frame.image
-        segmentation = self.segmenter.finish(item.logits, image.shape[:2], item.timings_ms)
+        segmentation = self.segmenter.finish(item.pending)
         now = time.perf_counter()
         rate = 1.0 / max(now - self._previous, 1e-6)
         self._fps_estimate = rate if item.number == 0 else 0.9 * self._fps_estimate + 0.1 * rate
@@ -227,16 +226,11 @@ def run_pipeline(segmenter: Segmenter, source: Source, options: RunOptions) -> R
             frame = next(frames, None)
             if frame is None:
                 break
-            prepared = time.perf_counter()
-            batch = segmenter.preprocess(frame.image)
-            inferring = time.perf_counter()
-            logits = segmenter.backend.infer(batch)
-            inferred = time.perf_counter()
-            timings = {"preprocess": (inferring - prepared) * 1000, "inference": (inferred - inferring) * 1000}
-            stage_ms["wait"] += (prepared - waited) * 1000
-            stage_ms["preprocess"] += timings["preprocess"]
-            stage_ms["inference"] += timings["inference"]
-            finisher.put(_Item(summary.frames, frame, logits, timings))
+            stage_ms["wait"] += (time.perf_counter() - waited) * 1000
+            pending = segmenter.infer(segmenter.prepare(frame.image))
+            stage_ms["preprocess"] += pending.timings_ms["preprocess"]
+            stage_ms["inference"] += pending.timings_ms["inference"]
+            finisher.put(_Item(summary.frames, frame, pending))
             summary.frames += 1
             if window is not None:
                 shown = time.perf_counter()

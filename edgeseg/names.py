@@ -1,0 +1,87 @@
+"""The names every part agrees on: model files, forms, backends, image files. Each is defined here once.
+
+Train writes these files, export writes and reads them, the runtime and the evaluation layer open
+them; a name that two of them must agree on lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgeseg.card import CARD_FILENAME
+
+# A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.card.CARD_FILENAME).
+WEIGHTS_FILENAME = "model.safetensors"
+
+# The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed.
+ONNX_FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+# Where an edgeseg ONNX carries its model card: a key of the model's metadata_props.
+CARD_METADATA_KEY = "edgeseg_card"
+
+# TensorRT engine files (serialized plans); each has a JSON sidecar beside it.
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+# Images edgeseg reads, as data (with masks) or as frames to segment. Masks are always PNG.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# Backends, one set of names for every command. "auto" picks the fastest this host can run.
+RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+TORCH_BACKENDS = ("torch-cpu", "torch-cuda")
+BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
+
+# Which backends can run which kind of model: a run directory ("torch"), an ONNX, an engine.
+BACKENDS_FOR_KIND = {
+    "torch": ("auto", *TORCH_BACKENDS),
+    "onnx": ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt"),
+    "engine": ("auto", "tensorrt"),
+}
+
+
+# The model that ships with edgeseg: models/default/ in the source tree, package data of edgeseg.models
+# once installed. `run`, `eval`, `bench` and `export` use it when no model is named.
+DEFAULT_MODEL_PACKAGE = "edgeseg.models"
+DEFAULT_MODEL_FILE = "default/" + ONNX_FILENAMES["onnx"]
+
+
+class DefaultModelMissing(FileNotFoundError):
+    """This installation lacks the default model (a source checkout without models/, or a trimmed install)."""
+
+
+def default_model_path() -> Path:
+    """Where the default model is installed; DefaultModelMissing (with the fix) when it is not."""
+    from importlib.resources import files
+
+    try:
+        path = Path(str(files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        raise DefaultModelMissing(
+            "edgeseg's default model is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
+            "or name a model: an ONNX or engine from `edgeseg export`, or a run directory from `edgeseg train`")
+    return path
+
+
+def is_engine(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in ENGINE_SUFFIXES
+
+
+def is_onnx(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ".onnx"
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A training run: a folder holding the model card and the weights."""
+    path = Path(path)
+    return (path / CARD_FILENAME).is_file() and (path / WEIGHTS_FILENAME).is_file()
+
+
+def model_kind(path: str | os.PathLike) -> str | None:
+    """"torch" for a run directory, "onnx" or "engine" for a model file, None for anything else."""
+    if Path(path).is_dir():
+        return "torch" if is_run_dir(path) else None
+    if is_engine(path):
+        return "engine"
+    return "onnx" if is_onnx(path) else None

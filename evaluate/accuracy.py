@@ -1,0 +1,150 @@
+"""Accuracy of a model on a data set: the ISIC metrics per image at its own resolution, then the mean.
+
+The model is any Segmenter (``edgeseg.evaluate.models.open_model``): a run directory through PyTorch,
+an ONNX file or a TensorRT engine through the runtime. Every form therefore shares the same
+preprocessing, upsampling and threshold: the card's. `edgeseg eval` and `edgeseg bench --data` use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeseg.files import read_image, read_mask, write_mask
+from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
+
+WORST_CASES = 6
+
+
+@dataclass
+class Evaluation:
+    model: str
+    backend: str
+    split: str
+    per_image: list[dict] = field(default_factory=list)
+    worst_masks: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)  # id -> (Jaccard, predicted mask)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return mean_scores([{name: row[name] for name in METRIC_NAMES} for row in self.per_image])
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "split": self.split,
+            "images": len(self.per_image),
+            "resolution": "original (probability map upsampled to each image's own size)",
+            "aggregation": "mean over images of per-image scores (ISIC 2018 Task 1 convention)",
+            "mean": self.mean,
+            "per_image": self.per_image,
+        }
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image to score: its id, the BGR pixels and the ground-truth mask at the same size."""
+
+    id: str
+    image: np.ndarray
+    truth: np.ndarray
+    source: str  # the file (or files) it came from, for error messages
+
+
+def read_samples(samples) -> Iterator[LabelledImage]:
+    """The data set's image/mask pairs, read one at a time."""
+    for sample in samples:
+        yield LabelledImage(sample.id, read_image(sample.image), read_mask(sample.mask), str(sample.mask))
+
+
+def evaluate(segmenter, samples, model_name: str, split: str, save_masks: Path | None = None,
+             progress: bool = True) -> Evaluation:
+    """Segment every sample (image and mask files) and score it against its mask with the ISIC metrics."""
+    return evaluate_images(segmenter, read_samples(samples), model_name, split, save_masks, progress, total=len(samples))
+
+
+def evaluate_images(segmenter, images: Iterable[LabelledImage], model_name: str, split: str,
+                    save_masks: Path | None = None, progress: bool = True, total: int | None = None) -> Evaluation:
+    """Segment every image and score it against its truth, each at the image's own resolution."""
+    from tqdm import tqdm
+
+    result = Evaluation(model=model_name, backend=_backend_label(segmenter), split=split)
+    for item in tqdm(images, desc=f"eval {split}", unit="img", total=total, disable=not progress, file=sys.stderr):
+        segmentation = segmenter.segment(item.image)
+        if item.truth.shape != segmentation.mask.shape:
+            raise ValueError(
+                f"{item.source}: mask is {item.truth.shape[1]}x{item.truth.shape[0]} but its image is "
+                f"{segmentation.mask.shape[1]}x{segmentation.mask.shape[0]}; run `edgeseg data check` on the data"
+            )
+        result.per_image.append({"id": item.id, **image_scores(item.truth, segmentation.mask)})
+        keep_if_worst(result, item.id, result.per_image[-1]["jaccard"], segmentation.mask)
+        if save_masks is not None:
+            write_mask(save_masks / f"{item.id}_segmentation.png", segmentation.mask)
+    return result
+
+
+def keep_if_worst(evaluation: Evaluation, image_id: str, jaccard: float, mask: np.ndarray,
+                  count: int = WORST_CASES) -> None:
+    """Keep the predicted masks of the ``count`` lowest-Jaccard images so far, for the worst-cases picture."""
+    evaluation.worst_masks[image_id] = (jaccard, mask)
+    if len(evaluation.worst_masks) > count:
+        del evaluation.worst_masks[max(evaluation.worst_masks, key=lambda key: evaluation.worst_masks[key][0])]
+
+
+def _backend_label(segmenter) -> str:
+    backend = segmenter.backend
+    return f"{backend.name} ({backend.precision})"
+
+
+def per_image_csv(evaluation: Evaluation) -> str:
+    stream = io.StringIO()
+    writer = csv.DictWriter(stream, fieldnames=["id", *METRIC_NAMES], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(evaluation.per_image)
+    return stream.getvalue()
+
+
+def summary_table(evaluation: Evaluation) -> str:
+    lines = [
+        f"{evaluation.model} on {evaluation.split} ({len(evaluation.per_image)} images), backend {evaluation.backend}",
+        "metric              mean    min",
+    ]
+    for name in METRIC_NAMES:
+        values = [row[name] for row in evaluation.per_image]
+        lines.append(f"{name:<18} {np.mean(values):6.4f} {np.min(values):6.4f}")
+    lines.append("per image at original resolution, then the mean over images (ISIC convention)")
+    return "\n".join(lines)
+
+
+def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.ndarray:
+    """A strip per worst image (lowest Jaccard): the image, the truth outline, the prediction outline."""
+    by_id = {sample.id: sample for sample in samples}
+    worst = sorted((row for row in evaluation.per_image if row["id"] in evaluation.worst_masks),
+                   key=lambda row: row["jaccard"])
+    rows = []
+    for row in worst:
+        sample = by_id[row["id"]]
+        image = read_image(sample.image)
+        truth = read_mask(sample.mask)
+        predicted = evaluation.worst_masks[row["id"]][1]
+        panels = [image, _outlined(image, truth, (0, 255, 0)), _outlined(image, predicted, (0, 0, 255))]
+        panels = [cv2.resize(panel, (tile, tile), interpolation=cv2.INTER_AREA) for panel in panels]
+        caption = f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}"
+        cv2.putText(panels[0], caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(np.hstack(panels))
+    return np.vstack(rows)
+
+
+def _outlined(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    out = image.copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(2, image.shape[1] // 200)
+    cv2.drawContours(out, contours, -1, color, thickness, cv2.LINE_AA)
+    return out

@@ -1,0 +1,145 @@
+"""Opening any form of a model: ``open_model(path, backend)`` is the one door every command and benchmark uses.
+
+A form is a training run directory (run on PyTorch, through ``edgeseg.train``), an edgeseg ONNX or a
+TensorRT engine (run by the torch-free runtime). Whatever the form, the result is a
+``edgeseg.segmenter.Segmenter`` with the form's model card, so every form is fed and read alike.
+PyTorch is imported only when a run directory is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeseg.names import BACKENDS_FOR_KIND, ENGINE_SUFFIXES, ONNX_FILENAMES, is_run_dir, model_kind
+from edgeseg.segmenter import BackendUnavailable, Segmenter
+
+
+class ModelPathError(ValueError):
+    """A path that holds no model form; the message says what a model form is."""
+
+
+NOT_A_MODEL = (
+    "pass a run directory (card.json + model.safetensors, from `edgeseg train`), an export directory (*.onnx, "
+    "*.engine, from `edgeseg export`), or a model file (.onnx, or a TensorRT .engine with its sidecar)"
+)
+
+
+def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, int] | None = None,
+               keep_largest: bool | None = None, mm_per_px: float | None = None, threads: int | None = None) -> Segmenter:
+    """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.names.BACKENDS``).
+
+    ``size`` (height, width) changes the input size where the form allows it: a run directory (FPN
+    takes any multiple of 32) or a dynamic-shape ONNX; other forms keep their card's size.
+    ``threads`` sets onnxruntime's threads (PyTorch keeps its own setting).
+    Raises BackendUnavailable when the backend cannot run here (with what to install), and
+    ModelPathError when ``path`` is not a model form.
+    """
+    path = Path(path)
+    kind = model_kind(path)
+    if kind is None:
+        raise ModelPathError(f"{path}: not a model form; {NOT_A_MODEL}")
+    if backend not in BACKENDS_FOR_KIND[kind]:
+        raise BackendUnavailable(
+            f"{path}: a {describe_kind(kind)} runs on {', '.join(BACKENDS_FOR_KIND[kind])}, not on {backend}")
+    if kind == "torch":
+        segmenter = open_torch(path, backend, size)
+    else:
+        from edgeseg.runtime.backends import open_backend
+
+        opened = open_backend(path, backend, threads=threads)
+        card = opened.card
+        if size is not None and takes_any_size(opened):
+            card = card.replace(input_size=size)
+        segmenter = Segmenter(opened, card)
+    if keep_largest is None and mm_per_px is None:
+        return segmenter
+    return Segmenter(segmenter.backend, segmenter.card, keep_largest=keep_largest, mm_per_px=mm_per_px)
+
+
+def describe_kind(kind: str) -> str:
+    return {"torch": "training run (PyTorch)", "onnx": "ONNX model", "engine": "TensorRT engine"}[kind]
+
+
+def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None) -> Segmenter:
+    """A Segmenter over PyTorch eager for a run directory, on the CPU or the GPU."""
+    try:
+        import torch
+
+        from edgeseg.train.model import load_model
+        from edgeseg.train.torch_backend import TorchBackend
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"running a training run needs PyTorch ({error.name} is missing): pip install 'edgeseg[train]', or use "
+            f"its exported {ONNX_FILENAMES['onnx']}, which needs no PyTorch"
+        ) from None
+    device = "cuda" if backend == "torch-cuda" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("torch-cuda: this PyTorch sees no CUDA GPU")
+    model, card = load_model(run_dir)
+    if size is not None:
+        card = card.replace(input_size=size)
+    return Segmenter(TorchBackend(model, card, device=device), card)
+
+
+def takes_any_size(backend) -> bool:
+    """True for an onnxruntime session whose input height and width are free (a dynamic-shape export)."""
+    session = getattr(backend, "session", None)
+    if session is None:
+        return False
+    height, width = session.get_inputs()[0].shape[2:]
+    return not (isinstance(height, int) and isinstance(width, int))
+
+
+# --- finding the forms in folders ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Form:
+    """One model form: a run directory ("torch"), an ONNX ("onnx") or a TensorRT engine ("engine")."""
+
+    label: str
+    path: Path
+    kind: str
+
+
+def forms_in_directory(directory: Path) -> list[Form]:
+    """PyTorch for a run directory, and every ONNX and engine file in it (`edgeseg export` writes there)."""
+    forms = [Form("pytorch", directory, "torch")] if is_run_dir(directory) else []
+    known = {name: rank for rank, name in enumerate(ONNX_FILENAMES.values())}
+    onnx_files = sorted(directory.glob("*.onnx"), key=lambda p: (known.get(p.name, len(known)), p.name))
+    forms += [Form(path.name, path, "onnx") for path in onnx_files]
+    engines = sorted(p for p in directory.iterdir() if p.suffix.lower() in ENGINE_SUFFIXES and p.is_file())
+    forms += [Form(path.name, path, "engine") for path in engines]
+    return forms
+
+
+def discover_forms(paths: list[Path]) -> list[Form]:
+    """Expand model arguments (folders or files) into forms with unique labels; a path holding none is an error."""
+    forms: list[Form] = []
+    for path in paths:
+        if path.is_dir():
+            found = forms_in_directory(path)
+            if not found:
+                raise ModelPathError(f"{path}: no model here; {NOT_A_MODEL}")
+            forms += found
+        elif model_kind(path) is not None:
+            forms.append(Form(path.name, path, model_kind(path)))
+        else:
+            raise ModelPathError(f"{path}: not a model form; {NOT_A_MODEL}")
+    return unique_labels(forms)
+
+
+def unique_labels(forms: list[Form]) -> list[Form]:
+    """Where two forms share a label (model.onnx of two runs), label them by their paths instead."""
+    counts: dict[str, int] = {}
+    for form in forms:
+        counts[form.label] = counts.get(form.label, 0) + 1
+    relabelled = []
+    for form in forms:
+        if counts[form.label] > 1:
+            label = f"{form.path} (pytorch)" if form.kind == "torch" else str(form.path)
+            form = Form(label, form.path, form.kind)
+        relabelled.append(form)
+    return relabelled
