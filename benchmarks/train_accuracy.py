@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+ISIC_LICENCE = ("ISIC 2018 Task 1-2 training input: CC0 1.0 (public domain), with the Task 1 ground-truth masks; "
+                "cite Codella et al. 2019 (arXiv:1902.03368) and Tschandl et al. 2018 (Sci. Data 5, 180161)")
 DEFAULT_DATA = Path(os.environ.get("EDGESEG_ISIC_DIR", REPO.parent / "shared" / "data" / "isic2018"))
 
 
@@ -68,6 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "accuracy-cpu", help="run directory (not in git)")
     parser.add_argument("--result", type=Path, default=REPO / "benchmarks" / "results" / "accuracy-cpu.json")
     parser.add_argument("--score-only", type=Path, metavar="RUN_DIR", help="score this finished run; train nothing")
+    parser.add_argument("--data-licence", default=ISIC_LICENCE, help="the training data's licence, for the card")
     parser.add_argument("--size", type=int, help="square input side, multiple of 32 [train default]")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -115,9 +118,22 @@ def training_record(run_dir: Path) -> dict:
     }
 
 
+def record_in_card(run_dir: Path, scores: dict[str, dict], data_licence: str):
+    """The views' figures and the data's licence go into the run's card, so every export carries them."""
+    import dataclasses
+
+    from edgeseg.card import load_card, save_card
+
+    card = load_card(run_dir)
+    evaluations = {name: {key: round(value, 6) for key, value in view.items()} for name, view in scores.items()}
+    provenance = dataclasses.replace(card.provenance, evaluations=evaluations, data_licence=data_licence)
+    card = card.replace(provenance=provenance)
+    save_card(card, run_dir)
+    return card
+
+
 def main() -> int:
     args = parse_args()
-    from edgeseg.card import load_card
     from edgeseg.files import write_text_atomic
     from edgeseg.host import host_info
     from edgeseg.train.loop import train
@@ -129,7 +145,7 @@ def main() -> int:
             sys.exit(f"{args.out} already holds a run; remove it, pass --out elsewhere, or --score-only {args.out}")
         train(train_config(args))
     scores = score_run(run_dir, args.data, args.split_dir)
-    card = load_card(run_dir)
+    card = record_in_card(run_dir, scores, args.data_licence)
     report = {
         "benchmark": "train_accuracy",
         "labels": "every image scored at its own resolution (ISIC scorer's rules); mean over images. 'val' makes masks "

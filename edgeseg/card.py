@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.errors import EdgesegError
 from edgeseg.files import write_text_atomic
 
 SCHEMA_VERSION = 2
@@ -25,7 +26,7 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 CARD_FILENAME = "card.json"
 
 
-class CardError(ValueError):
+class CardError(EdgesegError, ValueError):
     """A model card that cannot be used: missing, malformed, or of an unknown schema version."""
 
 

@@ -1,17 +1,29 @@
-"""The `edgeseg` command line.
+"""The `edgeseg` command line, and the one place where errors meet the user.
 
 Each command lives beside the part it drives and is imported only when it runs (or when its help is
 shown), so `edgeseg run` on a device never imports torch, and a missing optional dependency is
 reported by the command that needs it, naming the extra to install.
+
+Errors are handled here, once, for every command (edgeseg.errors): an ``EdgesegError`` becomes
+``Error: <message>`` and exit code 1; any other exception is a bug, shown with its traceback and a
+request to report it (exit code 70). ``edgeseg --debug COMMAND`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import traceback
 
 import click
 
 from edgeseg import __version__
+from edgeseg.errors import EXIT_BUG, EdgesegError
+
+BUG_REPORT = (
+    "This is a bug in edgeseg, not a problem with your input: please report it with the command you ran and the "
+    "traceback above (run with --debug to see the traceback of any error)."
+)
 
 # name -> "module:attribute" of a click command. A part that is not built has no entry here.
 COMMANDS: dict[str, str] = {
@@ -50,13 +62,34 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context):
+        """Run the command; turn the errors a user can fix into `Error: ...`, and show real bugs as bugs."""
+        debug = ctx.params.get("debug") or os.environ.get("EDGESEG_DEBUG") == "1"
+        try:
+            return super().invoke(ctx)
+        except EdgesegError as error:
+            if debug:
+                raise
+            raise click.ClickException(str(error)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:
+            if debug:
+                raise
+            click.echo(traceback.format_exc().rstrip(), err=True)
+            click.echo(BUG_REPORT, err=True)
+            ctx.exit(EXIT_BUG)
+
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeseg")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of every error (also: EDGESEG_DEBUG=1).")
+def main(debug: bool) -> None:
     """edgeseg: skin-lesion segmentation from labelled images to a verified engine on the device.
 
-    Run `edgeseg COMMAND --help` for each command's options and an example.
+    Run `edgeseg COMMAND --help` for each command's options and an example. Exit status: 0 done;
+    1 an error (the message says what and how to fix it) or a failed check; 2 a wrong command line;
+    70 a bug in edgeseg (with its traceback).
     """
 
 

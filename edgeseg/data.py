@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from edgeseg.errors import EdgesegError
 from edgeseg.names import IMAGE_SUFFIXES
 
 MASK_SUFFIX = ".png"
@@ -70,7 +71,7 @@ PROBLEM_KINDS: dict[str, tuple[str, str]] = {
 }
 
 
-class DataError(ValueError):
+class DataError(EdgesegError, ValueError):
     """A data set that cannot be used as given; the message lists every problem and its fix."""
 
 

@@ -43,13 +43,10 @@ def check_command(
     Example:
       edgeseg data check ../shared/data/isic2018 --json data-report.json
     """
-    from edgeseg.data import DataError, check_dataset
+    from edgeseg.data import check_dataset
     from edgeseg.files import write_text_atomic
 
-    try:
-        report = check_dataset(root, split=split, split_dir=split_dir, workers=workers)
-    except DataError as error:
-        raise click.ClickException(str(error)) from None
+    report = check_dataset(root, split=split, split_dir=split_dir, workers=workers)
 
     to_stdout = json_path == "-"
     click.echo(report.text(), err=to_stdout)  # keep stdout pure JSON when it carries the JSON

@@ -11,8 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(EdgesegError, ValueError):
     """An image file that cannot be decoded."""
 
 

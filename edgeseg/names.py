@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from edgeseg.card import CARD_FILENAME
+from edgeseg.errors import EdgesegError
 
 # A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.card.CARD_FILENAME).
 WEIGHTS_FILENAME = "model.safetensors"
@@ -45,7 +46,7 @@ DEFAULT_MODEL_PACKAGE = "edgeseg.models"
 DEFAULT_MODEL_FILE = "default/" + ONNX_FILENAMES["onnx"]
 
 
-class DefaultModelMissing(FileNotFoundError):
+class DefaultModelMissing(EdgesegError, FileNotFoundError):
     """This installation lacks the default model (a source checkout without models/, or a trimmed install)."""
 
 

@@ -25,12 +25,13 @@ from typing import Protocol
 import numpy as np
 
 from edgeseg.card import ModelCard
+from edgeseg.errors import EdgesegError
 from edgeseg.lesion_measurements import Measurements, measure
 from edgeseg.postprocess import activate, lesion_mask, probability_at
 from edgeseg.preprocess import normalize, resize_to_input
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(EdgesegError, RuntimeError):
     """A backend that cannot run on this host; the message says why and what to install."""
 
 

@@ -86,12 +86,9 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
                                         split=split, split_dir=split_dir, limit=limit, json_path=json_path, md_path=md_path))
     samples = None
     if data is not None:
-        from edgeseg.data import DataError, require_usable
+        from edgeseg.data import require_usable
 
-        try:
-            samples = require_usable(data, split=None if split == "all" else split, split_dir=split_dir)
-        except DataError as error:
-            raise click.ClickException(str(error)) from None
+        samples = require_usable(data, split=None if split == "all" else split, split_dir=split_dir)
         samples = samples[:limit] if limit else samples
     frame = read_image(image) if image is not None else None
     try:

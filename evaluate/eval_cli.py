@@ -70,21 +70,15 @@ def eval_command(model: Path | None, data_dir: Path, split: str, split_dir: Path
     """
     import cv2
 
-    from edgeseg.card import CardError
     from edgeseg.click_types import model_or_default
-    from edgeseg.data import DataError, require_usable
+    from edgeseg.data import require_usable
     from edgeseg.evaluate.accuracy import evaluate, per_image_csv, summary_table, worst_cases_image
-    from edgeseg.evaluate.models import ModelPathError, open_model
+    from edgeseg.evaluate.models import open_model
     from edgeseg.files import write_bytes_atomic, write_text_atomic
-    from edgeseg.runtime.model_file import RuntimeModelError
-    from edgeseg.segmenter import BackendUnavailable
 
     model = model_or_default(model)
-    try:
-        samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
-        segmenter = open_model(model, backend)
-    except (DataError, ModelPathError, BackendUnavailable, RuntimeModelError, CardError) as error:
-        raise click.ClickException(str(error)) from None
+    samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
+    segmenter = open_model(model, backend)
     with segmenter:
         evaluation = evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)
 

@@ -12,11 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeseg.errors import EdgesegError
 from edgeseg.names import BACKENDS_FOR_KIND, ENGINE_SUFFIXES, ONNX_FILENAMES, is_run_dir, model_kind
 from edgeseg.segmenter import BackendUnavailable, Segmenter
 
 
-class ModelPathError(ValueError):
+class ModelPathError(EdgesegError, ValueError):
     """A path that holds no model form; the message says what a model form is."""
 
 

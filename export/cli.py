@@ -75,30 +75,25 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     Given an exported model.onnx instead of a run directory, the other forms are built from it and
     checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.
     """
-    from edgeseg.card import CardError
     from edgeseg.click_types import model_or_default
+    from edgeseg.export.export_run import ExportOptions, export_run, select_forms
     from edgeseg.export.parity import Tolerances
-    from edgeseg.export.export_run import ExportError, ExportOptions, export_run, select_forms
     from edgeseg.export.report import report_dict, terminal_table, write_report
-    from edgeseg.export.tensorrt_export import EngineUnavailable
 
     if run_dir is None:
         run_dir, out_dir = model_or_default(None), out_dir or Path(DEFAULT_MODEL_OUT)
         click.echo(f"the default model's forms go to {out_dir}/ (--out picks another folder)", err=True)
-    try:
-        chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
-        options = ExportOptions(
-            formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=parity_data, parity_n=parity_n,
-            calib=calib, calib_n=calib_n, workspace_mib=workspace_mib, keep_norm_fp32=keep_norm_fp32,
-            simulate_fp16=simulate_fp16, latency_runs=latency_runs,
-            tolerances=Tolerances(
-                fp32_max_abs_probability=fp32_max_dp, fp16_mean_mask_iou=fp16_mean_iou, fp16_min_mask_iou=fp16_min_iou,
-                fp16_abs_delta_dice=fp16_dice, int8_mean_mask_iou=int8_mean_iou, int8_abs_delta_dice=int8_dice,
-            ),
-        )
-        report = export_run(run_dir, out_dir, options, echo=lambda line: click.echo(line, err=True))
-    except (ExportError, EngineUnavailable, CardError) as error:
-        raise click.ClickException(str(error)) from None
+    chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
+    options = ExportOptions(
+        formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=parity_data, parity_n=parity_n,
+        calib=calib, calib_n=calib_n, workspace_mib=workspace_mib, keep_norm_fp32=keep_norm_fp32,
+        simulate_fp16=simulate_fp16, latency_runs=latency_runs,
+        tolerances=Tolerances(
+            fp32_max_abs_probability=fp32_max_dp, fp16_mean_mask_iou=fp16_mean_iou, fp16_min_mask_iou=fp16_min_iou,
+            fp16_abs_delta_dice=fp16_dice, int8_mean_mask_iou=int8_mean_iou, int8_abs_delta_dice=int8_dice,
+        ),
+    )
+    report = export_run(run_dir, out_dir, options, echo=lambda line: click.echo(line, err=True))
     json_path, markdown_path = write_report(report)
     click.echo(terminal_table(report_dict(report)))
     click.echo(f"report: {markdown_path} (and {json_path.name})")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.card import ModelCard
+from edgeseg.errors import EdgesegError
 from edgeseg.evaluate.models import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.names import ONNX_FILENAMES, is_onnx
@@ -29,7 +30,7 @@ DEFAULT_PARITY_IMAGES = 32
 LATENCY_WARMUP = 2
 
 
-class ExportError(RuntimeError):
+class ExportError(EdgesegError, RuntimeError):
     """A problem with the run, the data or the host that stops the export; the message gives the fix."""
 
 

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseg.card import ModelCard
+from edgeseg.errors import EdgesegError
 from edgeseg.files import write_bytes_atomic, write_text_atomic
 from edgeseg.runtime.model_file import sha256_of, sidecar_path
 
@@ -32,7 +33,7 @@ WHERE_TO_BUILD = (
 )
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(EdgesegError, RuntimeError):
     """This host cannot build a TensorRT engine (no TensorRT, no CUDA, no GPU, or no fast FP16)."""
 
 

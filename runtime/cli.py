@@ -61,13 +61,10 @@ Examples:
 def run_command(model: Path | None, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
                 save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
                 fps: float | None, max_frames: int | None, all_regions: bool, threads: int | None, snapshot_dir: Path) -> None:
-    from edgeseg.card import CardError
     from edgeseg.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
-    from edgeseg.runtime.model_file import RuntimeModelError
-    from edgeseg.runtime.run_loop import OutputError, RunOptions, display_available, run_pipeline
-    from edgeseg.runtime.sources import SourceError, open_source
-    from edgeseg.segmenter import BackendUnavailable
+    from edgeseg.runtime.run_loop import RunOptions, display_available, run_pipeline
+    from edgeseg.runtime.sources import open_source
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (camera is None) == (source is None):
@@ -82,25 +79,19 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
         raise click.UsageError("--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --save/--jsonl on a headless device")
 
     model = model_or_default(model)
-    try:
-        frames = open_source(source, camera, width, height, fps)
-    except SourceError as error:
-        raise click.ClickException(str(error)) from None
+    frames = open_source(source, camera, width, height, fps)
     try:
         segmenter = open_segmenter(model, backend, threads=threads, keep_largest=False if all_regions else None,
                                    mm_per_px=mm_per_px)
-    except (RuntimeModelError, CardError, BackendUnavailable) as error:
-        frames.close()
-        raise click.ClickException(str(error)) from None
+    except BaseException:
+        frames.close()  # stop the source's reader thread before the error reaches the user
+        raise
     opened = segmenter.backend
     click.echo(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x{opened.card.input_size[1]}; "
                f"source: {frames.description}", err=True)
     options = RunOptions(show=show, save_video=save_video, save_masks=save_masks, jsonl=jsonl, max_frames=max_frames, snapshot_dir=snapshot_dir)
     with segmenter:
-        try:
-            summary = run_pipeline(segmenter, frames, options)
-        except OutputError as error:
-            raise click.ClickException(str(error)) from None
+        summary = run_pipeline(segmenter, frames, options)
 
     stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in summary.stage_ms.items())
     click.echo(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} FPS); dropped {summary.dropped}; "

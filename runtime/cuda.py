@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.errors import EdgesegError
+
 GPU_EXTRA_FIX = (
     "install NVIDIA's cuda-python: pip install 'edgeseg[gpu]' on an x86 GPU host, or the cuda-python matching "
     "your JetPack's CUDA on a Jetson"
 )
 
 
-class CudaError(RuntimeError):
+class CudaError(EdgesegError, RuntimeError):
     """A CUDA runtime call that failed."""
 
 

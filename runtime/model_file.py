@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.card import ModelCard
+from edgeseg.errors import EdgesegError
 from edgeseg.names import CARD_METADATA_KEY, is_engine
 EXPORT_FIX = "run `edgeseg export RUN_DIR` to make one"
 REBUILD_FIX = "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
@@ -27,7 +28,7 @@ QUANTIZED_OPS = frozenset(
 ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
 
 
-class RuntimeModelError(ValueError):
+class RuntimeModelError(EdgesegError, ValueError):
     """A model file the runtime cannot use; the message names the file and the fix."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
 from edgeseg.runtime.sources import Frame, Source
@@ -38,7 +39,7 @@ WINDOW = "edgeseg"
 STAGES = ("wait", "preprocess", "inference", "postprocess", "display", "overlay", "write")
 
 
-class OutputError(RuntimeError):
+class OutputError(EdgesegError, RuntimeError):
     """Post-processing or writing an output failed (a full disk, a folder that cannot be written)."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 from edgeseg.files import ImageReadError, read_image
 from edgeseg.names import IMAGE_SUFFIXES
 
@@ -34,7 +35,7 @@ OPEN_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgesegError, RuntimeError):
     """A source that cannot be opened; the message names it and says what to check."""
 
 

@@ -97,27 +97,21 @@ def train_command(resume_dir: Path | None, preset: str | None, no_progress: bool
     the threshold stored in the card. Bad data stops the run before the first step, listing problems.
     """
     try:
-        from edgeseg.train.loop import TrainConfig, TrainingError, resume, train
+        from edgeseg.train.loop import TrainConfig, resume, train
     except ImportError as error:
         raise click.ClickException(f"training needs PyTorch ({error.name} is missing): pip install 'edgeseg[train]'") from None
-    from edgeseg.card import CardError
-    from edgeseg.data import DataError
-    from edgeseg.train.encoders import EncoderWeightsError
 
-    try:
-        if resume_dir is not None:
-            result = resume(resume_dir, progress=not no_progress)
-        else:
-            if options["data"] is None or options["out"] is None:
-                raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
-            given = {name: value for name, value in options.items() if value is not None}
-            values = {**PRESETS.get(preset, {}), **given}
-            for name in ("data", "out", "split_dir"):
-                if name in values:
-                    values[name] = str(values[name])
-            result = train(TrainConfig(**values, progress=not no_progress))
-    except (DataError, TrainingError, EncoderWeightsError, CardError) as error:
-        raise click.ClickException(str(error)) from None
+    if resume_dir is not None:
+        result = resume(resume_dir, progress=not no_progress)
+    else:
+        if options["data"] is None or options["out"] is None:
+            raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
+        given = {name: value for name, value in options.items() if value is not None}
+        values = {**PRESETS.get(preset, {}), **given}
+        for name in ("data", "out", "split_dir"):
+            if name in values:
+                values[name] = str(values[name])
+        result = train(TrainConfig(**values, progress=not no_progress))
     if result.sweep is not None:
         metrics = result.card.provenance.val_metrics
         click.echo(f"{result.run_dir}: best epoch {result.state.best_epoch} of {result.state.epoch}; val at threshold "

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from edgeseg.card import Preprocessing
+from edgeseg.errors import EdgesegError
 
 LITE0_ENCODER = "tu-tf_efficientnet_lite0"
 
@@ -53,7 +54,7 @@ _BLOCK_LAYERS = {
 _TOP_LAYERS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
-class EncoderWeightsError(ValueError):
+class EncoderWeightsError(EdgesegError, ValueError):
     """Encoder weights that cannot be obtained or do not fit the encoder."""
 
 

@@ -39,6 +39,8 @@ from tqdm import tqdm
 
 from edgeseg.card import ModelCard, load_card, save_card
 from edgeseg.data import Sample, require_usable
+from edgeseg.errors import EdgesegError
+from edgeseg.names import WEIGHTS_FILENAME
 from edgeseg.train.checkpoints import (
     CHECKPOINT_FILENAME,
     IterationLog,
@@ -62,7 +64,6 @@ from edgeseg.train.distributed import (
 )
 from edgeseg.train.encoders import LITE0_ENCODER, encoder_preprocessing, load_encoder_weights
 from edgeseg.train.losses import build_loss
-from edgeseg.names import WEIGHTS_FILENAME
 from edgeseg.train.model import build_model, save_weights
 from edgeseg.train.threshold import ThresholdSweep, scores_at, sweep_thresholds
 
@@ -135,7 +136,7 @@ class TrainResult:
     sweep: ThresholdSweep | None
 
 
-class TrainingError(RuntimeError):
+class TrainingError(EdgesegError, RuntimeError):
     """A training run that cannot start or continue (bad resume directory, too little data)."""
 
 

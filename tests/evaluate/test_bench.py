@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.evaluate.bench import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
-from edgeseg.evaluate.bench_cli import bench_command, command_line
+from edgeseg.cli import main
+from edgeseg.evaluate.bench_cli import command_line
 from edgeseg.evaluate.models import Form
 
 RESULT_KEYS = {"form", "backend", "status", "reason", "size_bytes", "stages", "fps", "accuracy", "accuracy_reason"}
@@ -24,7 +25,7 @@ FAST = ["--runs", "3", "--warmup", "1"]
 def bench(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
     """Run `edgeseg bench ARGS --json` and return (exit code, the JSON, the terminal output)."""
     json_path = tmp_path / "bench.json"
-    outcome = CliRunner().invoke(bench_command, [*args, *FAST, "--json", str(json_path)])
+    outcome = CliRunner().invoke(main, ["bench", *args, *FAST, "--json", str(json_path)])
     if outcome.exception and not isinstance(outcome.exception, SystemExit):
         raise outcome.exception
     return outcome.exit_code, json.loads(json_path.read_text()), outcome.output
@@ -189,12 +190,12 @@ def test_size_applies_to_pytorch_but_not_a_static_onnx(tiny_onnx: Path, tiny_run
 
 
 def test_bad_size_is_a_usage_error(tiny_onnx: Path) -> None:
-    outcome = CliRunner().invoke(bench_command, [str(tiny_onnx), "--size", "100x100"])
+    outcome = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--size", "100x100"])
     assert outcome.exit_code == 2 and "multiples of 32" in outcome.output
 
 
 def test_directory_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
-    outcome = CliRunner().invoke(bench_command, [str(tmp_path)])
+    outcome = CliRunner().invoke(main, ["bench", str(tmp_path)])
     assert outcome.exit_code == 2 and "no model here" in outcome.output
 
 

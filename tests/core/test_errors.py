@@ -1,0 +1,60 @@
+"""One error boundary: a user's error is `Error: ...` with exit 1 in every command; a bug is reported as a bug."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from edgeseg.cli import main
+from edgeseg.errors import EXIT_BUG, EdgesegError
+
+
+@pytest.mark.parametrize("arguments", [
+    ["eval", "--model", "{onnx}", "--data", "{empty}"],  # a folder with no data
+    ["bench", "{onnx}", "--data", "{empty}"],  # a data folder with no data
+    ["export", "{not_onnx}"],  # neither a run directory nor an ONNX
+    ["run", "{not_onnx}", "--source", "{empty}", "--no-show"],  # a folder without images
+    ["data", "check", "{empty}"],
+])
+def test_user_errors_are_one_line_with_exit_1(arguments, tiny_onnx, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "model.txt").write_text("not a model")
+    values = {"onnx": str(tiny_onnx), "empty": str(tmp_path / "empty"), "not_onnx": str(tmp_path / "model.txt")}
+    result = CliRunner().invoke(main, [argument.format(**values) for argument in arguments])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "Error" in result.output
+
+
+def test_every_edgeseg_error_derives_from_the_one_base():
+    from edgeseg.card import CardError
+    from edgeseg.data import DataError
+    from edgeseg.evaluate.models import ModelPathError
+    from edgeseg.export.export_run import ExportError
+    from edgeseg.export.tensorrt_export import EngineUnavailable
+    from edgeseg.files import ImageReadError
+    from edgeseg.names import DefaultModelMissing
+    from edgeseg.runtime.model_file import RuntimeModelError
+    from edgeseg.runtime.run_loop import OutputError
+    from edgeseg.runtime.sources import SourceError
+    from edgeseg.segmenter import BackendUnavailable
+
+    for kind in (CardError, DataError, ModelPathError, ExportError, EngineUnavailable, ImageReadError,
+                 DefaultModelMissing, RuntimeModelError, OutputError, SourceError, BackendUnavailable):
+        assert issubclass(kind, EdgesegError), kind
+
+
+def test_a_bug_is_shown_as_a_bug_and_debug_shows_any_traceback(monkeypatch, tmp_path):
+    import edgeseg.data
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("an injected bug")
+
+    monkeypatch.setattr(edgeseg.data, "check_dataset", broken)
+    result = CliRunner().invoke(main, ["data", "check", str(tmp_path)])
+    assert result.exit_code == EXIT_BUG
+    assert "ZeroDivisionError: an injected bug" in result.output and "bug in edgeseg" in result.output
+
+    monkeypatch.setattr(edgeseg.data, "check_dataset", lambda *a, **k: (_ for _ in ()).throw(EdgesegError("fixable")))
+    assert CliRunner().invoke(main, ["data", "check", str(tmp_path)]).output.strip() == "Error: fixable"
+    debug = CliRunner().invoke(main, ["--debug", "data", "check", str(tmp_path)])
+    assert isinstance(debug.exception, EdgesegError)
