@@ -46,3 +46,27 @@ def test_augmentation_keeps_masks_aligned():
             assert torch.equal(image[0] > 100, mask[0] > 0.5)  # geometry identical; colour jitter keeps 200 vs 0 apart
             changed += not torch.equal(mask.to(torch.uint8), masks[index])
     assert changed > 20  # it did augment
+
+
+def test_camera_framing_keeps_the_lesion_on_its_mask_and_shrinks_it():
+    from edgeseg.train.dataset import CameraFraming
+
+    image = torch.full((3, 64, 64), 200, dtype=torch.uint8)
+    mask = torch.zeros((1, 64, 64), dtype=torch.uint8)
+    mask[0, 20:44, 16:40] = 1
+    image[:, mask[0] > 0] = 30  # a dark lesion inside the crop, not touching its edge
+    rows, columns = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    unshaded = (rows**2 + columns**2).sqrt() < 0.8  # a vignette darkens only beyond this radius
+    torch.manual_seed(0)
+    framing = CameraFraming(p=1.0)
+    shrunk = 0
+    for _ in range(10):
+        framed_image, framed_mask = framing(image, mask)
+        dark = framed_image.float().mean(0) < 115
+        agreement = (dark == (framed_mask[0] > 0))[unshaded].float().mean().item()
+        assert framed_image.shape == image.shape and framed_mask.shape == mask.shape and agreement > 0.98
+        shrunk += int(framed_mask.sum() < mask.sum())
+    assert shrunk >= 7  # zoomed out: the lesion covers less of the input
+    edge_mask = mask.clone()
+    edge_mask[0, :, :3] = 1
+    assert torch.equal(framing(image, edge_mask)[1], edge_mask)  # a lesion cut by the crop edge is left alone
