@@ -1,4 +1,4 @@
-"""`edgeseg data`: commands about labelled data (for now: `check`)."""
+"""`edgeseg data`: commands about labelled data: `check` it, `split` it into train and val."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ def data_command() -> None:
     """Inspect labelled image/mask data before training or evaluating on it.
 
     \b
-    Example:
+    Examples:
       edgeseg data check ../shared/data/isic2018
+      edgeseg data split DATA --val 0.1 --seed 0     # splits/train.txt and val.txt for a download without them
     """
 
 
@@ -57,3 +58,29 @@ def check_command(
         write_text_atomic(json_path, document)
         click.echo(f"Report written to {json_path}", err=True)
     raise SystemExit(0 if report.usable else 1)
+
+
+@data_command.command("split")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--val", "val_share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Share of the pairs that go to the validation split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same split.")
+@click.option("--split-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write train.txt and val.txt. Default: ROOT/splits.")
+@click.option("--overwrite", is_flag=True, help="Replace split files that already exist.")
+def split_command(root: Path, val_share: float, seed: int, split_dir: Path | None, overwrite: bool) -> None:
+    """Write train.txt and val.txt (one id a line) for a data set that has no split, e.g. the ISIC download.
+
+    Every complete image/mask pair under ROOT is assigned at random, reproducibly for a seed; existing
+    split files are never replaced unless --overwrite is given. `edgeseg train` and `demo --data` read them.
+
+    \b
+    Example:
+      edgeseg data split ~/isic2018 --val 0.1 --seed 0
+      edgeseg train --data ~/isic2018 --out runs/mine --time-budget 60
+    """
+    from edgeseg.data import read_split, write_splits
+
+    paths = write_splits(root, val_share=val_share, seed=seed, split_dir=split_dir, overwrite=overwrite)
+    counts = {name: len(read_split(path)) for name, path in paths.items()}
+    click.echo(f"wrote {paths['train']} ({counts['train']} ids) and {paths['val']} ({counts['val']} ids)")

@@ -291,3 +291,30 @@ def test_help_explains_with_an_example() -> None:
     result = CliRunner().invoke(main, ["data", "check", "--help"])
     assert result.exit_code == 0
     assert "edgeseg data check ../shared/data/isic2018" in result.output
+
+
+def test_data_split_writes_a_reproducible_split_and_never_overwrites(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseg.cli import main
+    from edgeseg.data import discover_samples, read_split
+    from edgeseg.synthetic import generate_dataset
+
+    root = tmp_path / "download"
+    generate_dataset(root, n=20, size=48, seed=3)
+    for split_file in (root / "splits").glob("*.txt"):
+        split_file.unlink()  # as the official ISIC download comes: no splits/
+
+    result = CliRunner().invoke(main, ["data", "split", str(root), "--val", "0.25", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    train, val = read_split(root / "splits" / "train.txt"), read_split(root / "splits" / "val.txt")
+    assert len(val) == 5 and len(train) == 15 and not set(train) & set(val)
+    assert set(train) | set(val) == {sample.id for sample in discover_samples(root)}
+    assert len(discover_samples(root, split="train")) == 15  # train reads them
+
+    again = CliRunner().invoke(main, ["data", "split", str(root), "--val", "0.25", "--seed", "1"])
+    assert again.exit_code == 1 and "already exist" in again.output and "--overwrite" in again.output
+    other = CliRunner().invoke(main, ["data", "split", str(root), "--val", "0.25", "--seed", "2", "--overwrite"])
+    assert other.exit_code == 0 and read_split(root / "splits" / "val.txt") != val
+    CliRunner().invoke(main, ["data", "split", str(root), "--val", "0.25", "--seed", "1", "--overwrite"])
+    assert read_split(root / "splits" / "val.txt") == val  # the same seed, the same split
