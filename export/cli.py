@@ -8,7 +8,7 @@ import click
 
 EXAMPLES = """\b
 Examples:
-  edgeseg export runs/lite0                      every form this host can build, checked on 32 val images
+  edgeseg export runs/lite0                      every form this host can build, checked on the val split
   edgeseg export runs/lite0 --fp16               fp32 + FP16 ONNX (+ FP16 TensorRT engine on a GPU host)
   edgeseg export runs/lite0 --int8 --calib ../shared/data/isic2018 --calib-n 128
   edgeseg export runs/lite0 --format engine      on the Jetson / GPU host: the FP16 engine
@@ -28,6 +28,19 @@ Read export-report.md beside the model; export-report.json holds the same for to
 DEFAULT_MODEL_OUT = "default-model-export"  # the installed default model's folder is not ours to write in
 
 
+def tolerance_options(command):
+    """One option per rule of the parity gate (--fp16-confident-flips ...), its default from Tolerances."""
+    import dataclasses
+
+    from edgeseg.export.parity import Tolerances, tolerance_help
+
+    for field in reversed(dataclasses.fields(Tolerances)):
+        flag = "--" + field.name.replace("_", "-")
+        command = click.option(flag, field.name, type=float, default=field.default, show_default=True,
+                               help=tolerance_help(field.name))(command)
+    return command
+
+
 def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
@@ -45,13 +58,8 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--dynamic", is_flag=True, help="ONNX with free batch, height and width (default: the card's static shape).")
 @click.option("--parity-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Parity images with masks: its splits/val.txt pairs, else all (default: the card's validation split).")
-@click.option("--parity-n", type=click.IntRange(1), default=32, show_default=True, help="Parity images.")
-@click.option("--fp32-max-dp", type=float, default=1e-4, show_default=True, help="fp32 ONNX: max |delta probability|.")
-@click.option("--fp16-mean-iou", type=float, default=0.995, show_default=True, help="FP16 forms: mean mask IoU with PyTorch.")
-@click.option("--fp16-min-iou", type=float, default=0.98, show_default=True, help="FP16 forms: min mask IoU with PyTorch.")
-@click.option("--fp16-dice", type=float, default=0.002, show_default=True, help="FP16 forms: max |delta Dice|.")
-@click.option("--int8-mean-iou", type=float, default=0.98, show_default=True, help="INT8 forms: mean mask IoU with PyTorch.")
-@click.option("--int8-dice", type=float, default=0.01, show_default=True, help="INT8 forms: max |delta Dice|.")
+@click.option("--parity-n", type=click.IntRange(1), help="Parity images, spread over the split (default: all of it).")
+@tolerance_options
 @click.option("--workspace-mib", type=click.IntRange(16), default=1024, show_default=True, help="TensorRT builder workspace.")
 @click.option("--keep-norm-fp32", is_flag=True,
               help="Keep normalisation and Resize layers in FP32 in the FP16 forms (done anyway when plain FP16 fails parity).")
@@ -59,10 +67,9 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
 def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
-                   calib: Path | None, calib_n: int, dynamic: bool, parity_data: Path | None, parity_n: int,
-                   fp32_max_dp: float, fp16_mean_iou: float, fp16_min_iou: float, fp16_dice: float,
-                   int8_mean_iou: float, int8_dice: float, workspace_mib: int, keep_norm_fp32: bool,
-                   simulate_fp16: int, latency_runs: int) -> None:
+                   calib: Path | None, calib_n: int, dynamic: bool, parity_data: Path | None, parity_n: int | None,
+                   workspace_mib: int, keep_norm_fp32: bool, simulate_fp16: int, latency_runs: int,
+                   **tolerances: float) -> None:
     """Export a training run to ONNX (fp32, FP16, INT8) and TensorRT, each checked against PyTorch.
 
     Every form runs on the same images through the runtime's preprocessing; its probabilities and
@@ -87,11 +94,7 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     options = ExportOptions(
         formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=parity_data, parity_n=parity_n,
         calib=calib, calib_n=calib_n, workspace_mib=workspace_mib, keep_norm_fp32=keep_norm_fp32,
-        simulate_fp16=simulate_fp16, latency_runs=latency_runs,
-        tolerances=Tolerances(
-            fp32_max_abs_probability=fp32_max_dp, fp16_mean_mask_iou=fp16_mean_iou, fp16_min_mask_iou=fp16_min_iou,
-            fp16_abs_delta_dice=fp16_dice, int8_mean_mask_iou=int8_mean_iou, int8_abs_delta_dice=int8_dice,
-        ),
+        simulate_fp16=simulate_fp16, latency_runs=latency_runs, tolerances=Tolerances(**tolerances),
     )
     report = export_run(run_dir, out_dir, options, echo=lambda line: click.echo(line, err=True))
     json_path, markdown_path = write_report(report)

@@ -26,7 +26,6 @@ FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "engine": "fp1
 FORMS = tuple(FORM_PRECISION)
 ENGINE_FORMS = ("engine", "engine-int8")
 SIMULATED_FP16 = "fp16-simulated"
-DEFAULT_PARITY_IMAGES = 32
 LATENCY_WARMUP = 2
 
 
@@ -40,7 +39,7 @@ class ExportOptions:
     explicit: frozenset[str] = frozenset()  # forms asked for by name: not building them is an error
     dynamic: bool = False
     parity_data: Path | None = None
-    parity_n: int = DEFAULT_PARITY_IMAGES
+    parity_n: int | None = None  # None: every image of the split
     calib: Path | None = None
     calib_n: int = 64
     tolerances: Tolerances = Tolerances()
@@ -289,14 +288,14 @@ def discover(root: Path, split: str, option: str) -> tuple[list, str]:
     return samples, chosen or "all"
 
 
-def spread(items: Sequence, n: int) -> list:
-    """n items evenly spaced over the sequence (all when it has no more than n)."""
-    if n >= len(items):
+def spread(items: Sequence, n: int | None) -> list:
+    """n items evenly spaced over the sequence (all when n is None or not less than their number)."""
+    if n is None or n >= len(items):
         return list(items)
     return [items[index * len(items) // n] for index in range(n)]
 
 
-def parity_samples(card: ModelCard, run_dir: Path, given: Path | None, n: int) -> tuple[list, dict]:
+def parity_samples(card: ModelCard, run_dir: Path, given: Path | None, n: int | None) -> tuple[list, dict]:
     root = data_root(card, run_dir, given, "--parity-data")
     samples, split = discover(root, "val", "--parity-data")
     chosen = spread(samples, n)

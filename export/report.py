@@ -97,7 +97,8 @@ def _verdict(row: dict) -> str:
     return "pass" if row["passed"] else "FAIL"
 
 
-TABLE_HEADER = ("form", "status", "gate", "size", "max|dp|", "mean IoU", "min IoU", "flipped", "Dice", "dDice", "thrJ", "ms/img")
+TABLE_HEADER = ("form", "status", "gate", "size", "max|dp|", "mean IoU", "min IoU", "flipped", "conf.flips",
+                "worst img flips", "Dice", "dDice", "thrJ", "dThrJ", "worst img dDice", "ms/img")
 
 
 def table_rows(data: dict) -> list[tuple[str, ...]]:
@@ -105,22 +106,38 @@ def table_rows(data: dict) -> list[tuple[str, ...]]:
     reference = data["reference"]
     if reference:
         accuracy = reference.get("accuracy") or {}
-        rows.append((f"{reference.get('name', 'pytorch-fp32')} (reference)", "-", "-", "-", "-", "-", "-", "-", _number(accuracy.get("dice")), "-",
-                     _number(accuracy.get("threshold_jaccard")), _number(reference.get("latency_ms"), 1)))
+        rows.append((f"{reference.get('name', 'pytorch-fp32')} (reference)", "-", "-", "-", "-", "-", "-", "-", "-", "-",
+                     _number(accuracy.get("dice")), "-", _number(accuracy.get("threshold_jaccard")), "-", "-",
+                     _number(reference.get("latency_ms"), 1)))
     for row in data["forms"]:
         parity = row["parity"] or {}
         rows.append((
             row["name"], row["status"], _verdict(row), _size(row["size_bytes"]),
             _number(parity.get("max_abs_probability"), 6), _number(parity.get("mean_mask_iou")),
             _number(parity.get("min_mask_iou")), _number(parity.get("flipped_fraction"), 5),
+            _number(parity.get("confident_flip_share"), 5), _number(parity.get("max_image_confident_flip_share"), 4),
             _number(parity.get("dice")), _number(parity.get("delta_dice"), 4),
-            _number(parity.get("threshold_jaccard")), _number(row["latency_ms"], 1),
+            _number(parity.get("threshold_jaccard")), _number(parity.get("delta_threshold_jaccard"), 4),
+            _number(-parity["largest_dice_loss"] if parity else None, 4), _number(row["latency_ms"], 1),
         ))
     return rows
 
 
 def terminal_table(data: dict) -> str:
     return text_table([TABLE_HEADER, *table_rows(data)])
+
+
+def tolerance_lines(tolerances: dict) -> list[str]:
+    lines = [f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
+             f"- confident pixels: |p - threshold| >= {tolerances['confident_margin']:g}"]
+    for precision in ("fp16", "int8"):
+        rule = {name[len(precision) + 1:]: value for name, value in tolerances.items() if name.startswith(precision)}
+        lines.append(
+            f"- {precision.upper()} forms: confident pixels flipped <= {rule['confident_flips']:g} of all and "
+            f"<= {rule['image_confident_flips']:g} in any image; |delta Dice| <= {rule['abs_delta_dice']:g}; "
+            f"|delta thresholded Jaccard| <= {rule['abs_delta_threshold_jaccard']:g}; Dice lost on any image "
+            f"<= {rule['image_dice_loss']:g}")
+    return [*lines, "- every form: no NaN or Inf"]
 
 
 def markdown(report: ExportReport, data: dict | None = None) -> str:
@@ -139,9 +156,11 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         "",
         "max|dp|: largest |probability difference| to PyTorch over all pixels and images. mean/min IoU: mask IoU "
         "with PyTorch's mask per image (both empty = 1.0). flipped: mean share of pixels whose mask value differs. "
-        "Dice, thrJ: mean ISIC Dice and thresholded Jaccard against ground truth at original resolution; dDice: "
-        "change from PyTorch's. ms/img: median of a few inference calls (batch 1, preprocessing excluded): a quick "
-        "figure, see benchmarks/ for measured latency.",
+        "conf.flips: share of the confident pixels (those PyTorch is sure of: |p - threshold| >= the margin) that "
+        "flipped, over all images; worst img flips: the largest such share in one image. "
+        "Dice, thrJ: mean ISIC Dice and thresholded Jaccard against ground truth at original resolution; dDice, "
+        "dThrJ: change from PyTorch's; worst img dDice: the most Dice one image lost. ms/img: median of a few "
+        "inference calls (batch 1, preprocessing excluded): a quick figure, see benchmarks/ for measured latency.",
         "",
     ]
     if data["failures"]:
@@ -150,16 +169,8 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
     reasons = [(row["name"], f"{row['status']}: {row['reason']}") for row in data["forms"] if row["reason"]]
     if notes or reasons:
         lines += ["## Notes", "", *(f"- {name}: {text}" for name, text in reasons + notes), ""]
-    tolerances = data["tolerances"]
+    lines += ["## Tolerances (each an option of `edgeseg export`)", "", *tolerance_lines(data["tolerances"]), ""]
     lines += [
-        "## Tolerances",
-        "",
-        f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
-        f"- FP16 forms: mean mask IoU >= {tolerances['fp16_mean_mask_iou']:g}, min >= {tolerances['fp16_min_mask_iou']:g}, "
-        f"|delta Dice| <= {tolerances['fp16_abs_delta_dice']:g}",
-        f"- INT8 forms: mean mask IoU >= {tolerances['int8_mean_mask_iou']:g}, |delta Dice| <= {tolerances['int8_abs_delta_dice']:g}",
-        "- every form: no NaN or Inf",
-        "",
         "## Verified on which hardware",
         "",
         *(f"- {line}" for line in describe_host(host)),

@@ -15,10 +15,11 @@ from edgeseg.cli import main
 onnx = pytest.importorskip("onnx")
 
 # The tiny test model (64 px, 32-channel decoder, 60 Adam steps) has soft decision margins: INT8's
-# rounding in its encoder moves ~6% of its mask (mean IoU with PyTorch ~0.94 here), which the default
-# INT8 gate (0.98) would reject. These relaxed INT8 tolerances say only that the INT8 path runs and
-# stays close; the default gate is for trained models on real images (see benchmarks/).
-RELAXED_INT8 = ["--int8-mean-iou", "0.85", "--int8-dice", "0.05"]
+# rounding in its encoder moves several % of its mask, which the default INT8 gate (made for trained
+# models on real images, see benchmarks/README.md) would reject. These relaxed INT8 tolerances say only
+# that the INT8 path runs and stays close.
+RELAXED_INT8 = ["--int8-confident-flips", "0.05", "--int8-image-confident-flips", "0.2", "--int8-abs-delta-dice", "0.05",
+                "--int8-abs-delta-threshold-jaccard", "0.2", "--int8-image-dice-loss", "0.3"]
 
 
 def run_cli(*args: str):
@@ -82,7 +83,8 @@ def test_parity_figures_are_meaningful(exported):
     assert onnx_parity["max_abs_probability"] <= 1e-4 and onnx_parity["mean_mask_iou"] == 1.0
     fp16 = form(report, "fp16")["parity"]
     assert 0 < fp16["max_abs_probability"] < 0.05  # FP16 really ran in reduced precision, and stayed close
-    assert fp16["mean_mask_iou"] >= 0.995 and abs(fp16["delta_dice"]) <= 0.002
+    assert fp16["mean_mask_iou"] >= 0.99 and abs(fp16["delta_dice"]) <= 0.002
+    assert fp16["confident_flip_share"] <= 0.0005 and "max_image_confident_flip_share" in fp16
     # The trained reference finds lesions, so mask IoU is not the trivial empty-vs-empty 1.0.
     assert fp16["reference_empty_masks"] == 0 and fp16["reference_dice"] > 0.3
     assert form(report, "int8")["parity"]["nonfinite_images"] == []
@@ -149,7 +151,7 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
 def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(trained_run_dir: Path, tmp_path: Path):
     # An unreachable FP16 tolerance forces the fallback path: rebuild once with norms in FP32, re-check.
     result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "fp16",
-                     "--fp16-mean-iou", "1.5", "--latency-runs", "1")
+                     "--fp16-abs-delta-dice", "-1", "--latency-runs", "1")
     assert result.exit_code == 1
     assert "rebuilding with normalisation and Resize layers in FP32" in result.output
     row = form(json.loads((tmp_path / "export-report.json").read_text()), "fp16")
