@@ -1,8 +1,12 @@
 """The INT8 ONNX form: onnxruntime static quantization (QDQ), calibrated on real images.
 
-Activations are QUInt8 and weights QInt8 per output channel; on this kind of CPU (AVX2, no VNNI)
-U8 activations with S8 weights is the fast combination. Calibration images go through the same
-``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
+Weights are QInt8 per output channel. Activations are QUInt8 by default ("u8": on CPUs without VNNI,
+U8 activations with S8 weights is the fast combination), or symmetric QInt8 ("s8": zero points 0,
+the only Q/DQ TensorRT's ONNX parser accepts). Ranges come from percentile calibration (default),
+MinMax or entropy: on the default model percentile lost the least (benchmarks/results/int8-options-cpu.md),
+at the same speed; S8 activations were 2x slower than U8 on an AVX2 CPU, so they are for TensorRT only. Calibration images go
+through the same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model
+will see.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from edgeseg.files import atomic_output, read_image
 from edgeseg.preprocess import preprocess
 
 DEFAULT_CALIBRATION_IMAGES = 64
+ACTIVATIONS = ("u8", "s8")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
 
 
 def export_int8(
@@ -25,6 +31,8 @@ def export_int8(
     path: str | Path,
     calibration_images: Sequence[Path],
     progress: bool = False,
+    activations: str = "u8",
+    calibration: str = "percentile",
 ) -> Path:
     """Quantize the fp32 ONNX at ``onnx_path`` to a QDQ INT8 model at ``path``, with the card embedded."""
     import onnx
@@ -33,6 +41,11 @@ def export_int8(
 
     if not calibration_images:
         raise ValueError("INT8 calibration needs at least one image; pass --calib DIR with images in it")
+    if activations not in ACTIVATIONS or calibration not in CALIBRATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS} and calibration one of {CALIBRATIONS}")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    symmetric = activations == "s8"
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as scratch:
         # Shape inference and graph folding first, as onnxruntime advises: quantization then sees
@@ -46,10 +59,11 @@ def export_int8(
                 str(temporary),
                 reader,
                 quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=methods[calibration],
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
             )
             proto = onnx.load(str(temporary))
             onnx.checker.check_model(proto, full_check=True)

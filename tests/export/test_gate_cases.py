@@ -86,3 +86,21 @@ def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passe
     assert not parity.passed, parity
     assert any(rule in message for message in parity.breaches
                for rule in ("confident pixels flipped", "Dice", "NaN")), parity.breaches
+
+
+def test_symmetric_int8_has_only_zero_points_of_zero(fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
+    """TensorRT's ONNX parser takes only symmetric Q/DQ: the "s8" form must have no other zero point."""
+    from edgeseg.export.int8_export import export_int8
+    from edgeseg.runtime.model_file import read_card
+
+    card = read_card(fp32_onnx)
+    images = [sample.image for sample in discover_samples(synthetic_dir, split="train")[:4]]
+    zero_points = {}
+    for activations in ("u8", "s8"):
+        proto = onnx.load(str(export_int8(fp32_onnx, card, tmp_path / f"{activations}.onnx", images,
+                                          activations=activations)))
+        initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+        zero_points[activations] = [initializers[node.input[2]] for node in proto.graph.node
+                                    if node.op_type == "QuantizeLinear" and len(node.input) > 2]
+    assert zero_points["s8"] and all(point.dtype == np.int8 and not point.any() for point in zero_points["s8"])
+    assert any(point.dtype == np.uint8 and point.any() for point in zero_points["u8"])  # asymmetric activations
