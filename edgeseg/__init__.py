@@ -6,6 +6,16 @@ imports nothing above it. The parts stand on it: ``edgeseg.train`` (torch) and `
 (onnxruntime or TensorRT, never torch); ``edgeseg.evaluate`` (eval, bench, ``open_model``) on both;
 ``edgeseg.export`` on all three; the command line (``edgeseg.cli``) and ``edgeseg.demo`` on top.
 The layers are checked by import-linter (``.importlinter``).
+
+This module is also the Python front door, for notebooks and scripts::
+
+    import edgeseg
+    segmenter = edgeseg.load()                  # the default model; or a model.onnx, an engine, a run directory
+    result = segmenter.segment_file("lesion.jpg")   # or segmenter.segment(bgr_array)
+    result.mask, result.probability, result.measurements.area_px
+
+``load`` opens any model form through ``edgeseg.evaluate.models.open_model`` (imported when called, so
+``import edgeseg`` stays light and never imports torch).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -14,3 +24,33 @@ try:
     __version__ = version("edgeseg")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
+
+__all__ = ["Segmentation", "Segmenter", "load", "__version__"]
+
+
+def load(model=None, backend: str = "auto", **options):
+    """A Segmenter for ``model`` (default: the model that ships with edgeseg) on ``backend``.
+
+    ``model`` is an edgeseg ONNX, a TensorRT engine with its sidecar, or a training run directory
+    (needs PyTorch); ``backend`` one of ``edgeseg.names.BACKENDS``; ``options`` go to
+    ``edgeseg.evaluate.models.open_model`` (size, keep_largest, mm_per_px, threads).
+
+    >>> import numpy as np, edgeseg
+    >>> with edgeseg.load(backend="onnxruntime-cpu") as segmenter:
+    ...     result = segmenter.segment(np.full((480, 640, 3), 180, np.uint8))
+    >>> result.mask.shape
+    (480, 640)
+    """
+    from edgeseg.evaluate.models import open_model
+    from edgeseg.names import default_model_path
+
+    return open_model(default_model_path() if model is None else model, backend, **options)
+
+
+def __getattr__(name: str):
+    # The Segmenter pulls in OpenCV; import it only when asked for, so `edgeseg --version` stays fast.
+    if name in ("Segmenter", "Segmentation"):
+        from edgeseg import segmenter
+
+        return getattr(segmenter, name)
+    raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")

@@ -18,6 +18,7 @@ logits and finish them later (export parity), without reaching into the Segmente
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -136,6 +137,12 @@ class Segmenter:
     def segment(self, bgr: np.ndarray) -> Segmentation:
         """All three stages for one image."""
         return self.finish(self.infer(self.prepare(bgr)))
+
+    def segment_file(self, path: str | os.PathLike) -> Segmentation:
+        """Segment an image file (read as the data and the runtime read it); ImageReadError names a bad file."""
+        from edgeseg.files import read_image
+
+        return self.segment(read_image(path))
 
 
 def _ms_since(started: float) -> float:
