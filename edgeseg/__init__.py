@@ -15,15 +15,11 @@ This module is also the Python front door, for notebooks and scripts::
     result.mask, result.probability, result.measurements.area_px
 
 ``load`` opens any model form through ``edgeseg.evaluate.models.open_model`` (imported when called, so
-``import edgeseg`` stays light and never imports torch).
+``import edgeseg`` stays light and never imports torch). The parts never import this facade (they take
+the version from ``edgeseg.version``), so it may reach every layer without bending the layering.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("edgeseg")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from edgeseg.version import __version__
 
 __all__ = ["Segmentation", "Segmenter", "load", "__version__"]
 
@@ -50,7 +46,7 @@ def load(model=None, backend: str = "auto", **options):
 def __getattr__(name: str):
     # The Segmenter pulls in OpenCV; import it only when asked for, so `edgeseg --version` stays fast.
     if name in ("Segmenter", "Segmentation"):
-        from edgeseg import segmenter
+        import edgeseg.segmenter
 
-        return getattr(segmenter, name)
+        return getattr(edgeseg.segmenter, name)
     raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")

@@ -17,7 +17,7 @@ import traceback
 
 import click
 
-from edgeseg import __version__
+from edgeseg.version import __version__
 from edgeseg.errors import EXIT_BUG, EdgesegError
 
 BUG_REPORT = (

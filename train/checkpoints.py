@@ -160,7 +160,7 @@ def versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    from edgeseg import __version__
+    from edgeseg.version import __version__
 
     return {"edgeseg": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "torchvision": torchvision.__version__, "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
