@@ -62,8 +62,8 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
                    "Dice loss, Adam lr 1e-4 -> 1e-5 after epoch 10, 20 epochs.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs [40; with --time-budget, the most it may run].")
 @click.option("--time-budget", "time_budget_minutes", type=click.FloatRange(0, min_open=True),
-              help="Minutes of training: after epoch 1 the run plans how many epochs fit (the cosine schedule ends "
-                   "with them) and stops cleanly if time runs out.")
+              help="Minutes of training: after every epoch the run re-plans how many epochs fit at the recent pace "
+                   "(the cosine schedule ends with them) and stops cleanly if time runs out.")
 @click.option("--batch-size", type=click.IntRange(1), help="Images per step (per process under torchrun) [8].")
 @click.option("--size", type=INPUT_SIZE,
               help="Network input: one number or HEIGHTxWIDTH, multiples of 32 [256].")
