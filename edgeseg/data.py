@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgeseg.errors import EdgesegError
+from edgeseg.files import pixel_limit_problem
 from edgeseg.names import IMAGE_SUFFIXES
 
 MASK_SUFFIX = ".png"
@@ -325,7 +326,13 @@ def _load(path: Path, flags: int) -> tuple[np.ndarray | None, bytes, Problem | N
     missing = _missing_end(data)
     if missing:
         return None, data, Problem("truncated", path, f"the file is cut short: it ends without its {missing}", refetch)
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    too_large = pixel_limit_problem(data[:65536])
+    if too_large:
+        return None, data, Problem("unreadable", path, too_large, "replace the file, or remove the pair")
+    try:
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as error:
+        return None, data, Problem("unreadable", path, f"OpenCV refused to decode it ({error})", refetch)
     if array is None:
         message = "OpenCV cannot decode it (corrupt or an unknown format)"
         return None, data, Problem("unreadable", path, message, refetch)

@@ -50,18 +50,61 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above the largest dermoscopy camera, far below a decompression bomb
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
+
+
+def max_pixels() -> int:
+    """The most pixels edgeseg decodes from one image file: EDGESEG_MAX_PIXELS, or 200 million."""
+    return int(os.environ.get("EDGESEG_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as a PNG or JPEG header states it, read before any decoding; None if not found."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 9 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in JPEG_FRAME_MARKERS:
+            return int.from_bytes(data[position + 7:position + 9], "big"), int.from_bytes(data[position + 5:position + 7], "big")
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return None
+
+
+def pixel_limit_problem(data: bytes) -> str | None:
+    """Why an image file must not be decoded (its header claims too many pixels), or None."""
+    size = header_size(data)
+    limit = max_pixels()
+    if size is None or size[0] * size[1] <= limit:
+        return None
+    return (f"its header claims {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), more than edgeseg "
+            f"decodes ({limit / 1e6:.0f} MP): a decompression bomb or a corrupt header. If the image is real, "
+            f"downscale it or raise EDGESEG_MAX_PIXELS")
+
+
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) -> np.ndarray:
     """Decode an image file (BGR for colour), raising ImageReadError that names the file.
 
     EXIF orientation is ignored: ISIC masks are drawn on the stored pixel grid, and the checker,
-    training and the runtime must all see the same grid.
+    training and the runtime must all see the same grid. The header's size is checked against
+    ``max_pixels()`` before anything is decoded.
     """
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    image = cv2.imdecode(data, flags) if data.size else None
+    problem = pixel_limit_problem(data[:65536].tobytes())
+    if problem:
+        raise ImageReadError(f"{path}: {problem}")
+    try:
+        image = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error as error:
+        raise ImageReadError(f"{path}: OpenCV refused to decode it ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
         raise ImageReadError(f"{path}: not a readable image (empty, corrupt or of an unknown format)")
     return image

@@ -58,3 +58,50 @@ def test_a_bug_is_shown_as_a_bug_and_debug_shows_any_traceback(monkeypatch, tmp_
     assert CliRunner().invoke(main, ["data", "check", str(tmp_path)]).output.strip() == "Error: fixable"
     debug = CliRunner().invoke(main, ["--debug", "data", "check", str(tmp_path)])
     assert isinstance(debug.exception, EdgesegError)
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A PNG whose header claims width x height pixels, followed by a tiny, meaningless body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_image_headers_are_read_without_decoding():
+    import cv2
+    import numpy as np
+
+    from edgeseg.files import header_size
+
+    image = np.zeros((37, 53, 3), np.uint8)
+    for suffix in (".png", ".jpg"):
+        assert header_size(cv2.imencode(suffix, image)[1].tobytes()) == (53, 37)
+    assert header_size(bomb_png()) == (100_000, 100_000)
+    assert header_size(b"not an image") is None
+
+
+@pytest.mark.parametrize("command", ["data", "train", "eval"])
+def test_a_decompression_bomb_is_refused_by_name_before_decoding(command, synthetic_dir, tiny_onnx, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    victim = sorted((data / "ISIC2018_Task1-2_Training_Input").iterdir())[0]
+    bomb = victim.with_suffix(".png")
+    victim.unlink()
+    bomb.write_bytes(bomb_png())
+    arguments = {
+        "data": ["data", "check", str(data)],
+        "train": ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--size", "64",
+                  "--encoder-weights", "none", "--no-progress"],
+        "eval": ["eval", "--model", str(tiny_onnx), "--data", str(data), "--split", "all"],
+    }[command]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert bomb.name in result.output and "decompression bomb" in result.output
