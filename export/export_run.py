@@ -193,11 +193,11 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
 
 def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions) -> FormResult:
     """The fp32 ONNX every other form starts from; given, when the source is an ONNX already."""
-    from edgeseg.export.onnx_export import export_onnx
-
     if is_onnx(source):
         return FormResult("onnx", "fp32", path=source, status="skipped",
                           reason="given: the reference the other forms are checked against")
+    from edgeseg.export.onnx_export import export_onnx
+
     path = out_dir / ONNX_FILENAMES["onnx"]
     return attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic), card)
 

@@ -1,14 +1,20 @@
-"""The fp32 ONNX form: the trained network exported with its card in the metadata."""
+"""The fp32 ONNX form: the trained network exported with its card in the metadata.
+
+PyTorch is imported inside ``export_onnx`` only: the other forms import ``set_card_metadata`` from
+here, and on a Jetson (no PyTorch) they are built from an existing ONNX.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from edgeseg.card import ModelCard
 from edgeseg.files import atomic_output
 from edgeseg.names import CARD_METADATA_KEY
+
+if TYPE_CHECKING:
+    import torch
 
 OPSET = 20
 
@@ -21,6 +27,7 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynam
     took over ten minutes for a dynamic-shape export of this network.
     """
     import onnx
+    import torch
 
     height, width = card.input_size
     names = card.tensor_names
