@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.names import RUNTIME_BACKENDS, is_engine
-from edgeseg.runtime.model_file import REBUILD_FIX, RuntimeModelError, check_engine_host, read_engine_info, read_onnx_info
+from edgeseg.runtime.model_file import (
+    REBUILD_FIX,
+    RuntimeModelError,
+    check_engine_host,
+    read_engine_info,
+    read_onnx_info,
+    sha256_of,
+)
 from edgeseg.segmenter import Backend, BackendUnavailable, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
@@ -43,6 +50,16 @@ class _ContextManager:
 
     def close(self) -> None:
         pass
+
+
+def tensorrt_cache_dir(onnx_path: Path, precision: str) -> Path:
+    """onnxruntime's TensorRT engine cache for this very model file and precision.
+
+    onnxruntime keys its engine cache by graph names and versions, not by weights, so one folder for
+    every model would run a retrained model on the old model's engine. A folder per ONNX sha256 cannot.
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeseg" / "onnxruntime-tensorrt"
+    return base / f"{sha256_of(onnx_path)[:16]}-{precision}"
 
 
 class OnnxRuntimeBackend(_ContextManager):
@@ -93,11 +110,16 @@ class OnnxRuntimeBackend(_ContextManager):
         if device == "cuda":
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         # Building a TensorRT engine takes minutes; the cache makes later starts take seconds.
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeseg" / "onnxruntime-tensorrt"
+        cache = tensorrt_cache_dir(path, self.precision)
+        if not any(cache.glob("*.engine")):
+            log.info("onnxruntime-tensorrt: building TensorRT engines for %s (the first start takes minutes; cached in %s)",
+                     path.name, cache)
         cache.mkdir(parents=True, exist_ok=True)
         options = {
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,  # layer timings, valid across models: shared
+            "trt_timing_cache_path": str(cache.parent / "timing"),
             "trt_fp16_enable": self.precision in ("fp16", "int8"),
             "trt_int8_enable": self.precision == "int8",  # the QDQ nodes carry the scales: no calibration
         }

@@ -102,3 +102,16 @@ def test_tensorrt_engine_agrees_with_cpu(tiny_onnx: Path, tiny_card: ModelCard, 
     probability = 1 / (1 + np.exp(-first))
     expected = 1 / (1 + np.exp(-reference))
     assert np.abs(probability - expected).max() < 0.02
+
+
+def test_tensorrt_provider_cache_is_keyed_by_the_model_file_and_precision(tiny_onnx: Path, tmp_path: Path, monkeypatch):
+    """A retrained model must never run on the engine onnxruntime cached for the old one."""
+    from edgeseg.runtime.backends import tensorrt_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    retrained = tmp_path / "model.onnx"
+    retrained.write_bytes(tiny_onnx.read_bytes() + b"\0")  # same names and shapes, other bytes
+    first = tensorrt_cache_dir(tiny_onnx, "fp16")
+    assert first == tensorrt_cache_dir(tiny_onnx, "fp16") and first.is_relative_to(tmp_path / "cache")
+    assert tensorrt_cache_dir(retrained, "fp16") != first
+    assert tensorrt_cache_dir(tiny_onnx, "int8") != first
