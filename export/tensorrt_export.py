@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +24,8 @@ from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.files import write_bytes_atomic, write_text_atomic
 from edgeseg.runtime.model_file import sha256_of, sidecar_path
+
+log = logging.getLogger("edgeseg.export")
 
 PRECISIONS = ("fp16", "int8")
 DEFAULT_WORKSPACE_MIB = 1024
@@ -139,11 +142,12 @@ def build_engine(
     _use_timing_cache(config, cache_path)
     engine_bytes, build_seconds = _build_serialized_engine(builder, network, config, precision, onnx_path)
 
-    write_bytes_atomic(engine_path, engine_bytes)
-    write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     sidecar = _engine_sidecar(card, onnx_path, engine_bytes, trt.__version__, gpu, precision, build_seconds,
                               workspace_mib)
+    # The engine and its sidecar straight after each other: the runtime refuses an engine without one.
+    write_bytes_atomic(engine_path, engine_bytes)
     write_text_atomic(sidecar_path(engine_path), json.dumps(sidecar, indent=2) + "\n")
+    _save_timing_cache(config, cache_path)
     return engine_path
 
 
@@ -182,9 +186,23 @@ def _builder_config(trt, builder, network, card: ModelCard, precision: str, work
 
 
 def _use_timing_cache(config, cache_path: Path) -> None:
-    """Start from an earlier build's timing cache, if there is one, so tactic timing is not redone."""
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    """Start from an earlier build's timing cache, if there is one and TensorRT takes it; else from none."""
+    try:
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        accepted = config.set_timing_cache(cache, ignore_mismatch=False)
+    except (OSError, RuntimeError, TypeError) as error:
+        log.warning("%s: timing cache not usable (%s); building without it", cache_path, error)
+        accepted = False
+    if not accepted:
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def _save_timing_cache(config, cache_path: Path) -> None:
+    """Keep the build's tactic timings for the next build; losing them only costs time, never the engine."""
+    try:
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    except (OSError, RuntimeError) as error:
+        log.warning("%s: could not save the timing cache (%s); the engine is built", cache_path, error)
 
 
 def _build_serialized_engine(builder, network, config, precision: str, onnx_path: Path) -> tuple[bytes, float]:

@@ -157,9 +157,13 @@ class FakeConfig:
     def create_timing_cache(self, data: bytes) -> FakeTimingCache:
         return FakeTimingCache(data)
 
-    def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> None:
+    def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
+        """As TensorRT's: False when it refuses the cache (here: one whose bytes say it is corrupt)."""
         assert ignore_mismatch is False
+        if cache.data.startswith(b"corrupt"):
+            return False
         self.cache = cache
+        return True
 
     def get_timing_cache(self) -> FakeTimingCache:
         return self.cache
@@ -320,3 +324,12 @@ def test_engine_parity(trained_run_dir: Path, tmp_path: Path):
     engine = next(form for form in report["forms"] if form["name"] == "engine")
     assert engine["status"] == "built", engine["reason"]
     assert engine["passed"] is True and result.exit_code == 0, result.output
+
+
+def test_a_corrupt_timing_cache_is_set_aside_and_the_engine_still_builds(fake_build, tmp_path: Path):
+    fake_build()
+    cache_path = tmp_path / "model.trt10.3.sm87.timing.cache"
+    cache_path.write_bytes(b"corrupt bytes")
+    engine = build_engine(tmp_path / "model.onnx", ModelCard(input_size=(64, 64)), tmp_path, precision="fp16")
+    assert engine.read_bytes() == b"ENGINE" and sidecar_path(engine).is_file()
+    assert cache_path.read_bytes() == b"+tuned"  # rebuilt from an empty cache, then saved over the corrupt one
