@@ -233,12 +233,16 @@ def _engine_sidecar(card: ModelCard, onnx_path: Path, engine_bytes: bytes, tenso
 
 
 def _pin_norm_layers_fp32(trt, network) -> int:
-    """Set float32 precision on normalisation and resize layers; returns how many were pinned."""
+    """Set float32 precision on normalisation and resize layers; returns how many were pinned.
+
+    Chosen by layer type alone: TensorRT's ONNX parser makes an InstanceNormalization a NORMALIZATION
+    layer, while a match on names would also catch the constants and element-wise layers around it.
+    """
     kinds = {trt.LayerType.NORMALIZATION, trt.LayerType.RESIZE}
     pinned = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if layer.type in kinds or "Normalization" in layer.name:
+        if layer.type in kinds:
             layer.precision = trt.float32
             for output in range(layer.num_outputs):
                 layer.set_output_type(output, trt.float32)

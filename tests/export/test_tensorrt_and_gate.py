@@ -122,7 +122,8 @@ class FakeLayer:
 class FakeNetwork:
     def __init__(self, input_shape: tuple[int, ...]):
         self.layers = [FakeLayer("CONVOLUTION", "conv"), FakeLayer("RESIZE", "up"),
-                       FakeLayer("ELEMENTWISE", "/decoder/Normalization_1")]
+                       FakeLayer("NORMALIZATION", "/decoder/InstanceNormalization"),
+                       FakeLayer("CONSTANT", "/decoder/Normalization_scale")]  # a name match would catch it
         self.num_layers = len(self.layers)
         self.input = SimpleNamespace(name="image", shape=input_shape)
 
@@ -241,7 +242,7 @@ def test_int8_engine_build_with_fp32_pinning_profile_and_timing_cache(fake_build
     assert cache_path.read_bytes() == b"earlier+tuned"
     config, network = trt.built["config"], trt.built["network"]
     assert config.flags == {"FP16", "INT8", "OBEY"} and config.pools == {"WORKSPACE": 512 << 20}
-    assert [layer.precision for layer in network.layers] == [None, "float32", "float32"]
+    assert [layer.precision for layer in network.layers] == [None, "float32", "float32", None]
     assert network.layers[1].output_types == {0: "float32", 1: "float32"}
     assert [profile.shapes for profile in config.profiles] == [{"image": ((1, 3, 64, 64),) * 3}]
     sidecar = json.loads(sidecar_path(engine).read_text())
