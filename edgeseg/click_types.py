@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from edgeseg.card import CardError, parse_input_size
@@ -26,8 +28,6 @@ INPUT_SIZE = InputSize()
 
 def model_or_default(model):
     """The model a command was given, or, when none was, edgeseg's default model, said in one line on stderr."""
-    from pathlib import Path
-
     from edgeseg.names import DefaultModelMissing, default_model_path
 
     if model is not None:

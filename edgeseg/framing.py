@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edgeseg.preprocess import interpolation_flag
+
 # The frame shapes of dermatoscope cameras (width / height); 1.0 is the square crop itself.
 CAMERA_ASPECTS = (1.0, 4 / 3, 3 / 2)
 
@@ -100,12 +102,13 @@ def vignette(image: np.ndarray, strength: float) -> np.ndarray:
     return (image.astype(np.float32) * gain).round().astype(image.dtype)
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask stretched to (height, width), as the runtime stretches a frame to the network input.
+def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int,
+                interpolation: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask stretched to (height, width) with the card's ``interpolation``, as the runtime stretches a frame.
 
-    The mask is area-averaged and cut at 0.5, so thin parts are not lost to aliasing.
+    The mask is resized the same way and cut at 0.5, so thin parts are not lost to aliasing.
     """
-    size = (width, height)
-    resized_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    resized_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) >= 0.5
+    size, flag = (width, height), interpolation_flag(interpolation)
+    resized_image = cv2.resize(image, size, interpolation=flag)
+    resized_mask = cv2.resize(mask.astype(np.float32), size, interpolation=flag) >= 0.5
     return resized_image, resized_mask

@@ -35,7 +35,7 @@ BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
 # Which backends can run which kind of model: a run directory ("torch"), an ONNX, an engine.
 BACKENDS_FOR_KIND = {
     "torch": ("auto", *TORCH_BACKENDS),
-    "onnx": ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt"),
+    "onnx": ("auto", *(name for name in RUNTIME_BACKENDS if name.startswith("onnxruntime-"))),
     "engine": ("auto", "tensorrt"),
 }
 

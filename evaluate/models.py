@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
-from edgeseg.names import BACKENDS_FOR_KIND, ENGINE_SUFFIXES, ONNX_FILENAMES, is_run_dir, model_kind
+from edgeseg.names import BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
 from edgeseg.segmenter import BackendUnavailable, Segmenter
 
 
@@ -45,26 +45,23 @@ def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, 
         raise BackendUnavailable(
             f"{path}: a {describe_kind(kind)} runs on {', '.join(BACKENDS_FOR_KIND[kind])}, not on {backend}")
     if kind == "torch":
-        segmenter = open_torch(path, backend, size)
+        opened = open_torch(path, backend, size)
     else:
         from edgeseg.runtime.backends import open_backend
 
         opened = open_backend(path, backend, threads=threads)
-        card = opened.card
-        if size is not None and takes_any_size(opened):
-            card = card.replace(input_size=size)
-        segmenter = Segmenter(opened, card)
-    if keep_largest is None and mm_per_px is None:
-        return segmenter
-    return Segmenter(segmenter.backend, segmenter.card, keep_largest=keep_largest, mm_per_px=mm_per_px)
+    card = opened.card  # a run directory's already at ``size``: TorchBackend checks its input against it
+    if size is not None and takes_any_size(opened):
+        card = card.replace(input_size=size)
+    return Segmenter(opened, card, keep_largest=keep_largest, mm_per_px=mm_per_px)
 
 
 def describe_kind(kind: str) -> str:
     return {"torch": "training run (PyTorch)", "onnx": "ONNX model", "engine": "TensorRT engine"}[kind]
 
 
-def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None) -> Segmenter:
-    """A Segmenter over PyTorch eager for a run directory, on the CPU or the GPU."""
+def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None):
+    """A TorchBackend (PyTorch eager) for a run directory, on the CPU or the GPU, at ``size`` if given."""
     try:
         import torch
 
@@ -81,7 +78,7 @@ def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None) -> Seg
     model, card = load_model(run_dir)
     if size is not None:
         card = card.replace(input_size=size)
-    return Segmenter(TorchBackend(model, card, device=device), card)
+    return TorchBackend(model, card, device=device)
 
 
 def takes_any_size(backend) -> bool:
@@ -111,7 +108,7 @@ def forms_in_directory(directory: Path) -> list[Form]:
     known = {name: rank for rank, name in enumerate(ONNX_FILENAMES.values())}
     onnx_files = sorted(directory.glob("*.onnx"), key=lambda p: (known.get(p.name, len(known)), p.name))
     forms += [Form(path.name, path, "onnx") for path in onnx_files]
-    engines = sorted(p for p in directory.iterdir() if p.suffix.lower() in ENGINE_SUFFIXES and p.is_file())
+    engines = sorted(p for p in directory.iterdir() if is_engine(p) and p.is_file())
     forms += [Form(path.name, path, "engine") for path in engines]
     return forms
 

@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from edgeseg.card import ModelCard
+from edgeseg.card import ModelCard, Preprocessing
 from edgeseg.data import Sample
 from edgeseg.files import read_image, read_mask
+from edgeseg.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
 from edgeseg.preprocess import preprocess, resize_to_input
 
 
@@ -32,6 +33,7 @@ class TrainImages:
     ids: list[str]
     images: torch.Tensor
     masks: torch.Tensor
+    interpolation: str = Preprocessing().interpolation  # the card's, with which camera framing stretches a frame
 
 
 @dataclass
@@ -58,7 +60,7 @@ def decode_train(samples: list[Sample], card: ModelCard, progress: bool = True) 
         masks[index, 0] = torch.from_numpy(resize_mask(read_mask(sample.mask), card))
     if card.preprocessing.color_order != "RGB":
         images = images.flip(1)
-    return TrainImages([sample.id for sample in samples], images, masks)
+    return TrainImages([sample.id for sample in samples], images, masks, card.preprocessing.interpolation)
 
 
 def decode_val(samples: list[Sample], card: ModelCard, progress: bool = True) -> ValImages:
@@ -80,7 +82,8 @@ def normalize_batch(images: torch.Tensor, card: ModelCard) -> torch.Tensor:
     return images.float() * gain - offset
 
 
-def build_augmentation(square: bool, strength: float = 1.0, camera_framing: float = 0.0) -> torch.nn.Module:
+def build_augmentation(square: bool, strength: float = 1.0, camera_framing: float = 0.0,
+                       interpolation: str = Preprocessing().interpolation) -> torch.nn.Module:
     """Augmentation that suits dermoscopy: any orientation, some zoom and shift, colour and lighting changes.
 
     ``camera_framing`` is the share of samples placed inside a full camera frame first (CameraFraming):
@@ -89,7 +92,7 @@ def build_augmentation(square: bool, strength: float = 1.0, camera_framing: floa
     """
     from torchvision.transforms import v2
 
-    framing = [CameraFraming(camera_framing)] if camera_framing > 0 else []
+    framing = [CameraFraming(camera_framing, interpolation)] if camera_framing > 0 else []
     geometric = [*framing, v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if square:
         # A dermoscope has no "up": any of the four right-angle rotations (exact, no interpolation).
@@ -118,14 +121,12 @@ class CameraFraming(torch.nn.Module):
     from torch's generator, so a resumed run draws the same ones.
     """
 
-    def __init__(self, p: float, max_zoom: float = 2.5) -> None:
+    def __init__(self, p: float, interpolation: str = Preprocessing().interpolation, max_zoom: float = 2.5) -> None:
         super().__init__()
-        self.p, self.max_zoom = p, max_zoom
+        self.p, self.interpolation, self.max_zoom = p, interpolation, max_zoom
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision import tv_tensors
-
-        from edgeseg.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
 
         draws = torch.rand(6).tolist()  # always six, so the random stream does not depend on the image
         if draws[5] >= self.p or touches_border(mask[0].numpy()):
@@ -136,7 +137,7 @@ class CameraFraming(torch.nn.Module):
         height, width = image.shape[-2:]
         pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
         framed_image, framed_mask = place_in_frame(pixels, mask[0].numpy(), framing)
-        framed_image, framed_mask = resize_pair(framed_image, framed_mask, height, width)
+        framed_image, framed_mask = resize_pair(framed_image, framed_mask, height, width, self.interpolation)
         if draws[4] < 1 / 3:
             framed_image = vignette(framed_image, strength=0.5 + draws[4] * 1.5)
         return (tv_tensors.wrap(torch.from_numpy(np.ascontiguousarray(framed_image.transpose(2, 0, 1))), like=image),
@@ -165,8 +166,8 @@ class AugmentedImages(Dataset):
     def __init__(self, data: TrainImages, augment: bool = True, strength: float = 1.0, camera_framing: float = 0.0) -> None:
         height, width = data.images.shape[-2:]
         self.data = data
-        self.transform = build_augmentation(square=height == width, strength=strength,
-                                            camera_framing=camera_framing) if augment else None
+        self.transform = build_augmentation(square=height == width, strength=strength, camera_framing=camera_framing,
+                                            interpolation=data.interpolation) if augment else None
 
     def __len__(self) -> int:
         return len(self.data.ids)

@@ -28,7 +28,7 @@ def test_the_mask_follows_the_lesion_into_the_frame(framing):
     assert framed.shape[:2] == framed_mask.shape == frame_size(96, 96, framing)
     assert framed_mask.sum() == mask.sum()  # the lesion is placed once, not mirrored into copies
     np.testing.assert_array_equal(dark(framed), framed_mask > 0)  # and the image's lesion is exactly there
-    stretched, stretched_mask = resize_pair(framed, framed_mask, 64, 64)
+    stretched, stretched_mask = resize_pair(framed, framed_mask, 64, 64, "area")
     agreement = (dark(stretched) == stretched_mask).mean()
     assert stretched.shape[:2] == stretched_mask.shape == (64, 64) and agreement > 0.99
 
