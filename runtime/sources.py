@@ -1,5 +1,11 @@
 """Frame sources for `edgeseg run`: one loop for a camera, a video, images, a stream or a pipeline.
 
+What a ``--source`` string means, checked in this order: all digits (``0``) is camera index N;
+``csi://N`` is a Jetson CSI camera (sensor id N) through GStreamer; a string with '!' is a GStreamer
+pipeline; ``scheme://...`` is a stream URL (RTSP/HTTP); a glob is images; a character device
+(``/dev/video0``, or a link to one such as ``/dev/v4l/by-id/...``) is a camera; then a folder, an
+image or a video file. (A file whose name is all digits is reached as ``./0``.)
+
 Files (a video, an image, a folder or glob of images) are read ahead by a thread and every frame is
 processed. Live sources (a camera, an RTSP/HTTP URL, a GStreamer pipeline) are read by a capture
 thread that keeps only the newest frame, so latency never builds up when the model is slower than
@@ -14,10 +20,12 @@ import logging
 import os
 import queue
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +39,9 @@ from edgeseg.names import IMAGE_SUFFIXES
 log = logging.getLogger("edgeseg.runtime")
 
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+CSI_PREFIX = "csi://"
+CSI_DEFAULTS = (1920, 1080, 30)  # width, height, fps asked of a CSI camera when --width/--height/--fps are not given
+LIST_CAMERAS = "List cameras with `v4l2-ctl --list-devices` (package v4l-utils)"
 OPEN_TIMEOUT_S = 10.0
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
@@ -287,25 +298,46 @@ def _silenced_open(open_capture: Callable[[], Any], description: str, timeout: f
     return result["capture"]
 
 
-def open_camera(index: int, width: int | None = None, height: int | None = None, fps: float | None = None) -> cv2.VideoCapture:
+def open_camera(camera: int | str, width: int | None = None, height: int | None = None, fps: float | None = None) -> cv2.VideoCapture:
+    """Camera index N, or a V4L2 device path (``/dev/video0``, ``/dev/v4l/by-id/...``) opened with CAP_V4L2."""
+
     def attempt() -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(index)
+        capture = cv2.VideoCapture(camera, cv2.CAP_V4L2) if isinstance(camera, str) else cv2.VideoCapture(camera)
         if not capture.isOpened():
             capture.release()
-            raise SourceError(
-                f"camera {index} did not open: there is no such camera, or another program is using it. "
-                f"List cameras with `v4l2-ctl --list-devices` (Linux: /dev/videoN is --camera N) and pass --camera N."
-            )
+            raise SourceError(_camera_not_opened(camera))
         for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height), (cv2.CAP_PROP_FPS, fps)):
             if value:
                 capture.set(prop, value)
         return capture
 
-    capture = _silenced_open(attempt, f"camera {index}")
+    capture = _silenced_open(attempt, f"camera {camera}")
     got = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), capture.get(cv2.CAP_PROP_FPS))
     if (width and got[0] != width) or (height and got[1] != height) or (fps and abs(got[2] - fps) > 0.5):
-        log.warning("camera %d gives %dx%d at %.0f fps (asked for %sx%s at %s fps)", index, got[0], got[1], got[2], width, height, fps)
+        log.warning("camera %s gives %dx%d at %.0f fps (asked for %sx%s at %s fps)", camera, got[0], got[1], got[2], width, height, fps)
     return capture
+
+
+def _camera_not_opened(camera: int | str) -> str:
+    if isinstance(camera, str):
+        return (f"camera {camera} did not open: another program is using it, or it is not a capture node (a USB camera "
+                f"often has a second /dev/videoN for metadata only). {LIST_CAMERAS} and pass --source /dev/videoN.")
+    return (f"camera {camera} did not open: there is no such camera, or another program is using it. "
+            f"{LIST_CAMERAS} and pass the N of /dev/videoN (--camera N, --source N or --source /dev/videoN).")
+
+
+def csi_pipeline(sensor_id: int, width: int | None = None, height: int | None = None, fps: float | None = None) -> str:
+    """The GStreamer pipeline for a Jetson CSI camera: Argus (ISP) in NVMM memory, converted to BGR for OpenCV.
+
+    ``appsink drop=1 max-buffers=1`` keeps only the newest frame in GStreamer too, so no latency builds up there.
+    """
+    width, height = width or CSI_DEFAULTS[0], height or CSI_DEFAULTS[1]
+    rate = Fraction(fps or CSI_DEFAULTS[2]).limit_denominator(1001)
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM),width={width},height={height},framerate={rate.numerator}/{rate.denominator} ! "
+        "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
+    )
 
 
 def open_stream(spec: str) -> cv2.VideoCapture:
@@ -343,28 +375,79 @@ def open_source(
     height: int | None = None,
     fps: float | None = None,
 ) -> Source:
-    """The source for a camera index or a --source string (video, image, folder, glob, URL, pipeline)."""
+    """The source for a camera index or a --source string (camera, CSI camera, pipeline, URL, images, video)."""
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index (--camera N) or a source (--source PATH/URL/PIPELINE)")
     if camera is not None:
         return LiveSource(lambda: open_camera(camera, width, height, fps), f"camera {camera}")
-    if "!" in source:
-        return LiveSource(lambda: open_stream(source), "GStreamer pipeline")
-    if URL_PATTERN.match(source):
-        return LiveSource(lambda: open_stream(source), f"stream {source}")
+    live = _live_source(source, width, height, fps)
+    if live is not None:
+        return live
     if any(char in source for char in "*?["):
         paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise SourceError(f"no images match {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return ImageFiles(paths, f"{len(paths)} images matching {source}")
     path = Path(source).expanduser()
+    if _is_char_device(path):
+        return LiveSource(lambda: open_camera(str(path), width, height, fps), f"camera {path}")
+    if str(path).startswith("/dev/") and not path.exists():
+        raise SourceError(f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N).")
     if path.is_dir():
         paths = image_paths_in(path)
         if not paths:
             raise SourceError(f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return ImageFiles(paths, f"{len(paths)} images in {path}")
     if not path.exists():
-        raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a URL or a GStreamer pipeline.")
+        raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a camera "
+                          "(N, /dev/videoN, csi://N), a URL or a GStreamer pipeline.")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFiles([path], f"image {path}")
     return VideoFile(path)
+
+
+def _live_source(source: str, width: int | None, height: int | None, fps: float | None) -> LiveSource | None:
+    """A camera index, a CSI camera, a GStreamer pipeline or a stream URL; None for anything else."""
+    if source.isascii() and source.isdigit():
+        index = int(source)
+        return LiveSource(lambda: open_camera(index, width, height, fps), f"camera {index}")
+    if source.startswith(CSI_PREFIX):  # before the generic URL pattern, which csi:// also matches
+        return _csi_source(source, width, height, fps)
+    if "!" in source:
+        return LiveSource(lambda: open_stream(source), "GStreamer pipeline")
+    if URL_PATTERN.match(source):
+        return LiveSource(lambda: open_stream(source), f"stream {source}")
+    return None
+
+
+def _csi_source(source: str, width: int | None, height: int | None, fps: float | None) -> LiveSource:
+    sensor = source[len(CSI_PREFIX):]
+    if not (sensor.isascii() and sensor.isdigit()):
+        raise SourceError(f"{source!r}: a CSI camera is csi://N with N the sensor id (0 for the first camera), e.g. csi://0")
+    if not has_gstreamer():
+        raise SourceError(
+            f"{source}: a CSI camera is read through GStreamer (nvarguscamerasrc), and this OpenCV was built without it "
+            "(the PyPI opencv-python wheels are). On the Jetson use JetPack's system OpenCV: `sudo apt install python3-opencv`, "
+            "a venv made with `python3 -m venv --system-site-packages`, and no opencv-python wheel installed in it."
+        )
+    pipeline = csi_pipeline(int(sensor), width, height, fps)
+
+    def open_csi() -> cv2.VideoCapture:
+        try:
+            return open_stream(pipeline)
+        except SourceError as error:
+            raise SourceError(
+                f"CSI camera {sensor} did not open: check its ribbon cable and sensor id, that the size and frame rate are "
+                "a mode the sensor has (--width/--height/--fps), and that nvargus-daemon runs "
+                f"(`sudo systemctl restart nvargus-daemon`). {error}"
+            ) from error
+
+    return LiveSource(open_csi, f"CSI camera {sensor}")
+
+
+def _is_char_device(path: Path) -> bool:
+    """True for a device node such as /dev/video0, or a link to one (/dev/v4l/by-id/...)."""
+    try:
+        return stat.S_ISCHR(path.stat().st_mode)  # stat() follows links
+    except (OSError, ValueError):
+        return False

@@ -154,6 +154,129 @@ def test_gstreamer_pipeline_without_gstreamer_says_so() -> None:
         open_source("videotestsrc num-buffers=1 ! videoconvert ! appsink")
 
 
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: records how it was opened, delivers blank frames."""
+
+    opened: list[tuple] = []
+
+    def __init__(self, *args: object) -> None:
+        FakeCapture.opened.append(args)
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        time.sleep(0.001)
+        return True, np.zeros((24, 32, 3), dtype=np.uint8)
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_capture(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    import cv2
+
+    FakeCapture.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    return FakeCapture.opened
+
+
+def test_digits_open_a_live_camera_by_index(fake_capture: list[tuple]) -> None:
+    source = open_source("0")
+    try:
+        assert isinstance(source, LiveSource) and source.live and source.description == "camera 0"
+        assert fake_capture == [(0,)]  # cv2.VideoCapture(0): an index, not a file called "0"
+        assert next(source.frames()).image.shape == (24, 32, 3)
+    finally:
+        source.close()
+    with open_source("12"):
+        assert fake_capture[-1] == (12,)
+
+
+def test_dev_video_path_opens_a_live_camera_with_v4l2(fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    from edgeseg.runtime import sources
+
+    monkeypatch.setattr(sources, "_is_char_device", lambda path: str(path) == "/dev/video3")  # no camera on this machine
+    with open_source("/dev/video3") as source:
+        assert isinstance(source, LiveSource) and source.description == "camera /dev/video3"
+    assert fake_capture == [("/dev/video3", cv2.CAP_V4L2)]
+
+
+def test_link_to_a_character_device_counts_as_a_camera(fake_capture: list[tuple], tmp_path: Path) -> None:
+    import cv2
+
+    link = tmp_path / "usb-Dermlite_Camera-video-index0"  # like /dev/v4l/by-id/...; /dev/null is a character device
+    link.symlink_to("/dev/null")
+    with open_source(str(link)) as source:
+        assert isinstance(source, LiveSource)
+    assert fake_capture == [(str(link), cv2.CAP_V4L2)]  # opened by the stable link, re-resolved on each reconnect
+
+
+def test_missing_dev_video_names_it_and_says_how_to_list_cameras(fake_capture: list[tuple]) -> None:
+    if Path("/dev/video99").exists():
+        pytest.skip("this machine has a /dev/video99")
+    with pytest.raises(SourceError, match=r"/dev/video99: no such camera device.*v4l2-ctl --list-devices"):
+        open_source("/dev/video99")
+    assert fake_capture == []
+
+
+def test_csi_pipeline_carries_sensor_size_and_rate() -> None:
+    from edgeseg.runtime.sources import csi_pipeline
+
+    assert csi_pipeline(1, 1280, 720, 60) == (
+        "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=60/1 ! "
+        "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
+    )
+    assert "width=1920,height=1080,framerate=30/1 !" in csi_pipeline(0)
+    assert "framerate=2997/100 !" in csi_pipeline(0, fps=29.97)
+
+
+def test_csi_without_gstreamer_fails_at_once_and_says_what_to_do(fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeseg.runtime import sources
+
+    monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
+    with pytest.raises(SourceError, match=r"without it.*apt install python3-opencv.*--system-site-packages"):
+        open_source("csi://0")
+    assert fake_capture == []  # nothing was tried
+
+
+def test_csi_with_gstreamer_opens_the_pipeline_live(fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    from edgeseg.runtime import sources
+
+    monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
+    with open_source("csi://1", width=1280, height=720, fps=60) as source:
+        assert isinstance(source, LiveSource) and source.description == "CSI camera 1"
+    assert fake_capture == [(sources.csi_pipeline(1, 1280, 720, 60), cv2.CAP_GSTREAMER)]
+
+
+@pytest.mark.parametrize("spec", ["csi://x", "csi://", "csi://-1", "csi://0/1"])
+def test_csi_with_a_bad_sensor_id_is_a_clear_error(spec: str, fake_capture: list[tuple]) -> None:
+    with pytest.raises(SourceError, match="csi://N with N the sensor id"):
+        open_source(spec)
+    assert fake_capture == []
+
+
+def test_urls_and_pipelines_still_go_to_open_stream(fake_capture: list[tuple]) -> None:
+    import cv2
+
+    with open_source("rtsp://camera.local/stream") as stream:
+        assert stream.description == "stream rtsp://camera.local/stream"
+    with open_source("videotestsrc ! appsink") as pipeline:
+        assert pipeline.description == "GStreamer pipeline"
+    assert fake_capture == [("rtsp://camera.local/stream",), ("videotestsrc ! appsink", cv2.CAP_GSTREAMER)]
+
+
 def test_reader_thread_stops_on_close(video_20: Path) -> None:
     source = open_source(str(video_20))
     frames = source.frames()
