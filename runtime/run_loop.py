@@ -20,7 +20,7 @@ from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -28,8 +28,12 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
+from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.segmenter import Pending, Segmentation, Segmenter
+
+if TYPE_CHECKING:  # the server (werkzeug) loads only when --serve asks for it
+    from edgeseg.runtime.serve import LiveView
 
 log = logging.getLogger("edgeseg.runtime")
 
@@ -46,11 +50,12 @@ class OutputError(EdgesegError, RuntimeError):
 @dataclass
 class RunOptions:
     show: bool = False
-    save_video: Path | None = None  # overlay video, mp4v in .mp4, written atomically
+    save_video: Path | None = None  # overlay video, .mp4 (H.264) or .webm (VP9), written atomically
     save_masks: Path | None = None  # folder for 0/255 masks at the image's own size
     jsonl: Path | None = None  # one record per frame
     max_frames: int | None = None
     snapshot_dir: Path = Path(".")  # where `s` in the window saves snapshots
+    live_view: LiveView | None = None  # --serve: the overlay and figures for browsers
 
 
 @dataclass
@@ -112,8 +117,9 @@ class _Finisher:
     source's reader drops frames instead of latency building up.
     """
 
-    def __init__(self, segmenter: Segmenter, options: RunOptions, fps: float) -> None:
+    def __init__(self, segmenter: Segmenter, options: RunOptions, fps: float, live: bool) -> None:
         self.segmenter = segmenter
+        self.live = live
         self.options = options
         self.fps = fps
         self.stage_ms: dict[str, float] = defaultdict(float)
@@ -122,7 +128,8 @@ class _Finisher:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._renderer = OverlayRenderer()
-        self._video: cv2.VideoWriter | None = None
+        self._video: Recording | None = None
+        self._first_timestamp: float | None = None
         self._video_size: tuple[int, int] | None = None
         self._fps_estimate = 0.0
         self._previous = time.perf_counter()
@@ -131,7 +138,7 @@ class _Finisher:
 
     @property
     def needs_overlay(self) -> bool:
-        return self.options.save_video is not None or self.options.show
+        return self.options.save_video is not None or self.options.show or self.options.live_view is not None
 
     def put(self, item: _Item) -> None:
         if self.error is not None:
@@ -186,12 +193,17 @@ class _Finisher:
         if self.options.save_video is not None:
             if self._video is None:
                 self._open_video(outputs, overlay.shape)
-            self._video.write(self._fit(overlay, self._video_size))
+            self._video.write(self._fit(overlay, self._video_size), self._video_milliseconds(item.frame))
         if self.options.save_masks is not None:
             write_mask(self.options.save_masks / mask_filename(item.frame), segmentation.mask)
+        if jsonl is not None or self.options.live_view is not None:
+            record = frame_record(item.number, item.frame, segmentation, latency_ms)
         if jsonl is not None:
-            jsonl.write(json.dumps(frame_record(item.number, item.frame, segmentation, latency_ms)) + "\n")
+            jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
+        if self.options.live_view is not None:
+            self.options.live_view.publish(overlay, {**record, "fps": round(self._fps_estimate, 2), "backend": backend.name,
+                                                     "precision": backend.precision})
         self.stage_ms["postprocess"] += segmentation.timings_ms["postprocess"]
         self.stage_ms["overlay"] += (drawn - now) * 1000
         self.stage_ms["write"] += (time.perf_counter() - drawn) * 1000
@@ -199,11 +211,18 @@ class _Finisher:
     def _open_video(self, outputs: ExitStack, shape: tuple[int, ...]) -> None:
         temporary = outputs.enter_context(atomic_output(self.options.save_video))
         height, width = shape[:2]
-        video = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
-        if not video.isOpened():
-            raise OSError(f"{self.options.save_video}: OpenCV cannot write an mp4v video here; save to a .mp4 path")
-        outputs.callback(video.release)  # released (and flushed) before atomic_output renames the file
-        self._video, self._video_size = video, (width, height)
+        self._video_size = even_size(width, height)
+        self._video = open_recording(self.options.save_video, temporary, self._video_size, self.fps)
+        outputs.callback(self._video.close)  # closed (and flushed) before atomic_output renames the file
+        log.info("recording %s as %s", self.options.save_video, self._video.codec)
+
+    def _video_milliseconds(self, frame: Frame) -> int:
+        """A live frame's capture time since the first one; a file's frame time from its index and frame rate."""
+        if self._first_timestamp is None:
+            self._first_timestamp = frame.timestamp
+        if self.live:
+            return round((frame.timestamp - self._first_timestamp) * 1000)
+        return round(frame.index * 1000 / self.fps)
 
     @staticmethod
     def _fit(image: np.ndarray, video_size: tuple[int, int]) -> np.ndarray:
@@ -217,7 +236,7 @@ def run_pipeline(segmenter: Segmenter, source: Source, options: RunOptions) -> R
     """Process ``source`` until it ends, ``max_frames`` is reached, Ctrl-C, or `q` in the window."""
     summary = RunSummary()
     stage_ms: dict[str, float] = defaultdict(float)
-    finisher = _Finisher(segmenter, options, fps=source.fps or 30.0)
+    finisher = _Finisher(segmenter, options, fps=source.fps or 30.0, live=source.live)
     window = _Window(finisher, options, summary) if options.show else None
     started = time.perf_counter()
     try:

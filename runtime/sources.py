@@ -101,16 +101,21 @@ class _End:
 
 
 class _ReadAhead(Source):
-    """Runs a frame generator in a thread, a few frames ahead of the consumer."""
+    """Reads a file source in a thread, a few frames ahead of the consumer; with ``loop``, again and again."""
 
-    def __init__(self, depth: int = 4) -> None:
+    def __init__(self, depth: int = 4, loop: bool = False) -> None:
         super().__init__()
+        self.loop = loop
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _generate(self) -> Iterator[Frame]:
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
+        """Each image of the source once, with its name (None: named after its frame number)."""
         raise NotImplementedError
+
+    def _rewind(self) -> None:
+        pass
 
     def _offer(self, item: Frame | _End) -> bool:
         """Queue ``item``, waiting while the queue is full; False once the source is closed."""
@@ -123,10 +128,17 @@ class _ReadAhead(Source):
         return False
 
     def _fill(self) -> None:
+        index = 0
         try:
-            for frame in self._generate():
-                if not self._offer(frame):
-                    return
+            while True:
+                first = index
+                for image, name in self._one_pass():
+                    if not self._offer(Frame(index, image, name or f"frame_{index:06d}", time.time(), time.perf_counter())):
+                        return
+                    index += 1
+                if not self.loop or index == first:  # a pass that gave nothing would loop for ever
+                    break
+                self._rewind()
             self._offer(_End())
         except Exception as error:  # handed to the consumer, which raises it
             self._offer(_End(error))
@@ -146,42 +158,46 @@ class _ReadAhead(Source):
 
 
 class ImageFiles(_ReadAhead):
-    """Still images; an unreadable one is reported, recorded in ``skipped`` and passed over."""
+    """Still images; an unreadable one is reported once, recorded in ``skipped`` and passed over."""
 
-    def __init__(self, paths: list[Path], description: str) -> None:
-        super().__init__()
+    def __init__(self, paths: list[Path], description: str, loop: bool = False) -> None:
+        super().__init__(loop=loop)
         self.paths = paths
         self.description = description
 
-    def _generate(self) -> Iterator[Frame]:
-        for index, path in enumerate(self.paths):
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
+        for path in self.paths:
             try:
                 image = read_image(path)
             except ImageReadError as error:
-                log.warning("skipped %s", error)
-                self.skipped.append(str(error))
+                if str(error) not in self.skipped:  # a looping source meets it again each pass
+                    log.warning("skipped %s", error)
+                    self.skipped.append(str(error))
                 continue
-            yield Frame(index, image, path.stem, time.time(), time.perf_counter())
+            yield image, path.stem
 
 
 class VideoFile(_ReadAhead):
-    def __init__(self, path: Path) -> None:
-        super().__init__()
+    def __init__(self, path: Path, loop: bool = False) -> None:
+        super().__init__(loop=loop)
         self.path = path
-        self.description = f"video {path}"
+        self.description = f"video {path}" + (" (looping)" if loop else "")
         self._capture = cv2.VideoCapture(str(path))
         if not self._capture.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg.")
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
-    def _generate(self) -> Iterator[Frame]:
-        index = 0
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
         while True:
             ok, image = self._capture.read()
             if not ok:
                 return
-            yield Frame(index, image, f"frame_{index:06d}", time.time(), time.perf_counter())
-            index += 1
+            yield image, None
+
+    def _rewind(self) -> None:
+        if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):  # a format that cannot seek is opened again
+            self._capture.release()
+            self._capture = cv2.VideoCapture(str(self.path))
 
     def close(self) -> None:
         super().close()
@@ -374,22 +390,36 @@ def open_source(
     width: int | None = None,
     height: int | None = None,
     fps: float | None = None,
+    loop: bool = False,
 ) -> Source:
-    """The source for a camera index or a --source string (camera, CSI camera, pipeline, URL, images, video)."""
+    """The source for a camera index or a --source string (camera, CSI camera, pipeline, URL, images, video).
+
+    ``loop`` replays a video or image files from the start whenever they end (a demo, a soak test).
+    """
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index (--camera N) or a source (--source PATH/URL/PIPELINE)")
     if camera is not None:
-        return LiveSource(lambda: open_camera(camera, width, height, fps), f"camera {camera}")
-    live = _live_source(source, width, height, fps)
+        live = (lambda: open_camera(camera, width, height, fps)), f"camera {camera}"
+    else:
+        live = _live_opener(source, width, height, fps)
     if live is not None:
-        return live
+        if loop:
+            raise SourceError(f"--loop replays a video or image files; {live[1]} is live and runs until stopped")
+        return LiveSource(*live)
+    return _file_source(source, width, height, fps, loop)
+
+
+def _file_source(source: str, width: int | None, height: int | None, fps: float | None, loop: bool) -> Source:
+    """Image files (a glob, a folder, one image), a video, or a camera device given by its path."""
     if any(char in source for char in "*?["):
         paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise SourceError(f"no images match {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        return ImageFiles(paths, f"{len(paths)} images matching {source}")
+        return ImageFiles(paths, f"{len(paths)} images matching {source}", loop)
     path = Path(source).expanduser()
     if _is_char_device(path):
+        if loop:
+            raise SourceError(f"--loop replays a video or image files; camera {path} is live and runs until stopped")
         return LiveSource(lambda: open_camera(str(path), width, height, fps), f"camera {path}")
     if str(path).startswith("/dev/") and not path.exists():
         raise SourceError(f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N).")
@@ -397,30 +427,30 @@ def open_source(
         paths = image_paths_in(path)
         if not paths:
             raise SourceError(f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        return ImageFiles(paths, f"{len(paths)} images in {path}")
+        return ImageFiles(paths, f"{len(paths)} images in {path}", loop)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a camera "
                           "(N, /dev/videoN, csi://N), a URL or a GStreamer pipeline.")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFiles([path], f"image {path}")
-    return VideoFile(path)
+        return ImageFiles([path], f"image {path}", loop)
+    return VideoFile(path, loop)
 
 
-def _live_source(source: str, width: int | None, height: int | None, fps: float | None) -> LiveSource | None:
-    """A camera index, a CSI camera, a GStreamer pipeline or a stream URL; None for anything else."""
+def _live_opener(source: str, width: int | None, height: int | None, fps: float | None) -> tuple[Callable[[], Capture], str] | None:
+    """How to open a camera index, a CSI camera, a GStreamer pipeline or a stream URL, and its name; None for anything else."""
     if source.isascii() and source.isdigit():
         index = int(source)
-        return LiveSource(lambda: open_camera(index, width, height, fps), f"camera {index}")
+        return (lambda: open_camera(index, width, height, fps)), f"camera {index}"
     if source.startswith(CSI_PREFIX):  # before the generic URL pattern, which csi:// also matches
-        return _csi_source(source, width, height, fps)
+        return _csi_opener(source, width, height, fps)
     if "!" in source:
-        return LiveSource(lambda: open_stream(source), "GStreamer pipeline")
+        return (lambda: open_stream(source)), "GStreamer pipeline"
     if URL_PATTERN.match(source):
-        return LiveSource(lambda: open_stream(source), f"stream {source}")
+        return (lambda: open_stream(source)), f"stream {source}"
     return None
 
 
-def _csi_source(source: str, width: int | None, height: int | None, fps: float | None) -> LiveSource:
+def _csi_opener(source: str, width: int | None, height: int | None, fps: float | None) -> tuple[Callable[[], Capture], str]:
     sensor = source[len(CSI_PREFIX):]
     if not (sensor.isascii() and sensor.isdigit()):
         raise SourceError(f"{source!r}: a CSI camera is csi://N with N the sensor id (0 for the first camera), e.g. csi://0")
@@ -442,7 +472,7 @@ def _csi_source(source: str, width: int | None, height: int | None, fps: float |
                 f"(`sudo systemctl restart nvargus-daemon`). {error}"
             ) from error
 
-    return LiveSource(open_csi, f"CSI camera {sensor}")
+    return open_csi, f"CSI camera {sensor}"
 
 
 def _is_char_device(path: Path) -> bool:
