@@ -42,7 +42,7 @@ The whole flow (`edgeseg demo` runs it on synthetic data):
   edgeseg synth data/synth --n 200                          dermoscopy-like demo data
   edgeseg data check ../shared/data/isic2018                check a data set
   edgeseg train --data ../shared/data/isic2018 --out runs/lite0 --time-budget 60
-  edgeseg eval --model runs/lite0 --data ../shared/data/isic2018
+  edgeseg eval runs/lite0 --data ../shared/data/isic2018
   edgeseg export runs/lite0 --fp16                          ONNX forms, parity-gated
   edgeseg run runs/lite0/model.onnx --camera 0              live overlay, no torch
   edgeseg bench runs/lite0                                  latency of every form

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from edgeseg.card import CardError, parse_input_size
+from edgeseg.names import BACKENDS
 
 
 class InputSize(click.ParamType):
@@ -26,6 +28,12 @@ class InputSize(click.ParamType):
 INPUT_SIZE = InputSize()
 
 
+def size_text(size: tuple[int, int]) -> str:
+    """A SIZE as it is typed: '256' for a square, else HEIGHTxWIDTH."""
+    height, width = size
+    return str(height) if height == width else f"{height}x{width}"
+
+
 def model_or_default(model):
     """The model a command was given, or, when none was, edgeseg's default model, said in one line on stderr."""
     from edgeseg.names import DefaultModelMissing, default_model_path
@@ -38,3 +46,83 @@ def model_or_default(model):
         raise click.UsageError(str(error)) from None
     click.echo(f"no model named: using edgeseg's default model ({path})", err=True)
     return path
+
+
+# Spellings of --backend from before every command shared edgeseg.names.BACKENDS: still accepted, with a note.
+OLD_BACKEND_NAMES = {"cpu": "torch-cpu", "torch": "torch-cpu", "cuda": "torch-cuda"}
+
+
+class BackendChoice(click.Choice):
+    """One of edgeseg.names.BACKENDS (the help lists only these); an old spelling is taken with a one-line note."""
+
+    def __init__(self, choices, old_names: dict[str, str] | None = None) -> None:
+        super().__init__(tuple(choices))
+        self.old_names = dict(old_names or {})
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value in self.old_names:
+            new = self.old_names[value]
+            flag = param.opts[0] if param is not None and param.opts else "--backend"
+            click.echo(f"note: {flag} {value} is now spelled {flag} {new}", err=True)
+            return new
+        return super().convert(value, param, ctx)
+
+
+# --backend of `eval` and `bench`: every backend name; the old cpu/cuda/torch spellings still taken.
+BACKEND_CHOICE = BackendChoice(BACKENDS, old_names=OLD_BACKEND_NAMES)
+
+
+def old_spelling(flag: str, note: str, **attrs):
+    """A hidden option under a spelling edgeseg used before: still accepted, and using it prints `note: ...`.
+
+    Its value arrives as ``old_<flag>``; ``renamed`` merges it with the option or argument that replaced it.
+    """
+    name = "old_" + flag.lstrip("-").replace("-", "_")
+
+    def tell(ctx, param, value):
+        if value is not None:
+            click.echo(f"note: {note}", err=True)
+        return value
+
+    return click.option(flag, name, hidden=True, default=None, callback=tell, **attrs)
+
+
+def renamed(ctx: click.Context, new: str, old: str):
+    """The value of parameter `new`, or of its old spelling `old` where that was given; both at once is a UsageError."""
+    value, old_value = ctx.params.get(new), ctx.params.get(old)
+    if old_value is None:
+        return value
+    if ctx.get_parameter_source(new) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        spelling = {param.name: param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+                    for param in ctx.command.params}
+        raise click.UsageError(f"{spelling[old]} is the old spelling of {spelling[new]}: give one of them, not both")
+    return old_value
+
+
+class JsonOutput(click.Path):
+    """Where a command writes its JSON: a file (replaced atomically), or '-' for stdout."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, allow_dash=True, path_type=Path)
+
+
+JSON_OUTPUT = JsonOutput()
+JSON_HELP = "('-': stdout, and the human-readable output goes to stderr)"
+
+
+def json_to_stdout(target) -> bool:
+    """Whether --json names stdout: then the command's text for people goes to stderr, so stdout stays JSON."""
+    return target is not None and str(target) == "-"
+
+
+def write_json(target, document) -> None:
+    """Write ``document`` as indented JSON to the file ``target`` (atomically), or to stdout for '-'."""
+    import json
+
+    from edgeseg.files import write_text_atomic
+
+    text = json.dumps(document, indent=2) + "\n"
+    if json_to_stdout(target):
+        click.echo(text, nl=False)
+    else:
+        write_text_atomic(target, text)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, old_spelling
 
 
 @click.group("data")
@@ -27,11 +28,13 @@ def data_command() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of <split>.txt files (one id a line). Default: ROOT/splits.",
 )
-@click.option("--json", "json_path", metavar="FILE", help="Also write the report as JSON to FILE ('-': stdout).")
-@click.option("--workers", type=click.IntRange(min=1), help="Threads that decode files. Default: cores + 2, at most 8.")
-def check_command(
-    root: Path, split: str | None, split_dir: Path | None, json_path: str | None, workers: int | None
-) -> None:
+@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write the report as JSON to FILE {JSON_HELP}.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads that decode files. Default: cores + 2, at most 8.")
+@old_spelling("--workers", "--workers of `data check` is now spelled --threads (decoding threads; "
+              "--workers means worker processes in every command)", type=click.IntRange(min=1))
+@click.pass_context
+def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: Path | None, json_path: Path | None,
+                  threads: int | None, old_workers: int | None) -> None:
     """Decode every image and mask under ROOT and report each problem with its file and fix.
 
     ROOT holds the official ISIC layout (*_Input/<id>.jpg + *_GroundTruth/<id>_segmentation.png)
@@ -44,19 +47,16 @@ def check_command(
     Example:
       edgeseg data check ../shared/data/isic2018 --json data-report.json
     """
+    from edgeseg.click_types import json_to_stdout, renamed, write_json
     from edgeseg.data import check_dataset
-    from edgeseg.files import write_text_atomic
 
-    report = check_dataset(root, split=split, split_dir=split_dir, workers=workers)
+    report = check_dataset(root, split=split, split_dir=split_dir, workers=renamed(ctx, "threads", "old_workers"))
 
-    to_stdout = json_path == "-"
-    click.echo(report.text(), err=to_stdout)  # keep stdout pure JSON when it carries the JSON
-    document = json.dumps(report.to_dict(), indent=2) + "\n"
-    if to_stdout:
-        click.echo(document, nl=False)
-    elif json_path:
-        write_text_atomic(json_path, document)
-        click.echo(f"Report written to {json_path}", err=True)
+    click.echo(report.text(), err=json_to_stdout(json_path))  # keep stdout pure JSON when it carries the JSON
+    if json_path is not None:
+        write_json(json_path, report.to_dict())
+        if not json_to_stdout(json_path):
+            click.echo(f"Report written to {json_path}", err=True)
     raise SystemExit(0 if report.usable else 1)
 
 

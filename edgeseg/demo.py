@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edgeseg.card import CARD_FILENAME
+from edgeseg.click_types import INPUT_SIZE, size_text
 from edgeseg.names import ONNX_FILENAMES
 from edgeseg.files import read_image, write_bytes_atomic, write_text_atomic
 
@@ -42,7 +43,7 @@ class DemoPlan:
     data: Path | None
     images: int
     image_size: int
-    input_size: int
+    input_size: tuple[int, int]
     train_minutes: float
     epochs: int
     encoder_weights: str
@@ -323,8 +324,8 @@ Examples:
               help="Synthetic images to generate (without --data).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Side of the synthetic images in px.")
-@click.option("--size", "input_size", type=click.IntRange(min=32), default=160, show_default=True,
-              help="Network input side (multiple of 32).")
+@click.option("--size", "input_size", type=INPUT_SIZE, default="160", show_default=True,
+              help="Network input size: 160 or HEIGHTxWIDTH, each a multiple of 32.")
 @click.option("--encoder-weights", default="imagenet", show_default=True, help="imagenet, none, or a PATH.")
 @click.option("--decoder-channels", default="128,64", show_default=True, help="FPN decoder channels.")
 @click.option("--parity-n", type=click.IntRange(min=1), default=16, show_default=True,
@@ -333,8 +334,8 @@ Examples:
               help="Timed runs per form in the benchmark.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's output in --out.")
 def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int, images: int, image_size: int,
-                 input_size: int, encoder_weights: str, decoder_channels: str, parity_n: int, bench_runs: int,
-                 overwrite: bool) -> None:
+                 input_size: tuple[int, int], encoder_weights: str, decoder_channels: str, parity_n: int,
+                 bench_runs: int, overwrite: bool) -> None:
     """Run the whole toolchain: data, train, eval, export (parity-gated), bench, run; then a summary.
 
     Without --data it generates synthetic dermoscopy-like images first. Everything lands in --out:
@@ -355,14 +356,15 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
 
     if data is None:
         run_step(plan, "synthesise data", edgeseg_command(
-            "synth", str(plan.data_dir), "--n", str(images), "--size", str(image_size), "--seed", "0", "--overwrite"))
+            "synth", str(plan.data_dir), "--n", str(images), "--image-size", str(image_size), "--seed", "0",
+            "--overwrite"))
     run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
     run_step(plan, "train", edgeseg_command(
-        "train", "--data", str(plan.data_dir), "--out", str(plan.run_dir), "--size", str(input_size),
+        "train", "--data", str(plan.data_dir), "--out", str(plan.run_dir), "--size", size_text(input_size),
         "--epochs", str(epochs), "--time-budget", str(train_minutes), "--encoder-weights", encoder_weights,
         "--decoder-channels", decoder_channels, "--seed", "0"))
     run_step(plan, "evaluate", edgeseg_command(
-        "eval", "--model", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val",
+        "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val",
         "--json", str(out / "eval.json")))
     # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
     run_step(plan, "export", edgeseg_command(

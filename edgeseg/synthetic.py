@@ -22,6 +22,7 @@ import click
 import cv2
 import numpy as np
 
+from edgeseg.click_types import old_spelling, renamed
 from edgeseg.data import Sample
 from edgeseg.files import write_bytes_atomic, write_text_atomic
 
@@ -332,7 +333,7 @@ SYNTHETIC images, not photographs of skin: made by `edgeseg synth` to feed the d
 They are not a substitute for real dermoscopy data in any accuracy work.
 
 - {n} images of {size}x{size} px, seed {seed}; regenerate with
-  `edgeseg synth <this folder> --n {n} --size {size} --seed {seed}` (image k is the same for any n).
+  `edgeseg synth <this folder> --n {n} --image-size {size} --seed {seed}` (image k is the same for any n).
 - Ids ISIC_{FIRST_ID:07d} upwards: real ISIC ids are far below 9000000, so none is a real image.
 - Official ISIC 2018 layout: {IMAGE_FOLDER}/ISIC_nnnnnnn.jpg (JPEG quality {JPEG_QUALITY}) and
   {MASK_FOLDER}/ISIC_nnnnnnn_segmentation.png (0 = skin, 255 = lesion; the lesion's exact shape,
@@ -387,14 +388,19 @@ def generate_dataset(
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True, help="Number of images.")
-@click.option("--size", type=click.IntRange(MIN_SIZE), default=256, show_default=True, help="Side of the square images, px.")
+@click.option("--image-size", type=click.IntRange(MIN_SIZE), default=256, show_default=True,
+              help="Side of the square images, px.")
+@old_spelling("--size", "--size of `synth` is now spelled --image-size (--size means the network input size "
+              "in every command)", type=click.IntRange(MIN_SIZE))
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option(
     "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
     help="Share of the ids listed in splits/val.txt.",
 )
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty folder that is not an earlier synth output.")
-def synth_command(out: Path, n: int, size: int, seed: int, val_fraction: float, overwrite: bool) -> None:
+@click.pass_context
+def synth_command(ctx: click.Context, out: Path, n: int, image_size: int, seed: int, val_fraction: float,
+                  overwrite: bool, old_size: int | None) -> None:
     """Make synthetic dermoscopy-like images with exact lesion masks in the ISIC 2018 layout.
 
     Skin-tone texture, an irregular variegated lesion (some running off the image), hairs, bubbles,
@@ -403,9 +409,10 @@ def synth_command(out: Path, n: int, size: int, seed: int, val_fraction: float, 
 
     \b
     Example:
-      edgeseg synth data/synth --n 200 --size 256 --seed 0
+      edgeseg synth data/synth --n 200 --image-size 256 --seed 0
       edgeseg data check data/synth
     """
+    size = renamed(ctx, "image_size", "old_size")
     started = time.perf_counter()
     try:
         samples = generate_dataset(out, n, size, seed, val_fraction, overwrite=overwrite, progress=True)

@@ -8,9 +8,8 @@ from typing import Any
 
 import click
 
-from edgeseg.click_types import INPUT_SIZE
+from edgeseg.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT
 from edgeseg.evaluate.bench import DEFAULT_RUNS, DEFAULT_WARMUP
-from edgeseg.names import BACKENDS
 
 
 def command_line(models: tuple[Path, ...], options: dict[str, Any]) -> str:
@@ -34,6 +33,7 @@ Examples:
   edgeseg bench exports/lite0 --runs 200 --md bench.md
   edgeseg bench model.onnx model.int8.onnx --data ../shared/data/isic2018 --split val --limit 100
   edgeseg bench model.trt10.3.sm87.fp16.engine model.onnx --backend auto --json bench.json   # on a Jetson
+  edgeseg bench model.onnx --json - | python -m json.tool      # JSON on stdout, the table on stderr
 
 \b
 Exit status: 0 when at least one form was measured and none failed; forms that cannot run on this
@@ -45,7 +45,7 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
 @click.command("bench", epilog=EXAMPLE)
 @click.argument("models", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
-              type=click.Choice(BACKENDS),
+              type=BACKEND_CHOICE,
               help="Backend(s) to run each form on (repeat to compare); each form runs on those that apply to it.")
 @click.option("--runs", default=DEFAULT_RUNS, show_default=True, type=click.IntRange(min=1),
               help="Timed runs per form (after warm-up).")
@@ -61,7 +61,7 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
 @click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of split files (default: DATA/splits).")
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON here.")
+@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write the results as JSON here {JSON_HELP}.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown results file here.")
 @click.pass_context
 def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], runs: int, warmup: int,
@@ -75,7 +75,7 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
     Reports mean, p50, p90, p99, min and max per stage (preprocess, inference, postprocess,
     end to end) and FPS, and warns when p99/p50 shows a noisy machine.
     """
-    from edgeseg.click_types import model_or_default
+    from edgeseg.click_types import json_to_stdout, model_or_default, write_json
     from edgeseg.evaluate.bench import exit_code, run_bench
     from edgeseg.evaluate.bench_report import terminal_text, write_report
     from edgeseg.evaluate.models import ModelPathError
@@ -96,9 +96,12 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
                            data, samples, split, command)
     except ModelPathError as error:
         raise click.UsageError(str(error)) from None
-    write_report(report, json_path, md_path)
-    click.echo(terminal_text(report))
+    if json_path is not None:
+        write_json(json_path, report)
+    write_report(report, md_path=md_path)
+    to_stderr = json_to_stdout(json_path)  # stdout carries the JSON alone
+    click.echo(terminal_text(report), err=to_stderr)
     for path in (json_path, md_path):
-        if path is not None:
-            click.echo(f"wrote {path}")
+        if path is not None and not json_to_stdout(path):
+            click.echo(f"wrote {path}", err=to_stderr)
     ctx.exit(exit_code(report))

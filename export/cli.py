@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgeseg.click_types import JSON_HELP, JSON_OUTPUT
+
 EXAMPLES = """\b
 Examples:
   edgeseg export runs/lite0                      every form this host can build, checked on the val split
@@ -21,7 +23,8 @@ Examples:
 Forms (--format, comma-separated): onnx (fp32, always built), fp16, int8, engine (TensorRT FP16),
 engine-int8 (TensorRT from the INT8 QDQ model). Exit status 0 when every built form passes parity,
 1 when a form fails to build or breaks a tolerance (the message names the form, the image, the number).
-Read export-report.md beside the model; export-report.json holds the same for tools.
+Read export-report.md beside the model; export-report.json holds the same for tools (--json - also
+prints it on stdout, the table then going to stderr).
 """
 
 
@@ -66,10 +69,11 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--simulate-fp16", type=click.IntRange(0), default=0, show_default=True, metavar="N",
               help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
+@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write export-report.json's content here {JSON_HELP}.")
 def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
                    calib: Path | None, calib_n: int, dynamic: bool, parity_data: Path | None, parity_n: int | None,
                    workspace_mib: int, keep_norm_fp32: bool, simulate_fp16: int, latency_runs: int,
-                   **tolerances: float) -> None:
+                   json_path: Path | None, **tolerances: float) -> None:
     """Export a training run to ONNX (fp32, FP16, INT8) and TensorRT, each checked against PyTorch.
 
     Every form runs on the same images through the runtime's preprocessing; its probabilities and
@@ -82,7 +86,9 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     Given an exported model.onnx instead of a run directory, the other forms are built from it and
     checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.
     """
-    from edgeseg.click_types import model_or_default
+    import json
+
+    from edgeseg.click_types import json_to_stdout, model_or_default, write_json
     from edgeseg.export.export_run import ExportOptions, export_run, select_forms
     from edgeseg.export.parity import Tolerances
     from edgeseg.export.report import report_dict, terminal_table, write_report
@@ -97,9 +103,12 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
         simulate_fp16=simulate_fp16, latency_runs=latency_runs, tolerances=Tolerances(**tolerances),
     )
     report = export_run(run_dir, out_dir, options, echo=lambda line: click.echo(line, err=True))
-    json_path, markdown_path = write_report(report)
-    click.echo(terminal_table(report_dict(report)))
-    click.echo(f"report: {markdown_path} (and {json_path.name})")
+    report_json, markdown_path = write_report(report)
+    if json_path is not None:
+        write_json(json_path, json.loads(report_json.read_text(encoding="utf-8")))  # the same document, to the letter
+    to_stderr = json_to_stdout(json_path)  # stdout carries the JSON alone
+    click.echo(terminal_table(report_dict(report)), err=to_stderr)
+    click.echo(f"report: {markdown_path} (and {report_json.name})", err=to_stderr)
     failures = report.failures()
     if failures:
         raise click.ClickException("export failed the parity gate:\n  " + "\n  ".join(failures))

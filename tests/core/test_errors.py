@@ -10,7 +10,7 @@ from edgeseg.errors import EXIT_BUG, EdgesegError
 
 
 @pytest.mark.parametrize("arguments", [
-    ["eval", "--model", "{onnx}", "--data", "{empty}"],  # a folder with no data
+    ["eval", "{onnx}", "--data", "{empty}"],  # a folder with no data
     ["bench", "{onnx}", "--data", "{empty}"],  # a data folder with no data
     ["export", "{not_onnx}"],  # neither a run directory nor an ONNX
     ["run", "{not_onnx}", "--source", "{empty}", "--no-show"],  # a folder without images
@@ -99,7 +99,7 @@ def test_a_decompression_bomb_is_refused_by_name_before_decoding(command, synthe
         "data": ["data", "check", str(data)],
         "train": ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--size", "64",
                   "--encoder-weights", "none", "--no-progress"],
-        "eval": ["eval", "--model", str(tiny_onnx), "--data", str(data), "--split", "all"],
+        "eval": ["eval", str(tiny_onnx), "--data", str(data), "--split", "all"],
     }[command]
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 1, result.output

@@ -88,7 +88,7 @@ def test_some_images_show_the_dermatoscope_rim(variety) -> None:
 
 def test_cli_writes_the_isic_layout_and_splits(tmp_path: Path) -> None:
     out = tmp_path / "synth"
-    result = CliRunner().invoke(main, ["synth", str(out), "--n", "10", "--size", "64", "--seed", "3"])
+    result = CliRunner().invoke(main, ["synth", str(out), "--n", "10", "--image-size", "64", "--seed", "3"])
     assert result.exit_code == 0, result.output
     images = sorted(path.stem for path in (out / IMAGE_FOLDER).glob("ISIC_*.jpg"))
     masks = sorted(path.name.removesuffix("_segmentation.png") for path in (out / MASK_FOLDER).glob("*.png"))
@@ -112,12 +112,12 @@ def test_the_data_module_accepts_the_output(synthetic_dir: Path) -> None:
 
 def test_refuses_a_foreign_non_empty_folder_unless_overwrite(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    result = CliRunner().invoke(main, ["synth", str(tmp_path), "--n", "2", "--size", "64"])
+    result = CliRunner().invoke(main, ["synth", str(tmp_path), "--n", "2", "--image-size", "64"])
     assert result.exit_code != 0
     assert "not empty" in result.output and "--overwrite" in result.output
     assert not (tmp_path / IMAGE_FOLDER).exists()
 
-    result = CliRunner().invoke(main, ["synth", str(tmp_path), "--n", "2", "--size", "64", "--overwrite"])
+    result = CliRunner().invoke(main, ["synth", str(tmp_path), "--n", "2", "--image-size", "64", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert len(list((tmp_path / IMAGE_FOLDER).glob("*.jpg"))) == 2

@@ -15,7 +15,7 @@ from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
 def run_eval(model, data, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(main, [
-        "eval", "--model", str(model), "--data", str(data), "--split", "val",
+        "eval", str(model), "--data", str(data), "--split", "val",
         "--out", str(out), "--json", str(tmp_path / "eval.json"), "--save-masks", str(tmp_path / "masks"),
     ])
     assert result.exit_code == 0, result.output
@@ -60,7 +60,7 @@ def test_eval_stops_on_unusable_data_with_the_problem(tiny_onnx, tmp_path):
     (tmp_path / "masks").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "masks" / "a.png").write_bytes(b"not a png")
-    result = CliRunner().invoke(main, ["eval", "--model", str(tiny_onnx), "--data", str(tmp_path), "--split", "all"])
+    result = CliRunner().invoke(main, ["eval", str(tiny_onnx), "--data", str(tmp_path), "--split", "all"])
     assert result.exit_code != 0
     assert "a.jpg" in result.output
 

@@ -226,3 +226,13 @@ def test_export_from_an_onnx_refuses_the_pytorch_simulation(exported, tmp_path: 
     _, out, _ = exported
     result = CliRunner().invoke(main, ["export", str(out / "model.onnx"), "--out", str(tmp_path), "--simulate-fp16", "1"])
     assert result.exit_code != 0 and "run directory" in result.output
+
+
+def test_export_json_to_stdout_is_the_report_alone(exported, tmp_path: Path, synthetic_dir: Path):
+    _, out, _ = exported
+    result = run_cli("export", str(out / "model.onnx"), "--out", str(tmp_path), "--format", "fp16",
+                     "--parity-data", str(synthetic_dir), "--parity-n", "2", "--latency-runs", "1", "--json", "-")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads((tmp_path / "export-report.json").read_text())
+    assert "report:" in result.stderr and "fp16" in result.stderr
+    assert not (tmp_path / "-").exists()
