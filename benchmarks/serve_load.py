@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import multiprocessing
 import re
 import socket
@@ -150,7 +151,9 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']}; CPU: {report['host']['cpu']['model']}, {report['host']['cpu']['usable_cores']} cores; GPU: {report['host']['gpus']}; "
         f"model {report['model']}; {report['seconds']} s per run, {report['rounds']} rounds in alternating order.",
-        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run.",
+        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run. "
+        f"Load average afterwards: {', '.join(f'{load:.1f}' for load in report['host']['load_average_after'])} "
+        "(other work on the machine shows up as noise between rounds).",
         "",
         "| round | FPS, no viewer | FPS, 6 viewers | ratio | frames per reader | stalled viewer: frames before / after | RSS MiB start / end (6 viewers) |",
         "|---|---|---|---|---|---|---|",
@@ -184,7 +187,7 @@ def main() -> None:
     host = host_info()
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": {"cpu": host["cpu"], "gpus": host["gpus"]},
+        "host": {"cpu": host["cpu"], "gpus": host["gpus"], "load_average_after": list(os.getloadavg())},
         "model": args.model or "edgeseg default model",
         "seconds": args.seconds,
         "rounds": args.rounds,

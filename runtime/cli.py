@@ -66,14 +66,14 @@ Examples:
 @click.option("--loop", is_flag=True, help="Replay a video or image files from the start when they end (a demo, a soak test).")
 @click.option("--all-regions", is_flag=True, help="Keep every lesion region in the mask, not only the largest.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
-@click.option("--serve", "serve", metavar="[HOST:]PORT",
+@click.option("--serve", "serve", metavar="[HOST:]PORT", callback=lambda ctx, param, value: serve_address(value),
               help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
                    "e.g. 0.0.0.0:8080 for every interface, which then needs the token the run prints).")
 @click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where `s` in the window saves snapshots.")
 def run_command(model: Path | None, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
                 save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
-                fps: float | None, max_frames: int | None, all_regions: bool, threads: int | None, serve: str | None,
+                fps: float | None, max_frames: int | None, all_regions: bool, threads: int | None, serve,
                 snapshot_dir: Path, loop: bool) -> None:
     from edgeseg.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
@@ -120,12 +120,24 @@ def window_wanted(show: bool | None) -> bool:
     return show
 
 
+def serve_address(value: str | None):
+    """--serve's [HOST:]PORT, checked when the command line is read."""
+    if value is None:
+        return None
+    from edgeseg.runtime.serve import ServeError, parse_serve_address
+
+    try:
+        return parse_serve_address(value)
+    except ServeError as error:
+        raise click.BadParameter(str(error), param_hint="--serve") from None
+
+
 @contextmanager
-def live_view_served_at(serve: str):
-    from edgeseg.runtime.serve import LiveServer, LiveView, parse_serve_address
+def live_view_served_at(address):
+    from edgeseg.runtime.serve import LiveServer, LiveView
 
     view = LiveView()
-    with LiveServer(view, parse_serve_address(serve)) as server:
+    with LiveServer(view, address) as server:
         click.echo(f"live view: {server.url}", err=True)
         if server.token:
             click.echo("the token in that address is needed on any other interface than localhost; share it only with viewers", err=True)

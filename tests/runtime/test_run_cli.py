@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -85,3 +86,14 @@ def test_help_explains_with_examples_and_says_measurements_are_not_a_diagnosis()
     assert result.exit_code == 0
     text = " ".join(result.output.split())  # help is wrapped to the terminal's width
     assert "edgeseg run model.onnx --camera 0" in text and "not a diagnosis" in text
+
+
+def test_serve_prints_the_live_view_address_and_the_run_ends_cleanly(tiny_onnx: Path, video_20: Path) -> None:
+    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "127.0.0.1:0")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"live view: http://127\.0\.0\.1:\d+/\n", result.output) and "20 frames" in result.output
+
+
+def test_a_bad_serve_address_is_a_usage_error_naming_the_option(tiny_onnx: Path, video_20: Path) -> None:
+    result = CliRunner().invoke(main, ["run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "host:port"])
+    assert result.exit_code == 2 and "--serve" in result.output and "0 to 65535" in result.output

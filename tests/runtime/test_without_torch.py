@@ -31,7 +31,7 @@ def test_the_runtime_commands_work_without_torch(tiny_onnx: Path, synthetic_dir:
     images = str(synthetic_dir / "ISIC2018_Task1-2_Training_Input")
     commands = [
         ["run", str(tiny_onnx), "--source", images, "--no-show", "--max-frames", "2", "--jsonl", str(tmp_path / "f.jsonl")],
-        ["eval", "--model", str(tiny_onnx), "--data", str(synthetic_dir), "--out", str(tmp_path / "eval")],
+        ["eval", str(tiny_onnx), "--data", str(synthetic_dir), "--out", str(tmp_path / "eval")],
         ["bench", str(tiny_onnx), "--runs", "2", "--warmup", "0"],
     ]
     for arguments in commands:
