@@ -57,7 +57,8 @@ Examples:
                    "mp4v where PyAV lacks an H.264 encoder.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="Write each frame's mask here: 0/255 PNG at the original size, named NAME_segmentation.png (ISIC naming).")
-@click.option("--jsonl", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON record per frame here.")
+@click.option("--jsonl", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write one JSON record per frame here ('-': stdout, e.g. to pipe into jq).")
 @click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True), help="Scale of the image (from the dermatoscope's calibration); adds mm values.")
 @click.option("--width", type=click.IntRange(min=1), help="Camera: requested frame width (a csi:// camera: 1920).")
 @click.option("--height", type=click.IntRange(min=1), help="Camera: requested frame height (a csi:// camera: 1080).")
@@ -98,7 +99,8 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
         options = RunOptions(show=show, save_video=save_video, save_masks=save_masks, jsonl=jsonl, max_frames=max_frames,
                              snapshot_dir=snapshot_dir, live_view=live_view)
         summary = run_pipeline(segmenter, frames, options)
-    report_run(summary, frames, {"overlay video": save_video, "masks": save_masks, "per-frame records": jsonl})
+    records = None if jsonl is not None and str(jsonl) == "-" else jsonl
+    report_run(summary, frames, {"overlay video": save_video, "masks": save_masks, "per-frame records": records})
 
 
 def check_outputs(save_video: Path | None) -> None:

@@ -159,12 +159,7 @@ class _Finisher:
     def _run(self) -> None:
         try:
             with ExitStack() as outputs:
-                jsonl = None
-                if self.options.jsonl is not None:
-                    self.options.jsonl.parent.mkdir(parents=True, exist_ok=True)
-                    # Streamed, not atomic: a long live run can be followed with `tail -f`, and every line
-                    # written is a whole record, so an interrupted run still leaves valid JSONL.
-                    jsonl = outputs.enter_context(open(self.options.jsonl, "w", encoding="utf-8"))
+                jsonl = self._open_jsonl(outputs)
                 if self.options.save_masks is not None:
                     self.options.save_masks.mkdir(parents=True, exist_ok=True)
                 while (item := self._queue.get()) is not None:
@@ -173,6 +168,17 @@ class _Finisher:
             self.error = error
             while self._queue.get() is not None:  # keep the main thread from blocking on a full queue
                 pass
+
+    def _open_jsonl(self, outputs: ExitStack):
+        """The per-frame records' stream: stdout for '-', else a file."""
+        if self.options.jsonl is None:
+            return None
+        if str(self.options.jsonl) == "-":
+            return sys.stdout  # everything else `edgeseg run` prints goes to stderr
+        self.options.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        # Streamed, not atomic: a long live run can be followed with `tail -f`, and every line
+        # written is a whole record, so an interrupted run still leaves valid JSONL.
+        return outputs.enter_context(open(self.options.jsonl, "w", encoding="utf-8"))
 
     def _finish_one(self, item: _Item, outputs: ExitStack, jsonl) -> None:
         image = item.frame.image

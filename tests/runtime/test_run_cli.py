@@ -97,3 +97,15 @@ def test_serve_prints_the_live_view_address_and_the_run_ends_cleanly(tiny_onnx: 
 def test_a_bad_serve_address_is_a_usage_error_naming_the_option(tiny_onnx: Path, video_20: Path) -> None:
     result = CliRunner().invoke(main, ["run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "host:port"])
     assert result.exit_code == 2 and "--serve" in result.output and "0 to 65535" in result.output
+
+
+def test_jsonl_dash_streams_records_alone_on_stdout(tiny_onnx: Path, video_20: Path) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--jsonl", "-"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    records = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [record["index"] for record in records] == list(range(20))
+    assert "20 frames" in completed.stderr
