@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from edgeseg.card import ModelCard
+from edgeseg.errors import EdgesegError
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -18,6 +19,35 @@ INTERPOLATIONS = {
     "cubic": cv2.INTER_CUBIC,
     "nearest": cv2.INTER_NEAREST,
 }
+
+
+class FrameError(EdgesegError, ValueError):
+    """An image the segmenter cannot take (empty, an unknown layout or a pixel type with no clear scale)."""
+
+
+def as_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any frame a camera, pipeline or caller may hand over, as BGR uint8; the same array when it already is.
+
+    Grey and BGRA become BGR; 16-bit becomes 8-bit by its top byte (0-65535 onto 0-255). Float
+    frames are refused: whether they run 0-1 or 0-255 cannot be told from the data.
+    """
+    if not isinstance(image, np.ndarray):
+        raise FrameError(f"expected an image as a numpy array (H, W, 3) BGR uint8, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise FrameError(f"expected an image of shape (H, W, 3) BGR, got an array of shape {image.shape}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise FrameError(f"expected 8- or 16-bit pixels, got {image.dtype}: scale the image to uint8 0-255 first "
+                         "(e.g. (image * 255).astype(np.uint8) for floats in 0-1)")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels == 3:
+        return image
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise FrameError(f"expected 1 (grey), 3 (BGR) or 4 (BGRA) channels, got {channels} (shape {image.shape})")
 
 
 def interpolation_flag(name: str) -> int:

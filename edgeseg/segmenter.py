@@ -29,7 +29,7 @@ from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.lesion_measurements import Measurements, measure
 from edgeseg.postprocess import activate, lesion_mask, probability_at
-from edgeseg.preprocess import normalize, resize_to_input
+from edgeseg.preprocess import as_bgr8, normalize, resize_to_input
 
 
 class BackendUnavailable(EdgesegError, RuntimeError):
@@ -110,10 +110,9 @@ class Segmenter:
         self.backend.close()
 
     def prepare(self, bgr: np.ndarray) -> Pending:
-        """Stage 1: the network input for a BGR uint8 image, written into the Segmenter's reused buffer."""
-        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 image (H, W, 3), got {bgr.dtype} {bgr.shape}")
+        """Stage 1: the network input for a BGR uint8 image (grey, BGRA, 16-bit converted), written into a reused buffer."""
         started = time.perf_counter()
+        bgr = as_bgr8(bgr)
         normalize(resize_to_input(bgr, self.card), self.card, out=self._input[0])
         return Pending(bgr.shape[:2], self._input, timings_ms={"preprocess": _ms_since(started)})
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
+from edgeseg.preprocess import as_bgr8
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
@@ -253,6 +254,7 @@ def run_pipeline(segmenter: Segmenter, source: Source, options: RunOptions) -> R
             if frame is None:
                 break
             stage_ms["wait"] += (time.perf_counter() - waited) * 1000
+            frame.image = as_bgr8(frame.image)  # a pipeline may deliver grey, BGRA or 16-bit; the overlay needs BGR
             pending = segmenter.infer(segmenter.prepare(frame.image))
             stage_ms["preprocess"] += pending.timings_ms["preprocess"]
             stage_ms["inference"] += pending.timings_ms["inference"]

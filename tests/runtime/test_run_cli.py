@@ -109,3 +109,29 @@ def test_jsonl_dash_streams_records_alone_on_stdout(tiny_onnx: Path, video_20: P
     records = [json.loads(line) for line in completed.stdout.splitlines()]
     assert [record["index"] for record in records] == list(range(20))
     assert "20 frames" in completed.stderr
+
+
+def test_the_run_loop_takes_grey_bgra_and_16_bit_frames_from_a_pipeline(tiny_onnx: Path, tmp_path: Path) -> None:
+    import time as clock
+
+    import numpy as np
+
+    from edgeseg.runtime.backends import open_segmenter
+    from edgeseg.runtime.run_loop import RunOptions, run_pipeline
+    from edgeseg.runtime.sources import Frame, Source
+
+    images = [np.full((48, 64), 90, np.uint8), np.full((48, 64, 4), 90, np.uint8), np.full((48, 64, 3), 90 * 257, np.uint16)]
+
+    class OddFrames(Source):
+        description = "odd frames"
+
+        def frames(self):
+            for index, image in enumerate(images):
+                yield Frame(index, image, f"odd{index}", clock.time(), clock.perf_counter())
+
+    records = tmp_path / "odd.jsonl"
+    with open_segmenter(tiny_onnx, "onnxruntime-cpu") as segmenter:
+        summary = run_pipeline(segmenter, OddFrames(), RunOptions(save_video=tmp_path / "odd.mp4", jsonl=records))
+    assert summary.frames == 3
+    assert [(r["width"], r["height"]) for r in map(json.loads, records.read_text().splitlines())] == [(64, 48)] * 3
+    assert count_video_frames(tmp_path / "odd.mp4") == (3, (64, 48))

@@ -11,7 +11,7 @@ import pytest
 
 from edgeseg.card import ModelCard
 from edgeseg.postprocess import activate, inside_contour, largest_contour, probability_at
-from edgeseg.preprocess import preprocess
+from edgeseg.preprocess import FrameError, preprocess
 from edgeseg.lesion_measurements import max_feret_diameter, measure
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
 from edgeseg.runtime.backends import open_segmenter
@@ -144,3 +144,33 @@ def test_segmenter_masks_agree_with_pytorch_on_real_images(isic_dir: Path, tiny_
         total = ours.sum() + theirs.sum()
         dice = 1.0 if total == 0 else 2 * (ours & theirs).sum() / total
         assert dice >= 0.99, f"{path.name}: Dice {dice:.4f} between onnxruntime and PyTorch masks"
+
+
+@pytest.mark.parametrize(("name", "image"), [
+    ("1x1", np.full((1, 1, 3), 120, np.uint8)),
+    ("grey", np.full((90, 120), 120, np.uint8)),
+    ("grey, one channel", np.full((90, 120, 1), 120, np.uint8)),
+    ("BGRA", np.full((90, 120, 4), 120, np.uint8)),
+    ("16-bit", np.full((90, 120, 3), 120 * 257, np.uint16)),
+    ("16-bit grey", np.full((90, 120), 120 * 257, np.uint16)),
+    ("a strided view", np.full((90, 240, 3), 120, np.uint8)[:, ::2]),
+    ("large", np.full((3000, 4000, 3), 120, np.uint8)),
+])
+def test_odd_frames_are_segmented_at_their_own_size(tiny_onnx: Path, name: str, image: np.ndarray) -> None:
+    with open_segmenter(tiny_onnx, "onnxruntime-cpu") as segmenter:
+        result = segmenter.segment(image)
+        same_as_bgr = segmenter.segment(np.full((*image.shape[:2], 3), 120, np.uint8))
+    assert result.mask.shape == image.shape[:2], name
+    np.testing.assert_allclose(result.probability, same_as_bgr.probability, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (np.zeros((0, 10, 3), np.uint8), "shape"),
+    (np.zeros((10, 10, 2), np.uint8), "channels"),
+    (np.zeros((10, 10, 3), np.float32), "uint8 0-255 first"),
+    (np.zeros((10,), np.uint8), "shape"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_frames_it_cannot_take_are_refused_with_what_to_do(tiny_onnx: Path, image, message: str) -> None:
+    with open_segmenter(tiny_onnx, "onnxruntime-cpu") as segmenter, pytest.raises(FrameError, match=message):
+        segmenter.segment(image)
