@@ -10,7 +10,8 @@ Runs the real command, `edgeseg run MODEL --source VIDEO --loop --no-show --json
 - "6 viewers": --serve, with 5 viewers reading the MJPEG stream as fast as it comes and a sixth that
   reads for 3 s, stops reading for 10 s (its socket buffers fill), then reads again.
 
-The viewers are separate processes (as browsers are). FPS is counted from the run's own per-frame
+The viewers are separate processes, as browsers are: five `curl`s (a browser on a tablet costs the
+device only the sending, and curl is the cheapest stand-in on one machine) and the stalled one. FPS is counted from the run's own per-frame
 records, over the seconds in which every viewer was connected (the same window without viewers).
 Also recorded: frames each viewer received, whether the stalled viewer got frames again, and the
 run's peak resident memory (a frame queue that grew would show there).
@@ -22,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import multiprocessing
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -43,6 +44,7 @@ from edgeseg.synthetic import make_sample
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READERS = 5
 STALL_S = 10.0
+PART_HEADER = b"Content-Type: image/jpeg"
 
 
 def lesion_video(path: Path, samples: int = 30, repeats: int = 4) -> Path:
@@ -67,21 +69,37 @@ def count_parts(sock: socket.socket, seconds: float) -> int:
             continue
         if not chunk:
             break
-        parts += chunk.count(b"Content-Type: image/jpeg")
+        parts += chunk.count(PART_HEADER)
     return parts
 
 
-def viewer(port: int, seconds: float, stall: bool, results) -> None:
-    """One browser-like viewer: connects, reads (and, if ``stall``, stops reading for STALL_S in the middle)."""
+def stalled_viewer(port: int, seconds: float) -> None:
+    """Reads for 3 s, stops reading for STALL_S (its socket buffers fill), reads again; prints both counts."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    if not stall:
-        results.put(("reader", count_parts(sock, seconds), 0))
-        return
     before = count_parts(sock, 3.0)
     time.sleep(STALL_S)
-    after = count_parts(sock, max(1.0, seconds - 3.0 - STALL_S))
-    results.put(("stalled", before, after))
+    print(json.dumps([before, count_parts(sock, max(1.0, seconds - 3.0 - STALL_S))]))
+
+
+class Viewers:
+    """READERS curl processes reading the stream into files (a browser elsewhere costs the device only the
+    sending; curl is the cheapest stand-in on this machine) and one stalled viewer in Python."""
+
+    def __init__(self, port: int, seconds: float, work: Path) -> None:
+        url = f"http://127.0.0.1:{port}/stream.mjpg"
+        self.files = [work / f"viewer-{index}.mjpg" for index in range(READERS)]
+        self.readers = [subprocess.Popen(["curl", "-s", "--max-time", f"{seconds:.0f}", "-o", str(path), url]) for path in self.files]
+        self.stalled = subprocess.Popen([sys.executable, __file__, "--stalled-viewer", str(port), str(seconds)], stdout=subprocess.PIPE, text=True)
+
+    def results(self) -> tuple[list[int], list[int]]:
+        for reader in self.readers:
+            reader.wait(timeout=60)
+        stalled = json.loads(self.stalled.communicate(timeout=60)[0])
+        parts = [path.read_bytes().count(PART_HEADER) for path in self.files]
+        for path in self.files:
+            path.unlink()
+        return parts, stalled
 
 
 def fps_between(records: list[dict], start: float, end: float) -> float:
@@ -99,27 +117,21 @@ def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, 
     warm = 3.0  # the model's first runs and the viewers' connections settle
     time.sleep(warm)
     start = time.time()
-    results = multiprocessing.Queue()
-    viewers = [multiprocessing.Process(target=viewer, args=(port, seconds, index == READERS, results)) for index in range(READERS + 1)] \
-        if with_viewers else []
-    for process_ in viewers:
-        process_.start()
+    viewers = Viewers(port, seconds, work) if with_viewers else None
     rss_start = memory_mib(process.pid, "VmRSS")
     time.sleep(seconds)
     end = time.time()
-    received = [results.get(timeout=30) for _ in viewers]
-    for process_ in viewers:
-        process_.join()
+    reader_parts, stalled_parts = viewers.results() if viewers else ([], [])
     rss_end, rss_peak = memory_mib(process.pid, "VmRSS"), memory_mib(process.pid, "VmHWM")
-    process.send_signal(2)  # Ctrl-C: the run ends cleanly
+    process.terminate()  # SIGTERM: the run ends cleanly, as with Ctrl-C
     process.wait(timeout=60)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     return {
-        "viewers": len(viewers),
+        "viewers": READERS + 1 if viewers else 0,
         "fps": round(fps_between(records, start + 1.0, end - 1.0), 2),
         "frames": len(records),
-        "reader_parts": [parts for kind, parts, _ in received if kind == "reader"],
-        "stalled_parts_before_after": [[before, after] for kind, before, after in received if kind == "stalled"],
+        "reader_parts": reader_parts,
+        "stalled_parts_before_after": [stalled_parts] if stalled_parts else [],
         "rss_mib_start_end_peak": [rss_start, rss_end, rss_peak],
     }
 
@@ -169,6 +181,10 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--stalled-viewer"]:
+        return stalled_viewer(int(sys.argv[2]), float(sys.argv[3]))
+    if shutil.which("curl") is None:
+        sys.exit("serve_load: needs curl for its viewers (apt install curl)")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", help="model file [edgeseg's default model]")
     parser.add_argument("--seconds", type=float, default=25.0)

@@ -7,6 +7,7 @@ the command, and the runtime parts load when the command runs.
 from __future__ import annotations
 
 import logging
+import signal
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -21,7 +22,8 @@ sidecar JSON, made by `edgeseg export`; without one, edgeseg's default model (it
 card. A window shows the overlay where a display exists (`q` quits, `s` saves a snapshot);
 --serve shows it in any browser (a device without a screen: the clinician's tablet or laptop),
 with the lesion figures updating live and a snapshot button; --save (a video that plays in a
-browser), --save-masks and --jsonl record it. Ctrl-C stops cleanly and closes every output.
+browser), --save-masks and --jsonl record it. Ctrl-C (or SIGTERM, as systemd and docker stop a service)
+stops cleanly and closes every output.
 
 Live sources (camera, URL, GStreamer pipeline) always process the newest frame, so latency does not
 build up; skipped frames are counted as dropped. Files are processed frame by frame.
@@ -89,6 +91,7 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
     model = model_or_default(model)
     frames = open_source(source, camera, width, height, fps, loop=loop)
     with ExitStack() as stack:
+        stack.enter_context(sigterm_stops_like_ctrl_c())
         stack.callback(frames.close)  # stops the source's reader thread, whatever happens after
         segmenter = stack.enter_context(open_segmenter(model, backend, threads=threads, keep_largest=False if all_regions else None,
                                                        mm_per_px=mm_per_px))
@@ -101,6 +104,19 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
         summary = run_pipeline(segmenter, frames, options)
     records = None if jsonl is not None and str(jsonl) == "-" else jsonl
     report_run(summary, frames, {"overlay video": save_video, "masks": save_masks, "per-frame records": records})
+
+
+@contextmanager
+def sigterm_stops_like_ctrl_c():
+    """A service manager's stop (systemd, docker stop) ends the run as Ctrl-C does: every output finished and closed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_outputs(save_video: Path | None) -> None:

@@ -135,3 +135,24 @@ def test_the_run_loop_takes_grey_bgra_and_16_bit_frames_from_a_pipeline(tiny_onn
     assert summary.frames == 3
     assert [(r["width"], r["height"]) for r in map(json.loads, records.read_text().splitlines())] == [(64, 48)] * 3
     assert count_video_frames(tmp_path / "odd.mp4") == (3, (64, 48))
+
+
+def test_sigterm_stops_a_run_cleanly_with_a_complete_recording(tiny_onnx: Path, video_20: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    video, records = tmp_path / "overlay.mp4", tmp_path / "frames.jsonl"
+    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--loop", "--no-show",
+               "--save", str(video), "--jsonl", str(records)]
+    # A service manager's process: SIGINT ignored, as for a background job, so only SIGTERM can stop it.
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    while not records.exists() or len(records.read_text().splitlines()) < 30:
+        assert process.poll() is None, process.stderr.read()
+        clock.sleep(0.2)
+    process.terminate()
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    frames = len(records.read_text().splitlines())
+    assert frames >= 30 and count_video_frames(video) == (frames, (640, 480))
