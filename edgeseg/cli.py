@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "export": "edgeseg.export.cli:export_command",
     "run": "edgeseg.runtime.cli:run_command",
     "bench": "edgeseg.evaluate.bench_cli:bench_command",
+    "doctor": "edgeseg.install_check:doctor_command",
 }
 
 EPILOG = """\b

@@ -242,6 +242,37 @@ def cuda_toolkit_version() -> Probe:
     return None, "no CUDA toolkit at /usr/local/cuda (version.json / version.txt)"
 
 
+# The oldest Linux driver that runs software built with each CUDA major (CUDA minor version
+# compatibility: NVIDIA's CUDA Toolkit release notes and "CUDA Compatibility", table "CUDA Toolkit and
+# Minimum Required Driver Version"). A newer driver runs older CUDA majors too (backward compatibility).
+CUDA_DRIVER_MINIMUM = {11: "450.80.02", 12: "525.60.13", 13: "580"}
+
+
+def _version_numbers(version: str) -> tuple[int, ...] | None:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)*)\s*", version)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def driver_problem(driver_version: str, cuda_major: int) -> str | None:
+    """Why this NVIDIA driver (nvidia-smi's "535.104.05") cannot run CUDA ``cuda_major`` software, or None.
+
+    None also when it cannot be judged: a CUDA major not in CUDA_DRIVER_MINIMUM, or a driver version
+    that is not dotted numbers. Nothing is guessed. An old driver is reported as an old driver, so
+    that "no CUDA GPU is visible" is never the only thing a user with a GPU hears.
+    """
+    minimum = CUDA_DRIVER_MINIMUM.get(cuda_major)
+    found = _version_numbers(driver_version)
+    if minimum is None or found is None:
+        return None
+    needed = _version_numbers(minimum)
+    width = max(len(found), len(needed))
+    if found + (0,) * (width - len(found)) >= needed + (0,) * (width - len(needed)):
+        return None
+    other = " (or, for CUDA 12 instead: pip install 'edgeseg[gpu]')" if cuda_major == 13 else ""
+    return (f"NVIDIA driver {driver_version.strip()} is older than CUDA {cuda_major} needs (>= {minimum}): "
+            f"install a newer driver{other}")
+
+
 # --- Jetson -------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,214 @@
+"""Which onnxruntime build this environment holds, and the two ways that install goes wrong.
+
+`onnxruntime` (CPU) and `onnxruntime-gpu` (CUDA and TensorRT providers) are two distributions of one
+module, `onnxruntime/`. pip does not know they clash: an environment can hold both, and then the files
+of whichever was installed last win, often the CPU build's, so no CUDA provider exists although
+`pip list` shows onnxruntime-gpu. edgeseg's extras each bring exactly one build (`cpu`, `gpu` or
+`cuda12` for CUDA 12, `gpu-cu13` or `cuda13` for CUDA 13; on a Jetson, JetPack's onnxruntime-gpu wheel
+and no extra), and ``import_onnxruntime`` refuses both at once and none at all, with the fix.
+
+``edgeseg doctor`` prints the whole picture: the build, its CUDA major, its providers, the GPU and
+whether its driver is new enough for the CUDA software installed.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeseg import host
+from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, write_json
+from edgeseg.segmenter import BackendUnavailable
+
+EXTRAS_HINT = ("pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
+               "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (README, Support matrix)")
+BOTH_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'edgeseg[gpu]'"
+CUDA_EXTRAS = {12: "gpu", 13: "gpu-cu13"}
+TENSORRT_CUDA = {"tensorrt-cu12": 12, "tensorrt-cu13": 13}
+_preloaded = False
+
+
+class OnnxRuntimeInstallError(BackendUnavailable):
+    """No onnxruntime, or two builds of it in one environment; the message gives the fix."""
+
+
+def _provides_onnxruntime(distribution: metadata.Distribution) -> bool:
+    top_level = distribution.read_text("top_level.txt")
+    if top_level is not None:
+        return "onnxruntime" in top_level.split()
+    name = (distribution.metadata["Name"] or "").lower()
+    if not name.startswith(("onnxruntime", "ort")):  # reading RECORD is slow: only for likely names
+        return False
+    return any(str(path) == "onnxruntime/__init__.py" for path in distribution.files or ())
+
+
+def onnxruntime_distributions() -> dict[str, str]:
+    """Every installed distribution that installs the module `onnxruntime`, name -> version."""
+    found = {}
+    for distribution in metadata.distributions():
+        if _provides_onnxruntime(distribution):
+            found.setdefault(distribution.metadata["Name"], distribution.version)
+    return found
+
+
+def check_onnxruntime_install(distributions: dict[str, str] | None = None) -> None:
+    """Raise OnnxRuntimeInstallError when two onnxruntime builds share this environment."""
+    distributions = onnxruntime_distributions() if distributions is None else distributions
+    if len(distributions) > 1:
+        names = " and ".join(f"{name} {version}" for name, version in sorted(distributions.items()))
+        raise OnnxRuntimeInstallError(
+            f"{names} are installed together: they install the same module `onnxruntime`, so the files of the "
+            f"one installed last won and the GPU providers may be missing. Keep exactly one: {BOTH_FIX} "
+            f"('edgeseg[gpu-cu13]' for CUDA 13, 'edgeseg[cpu]' on a host without an NVIDIA GPU; on a Jetson, "
+            f"reinstall JetPack's onnxruntime-gpu wheel instead).")
+
+
+def _not_installed(distributions: dict[str, str], error: Exception) -> str:
+    found = f" ({', '.join(distributions)} is installed but cannot be imported: {error})" if distributions else ""
+    return f"onnxruntime is not installed{found}. Install exactly one build: {EXTRAS_HINT}."
+
+
+def import_onnxruntime(gpu: bool = False) -> Any:
+    """The `onnxruntime` module, after checking the install; ``gpu`` loads CUDA's libraries from their wheels.
+
+    With ``gpu``, a CUDA build's ``preload_dlls()`` (onnxruntime >= 1.21) loads the CUDA and cuDNN
+    libraries that the GPU extras install as wheels (nvidia-*), which onnxruntime's CUDA provider does
+    not find by itself unless PyTorch loaded them first; it is called once per process.
+    """
+    global _preloaded
+    distributions = onnxruntime_distributions()
+    check_onnxruntime_install(distributions)
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise OnnxRuntimeInstallError(_not_installed(distributions, error)) from None
+    if gpu and not _preloaded and build_cuda_version(onnxruntime) and hasattr(onnxruntime, "preload_dlls"):
+        onnxruntime.preload_dlls()
+        _preloaded = True
+    return onnxruntime
+
+
+def build_cuda_version(onnxruntime: Any) -> str | None:
+    """The CUDA version this onnxruntime was built with ("12.2"), None for a CPU build."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:
+        return None
+    return getattr(info, "cuda_version", None) or None
+
+
+def onnxruntime_build() -> dict[str, Any]:
+    """What the runtime will use: the distributions, version, CUDA build and providers, and any problem."""
+    distributions = onnxruntime_distributions()
+    build: dict[str, Any] = {"distributions": distributions, "version": None, "cuda": None, "providers": None,
+                             "problem": None}
+    try:
+        check_onnxruntime_install(distributions)
+    except OnnxRuntimeInstallError as error:
+        build["problem"] = str(error)  # and still say which build's files won
+    try:
+        import onnxruntime
+    except ImportError as error:
+        build["problem"] = build["problem"] or _not_installed(distributions, error)
+        return build
+    build.update(version=onnxruntime.__version__, cuda=build_cuda_version(onnxruntime),
+                 providers=list(onnxruntime.get_available_providers()))
+    return build
+
+
+# --- edgeseg doctor -------------------------------------------------------------------------------
+
+
+def _major(version: str | None) -> int | None:
+    head = (version or "").split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def cuda_software(build: dict[str, Any]) -> dict[str, int]:
+    """The CUDA major each installed piece of CUDA software was built for, from its build or package name."""
+    majors = {}
+    if _major(build["cuda"]):
+        majors[f"onnxruntime {build['version']}"] = _major(build["cuda"])
+    for name in ("cuda-bindings", "cuda-python"):
+        version, _ = host.package_version(name)
+        if _major(version):
+            majors[f"{name} {version}"] = _major(version)
+            break
+    for name, major in TENSORRT_CUDA.items():
+        version, _ = host.package_version(name)
+        if version:
+            majors[f"{name} {version}"] = major
+    return majors
+
+
+def doctor_findings() -> dict[str, Any]:
+    """The install as the runtime sees it, the problems (each with its fix) and notes."""
+    build = onnxruntime_build()
+    gpus, gpu_reason = host.nvidia_smi_gpus()
+    software = cuda_software(build)
+    problems = [build["problem"]] if build["problem"] else []
+    for major in sorted(set(software.values())):
+        built = ", ".join(what for what, its_major in software.items() if its_major == major)
+        for driver in sorted({gpu["driver"] for gpu in gpus or []}):
+            problem = host.driver_problem(driver, major)
+            if problem:
+                problems.append(f"{problem} ({built}: built for CUDA {major})")
+    notes = []
+    if gpus and build["providers"] and "CUDAExecutionProvider" not in build["providers"]:
+        notes.append("an NVIDIA GPU is here but this onnxruntime has no CUDA provider (the CPU build): for the GPU, "
+                     "pip uninstall -y onnxruntime && pip install 'edgeseg[gpu]'")
+    if len(set(software.values())) > 1:
+        notes.append("CUDA software for more than one CUDA major is installed ("
+                     + ", ".join(f"{what}: {major}" for what, major in software.items())
+                     + "); the driver must suit the newest; keep one major where you can (extras gpu or gpu-cu13)")
+    return {"onnxruntime": build, "cuda_software": software, "gpus": gpus, "gpus_reason": gpu_reason,
+            "tensorrt": host.tensorrt_version()[0], "torch": host.package_version("torch")[0],
+            "jetson": host.is_jetson(), "problems": problems, "notes": notes}
+
+
+def doctor_lines(findings: dict[str, Any]) -> list[str]:
+    build = findings["onnxruntime"]
+    if build["version"]:
+        names = ", ".join(f"{name} {version}" for name, version in build["distributions"].items()) or "no pip metadata"
+        kind = f"built for CUDA {build['cuda']}" if build["cuda"] else "CPU build"
+        runtime = f"{build['version']} ({names}; {kind}); providers: {', '.join(build['providers'])}"
+    else:
+        runtime = "not installed"
+    gpus = "; ".join(f"{gpu['name']}, driver {gpu['driver']}" for gpu in findings["gpus"] or [])
+    rows = [("onnxruntime", runtime), ("TensorRT", findings["tensorrt"] or "not installed"),
+            ("CUDA builds", ", ".join(f"{what} (CUDA {major})" for what, major in findings["cuda_software"].items()) or "-"),
+            ("PyTorch", findings["torch"] or "not installed"),
+            ("GPU", gpus or f"none ({findings['gpus_reason']})"), ("Jetson", "yes" if findings["jetson"] else "no")]
+    lines = [f"  {name:<13}{value}" for name, value in rows]
+    lines += [f"problem: {problem}" for problem in findings["problems"]]
+    lines += [f"note: {note}" for note in findings["notes"]]
+    if findings["problems"]:
+        lines.append("Not OK: fix the problems above.")
+    else:
+        driver = "the driver suits the CUDA software installed" if findings["gpus"] else "no NVIDIA GPU, no driver to check"
+        lines.append(f"OK: one onnxruntime build; {driver}.")
+    return lines
+
+
+@click.command("doctor")
+@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write the findings as JSON to FILE {JSON_HELP}.")
+def doctor_command(json_path: Path | None) -> None:
+    """Check this install: one onnxruntime build, its providers, the GPU and its driver.
+
+    Finds two onnxruntime builds in one environment (onnxruntime and onnxruntime-gpu install the same
+    module; the last one installed wins) or none, and an NVIDIA driver older than the CUDA software
+    installed needs, each with its fix. Exit status 0 when nothing is wrong, 1 otherwise.
+
+    \b
+    Example:
+      edgeseg doctor
+      edgeseg doctor --json - | python -m json.tool
+    """
+    findings = doctor_findings()
+    click.echo("\n".join(doctor_lines(findings)), err=json_to_stdout(json_path))
+    if json_path is not None:
+        write_json(json_path, findings)
+    raise SystemExit(1 if findings["problems"] else 0)

@@ -1,0 +1,154 @@
+"""One onnxruntime build per environment: the extras cannot bring two, and the runtime says when an install has two or none."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeseg import install_check
+from edgeseg.cli import main
+from edgeseg.install_check import (
+    BOTH_FIX,
+    OnnxRuntimeInstallError,
+    check_onnxruntime_install,
+    import_onnxruntime,
+    onnxruntime_distributions,
+)
+from edgeseg.segmenter import BackendUnavailable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ONNXRUNTIME_BUILDS = {"onnxruntime", "onnxruntime-gpu"}
+
+
+def fake_distribution(site: Path, name: str, version: str, top_level: str | None = "onnxruntime\n") -> None:
+    """A distribution's metadata as pip leaves it (no module files needed: only the metadata is read)."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    if top_level is None:
+        (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+    else:
+        (info / "top_level.txt").write_text(top_level)
+
+
+# --- the extras -----------------------------------------------------------------------------------
+
+
+def project() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def requirement_names(extra: str | None, extras: dict[str, list[str]], base: list[str]) -> set[str]:
+    """Every distribution an extra brings, its own extras (edgeseg[a,b]) followed."""
+    names = set()
+    for requirement in base if extra is None else extras[extra]:
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?", requirement)
+        name, sub = match.group(1).lower(), match.group(2)
+        if name == "edgeseg":
+            for part in sub.split(","):
+                names |= requirement_names(part.strip(), extras, base)
+        else:
+            names.add(name)
+    return names
+
+
+def test_no_install_the_extras_allow_holds_two_onnxruntime_builds():
+    spec = project()
+    extras, base = spec["optional-dependencies"], spec["dependencies"]
+    assert not requirement_names(None, extras, base) & ONNXRUNTIME_BUILDS  # the base leaves the choice open
+    assert "onnxruntime" in requirement_names("cpu", extras, base)
+    assert "onnxruntime" in requirement_names("all", extras, base)  # make test / make demo get a working build
+    for gpu in ("gpu", "gpu-cu13", "cuda12", "cuda13"):
+        assert requirement_names(gpu, extras, base) & ONNXRUNTIME_BUILDS == {"onnxruntime-gpu"}, gpu
+        for other in extras:  # whatever else a user adds, the CPU build never comes with a GPU extra
+            if other not in ("cpu", "all"):
+                assert "onnxruntime" not in requirement_names(other, extras, base), other
+
+
+def test_each_gpu_extra_pins_one_cuda_major():
+    extras = project()["optional-dependencies"]
+    for extra, major in (("gpu", 12), ("gpu-cu13", 13)):
+        text = " ".join(extras[extra] + extras[f"cuda{major}"])
+        assert f"tensorrt-cu{major}" in text and f"cuda-python>={major}" in text and f",<{major + 1}" in text, extra
+        other = {12: 13, 13: 12}[major]
+        assert f"cu{other}" not in text and f"cuda-python>={other}" not in text, extra
+
+
+# --- the install check ----------------------------------------------------------------------------
+
+
+def test_this_environment_holds_exactly_one_build():
+    found = onnxruntime_distributions()
+    assert len(found) == 1 and set(found) <= ONNXRUNTIME_BUILDS, found
+    check_onnxruntime_install()
+    assert import_onnxruntime().get_available_providers()
+
+
+def test_two_builds_are_refused_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_distribution(tmp_path, "onnxruntime-gpu", "1.26.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = onnxruntime_distributions()
+    assert "onnxruntime-gpu" in found and len(found) == 2
+    with pytest.raises(OnnxRuntimeInstallError) as raised:
+        import_onnxruntime()
+    message = str(raised.value)
+    assert "onnxruntime-gpu 1.26.0" in message and "same module" in message and BOTH_FIX in message
+    assert isinstance(raised.value, BackendUnavailable)  # the runtime's auto choice reports it like any backend
+
+
+def test_a_build_without_top_level_txt_is_found_by_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_distribution(tmp_path, "onnxruntime-openvino", "1.20.0", top_level=None)
+    fake_distribution(tmp_path, "onnxruntime-extensions", "0.15.2", top_level="onnxruntime_extensions\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = onnxruntime_distributions()
+    assert "onnxruntime-openvino" in found and "onnxruntime-extensions" not in found
+
+
+def test_no_onnxruntime_names_the_extras(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(install_check, "onnxruntime_distributions", lambda: {})
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(OnnxRuntimeInstallError, match=r"onnxruntime is not installed") as raised:
+        import_onnxruntime()
+    assert "edgeseg[cpu]" in str(raised.value) and "edgeseg[gpu]" in str(raised.value) and "Jetson" in str(raised.value)
+
+
+# --- edgeseg doctor -------------------------------------------------------------------------------
+
+
+def fake_nvidia_smi(directory: Path, name: str, driver: str) -> None:
+    path = directory / "nvidia-smi"
+    path.write_text(f'#!/bin/sh\necho "{name}, {driver}"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_doctor_on_this_install_is_ok():
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime" in result.output and result.output.rstrip().splitlines()[-1].startswith("OK")
+
+
+def test_doctor_reports_two_builds_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_distribution(tmp_path, "onnxruntime-gpu", "1.26.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1 and BOTH_FIX in result.output and "Not OK" in result.output
+
+
+def test_doctor_reports_an_old_driver_as_an_old_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_nvidia_smi(tmp_path, "NVIDIA A100-SXM4-40GB", "470.82.01")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(install_check, "build_cuda_version", lambda module: "12.2")  # as onnxruntime-gpu 1.26 says
+    result = CliRunner().invoke(main, ["doctor", "--json", str(tmp_path / "doctor.json")])
+    assert result.exit_code == 1, result.output
+    assert "NVIDIA driver 470.82.01 is older than CUDA 12 needs (>= 525.60.13)" in result.output
+    assert "NVIDIA A100-SXM4-40GB, driver 470.82.01" in result.output
+    assert '"problems"' in (tmp_path / "doctor.json").read_text()
+    fake_nvidia_smi(tmp_path, "NVIDIA A100-SXM4-40GB", "535.104.05")
+    assert "older than CUDA 12" not in CliRunner().invoke(main, ["doctor"]).output
