@@ -136,10 +136,11 @@ class OnnxRuntimeBackend(_ContextManager):
 
 
 class TensorRTBackend(_ContextManager):
-    """A serialized TensorRT engine (TensorRT 10 API) with its sidecar; buffers are allocated once.
+    """A serialized TensorRT engine (TensorRT 10/11 API) with its sidecar; buffers are allocated once.
 
-    Written to the documented TensorRT 10 and cuda-python APIs; it runs only where both are installed
-    and a GPU is present (tests marked ``gpu``).
+    Written to the documented TensorRT and cuda-python APIs and tested against a strict double of them
+    (tests/export/trt_double.py); on a real GPU only in the tests marked ``gpu``. Every return value that
+    reports a failure is checked, and a failure after the first allocation frees everything again.
     """
 
     def __init__(self, engine_path: str | os.PathLike) -> None:
@@ -152,61 +153,111 @@ class TensorRTBackend(_ContextManager):
         engine_path = Path(engine_path)
         info = read_engine_info(engine_path)
         try:
-            capability = cuda.compute_capability()
+            gpu = cuda.device()
         except ImportError as error:
             raise BackendUnavailable(f"tensorrt: {error}") from None
-        if capability is None:
+        if gpu is None:
             raise BackendUnavailable("tensorrt: no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).")
-        check_engine_host(info, engine_path, trt.__version__, capability)
+        check_engine_host(info, engine_path, trt.__version__, gpu.compute_capability, gpu.name)
         self.card, self.precision, self.name = info.card, info.precision, "tensorrt"
         self._cuda = cuda
         self._buffers: list = []
-        self._stream = None
+        self._stream = self._runtime = self._engine = self._context = None
+        try:
+            self._load(trt, engine_path)
+        except BaseException:
+            for error in self._release():
+                log.warning("tensorrt: while cleaning up after a failed start: %s", error)
+            raise
 
+    def _load(self, trt, engine_path: Path) -> None:
+        """Deserialize the engine, make its context, a stream and the two buffers, and bind them."""
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
             raise RuntimeModelError(f"{engine_path}: TensorRT could not deserialize this engine (see its log above). {REBUILD_FIX}.")
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise RuntimeModelError(f"{engine_path}: TensorRT could not create an execution context (see its log above; "
+                                    "often too little free GPU memory). Close other GPU programs and try again.")
+        input_name, output_name = self._io_names(trt, engine_path)
+        input_shape = self._input_shape(input_name, engine_path)
+        output_shape = tuple(self._context.get_tensor_shape(output_name))
+        if any(side < 0 for side in output_shape):
+            raise RuntimeModelError(f"{engine_path}: TensorRT cannot tell the output shape {output_shape}. {REBUILD_FIX}.")
+        self._stream = self._cuda.Stream()
+        self._input = self._allocate(input_shape, trt.nptype(self._engine.get_tensor_dtype(input_name)))
+        self._output = self._allocate(output_shape, trt.nptype(self._engine.get_tensor_dtype(output_name)))
+        for name, buffer in ((input_name, self._input), (output_name, self._output)):
+            if not self._context.set_tensor_address(name, buffer.device_pointer):
+                raise RuntimeModelError(f"{engine_path}: TensorRT refused the device buffer for tensor {name!r} "
+                                        f"(see its log above). {REBUILD_FIX}.")
+
+    def _io_names(self, trt, engine_path: Path) -> tuple[str, str]:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise RuntimeModelError(f"{engine_path}: expected one input and one output tensor, found {inputs} and {outputs}. {REBUILD_FIX}.")
-        input_shape = tuple(self._engine.get_tensor_shape(inputs[0]))
-        if any(side < 0 for side in input_shape):  # a dynamic-shape engine: run it at the card's size
-            input_shape = (1, 3, *self.card.input_size)
-            self._context.set_input_shape(inputs[0], input_shape)
-        output_shape = tuple(self._context.get_tensor_shape(outputs[0]))
+        return inputs[0], outputs[0]
 
-        self._stream = cuda.call(cuda.cudart().cudaStreamCreate())
-        self._input = cuda.PinnedBuffer(input_shape, trt.nptype(self._engine.get_tensor_dtype(inputs[0])))
-        self._buffers.append(self._input)
-        self._output = cuda.PinnedBuffer(output_shape, trt.nptype(self._engine.get_tensor_dtype(outputs[0])))
-        self._buffers.append(self._output)
-        self._context.set_tensor_address(inputs[0], self._input.device_pointer)
-        self._context.set_tensor_address(outputs[0], self._output.device_pointer)
+    def _input_shape(self, name: str, engine_path: Path) -> tuple[int, ...]:
+        """The engine's input shape; a dynamic-shape engine is set to run at the card's size, batch 1."""
+        shape = tuple(self._engine.get_tensor_shape(name))
+        if all(side >= 0 for side in shape):
+            return shape
+        shape = (1, 3, *self.card.input_size)
+        if not self._context.set_input_shape(name, shape):
+            raise RuntimeModelError(f"{engine_path}: the engine does not take input {shape}, the size its sidecar's card "
+                                    f"gives, so the engine and the sidecar do not belong together. {REBUILD_FIX}.")
+        return shape
+
+    def _allocate(self, shape: tuple[int, ...], dtype) -> object:
+        buffer = self._cuda.PinnedBuffer(shape, dtype)
+        self._buffers.append(buffer)
+        return buffer
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._context is None:
+            raise RuntimeError("this TensorRT backend is closed")
         if batch.shape != self._input.host.shape:
             raise ValueError(f"this engine takes input of shape {self._input.host.shape}, got {batch.shape}")
         np.copyto(self._input.host, batch, casting="same_kind")
         self._input.to_device(self._stream)
-        if not self._context.execute_async_v3(self._stream):
+        if not self._context.execute_async_v3(self._stream.handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see its log above)")
         self._output.to_host(self._stream)
-        self._cuda.call(self._cuda.cudart().cudaStreamSynchronize(self._stream))
+        self._stream.synchronize()
         return self._output.host.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
 
     def close(self) -> None:
-        for buffer in self._buffers:
-            buffer.free()
-        self._buffers = []
+        """Release the engine, its buffers and its stream; a second call does nothing."""
+        errors = self._release()
+        if errors:
+            raise errors[0]
+
+    def _release(self) -> list[Exception]:
+        """Free everything this backend holds, going on past a failure; returns the CUDA errors met."""
+        # TensorRT's objects go first, the context before the engine before the runtime: they may still
+        # refer to the buffers and the stream.
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        errors: list[Exception] = []
+        buffers, self._buffers = self._buffers, []
+        for buffer in buffers:
+            try:
+                buffer.free()
+            except self._cuda.CudaError as error:
+                errors.append(error)
         if self._stream is not None:
-            self._cuda.call(self._cuda.cudart().cudaStreamDestroy(self._stream))
-            self._stream = None
-        self._context = self._engine = self._runtime = None
+            stream, self._stream = self._stream, None
+            try:
+                stream.destroy()
+            except self._cuda.CudaError as error:
+                errors.append(error)
+        return errors
 
 
 def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Backend:

@@ -1,13 +1,17 @@
 """The little of CUDA the TensorRT backend needs, through NVIDIA's cuda-python (no torch, no pycuda).
 
-Written to the documented cuda-python runtime API (every call returns ``(error, *values)``) and
-NVIDIA's TensorRT Python samples (samples/python/common_runtime.py). Verified only where a GPU was
-available; on a host without one, nothing here is imported.
+Written to the documented cuda-python runtime API (``cuda.bindings.runtime``: every call returns
+``(error, *values)``; a stream parameter takes a ``cudaStream_t``) and NVIDIA's TensorRT Python samples
+(samples/python/common_runtime.py). TensorRT's Python API takes a stream as an int handle
+(``execute_async_v3(stream_handle: int)``); ``native_handle`` gives it without the ``int(obj)``
+that cuda-bindings deprecates. Tested against a strict double of these calls (tests/export/trt_double.py);
+on a host without a GPU, nothing here is imported.
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,25 +44,66 @@ def cudart() -> Any:
         raise ImportError(f"the TensorRT backend needs CUDA from Python: {GPU_EXTRA_FIX}") from None
 
 
-def call(result: tuple) -> Any:
+def call(result: tuple, what: str = "a CUDA runtime call") -> Any:
     """Unpack a cuda-python result ``(error, *values)``: raise on error, else return the value(s)."""
     error, *values = result
-    runtime = cudart()
-    if error != runtime.cudaError_t.cudaSuccess:
-        raise CudaError(f"CUDA runtime call failed: {error!r}")
+    if error != cudart().cudaError_t.cudaSuccess:
+        raise CudaError(f"{what} failed: {getattr(error, 'name', error)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def compute_capability(device: int = 0) -> str | None:
-    """This GPU's compute capability as "major.minor" (e.g. "8.7"), or None when no GPU is usable."""
+def native_handle(cuda_object: Any) -> int:
+    """The address a cuda-python object (a ``cudaStream_t``) wraps, as the int TensorRT's Python API takes."""
+    if isinstance(cuda_object, int):
+        return cuda_object
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(cuda_object)  # cuda-python before 12.9 has no utils module; int() is its documented way
+    return int(get_cuda_native_handle(cuda_object))
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    major: int
+    minor: int
+
+    @property
+    def compute_capability(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+def device(index: int = 0) -> Device | None:
+    """This GPU's name and compute capability (e.g. "Orin", 8.7), or None when CUDA sees no usable GPU."""
     runtime = cudart()
     error, count = runtime.cudaGetDeviceCount()
-    if error != runtime.cudaError_t.cudaSuccess or count <= device:
+    if error != runtime.cudaError_t.cudaSuccess or not count or count <= index:
         return None
-    properties = call(runtime.cudaGetDeviceProperties(device))
-    return f"{properties.major}.{properties.minor}"
+    properties = call(runtime.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+    name = properties.name
+    if isinstance(name, bytes):  # a C char[256]: the name, then NULs
+        name = name.split(b"\0", 1)[0].decode(errors="replace")
+    return Device(name=str(name), major=int(properties.major), minor=int(properties.minor))
+
+
+class Stream:
+    """A CUDA stream: the ``cudaStream_t`` for cuda-python calls, its int ``handle`` for TensorRT's."""
+
+    def __init__(self) -> None:
+        self.stream = call(cudart().cudaStreamCreate(), "cudaStreamCreate")
+        self.handle = native_handle(self.stream)
+
+    def synchronize(self) -> None:
+        call(cudart().cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+    def destroy(self) -> None:
+        """Destroy the stream; a second call does nothing."""
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            call(cudart().cudaStreamDestroy(stream), "cudaStreamDestroy")
 
 
 class PinnedBuffer:
@@ -68,27 +113,37 @@ class PinnedBuffer:
         runtime = cudart()
         dtype = np.dtype(dtype)
         self.nbytes = int(np.prod(shape)) * dtype.itemsize
-        self.host_pointer = int(call(runtime.cudaMallocHost(self.nbytes)))
-        raw = np.ctypeslib.as_array(ctypes.cast(self.host_pointer, ctypes.POINTER(ctypes.c_uint8)), (self.nbytes,))
-        self.host = raw.view(dtype).reshape(shape)
-        self.device_pointer = int(call(runtime.cudaMalloc(self.nbytes)))
+        self.device_pointer = 0
+        self.host_pointer = int(call(runtime.cudaMallocHost(self.nbytes), "cudaMallocHost"))
+        try:
+            raw = np.ctypeslib.as_array(ctypes.cast(self.host_pointer, ctypes.POINTER(ctypes.c_uint8)), (self.nbytes,))
+            self.host = raw.view(dtype).reshape(shape)
+            self.device_pointer = int(call(runtime.cudaMalloc(self.nbytes), "cudaMalloc"))
+        except BaseException:
+            self.free()  # the pinned half must not leak when the device half fails
+            raise
 
-    def to_device(self, stream: Any) -> None:
+    def to_device(self, stream: Stream) -> None:
         runtime = cudart()
         kind = runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
-        call(runtime.cudaMemcpyAsync(self.device_pointer, self.host_pointer, self.nbytes, kind, stream))
+        call(runtime.cudaMemcpyAsync(self.device_pointer, self.host_pointer, self.nbytes, kind, stream.stream),
+             "cudaMemcpyAsync (host to device)")
 
-    def to_host(self, stream: Any) -> None:
+    def to_host(self, stream: Stream) -> None:
         runtime = cudart()
         kind = runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        call(runtime.cudaMemcpyAsync(self.host_pointer, self.device_pointer, self.nbytes, kind, stream))
+        call(runtime.cudaMemcpyAsync(self.host_pointer, self.device_pointer, self.nbytes, kind, stream.stream),
+             "cudaMemcpyAsync (device to host)")
 
     def free(self) -> None:
+        """Free both halves (the host one even when freeing the device one fails); a second call does nothing."""
         runtime = cudart()
-        if self.device_pointer:
-            call(runtime.cudaFree(self.device_pointer))
-            self.device_pointer = 0
-        if self.host_pointer:
-            self.host = None
-            call(runtime.cudaFreeHost(self.host_pointer))
-            self.host_pointer = 0
+        device_pointer, self.device_pointer = self.device_pointer, 0
+        host_pointer, self.host_pointer = self.host_pointer, 0
+        self.host = None
+        try:
+            if device_pointer:
+                call(runtime.cudaFree(device_pointer), "cudaFree")
+        finally:
+            if host_pointer:
+                call(runtime.cudaFreeHost(host_pointer), "cudaFreeHost")

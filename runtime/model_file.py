@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,10 @@ from typing import Any
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
-from edgeseg.names import CARD_METADATA_KEY, is_engine
+from edgeseg.names import CARD_METADATA_KEY, ONNX_FILENAMES, is_engine
+
+log = logging.getLogger("edgeseg.runtime")
+
 EXPORT_FIX = "run `edgeseg export RUN_DIR` to make one"
 REBUILD_FIX = "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
 
@@ -50,6 +54,7 @@ class EngineInfo:
     compute_capability: str  # "major.minor", e.g. "8.7" for Jetson Orin
     precision: str
     sidecar: dict[str, Any]
+    onnx_file: str = ""  # the ONNX it was built from, beside it (sidecars before 2026-11-26 lack it)
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:
@@ -181,7 +186,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
-    """Read an engine's sidecar and check the engine's checksum against it."""
+    """Read an engine's sidecar, check the engine's checksum against it, and the ONNX's when it is beside it."""
     engine_path = Path(engine_path)
     sidecar = sidecar_path(engine_path)
     if not engine_path.is_file():
@@ -208,6 +213,7 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
             compute_capability=str(data["compute_capability"]),
             precision=str(data.get("precision", "fp32")),
             sidecar=data,
+            onnx_file=Path(str(data.get("onnx_file", ""))).name,  # a name beside the engine, never a path
         )
     except KeyError as error:
         raise RuntimeModelError(f"{sidecar}: the sidecar lacks {error.args[0]!r}. {REBUILD_FIX}.") from None
@@ -217,11 +223,40 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
             f"{engine_path}: its sha256 {actual[:12]}... does not match the sidecar's {info.engine_sha256[:12]}..., "
             f"so the engine was changed or the sidecar belongs to another engine. {REBUILD_FIX}."
         )
+    check_engine_source(info, engine_path)
     return info
 
 
-def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt_version: str, compute_capability: str) -> None:
-    """Refuse an engine built with another TensorRT version or for another GPU than this host's."""
+def check_engine_source(info: EngineInfo, engine_path: str | os.PathLike) -> None:
+    """Refuse an engine whose ONNX, where it lies beside the engine, is no longer the one it was built from.
+
+    The sidecar names that ONNX (``onnx_file``); an older sidecar does not, and then any edgeseg ONNX
+    beside the engine that matches will do. With no such ONNX beside it there is nothing to compare.
+    """
+    engine_path = Path(engine_path)
+    names = [info.onnx_file] if info.onnx_file else list(ONNX_FILENAMES.values())
+    present = [engine_path.with_name(name) for name in names if engine_path.with_name(name).is_file()]
+    if not info.onnx_sha256 or not present:
+        return
+    found = {path.name: sha256_of(path) for path in present}
+    if info.onnx_sha256 in found.values():
+        return
+    seen = ", ".join(f"{name} has {digest[:12]}..." for name, digest in found.items())
+    form = "engine-int8" if info.precision == "int8" else "engine"
+    raise RuntimeModelError(
+        f"{engine_path}: built from another ONNX than the one beside it (the sidecar records sha256 "
+        f"{info.onnx_sha256[:12]}...; {seen}): the model was exported again after the engine was built. Rebuild the "
+        f"engine from it on this device: `edgeseg export {engine_path.with_name(ONNX_FILENAMES['onnx'])} --format {form}`."
+    )
+
+
+def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt_version: str, compute_capability: str,
+                      gpu_name: str | None = None) -> None:
+    """Refuse an engine built with another TensorRT version or for another GPU than this host's.
+
+    A GPU of the same compute capability but another name (an RTX 4090 and an L4 are both 8.9) may
+    load the engine, tuned for the other one: that is a warning, not a refusal.
+    """
     if info.tensorrt_version != tensorrt_version:
         raise RuntimeModelError(
             f"{engine_path}: built with TensorRT {info.tensorrt_version}, but this host has TensorRT "
@@ -232,21 +267,24 @@ def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt
         raise RuntimeModelError(
             f"{engine_path}: built for {built_for}, but this GPU has compute capability {compute_capability}. {REBUILD_FIX}."
         )
+    if gpu_name and info.gpu_name and gpu_name != info.gpu_name:
+        log.warning("%s: built on a %s, and this GPU is a %s (the same compute capability %s): TensorRT picked its "
+                    "kernels for the other GPU, so this one may run it slower or refuse it; %s", engine_path,
+                    info.gpu_name, gpu_name, compute_capability, REBUILD_FIX)
 
 
-def engine_host() -> tuple[str, str] | None:
-    """(TensorRT version, GPU compute capability) of this host, or None without TensorRT and a GPU."""
+def engine_host() -> tuple[str, str, str] | None:
+    """(TensorRT version, GPU compute capability, GPU name) of this host, or None without TensorRT and a GPU."""
     try:
         import tensorrt as trt
     except ImportError:
         return None
-    from edgeseg.runtime.cuda import compute_capability
+    from edgeseg.runtime.cuda import device
 
     try:
-        capability = compute_capability()
+        gpu = device()
     except ImportError:
         return None
-    if capability is None:
+    if gpu is None:
         return None
-    return trt.__version__, capability
-
+    return trt.__version__, gpu.compute_capability, gpu.name
