@@ -186,7 +186,7 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
                                                      options.calib, options.calib_n)
             results[name] = attempt(name, lambda: build_int8(onnx_path, card, out_dir, images, options.progress), card)
         else:
-            results[name] = build_engine_result(name, onnx_path, results.get("int8"), card, out_dir, options, engine_reason)
+            results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
         echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
     return results, calibration
 
@@ -202,14 +202,43 @@ def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options
     return attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic), card)
 
 
-def build_engine_result(name: str, onnx_path: Path, int8: FormResult | None, card: ModelCard, out_dir: Path,
+def build_engine_result(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
                         options: ExportOptions, engine_reason: str | None) -> FormResult:
     if engine_reason:
         return FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
-    source = onnx_path if name == "engine" else (int8.path if int8 else None)
-    if source is None:
-        return FormResult(name, "int8", status="failed", reason="the INT8 ONNX it is built from failed")
+    try:
+        source = engine_source(name, onnx_path, results, card, out_dir, options.keep_norm_fp32)
+    except ExportError as error:
+        return FormResult(name, FORM_PRECISION[name], status="failed", reason=str(error))
     return attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
+
+
+def engine_source(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
+                  keep_norm_fp32: bool) -> Path:
+    """The ONNX an engine is built from: the INT8 ONNX for "engine-int8"; for "engine" the fp32 ONNX on
+    TensorRT 10.0-10.11, and from 10.12 on (strongly typed) the FP16 ONNX the gate checks, built here
+    (and then gated as the "fp16" form) when it was not asked for."""
+    if name == "engine-int8":
+        int8 = results.get("int8")
+        if int8 is None or int8.path is None:
+            raise ExportError("the INT8 ONNX it is built from failed")
+        return int8.path
+    if not engine_built_from_fp16_onnx():
+        return onnx_path
+    if "fp16" not in results:
+        results["fp16"] = attempt("fp16", lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32), card)
+        results["fp16"].notes.append("built for the FP16 engine: TensorRT 10.12+ builds it strongly typed from this ONNX")
+    fp16 = results["fp16"]
+    if fp16.status != "built":
+        raise ExportError(f"the FP16 ONNX it is built from (TensorRT 10.12+ builds strongly typed) failed: {fp16.reason}")
+    return fp16.path
+
+
+def engine_built_from_fp16_onnx() -> bool:
+    """Whether this host's TensorRT builds the FP16 engine strongly typed, from the FP16 ONNX."""
+    from edgeseg.export.tensorrt_export import builds_strongly_typed, import_tensorrt
+
+    return builds_strongly_typed(import_tensorrt().__version__)
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -360,23 +389,41 @@ def check_parity(source: Path, forms: list[FormResult], samples: list, options: 
 
 def retry_with_fp32_norms(source: Path, card: ModelCard, results: dict[str, FormResult], samples: list, onnx_path: Path,
                           out_dir: Path, options: ExportOptions, echo: Callable[[str], None]) -> None:
-    """An FP16 form that fails parity is rebuilt once with normalisation and Resize layers in FP32."""
+    """An FP16 form that fails parity is rebuilt once with normalisation and Resize layers in FP32.
+
+    A strongly typed FP16 engine computes in its FP16 ONNX's types, so there the two are rebuilt together:
+    the engine failing rebuilds the FP16 ONNX this way, and the engine is rebuilt from the new FP16 ONNX.
+    """
     if options.keep_norm_fp32:
         return
+    engine = results.get("engine")
+    why = fp32_norm_retries(results, engine is not None and engine.status == "built" and engine_built_from_fp16_onnx())
     for name in ("fp16", "engine"):
-        form = results.get(name)
-        if form is None or form.status != "built" or form.parity is None or form.parity.passed:
+        if name not in why:
             continue
-        first = "; ".join(form.parity.breaches)
-        echo(f"  {name} failed parity ({first}); rebuilding with normalisation and Resize layers in FP32")
+        echo(f"  {name}: rebuilding with normalisation and Resize layers in FP32: {why[name]}")
         if name == "fp16":
             rebuilt = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32=True), card)
         else:
-            rebuilt = attempt(name, lambda: build_engine_form(name, onnx_path, card, out_dir, options, keep_norm_fp32=True), card)
-        rebuilt.notes.append(f"plain FP16 failed parity ({first}); rebuilt with normalisation and Resize layers kept in FP32")
+            rebuilt = attempt(name, lambda: build_engine_form(
+                name, engine_source(name, onnx_path, results, card, out_dir, True), card, out_dir, options,
+                keep_norm_fp32=True), card)
+        rebuilt.notes.append(f"rebuilt with normalisation and Resize layers kept in FP32: {why[name]}")
         if rebuilt.status == "built":
             check_parity(source, [rebuilt], samples, options, echo)
         results[name] = rebuilt
+
+
+def fp32_norm_retries(results: dict[str, FormResult], engine_from_fp16_onnx: bool) -> dict[str, str]:
+    """Which of "fp16" and "engine" to rebuild with normalisation and Resize in FP32, and why."""
+    breaches = {name: "; ".join(form.parity.breaches) for name, form in results.items()
+                if name in ("fp16", "engine") and form.status == "built" and form.parity is not None and not form.parity.passed}
+    why = {name: f"it failed parity ({text})" for name, text in breaches.items()}
+    if why and engine_from_fp16_onnx:
+        if "engine" in breaches:
+            why.setdefault("fp16", f"the strongly typed engine built from it failed parity ({breaches['engine']})")
+        why.setdefault("engine", "the FP16 ONNX it is built from (strongly typed) was rebuilt")
+    return why
 
 
 def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions, echo: Callable[[str], None]) -> FormResult:

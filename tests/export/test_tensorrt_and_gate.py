@@ -1,8 +1,8 @@
-"""The parity gate as data, form selection, engine naming; TensorRT engine tests (GPU only)."""
+"""The parity gate as data, form selection, engine naming and the TensorRT version's path; TensorRT engine
+tests on a GPU. The builder and backend against a strict double of TensorRT: test_tensorrt_double.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,12 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
-from edgeseg.export import tensorrt_export
+from edgeseg.export.export_run import ExportError, FormResult, fp32_norm_retries, select_forms
 from edgeseg.export.parity import ImageComparison, Tolerances, compare_image, mask_iou, summarize
-from edgeseg.export.export_run import ExportError, select_forms
-from edgeseg.export.tensorrt_export import (EngineUnavailable, Gpu, build_engine, engine_filename,
-                                             engine_unavailable_reason)
+from edgeseg.export.tensorrt_export import (Gpu, builds_strongly_typed, engine_filename, engine_unavailable_reason,
+                                             gpu_slug, timing_cache_filename)
 from edgeseg.runtime.model_file import sidecar_path
 
 
@@ -103,184 +101,48 @@ def test_select_forms():
 
 def test_engine_file_is_named_by_tensorrt_gpu_and_precision():
     orin = Gpu("Orin", 8, 7)
-    assert engine_filename("model", "10.3.0.30", orin, "fp16") == "model.trt10.3.sm87.fp16.engine"
-    assert sidecar_path(Path("/m/model.trt10.3.sm87.fp16.engine")) == Path("/m/model.trt10.3.sm87.fp16.engine.json")
+    assert engine_filename("model", "10.3.0.30", orin, "fp16") == "model.trt10.3.sm87-orin.fp16.engine"
+    assert timing_cache_filename("model", "10.3.0.30", orin) == "model.trt10.3.sm87-orin.timing.cache"
+    assert sidecar_path(Path("/m/model.trt10.3.sm87-orin.fp16.engine")) == Path("/m/model.trt10.3.sm87-orin.fp16.engine.json")
     assert orin.has_fast_fp16 and not Gpu("GTX 1080", 6, 1).has_fast_fp16
 
 
-# --- build_engine against a stand-in for the TensorRT 10 API (it records what the builder is asked) ------
-
-class FakeLayer:
-    def __init__(self, kind: str, name: str):
-        self.type, self.name, self.num_outputs = kind, name, 2
-        self.precision, self.output_types = None, {}
-
-    def set_output_type(self, index: int, dtype: str) -> None:
-        self.output_types[index] = dtype
+def test_two_gpus_of_one_compute_capability_get_two_engine_names():
+    rtx, l4 = Gpu("NVIDIA GeForce RTX 4090", 8, 9), Gpu("NVIDIA L4", 8, 9)
+    names = {engine_filename("model", "10.12.0.36", gpu, "fp16") for gpu in (rtx, l4)}
+    assert names == {"model.trt10.12.sm89-geforce-rtx-4090.fp16.engine", "model.trt10.12.sm89-l4.fp16.engine"}
+    assert gpu_slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3" and gpu_slug("???") == "gpu"
+    assert len(gpu_slug("NVIDIA " + "Very Long Name " * 8)) <= 32
 
 
-class FakeNetwork:
-    def __init__(self, input_shape: tuple[int, ...]):
-        self.layers = [FakeLayer("CONVOLUTION", "conv"), FakeLayer("RESIZE", "up"),
-                       FakeLayer("NORMALIZATION", "/decoder/InstanceNormalization"),
-                       FakeLayer("CONSTANT", "/decoder/Normalization_scale")]  # a name match would catch it
-        self.num_layers = len(self.layers)
-        self.input = SimpleNamespace(name="image", shape=input_shape)
-
-    def get_layer(self, index: int) -> FakeLayer:
-        return self.layers[index]
-
-    def get_input(self, index: int):
-        return self.input
+@pytest.mark.parametrize(("version", "strongly_typed"), [
+    ("10.0.1.6", False),
+    ("10.3.0.30", False),  # JetPack 6
+    ("10.11.0.33", False),
+    ("10.12.0.36", True),
+    ("10.13.3.9", True),
+    ("11.0.0.12", True),  # no weak typing at all
+])
+def test_the_tensorrt_version_chooses_strong_or_weak_typing(version: str, strongly_typed: bool):
+    assert builds_strongly_typed(version) is strongly_typed
 
 
-class FakeTimingCache:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def serialize(self) -> bytes:
-        return self.data + b"+tuned"
+def failed(*breaches: str) -> FormResult:
+    return FormResult("x", "fp16", path=Path("x"), parity=SimpleNamespace(passed=False, breaches=list(breaches)))
 
 
-class FakeConfig:
-    def __init__(self):
-        self.flags, self.pools, self.profiles, self.cache = set(), {}, [], None
-
-    def set_memory_pool_limit(self, pool: str, size: int) -> None:
-        self.pools[pool] = size
-
-    def set_flag(self, flag: str) -> None:
-        self.flags.add(flag)
-
-    def add_optimization_profile(self, profile) -> None:
-        self.profiles.append(profile)
-
-    def create_timing_cache(self, data: bytes) -> FakeTimingCache:
-        return FakeTimingCache(data)
-
-    def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
-        """As TensorRT's: False when it refuses the cache (here: one whose bytes say it is corrupt)."""
-        assert ignore_mismatch is False
-        if cache.data.startswith(b"corrupt"):
-            return False
-        self.cache = cache
-        return True
-
-    def get_timing_cache(self) -> FakeTimingCache:
-        return self.cache
-
-
-class FakeProfile:
-    def __init__(self):
-        self.shapes = {}
-
-    def set_shape(self, name: str, smallest, best, largest) -> None:
-        self.shapes[name] = (smallest, best, largest)
-
-
-def fake_tensorrt(input_shape=(-1, 3, -1, -1), parser_errors=(), engine: bytes | None = b"ENGINE"):
-    """A tensorrt module stand-in; ``trt.built`` holds the network and config the build was given."""
-    trt = SimpleNamespace(__version__="10.3.0.30", float32="float32", built={})
-    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.BuilderFlag = SimpleNamespace(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY")
-    trt.LayerType = SimpleNamespace(NORMALIZATION="NORMALIZATION", RESIZE="RESIZE")
-    trt.Logger = type("Logger", (), {"WARNING": "WARNING", "__init__": lambda self, severity: None})
-
-    class Builder:
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags: int) -> FakeNetwork:
-            return FakeNetwork(input_shape)
-
-        def create_builder_config(self) -> FakeConfig:
-            return FakeConfig()
-
-        def create_optimization_profile(self) -> FakeProfile:
-            return FakeProfile()
-
-        def build_serialized_network(self, network: FakeNetwork, config: FakeConfig):
-            trt.built.update(network=network, config=config)
-            return engine
-
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.num_errors = len(parser_errors)
-
-        def parse_from_file(self, path: str) -> bool:
-            return not parser_errors
-
-        def get_error(self, index: int) -> str:
-            return parser_errors[index]
-
-    trt.Builder, trt.OnnxParser = Builder, OnnxParser
-    return trt
-
-
-@pytest.fixture
-def fake_build(monkeypatch, tmp_path: Path):
-    """Point build_engine at a fake TensorRT and an Orin; returns a function that installs a fake."""
-    (tmp_path / "model.onnx").write_bytes(b"onnx bytes")
-    monkeypatch.setattr(tensorrt_export, "gpu_properties", lambda: Gpu("Orin", 8, 7))
-
-    def install(**fake_options):
-        trt = fake_tensorrt(**fake_options)
-        monkeypatch.setattr(tensorrt_export, "import_tensorrt", lambda: trt)
-        return trt
-    return install
-
-
-def test_int8_engine_build_with_fp32_pinning_profile_and_timing_cache(fake_build, tmp_path: Path):
-    trt = fake_build()
-    card = ModelCard(input_size=(64, 64))
-    cache_path = tmp_path / "model.trt10.3.sm87.timing.cache"
-    cache_path.write_bytes(b"earlier")
-    engine = build_engine(tmp_path / "model.onnx", card, tmp_path, precision="int8", workspace_mib=512,
-                          keep_norm_fp32=True)
-
-    assert engine == tmp_path / "model.trt10.3.sm87.int8.engine" and engine.read_bytes() == b"ENGINE"
-    assert cache_path.read_bytes() == b"earlier+tuned"
-    config, network = trt.built["config"], trt.built["network"]
-    assert config.flags == {"FP16", "INT8", "OBEY"} and config.pools == {"WORKSPACE": 512 << 20}
-    assert [layer.precision for layer in network.layers] == [None, "float32", "float32", None]
-    assert network.layers[1].output_types == {0: "float32", 1: "float32"}
-    assert [profile.shapes for profile in config.profiles] == [{"image": ((1, 3, 64, 64),) * 3}]
-    sidecar = json.loads(sidecar_path(engine).read_text())
-    assert ModelCard.from_dict(sidecar["card"]) == card
-    assert sidecar["onnx_sha256"] == hashlib.sha256(b"onnx bytes").hexdigest()
-    assert sidecar["engine_sha256"] == hashlib.sha256(b"ENGINE").hexdigest()
-    assert {key: sidecar[key] for key in ("tensorrt_version", "gpu_name", "compute_capability", "precision",
-                                          "workspace_mib")} == {
-        "tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "precision": "int8",
-        "workspace_mib": 512}
-    assert sidecar["built_at"] and sidecar["build_seconds"] >= 0
-
-
-def test_fp16_engine_of_a_static_onnx_needs_no_profile_and_pins_nothing(fake_build, tmp_path: Path):
-    trt = fake_build(input_shape=(1, 3, 64, 64))
-    engine = build_engine(tmp_path / "model.onnx", ModelCard(input_size=(64, 64)), tmp_path)
-    assert engine.name == "model.trt10.3.sm87.fp16.engine"
-    config, network = trt.built["config"], trt.built["network"]
-    assert config.flags == {"FP16"} and config.pools == {"WORKSPACE": 1024 << 20} and config.profiles == []
-    assert all(layer.precision is None for layer in network.layers)
-    assert (tmp_path / "model.trt10.3.sm87.timing.cache").read_bytes() == b"+tuned"
-
-
-def test_engine_build_failures_say_why(fake_build, monkeypatch, tmp_path: Path):
-    onnx_path, card = tmp_path / "model.onnx", ModelCard(input_size=(64, 64))
-    fake_build()
-    with pytest.raises(ValueError, match="unknown engine precision 'fp32'"):
-        build_engine(onnx_path, card, tmp_path, precision="fp32")
-    fake_build(parser_errors=("bad node", "bad shape"))
-    with pytest.raises(RuntimeError, match="rejected the model: bad node; bad shape"):
-        build_engine(onnx_path, card, tmp_path)
-    fake_build(engine=None)
-    with pytest.raises(RuntimeError, match="failed to build a fp16 engine"):
-        build_engine(onnx_path, card, tmp_path)
-    assert not list(tmp_path.glob("*.engine*"))
-    monkeypatch.setattr(tensorrt_export, "gpu_properties", lambda: Gpu("GTX 1080", 6, 1))
-    with pytest.raises(EngineUnavailable, match="no fast FP16"):
-        build_engine(onnx_path, card, tmp_path)
+def test_fp32_norm_retries_rebuild_a_strongly_typed_engine_and_its_fp16_onnx_together():
+    passed = FormResult("x", "fp16", path=Path("x"), parity=SimpleNamespace(passed=True, breaches=[]))
+    engine_failed = {"fp16": passed, "engine": failed("engine: Dice")}
+    assert fp32_norm_retries(engine_failed, engine_from_fp16_onnx=False) == {"engine": "it failed parity (engine: Dice)"}
+    assert fp32_norm_retries(engine_failed, engine_from_fp16_onnx=True) == {
+        "engine": "it failed parity (engine: Dice)",
+        "fp16": "the strongly typed engine built from it failed parity (engine: Dice)"}
+    fp16_failed = {"fp16": failed("fp16: flips"), "engine": passed}
+    assert fp32_norm_retries(fp16_failed, engine_from_fp16_onnx=False) == {"fp16": "it failed parity (fp16: flips)"}
+    assert fp32_norm_retries(fp16_failed, engine_from_fp16_onnx=True) == {
+        "fp16": "it failed parity (fp16: flips)", "engine": "the FP16 ONNX it is built from (strongly typed) was rebuilt"}
+    assert fp32_norm_retries({"fp16": passed, "engine": passed}, engine_from_fp16_onnx=True) == {}
 
 
 # --- on a GPU host with TensorRT ------------------------------------------------------------------
@@ -302,11 +164,16 @@ def test_engine_build_naming_and_sidecar(trained_run_dir: Path, tmp_path: Path):
 
     model, card = load_model(trained_run_dir)
     onnx_path = export_onnx(model, card, tmp_path / "model.onnx")
+    if builds_strongly_typed(trt.__version__):
+        from edgeseg.export.fp16_export import export_fp16
+
+        onnx_path = export_fp16(onnx_path, card, tmp_path / "model.fp16.onnx")
     engine = build_engine(onnx_path, card, tmp_path, precision="fp16", workspace_mib=512)
     gpu = gpu_properties()
     assert engine.name == engine_filename("model", trt.__version__, gpu, "fp16")
     sidecar = json.loads(sidecar_path(engine).read_text())
     assert sidecar["onnx_sha256"] == sha256_of(onnx_path) and sidecar["engine_sha256"] == sha256_of(engine)
+    assert sidecar["onnx_file"] == onnx_path.name
     assert sidecar["precision"] == "fp16" and sidecar["compute_capability"] == gpu.compute_capability
     assert sidecar["card"] == load_card(trained_run_dir).to_dict() and read_card(engine) == card
     assert list(tmp_path.glob("*.timing.cache"))  # kept for the next build
@@ -325,12 +192,3 @@ def test_engine_parity(trained_run_dir: Path, tmp_path: Path):
     engine = next(form for form in report["forms"] if form["name"] == "engine")
     assert engine["status"] == "built", engine["reason"]
     assert engine["passed"] is True and result.exit_code == 0, result.output
-
-
-def test_a_corrupt_timing_cache_is_set_aside_and_the_engine_still_builds(fake_build, tmp_path: Path):
-    fake_build()
-    cache_path = tmp_path / "model.trt10.3.sm87.timing.cache"
-    cache_path.write_bytes(b"corrupt bytes")
-    engine = build_engine(tmp_path / "model.onnx", ModelCard(input_size=(64, 64)), tmp_path, precision="fp16")
-    assert engine.read_bytes() == b"ENGINE" and sidecar_path(engine).is_file()
-    assert cache_path.read_bytes() == b"+tuned"  # rebuilt from an empty cache, then saved over the corrupt one
