@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READERS = 5
 STALL_S = 10.0
 PART_HEADER = b"Content-Type: image/jpeg"
+RUN_LOG = Path(tempfile.gettempdir()) / "edgeseg-serve-load-run.log"  # the latest run's stderr
 
 
 def lesion_video(path: Path, samples: int = 30, repeats: int = 4) -> Path:
@@ -112,7 +114,7 @@ def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, 
     command = [sys.executable, "-m", "edgeseg", "run", *model, "--source", str(video), "--loop", "--no-show", "--jsonl", str(jsonl)]
     if with_viewers:
         command += ["--serve", "127.0.0.1:0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     port = wait_for_start(process, with_viewers)
     warm = 3.0  # the model's first runs and the viewers' connections settle
     time.sleep(warm)
@@ -123,8 +125,7 @@ def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, 
     end = time.time()
     reader_parts, stalled_parts = viewers.results() if viewers else ([], [])
     rss_end, rss_peak = memory_mib(process.pid, "VmRSS"), memory_mib(process.pid, "VmHWM")
-    process.terminate()  # SIGTERM: the run ends cleanly, as with Ctrl-C
-    process.wait(timeout=60)
+    stop(process)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     return {
         "viewers": READERS + 1 if viewers else 0,
@@ -136,6 +137,13 @@ def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, 
     }
 
 
+def keep_log(process: subprocess.Popen) -> None:
+    with open(RUN_LOG, "w", encoding="utf-8") as log:
+        for line in process.stderr:
+            log.write(line)
+            log.flush()
+
+
 def wait_for_start(process: subprocess.Popen, serving: bool) -> int:
     """The port the run serves on (0 without --serve), once the model is open."""
     port = 0
@@ -145,8 +153,19 @@ def wait_for_start(process: subprocess.Popen, serving: bool) -> int:
             break
         if line.startswith("model ") and not serving:
             break
-    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # keep the pipe drained
+    threading.Thread(target=keep_log, args=(process,), daemon=True).start()  # keep the pipe drained
     return port
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM ends a run cleanly, as Ctrl-C does; one that does not end is dumped (faulthandler) and reported."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER=1: every thread's stack to its stderr
+        process.wait(timeout=30)
+        raise RuntimeError(f"edgeseg run did not stop within 60 s of SIGTERM; its threads are in {RUN_LOG}") from None
 
 
 def memory_mib(pid: int, field: str) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +14,11 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+
+log = logging.getLogger("edgeseg")
+
+# What atomic_output's mkstemp names look like: .STEM.XXXXXXXX.tmpSUFFIX
+TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 class ImageReadError(EdgesegError, ValueError):
@@ -38,6 +45,23 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed atomic write left in ``folder`` (never a finished file).
+
+    Called by the command that owns the folder (train on its run directory, export on its output
+    folder) before it writes there, so repeated kills leave nothing behind.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_NAME.match(path.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d unfinished file(s) an interrupted run left in %s: %s", len(stale), folder, ", ".join(p.name for p in stale))
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

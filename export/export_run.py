@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
+from edgeseg.files import remove_stale_temporaries
 from edgeseg.evaluate.models import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.names import ONNX_FILENAMES, is_onnx
@@ -135,6 +136,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
     out_dir = Path(out_dir) if out_dir is not None else run_dir
     engine_reason = engine_unavailable_reason()
     check_request(source, options, engine_reason)
+    remove_stale_temporaries(out_dir)  # what a killed export left half-written
     model, card = load_reference(source)
     samples, parity_source = parity_samples(card, run_dir, options.parity_data, options.parity_n)
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from edgeseg.card import ModelCard, load_card, save_card
 from edgeseg.data import Sample, require_usable
 from edgeseg.errors import EdgesegError
+from edgeseg.files import remove_stale_temporaries
 from edgeseg.names import WEIGHTS_FILENAME
 from edgeseg.train.checkpoints import (
     CHECKPOINT_FILENAME,
@@ -163,6 +164,8 @@ def resume(run_dir: str | Path, progress: bool = True) -> TrainResult:
 
 def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
     ddp = setup_distributed(config.device)
+    if ddp.is_main:
+        remove_stale_temporaries(config.out)  # what a kill during a checkpoint or weights write left
     run = build(config, ddp, fresh=checkpoint is None)
     state = start_fresh(run) if checkpoint is None else restore(run, checkpoint)
 
