@@ -5,7 +5,7 @@ figures as JSON a few times a second. One ``LiveView`` holds only the newest fra
 replaces it and never waits for a viewer, and each viewer's thread sends whatever is newest when it
 is ready, so a slow browser skips frames instead of queueing them, and a browser that stops reading
 holds up only its own thread (until its socket times out). The JPEG is encoded once per frame, and
-only while someone is watching.
+only while someone is watching, at most at a camera's rate (30 a second).
 
 The server is werkzeug's threaded WSGI server (pure Python, one thread per viewer), which suits a
 handful of viewers on a clinic's network. It listens on localhost unless told otherwise; on any other
@@ -45,6 +45,7 @@ DEFAULT_HOST = "127.0.0.1"
 TOKEN_ENVIRONMENT = "EDGESEG_SERVE_TOKEN"  # a fixed token instead of a new one each run
 STREAM_MAX_WIDTH = 1280  # wider frames are scaled down for the stream (snapshots keep full size)
 JPEG_QUALITY = 80
+STREAM_MAX_FPS = 30.0  # a camera's rate; the figures still update with every frame
 VIEWER_SOCKET_TIMEOUT_S = 60.0  # a viewer that reads nothing for this long is dropped
 BOUNDARY = "edgeseg-frame"
 
@@ -96,7 +97,8 @@ class LiveView:
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
-        self._sequence = 0
+        self._sequence = 0  # JPEGs made so far
+        self._last_encoded = float("-inf")
         self._jpeg: bytes | None = None
         self._snapshot: np.ndarray | None = None  # the newest full-size overlay, kept while anyone watches
         self._figures: dict[str, Any] = {}
@@ -110,17 +112,22 @@ class LiveView:
             return self._viewers
 
     def publish(self, overlay: np.ndarray, figures: dict[str, Any]) -> None:
-        """Replace the newest frame; never waits for a viewer (the encoding is the only cost, and only with viewers)."""
-        watched = self.viewers > 0
-        jpeg = encode_jpeg(overlay) if watched else None
+        """Replace the newest frame; never waits for a viewer.
+
+        The JPEG (and the snapshot copy) is made only while someone watches, and at most
+        STREAM_MAX_FPS times a second: a camera's rate is all a browser needs, and a pipeline running
+        faster on a file keeps its speed. The figures are replaced every frame.
+        """
+        now = time.monotonic()
+        encode = self.viewers > 0 and now - self._last_encoded >= 1.0 / STREAM_MAX_FPS
+        jpeg = encode_jpeg(overlay) if encode else None
         with self._condition:
-            if watched:
+            if encode:
                 if self._snapshot is None or self._snapshot.shape != overlay.shape:
                     self._snapshot = np.empty_like(overlay)
                 np.copyto(self._snapshot, overlay)
-            self._jpeg = jpeg
+                self._jpeg, self._sequence, self._last_encoded = jpeg, self._sequence + 1, now
             self._figures = figures
-            self._sequence += 1
             self.frames_published += 1
             self._condition.notify_all()
 
@@ -135,8 +142,8 @@ class LiveView:
     def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
         """The newest JPEG once one newer than ``after`` exists; (after, None) on timeout or when closed."""
         with self._condition:
-            self._condition.wait_for(lambda: self._closed or (self._sequence > after and self._jpeg is not None), timeout)
-            if self._closed or self._sequence <= after or self._jpeg is None:
+            self._condition.wait_for(lambda: self._closed or self._sequence > after, timeout)
+            if self._closed or self._sequence <= after:
                 return after, None
             return self._sequence, self._jpeg
 
