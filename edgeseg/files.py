@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,28 @@ class ImageReadError(EdgesegError, ValueError):
     """An image file that cannot be decoded."""
 
 
+class DiskFullError(EdgesegError, OSError):
+    """An output could not be written because its folder's device is full (the earlier file is kept)."""
+
+
+FULL_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def is_disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space. torch and safetensors wrap the OS error in their
+    own exception without its errno, so a device left with under 1 MiB free counts as full too."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in FULL_DISK_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -43,6 +67,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp makes 0600; a model or report is meant to be shared
         os.replace(temporary, path)
+    except Exception as error:
+        if not isinstance(error, EdgesegError) and is_disk_full(error, path.parent):
+            kept = f"the earlier {path.name} is kept" if path.exists() else "nothing was overwritten"
+            raise DiskFullError(f"{path.parent}: no space left on its device while writing {path.name} ({kept}); "
+                                "free some space there, or choose another folder, and run the command again (training: --resume RUN_DIR)") from error
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
