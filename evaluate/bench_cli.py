@@ -32,7 +32,7 @@ Examples:
   edgeseg bench runs/lite0                        # PyTorch, plus every form exported into the run
   edgeseg bench exports/lite0 --runs 200 --md bench.md
   edgeseg bench model.onnx model.int8.onnx --data ../shared/data/isic2018 --split val --limit 100
-  edgeseg bench model.trt10.3.sm87.fp16.engine model.onnx --backend auto --json bench.json   # on a Jetson
+  edgeseg bench model.trt10.3.sm87-orin.fp16.engine model.onnx --backend auto --json bench.json   # on a Jetson
   edgeseg bench model.onnx --json - | python -m json.tool      # JSON on stdout, the table on stderr
 
 \b
