@@ -83,11 +83,14 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
     if not path.is_file():
         raise RuntimeModelError(f"{path}: no such model file. Pass a model.onnx from `edgeseg export` ({EXPORT_FIX}).")
     try:
-        metadata, op_types, initializer_types = _scan_onnx(path.read_bytes())
+        data = path.read_bytes()
+        metadata, op_types, initializer_types = _scan_onnx(data)
+        locations = set(_external_locations(memoryview(data), (0, len(data)), "model"))
     except ValueError as error:
         raise RuntimeModelError(
             f"{path}: not a readable ONNX model ({error}); the file is corrupt or truncated. Re-export it: {EXPORT_FIX}."
         ) from None
+    check_external_data(path, sorted(locations))
     if CARD_METADATA_KEY not in metadata:
         raise RuntimeModelError(
             f"{path}: not an edgeseg export (no model card in its metadata), so its input size, preprocessing "
@@ -118,7 +121,7 @@ def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int]]:
     graph_seen = False
     for number, value in _fields(view, 0, len(view)):
         if number == 14 and isinstance(value, tuple):
-            entry = {n: bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *value) if isinstance(v, tuple)}
+            entry = _entry(view, value)
             metadata[entry.get(1, "")] = entry.get(2, "")
         elif number == 7 and isinstance(value, tuple):
             graph_seen = True
@@ -130,6 +133,64 @@ def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int]]:
     if not graph_seen:
         raise ValueError("no graph in the file")
     return metadata, op_types, initializer_types
+
+
+def check_external_data(path: Path, locations: list[str]) -> None:
+    """Refuse tensor data stored outside the model's folder: an absolute path, a '..', a symlink leading out.
+
+    onnxruntime reads a tensor's external data from ``location``, relative to the model's folder; a
+    hostile model could point it at any file this process can read.
+    """
+    folder = path.parent.resolve()
+    for location in locations:
+        try:
+            inside = not Path(location).is_absolute() and (path.parent / location).resolve().is_relative_to(folder)
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL in the name
+            inside = False
+        if not inside:
+            raise RuntimeModelError(
+                f"{path}: its tensor data is stored outside the model's folder (external data location {location!r}); "
+                f"refused: an edgeseg export keeps its weights in the file or beside it in {path.parent}. Use the model "
+                f"as `edgeseg export` wrote it ({EXPORT_FIX})."
+            )
+
+
+# Tensors whose bytes lie in another file carry TensorProto.external_data = 13 (StringStringEntryProto
+# key = 1, value = 2; data_location = 14 is EXTERNAL = 1, but every "location" found is checked). Where
+# tensors are: ModelProto.graph = 7, ModelProto.functions = 25 (FunctionProto.node = 7); GraphProto.node
+# = 1, initializer = 5, sparse_initializer = 15 (SparseTensorProto.values = 1, indices = 2); NodeProto.
+# attribute = 5 (AttributeProto.t = 5, tensors = 10, sparse_tensor = 22, sparse_tensors = 23, and the
+# subgraphs g = 6, graphs = 11). Field numbers from onnx/onnx.proto.
+_CHILDREN = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 10: "tensor", 22: "sparse", 23: "sparse", 6: "graph", 11: "graph"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+}
+_MAX_NESTING = 64
+
+
+def _external_locations(view: memoryview, span: tuple[int, int], kind: str, depth: int = 0):
+    """Yield the external data ``location`` of every tensor inside the message ``kind`` at ``span``."""
+    if kind == "entry":
+        entry = _entry(view, span)
+        if entry.get(1) == "location":
+            yield entry.get(2, "")
+        return
+    if depth > _MAX_NESTING:
+        raise ValueError(f"messages nested deeper than {_MAX_NESTING}")
+    children = _CHILDREN[kind]
+    for number, value in _fields(view, *span):
+        if number in children and isinstance(value, tuple):
+            yield from _external_locations(view, value, children[number], depth + 1)
+
+
+def _entry(view: memoryview, span: tuple[int, int]) -> dict[int, str]:
+    """A StringStringEntryProto as {1: key, 2: value}."""
+    return {n: bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *span) if isinstance(v, tuple)}
 
 
 def _fields(view: memoryview, start: int, end: int):
@@ -279,11 +340,11 @@ def engine_host() -> tuple[str, str, str] | None:
         import tensorrt as trt
     except ImportError:
         return None
-    from edgeseg.runtime.cuda import device
+    from edgeseg.runtime.cuda import CudaError, device
 
     try:
         gpu = device()
-    except ImportError:
+    except (ImportError, CudaError):  # no cuda-python, or a driver too old: the backend says which when it starts
         return None
     if gpu is None:
         return None

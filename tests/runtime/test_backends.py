@@ -11,9 +11,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edgeseg import install_check
 from edgeseg.card import ModelCard
 from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
-from edgeseg.runtime.model_file import RuntimeModelError, sha256_of, sidecar_path
+from edgeseg.runtime.model_file import RuntimeModelError, read_onnx_info, sha256_of, sidecar_path
+
 
 def random_batch(card: ModelCard, n: int = 1, seed: int = 0) -> np.ndarray:
     height, width = card.input_size
@@ -69,6 +71,73 @@ def test_foreign_onnx_fails_before_a_session_is_built(tmp_path: Path) -> None:
     path.write_bytes(b"\x08\x07" + b"\xff" * 20)
     with pytest.raises(RuntimeModelError, match=str(path)):
         open_backend(path, "onnxruntime-cpu")
+
+
+# --- ONNX external data stays in the model's folder (hostile files) ------------------------------
+
+
+def external_data_model(folder: Path, source: Path, location: str = "weights.bin") -> Path:
+    """``source`` saved as ``folder``/model.onnx with its weights in weights.bin beside it, then pointed at ``location``."""
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    onnx.save_model(onnx.load(str(source)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    if location != "weights.bin":
+        model = onnx.load(str(path), load_external_data=False)
+        for tensor in model.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_with_its_weights_beside_it_loads_and_runs(tiny_onnx: Path, tiny_card: ModelCard, tmp_path: Path) -> None:
+    path = external_data_model(tmp_path / "model", tiny_onnx)
+    assert path.stat().st_size < tiny_onnx.stat().st_size / 10  # the weights really are in weights.bin
+    batch = random_batch(tiny_card, seed=5)
+    with OnnxRuntimeBackend(path) as external, OnnxRuntimeBackend(tiny_onnx) as inline:
+        np.testing.assert_array_equal(external.infer(batch), inline.infer(batch))
+
+
+OUTSIDE = {"parent": "../outside/weights.bin", "through_a_subfolder": "sub/../../outside/weights.bin",
+           "absolute": "{outside}", "etc_passwd": "/etc/passwd", "symlink": "weights.bin"}
+
+
+@pytest.mark.parametrize("way", list(OUTSIDE))
+def test_onnx_external_data_outside_its_folder_is_refused_before_onnxruntime_opens_it(
+        tiny_onnx: Path, tmp_path: Path, monkeypatch, way: str) -> None:
+    outside = external_data_model(tmp_path / "outside", tiny_onnx).with_name("weights.bin")  # real weights, elsewhere
+    (tmp_path / "model" / "sub").mkdir(parents=True)
+    location = OUTSIDE[way].format(outside=outside)
+    path = external_data_model(tmp_path / "model", tiny_onnx, location)
+    (path.parent / "weights.bin").unlink()
+    if way == "symlink":  # weights.bin beside the model, but a link to a file elsewhere
+        (path.parent / "weights.bin").symlink_to(outside)
+    monkeypatch.setattr(install_check, "import_onnxruntime", lambda gpu=False: pytest.fail("onnxruntime was reached"))
+    for backend in ("onnxruntime-cpu", "auto"):
+        with pytest.raises(RuntimeModelError) as error:
+            open_backend(path, backend)
+        assert str(path) in str(error.value) and repr(location) in str(error.value)
+        assert "outside the model's folder" in str(error.value)
+
+
+def test_external_data_of_a_constant_node_is_checked_too(tiny_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(tiny_onnx))
+    value = helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])
+    value.ClearField("float_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value="../../secret.bin")
+    model.graph.node.append(helper.make_node("Constant", [], ["unused"], value=value))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(RuntimeModelError, match=r"'\.\./\.\./secret\.bin'"):
+        read_onnx_info(path)
 
 
 # --- GPU: skipped without one --------------------------------------------------------------------
