@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg import install_check
 from edgeseg.names import RUNTIME_BACKENDS, is_engine
 from edgeseg.runtime.model_file import (
     REBUILD_FIX,
@@ -34,9 +35,11 @@ log = logging.getLogger("edgeseg.runtime")
 
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 ORT_GPU_FIX = (
-    "install the GPU build of onnxruntime (pip uninstall onnxruntime && pip install onnxruntime-gpu, or "
-    "pip install 'edgeseg[gpu]'; on a Jetson, the onnxruntime-gpu wheel for your JetPack), with CUDA and cuDNN"
-    " (and TensorRT for the TensorRT provider) on the library path"
+    "install onnxruntime's GPU build through edgeseg's extras, which bring the CUDA and cuDNN libraries it needs: "
+    "pip install 'edgeseg[gpu]' (CUDA 12, with TensorRT for the TensorRT provider) or 'edgeseg[cuda12]' (CUDA 12, "
+    "without TensorRT); 'edgeseg[gpu-cu13]' / 'edgeseg[cuda13]' for CUDA 13; remove the CPU build first "
+    "(pip uninstall -y onnxruntime), one build per environment. On a Jetson, NVIDIA's onnxruntime-gpu wheel for your "
+    "JetPack (README, Support matrix). `edgeseg doctor` checks the install"
 )
 TENSORRT_FIX = "install TensorRT's Python bindings (pip install 'edgeseg[gpu]' on x86; part of JetPack on a Jetson)"
 
@@ -66,14 +69,13 @@ class OnnxRuntimeBackend(_ContextManager):
     """An edgeseg ONNX on one onnxruntime execution provider ("cpu", "cuda" or "tensorrt")."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
         if device not in ORT_PROVIDERS:
             raise ValueError(f"unknown onnxruntime device {device!r}; choose one of {sorted(ORT_PROVIDERS)}")
         path = Path(path)
         info = read_onnx_info(path)
         self.card, self.precision = info.card, info.precision
         self.name = f"onnxruntime-{device}"
+        ort = install_check.import_onnxruntime(gpu=device != "cpu")  # none, or two builds at once: the fix
         provider = ORT_PROVIDERS[device]
         available = ort.get_available_providers()
         if provider not in available:
@@ -91,18 +93,33 @@ class OnnxRuntimeBackend(_ContextManager):
             self.session = ort.InferenceSession(str(path), options, providers=self._providers(device, path))
         except Exception as error:  # onnxruntime raises its own exception types for every failure
             if device != "cpu":  # the file was read above: a GPU provider that fails to start is the likelier cause
+                self._refuse_old_driver(ort)
                 raise BackendUnavailable(f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); {ORT_GPU_FIX}.") from None
             raise RuntimeModelError(f"{path}: onnxruntime could not load it ({error}). Re-export it with `edgeseg export RUN_DIR`.") from None
         used = self.session.get_providers()[0]
         if used != provider:
+            self._refuse_old_driver(ort)
             raise BackendUnavailable(
                 f"{self.name}: onnxruntime could not start {provider} and fell back to {used} (its CUDA/cuDNN/TensorRT "
-                f"libraries are missing or do not match this onnxruntime; see its log above). To use it, {ORT_GPU_FIX}."
+                f"libraries are missing or do not match this onnxruntime, or no GPU is visible; see its log above). "
+                f"To use it, {ORT_GPU_FIX}."
             )
         model_input = self.session.get_inputs()[0]
         self._input_name = model_input.name
         self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self._output_name = self.session.get_outputs()[0].name
+
+    def _refuse_old_driver(self, ort) -> None:
+        """A GPU provider that did not start on a GPU whose driver is too old for this onnxruntime's CUDA: say so."""
+        from edgeseg.runtime import cuda
+
+        built_for = install_check.build_cuda_version(ort) or ""  # "12.2"; empty for a CPU build
+        major = built_for.split(".")[0]
+        problem = cuda.listed_driver_problem(int(major) if major.isdigit() else None)
+        if problem:
+            self.session = None
+            raise BackendUnavailable(f"{self.name}: {problem} (onnxruntime {ort.__version__} is built for CUDA "
+                                     f"{built_for}).")
 
     def _providers(self, device: str, path: Path) -> list:
         if device == "cpu":
@@ -144,20 +161,15 @@ class TensorRTBackend(_ContextManager):
     """
 
     def __init__(self, engine_path: str | os.PathLike) -> None:
+        engine_path = Path(engine_path)
+        info = read_engine_info(engine_path)  # first: an incomplete engine file is named even where TensorRT is missing
         try:
             import tensorrt as trt
         except ImportError:
             raise BackendUnavailable(f"tensorrt: TensorRT is not installed here; {TENSORRT_FIX}.") from None
         from edgeseg.runtime import cuda
 
-        engine_path = Path(engine_path)
-        info = read_engine_info(engine_path)
-        try:
-            gpu = cuda.device()
-        except ImportError as error:
-            raise BackendUnavailable(f"tensorrt: {error}") from None
-        if gpu is None:
-            raise BackendUnavailable("tensorrt: no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).")
+        gpu = visible_gpu(cuda)
         check_engine_host(info, engine_path, trt.__version__, gpu.compute_capability, gpu.name)
         self.card, self.precision, self.name = info.card, info.precision, "tensorrt"
         self._cuda = cuda
@@ -260,6 +272,19 @@ class TensorRTBackend(_ContextManager):
         return errors
 
 
+def visible_gpu(cuda):
+    """The GPU the TensorRT backend runs on; BackendUnavailable says why there is none (an old driver as such)."""
+    try:
+        gpu = cuda.device()
+    except (ImportError, cuda.CudaError) as error:  # no cuda-python; a driver too old for it
+        raise BackendUnavailable(f"tensorrt: {error}") from None
+    if gpu is None:
+        reason = cuda.gpu_unusable_reason(cuda.cuda_major(), "CUDA sees no GPU")
+        raise BackendUnavailable(
+            f"tensorrt: {reason or 'no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).'}")
+    return gpu
+
+
 def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Backend:
     """Open ``path`` on ``backend``; "auto" picks the fastest this host can run and logs which and why.
 
@@ -291,6 +316,8 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
     for device in ("tensorrt", "cuda", "cpu"):
         try:
             chosen = OnnxRuntimeBackend(path, device=device, threads=threads)
+        except install_check.OnnxRuntimeInstallError:
+            raise  # the install, not this provider: every other one would fail the same way
         except BackendUnavailable as error:
             skipped.append(str(error))
             log.debug("backend auto: skipped onnxruntime-%s: %s", device, error)

@@ -6,6 +6,10 @@ Written to the documented cuda-python runtime API (``cuda.bindings.runtime``: ev
 (``execute_async_v3(stream_handle: int)``); ``native_handle`` gives it without the ``int(obj)``
 that cuda-bindings deprecates. Tested against a strict double of these calls (tests/export/trt_double.py);
 on a host without a GPU, nothing here is imported.
+
+An NVIDIA driver too old for the CUDA installed is reported as that (``CudaDriverError``, with the
+driver's version and the minimum), never as "no GPU": CUDA answers cudaErrorInsufficientDriver both
+for an old driver and for no driver at all, so the GPUs nvidia-smi lists tell the two apart.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg import host
 from edgeseg.errors import EdgesegError
 
 GPU_EXTRA_FIX = (
@@ -26,6 +31,10 @@ GPU_EXTRA_FIX = (
 
 class CudaError(EdgesegError, RuntimeError):
     """A CUDA runtime call that failed."""
+
+
+class CudaDriverError(CudaError):
+    """CUDA cannot use the NVIDIA GPU that is here: its driver is older than this CUDA needs."""
 
 
 def cudart() -> Any:
@@ -77,9 +86,17 @@ class Device:
 
 
 def device(index: int = 0) -> Device | None:
-    """This GPU's name and compute capability (e.g. "Orin", 8.7), or None when CUDA sees no usable GPU."""
+    """This GPU's name and compute capability (e.g. "Orin", 8.7), or None when CUDA sees no GPU.
+
+    Raises CudaDriverError where CUDA says the driver is insufficient and nvidia-smi lists a GPU.
+    """
     runtime = cudart()
     error, count = runtime.cudaGetDeviceCount()
+    if error == runtime.cudaError_t.cudaErrorInsufficientDriver:
+        reason = gpu_unusable_reason(cuda_major(), "CUDA reports cudaErrorInsufficientDriver")
+        if reason is not None:
+            raise CudaDriverError(reason)
+        return None  # what CUDA also answers where no NVIDIA driver is installed at all: no GPU
     if error != runtime.cudaError_t.cudaSuccess or not count or count <= index:
         return None
     properties = call(runtime.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
@@ -87,6 +104,52 @@ def device(index: int = 0) -> Device | None:
     if isinstance(name, bytes):  # a C char[256]: the name, then NULs
         name = name.split(b"\0", 1)[0].decode(errors="replace")
     return Device(name=str(name), major=int(properties.major), minor=int(properties.minor))
+
+
+def cuda_major() -> int | None:
+    """The CUDA major of the cuda-python in use: cudaRuntimeGetVersion() // 1000, else its package's version."""
+    try:
+        runtime = cudart()
+    except ImportError:
+        runtime = None
+    get_version = getattr(runtime, "cudaRuntimeGetVersion", None)
+    if get_version is not None:
+        error, version = get_version()
+        if error == runtime.cudaError_t.cudaSuccess and version:
+            return int(version) // 1000
+    for distribution in ("cuda-bindings", "cuda-python"):
+        version, _ = host.package_version(distribution)
+        head = (version or "").split(".")[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def listed_driver_problem(major: int | None, gpus: list[dict] | None = None) -> str | None:
+    """Why the driver of a GPU nvidia-smi lists (or ``gpus``) cannot run CUDA ``major`` software (its
+    version and the minimum), or None: no GPU listed, the driver new enough, or nothing to judge by."""
+    if gpus is None:
+        gpus, _ = host.nvidia_smi_gpus()
+    for gpu in gpus or []:
+        problem = host.driver_problem(gpu["driver"], major) if major else None
+        if problem:
+            return f"{gpu['name']}: {problem}"
+    return None
+
+
+def gpu_unusable_reason(major: int | None, cuda_says: str) -> str | None:
+    """What to tell a user whose CUDA gives no GPU while nvidia-smi lists one; None where it lists none."""
+    gpus, _ = host.nvidia_smi_gpus()
+    if not gpus:
+        return None
+    problem = listed_driver_problem(major, gpus)
+    if problem:
+        return f"{problem} ({cuda_says})."
+    listed = "; ".join(f"{gpu['name']} (driver {gpu['driver']})" for gpu in gpus)
+    minima = ", ".join(f"CUDA {cuda} needs >= {driver}" for cuda, driver in host.CUDA_DRIVER_MINIMUM.items() if cuda >= 12)
+    built = f"CUDA {major}" if major else "the CUDA installed"
+    return (f"nvidia-smi lists {listed}, but {cuda_says}: check that the driver is new enough for {built} ({minima}) "
+            f"and CUDA_VISIBLE_DEVICES; `edgeseg doctor` shows both.")
 
 
 class Stream:

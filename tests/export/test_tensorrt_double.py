@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeseg import host
 from edgeseg.card import ModelCard, Provenance
 from edgeseg.cli import main
 from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
 from edgeseg.names import default_model_path
-from edgeseg.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, open_backend
+from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
 from edgeseg.runtime.cuda import CudaError
 from edgeseg.runtime.model_file import RuntimeModelError, read_card, sha256_of, sidecar_path
 
-from .trt_double import ApiMisuse, GpuDouble, cudaStream_t, gpu_double  # noqa: F401 - gpu_double is a fixture
+from .trt_double import ApiMisuse, GpuDouble, cudaError_t, cudaStream_t, gpu_double  # noqa: F401 - gpu_double is a fixture
 
 onnx = pytest.importorskip("onnx")
 
@@ -317,6 +318,63 @@ def test_an_engine_whose_onnx_beside_it_changed_is_refused_with_the_rebuild_comm
     assert f"edgeseg export {onnx_path} --format engine" in str(error.value)
     onnx_path.unlink()  # with no ONNX beside it, there is nothing to compare
     assert read_card(engine) == CARD
+
+
+# --- an old driver is reported as an old driver, not as "no GPU" ------------------------------------
+
+OLD_DRIVER = [{"name": "NVIDIA GeForce RTX 3090", "driver": "470.82.01"}]
+
+
+def cuda_major_from(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the backend learns the CUDA major: cudaRuntimeGetVersion, the cuda-bindings package, or nowhere."""
+    from cuda.bindings import runtime
+
+    if source == "runtime":
+        monkeypatch.setattr(runtime, "cudaRuntimeGetVersion", lambda: (cudaError_t.cudaSuccess, 12060), raising=False)
+    versions = {"package": {"cuda-bindings": "13.0.2"}, "runtime": {}, "unknown": {}}[source]
+    monkeypatch.setattr(host, "package_version", lambda name: (versions.get(name), None if name in versions else "absent"))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("runtime", "NVIDIA driver 470.82.01 is older than CUDA 12 needs (>= 525.60.13): install a newer driver"),
+    ("package", "NVIDIA driver 470.82.01 is older than CUDA 13 needs (>= 580)"),
+    ("unknown", "(driver 470.82.01), but CUDA reports cudaErrorInsufficientDriver: check that the driver is new enough "
+                "for the CUDA installed (CUDA 12 needs >= 525.60.13, CUDA 13 needs >= 580)"),
+])
+def test_an_insufficient_driver_is_reported_with_its_version_and_the_minimum(gpu_double, tmp_path: Path, monkeypatch,
+                                                                             source, expected):
+    double = gpu_double(WEAK)
+    engine = build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: (OLD_DRIVER, None))
+    cuda_major_from(source, monkeypatch)
+    double.cuda.fail_next("cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver)
+    with pytest.raises(BackendUnavailable) as error:
+        open_backend(engine, "auto")
+    assert expected in str(error.value) and "no CUDA GPU" not in str(error.value)
+    assert not any(double.cuda.live().values())
+    double.cuda.fail_next("cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver)
+    assert read_card(engine) == CARD  # the card is still read; the host is checked when the engine is opened
+
+
+def test_no_gpu_is_no_gpu_only_where_nvidia_smi_lists_none(gpu_double, tmp_path: Path, monkeypatch):
+    double = gpu_double(WEAK)
+    engine = build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
+    cuda_major_from("runtime", monkeypatch)
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: (None, "nvidia-smi not found on PATH"))
+    double.cuda.fail_next("cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver)  # CUDA's answer without a driver
+    with pytest.raises(BackendUnavailable, match="tensorrt: no CUDA GPU is visible on this host"):
+        TensorRTBackend(engine)
+    gpu_double(WEAK, gpus=[])  # cudaErrorNoDevice
+    cuda_major_from("runtime", monkeypatch)
+    with pytest.raises(BackendUnavailable, match="tensorrt: no CUDA GPU is visible on this host"):
+        TensorRTBackend(engine)
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: (OLD_DRIVER, None))
+    with pytest.raises(BackendUnavailable, match=r"470\.82\.01 is older than CUDA 12 needs \(>= 525\.60\.13\)"):
+        TensorRTBackend(engine)
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: ([{"name": "NVIDIA L4", "driver": "550.54.15"}], None))
+    with pytest.raises(BackendUnavailable, match=r"nvidia-smi lists NVIDIA L4 \(driver 550\.54\.15\), but CUDA sees no "
+                                                 r"GPU: .*CUDA_VISIBLE_DEVICES"):
+        TensorRTBackend(engine)
 
 
 # --- the double is strict --------------------------------------------------------------------------

@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeseg import install_check
-from edgeseg.card import ModelCard
+from edgeseg import host, install_check
+from edgeseg.card import CardError, ModelCard
 from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
 from edgeseg.runtime.model_file import RuntimeModelError, read_onnx_info, sha256_of, sidecar_path
 
@@ -47,8 +48,60 @@ def test_auto_picks_a_backend_this_host_runs_and_says_which(tiny_onnx: Path, cap
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
 def test_explicit_cuda_without_onnxruntime_gpu_says_what_to_install(tiny_onnx: Path) -> None:
-    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+    with pytest.raises(BackendUnavailable, match=r"has no CUDAExecutionProvider") as error:
         open_backend(tiny_onnx, "onnxruntime-cuda")
+    message = str(error.value)
+    assert "pip install 'edgeseg[gpu]'" in message and "'edgeseg[cuda12]'" in message and "Jetson" in message
+    assert "pip install onnxruntime-gpu" not in message  # beside the CPU build it would make two builds in one environment
+
+
+def test_two_onnxruntime_builds_or_none_get_the_install_checks_fix(tiny_onnx: Path, monkeypatch) -> None:
+    monkeypatch.setattr(install_check, "onnxruntime_distributions",
+                        lambda: {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
+    for backend in ("onnxruntime-cpu", "auto"):  # auto stops at once: every provider would fail the same way
+        with pytest.raises(install_check.OnnxRuntimeInstallError, match="installed together") as error:
+            open_backend(tiny_onnx, backend)
+        assert install_check.BOTH_FIX in str(error.value) and "no backend can run here" not in str(error.value)
+    monkeypatch.setattr(install_check, "onnxruntime_distributions", lambda: {})
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with pytest.raises(install_check.OnnxRuntimeInstallError, match=r"onnxruntime is not installed.*edgeseg\[cpu\]"):
+        OnnxRuntimeBackend(tiny_onnx)
+
+
+class FakeCudaOnnxRuntime:
+    """onnxruntime-gpu built for CUDA 12 whose CUDA provider fails to start: it raises, or falls back to the CPU."""
+
+    __version__ = "1.22.0"
+    SessionOptions = ort.SessionOptions
+
+    def __init__(self, falls_back: bool) -> None:
+        self.falls_back = falls_back
+
+    def get_available_providers(self) -> list[str]:
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, path, options, providers):  # noqa: N802 - onnxruntime's name
+        if not self.falls_back:
+            raise RuntimeError("CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version")
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("falls_back", [False, True], ids=["raises", "falls_back"])
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_a_gpu_provider_on_an_old_driver_says_the_driver_and_the_minimum(tiny_onnx: Path, monkeypatch, tmp_path: Path,
+                                                                        device: str, falls_back: bool) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(install_check, "import_onnxruntime", lambda gpu=False: FakeCudaOnnxRuntime(falls_back))
+    monkeypatch.setattr(install_check, "build_cuda_version", lambda module: "12.2")
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: ([{"name": "Tesla T4", "driver": "470.82.01"}], None))
+    with pytest.raises(BackendUnavailable) as error:
+        OnnxRuntimeBackend(tiny_onnx, device)
+    message = str(error.value)
+    assert "Tesla T4" in message and "NVIDIA driver 470.82.01 is older than CUDA 12 needs (>= 525.60.13)" in message
+    monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: ([{"name": "Tesla T4", "driver": "550.54.15"}], None))
+    with pytest.raises(BackendUnavailable, match="could not start") as error:  # a new enough driver: the libraries
+        OnnxRuntimeBackend(tiny_onnx, device)
+    assert "older than" not in str(error.value) and "'edgeseg[gpu]'" in str(error.value)
 
 
 def test_tensorrt_backend_refuses_an_onnx_and_onnxruntime_refuses_an_engine(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -60,10 +113,35 @@ def test_tensorrt_backend_refuses_an_onnx_and_onnxruntime_refuses_an_engine(tiny
         open_backend(engine, "onnxruntime-cpu")
 
 
+def sound_engine(folder: Path, card: ModelCard) -> Path:
+    """An engine file with a sidecar that holds (the bytes are no real engine: only TensorRT would know)."""
+    engine = folder / "model.trt10.3.sm87-orin.fp16.engine"
+    engine.write_bytes(b"\x00" * 64)
+    sidecar = {"card": card.to_dict(), "engine_sha256": sha256_of(engine), "tensorrt_version": "10.3.0.30",
+               "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16"}
+    sidecar_path(engine).write_text(json.dumps(sidecar))
+    return engine
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path: Path) -> None:
+def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path: Path, tiny_card: ModelCard) -> None:
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        TensorRTBackend(tmp_path / "model.engine")
+        TensorRTBackend(sound_engine(tmp_path, tiny_card))
+
+
+@pytest.mark.parametrize("sidecar", [None, "{not json", '{"card": {}}', "[]"], ids=["missing", "not_json", "bad_card", "no_card"])
+@pytest.mark.parametrize("backend", ["tensorrt", "auto"])
+def test_an_incomplete_engine_file_is_named_before_tensorrt_is_looked_for(tmp_path: Path, tiny_card: ModelCard,
+                                                                          monkeypatch, sidecar, backend) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT missing, here or not
+    engine = sound_engine(tmp_path, tiny_card)
+    if sidecar is None:
+        sidecar_path(engine).unlink()
+    else:
+        sidecar_path(engine).write_text(sidecar)
+    with pytest.raises((RuntimeModelError, CardError), match=engine.name) as error:
+        open_backend(engine, backend)
+    assert "TensorRT is not installed" not in str(error.value)
 
 
 def test_foreign_onnx_fails_before_a_session_is_built(tmp_path: Path) -> None:
@@ -155,10 +233,14 @@ def test_onnxruntime_cuda_agrees_with_cpu(tiny_onnx: Path, tiny_card: ModelCard)
 @pytest.mark.gpu
 def test_tensorrt_engine_agrees_with_cpu(tiny_onnx: Path, tiny_card: ModelCard, tmp_path: Path) -> None:
     pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
+    from edgeseg.export.export_run import engine_source
     from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
 
     try:
-        engine = build_engine(tiny_onnx, tiny_card, tmp_path, precision="fp16", keep_norm_fp32=True)
+        # The ONNX export builds it from: the fp32 one with precision constraints on TensorRT 10.0-10.11, the
+        # FP16 one with its norms kept in float32 from 10.12 on (strongly typed builds take no constraints).
+        source = engine_source("engine", tiny_onnx, {}, tiny_card, tmp_path, keep_norm_fp32=True)
+        engine = build_engine(source, tiny_card, tmp_path, precision="fp16", keep_norm_fp32=True)
     except EngineUnavailable as error:
         pytest.skip(str(error))
     assert json.loads(sidecar_path(engine).read_text())["engine_sha256"] == sha256_of(engine)
