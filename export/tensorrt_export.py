@@ -33,6 +33,7 @@ from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.files import write_bytes_atomic, write_text_atomic
 from edgeseg.runtime.model_file import read_onnx_info, sha256_of, sidecar_path
+from edgeseg.runtime.cuda import Device
 
 log = logging.getLogger("edgeseg.export")
 
@@ -52,14 +53,8 @@ class EngineUnavailable(EdgesegError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class Gpu:
-    name: str
-    major: int
-    minor: int
-
-    @property
-    def compute_capability(self) -> str:
-        return f"{self.major}.{self.minor}"
+class Gpu(Device):
+    """The GPU an engine is built for: the runtime's Device, and whether it computes FP16 at full rate."""
 
     @property
     def has_fast_fp16(self) -> bool:
@@ -75,6 +70,8 @@ def gpu_properties(device: int = 0) -> Gpu:
         found = cuda.device(device)
     except ImportError:
         raise EngineUnavailable(f"cuda-python is not installed. {WHERE_TO_BUILD}") from None
+    except cuda.CudaError as error:  # e.g. a driver too old for this CUDA: the message says so
+        raise EngineUnavailable(f"{error} {WHERE_TO_BUILD}") from None
     if found is None:
         raise EngineUnavailable(
             f"no usable NVIDIA GPU here (CUDA sees none: check the driver and CUDA_VISIBLE_DEVICES). {WHERE_TO_BUILD}")

@@ -49,8 +49,15 @@ def check_measured(record: dict) -> None:
 
 
 def fake_engine(directory: Path) -> Path:
-    engine = directory / "model.trt10.3.sm87.fp16.engine"
+    """An engine file with a sound sidecar: only TensorRT could tell that its bytes are no engine."""
+    from edgeseg.card import ModelCard
+    from edgeseg.runtime.model_file import sha256_of, sidecar_path
+
+    engine = directory / "model.trt10.3.sm87-orin.fp16.engine"
     engine.write_bytes(b"not a real engine")
+    sidecar = {"card": ModelCard(input_size=(64, 64)).to_dict(), "engine_sha256": sha256_of(engine),
+               "tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16"}
+    sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine
 
 
