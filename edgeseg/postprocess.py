@@ -49,15 +49,24 @@ def inside_contour(mask: np.ndarray, contour: np.ndarray) -> np.ndarray:
     return mask & outline.view(bool)
 
 
-def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | None = None
+def filled(mask: np.ndarray) -> np.ndarray:
+    """The mask with every hole inside its regions filled: each outer contour drawn filled."""
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out.view(bool)
+
+
+def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | None = None, fill_holes: bool = False
                 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Probability map -> (mask, outer contour of the largest region, region count), as the card says.
 
-    The mask is thresholded and, where the card keeps only the largest region, cut to it. Training's
-    validation and threshold analysis, eval, export parity and the runtime all make masks here.
+    The mask is thresholded and, where the card keeps only the largest region, cut to it. With
+    ``fill_holes`` the holes inside the kept region(s) are filled (the contour and count stay as they
+    are). Training's validation and threshold analysis, eval, export parity and the runtime all make masks here.
     """
     mask = binarize(probability, card, threshold)
     contour, regions = largest_contour(mask)
     if card.output.keep_largest_region and regions > 1:
-        return inside_contour(mask, contour), contour, 1
-    return mask, contour, regions
+        mask, regions = inside_contour(mask, contour), 1
+    return (filled(mask) if fill_holes and regions else mask), contour, regions

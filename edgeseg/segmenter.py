@@ -10,6 +10,11 @@ It works in three stages, each timed by the Segmenter itself:
     segmenter.infer(pending)               # inference: the backend
     result = segmenter.finish(pending)     # postprocess: probability at the image's size, mask, measurements
 
+Flip test-time augmentation (``tta``: one of ``TTA_MODES``) is done inside these stages: ``prepare``
+writes the image and its flips into one batch, ``infer`` runs it (one call where the backend takes a
+batch, else one call per view), and ``finish`` flips each probability map back and averages them
+(in probability space, after the sigmoid) before the mask is made.
+
 ``segment(bgr)`` runs all three. The stages are separate so that callers can overlap them (the live
 runtime finishes frame N on another thread while the backend infers frame N+1), or keep a form's
 logits and finish them later (export parity), without reaching into the Segmenter.
@@ -30,6 +35,21 @@ from edgeseg.errors import EdgesegError
 from edgeseg.lesion_measurements import Measurements, measure
 from edgeseg.postprocess import activate, lesion_mask, probability_at
 from edgeseg.preprocess import as_bgr8, normalize, resize_to_input
+
+
+# Test-time augmentation: the flips (axes of an (..., H, W) array) whose predictions are averaged.
+TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "hflip": ((), (-1,)),
+    "hvflip": ((), (-1,), (-2,), (-2, -1)),
+}
+TTA_MODES = tuple(TTA_FLIPS)
+# Off by default: it helps a little on val and camera-framed val, but costs 2 or 4 network runs a frame
+# (benchmarks/results/levers-postprocess-cpu.md); `edgeseg eval --tta` and `edgeseg run --tta` turn it on.
+TTA_DEFAULT = "none"
+# Holes inside the kept lesion region are left as the network drew them: on the default model filling
+# them changed 6 of 232 val masks and no camera-framed one, no measurable gain (levers-postprocess-cpu.md).
+FILL_HOLES_DEFAULT = False
 
 
 class BackendUnavailable(EdgesegError, RuntimeError):
@@ -85,20 +105,35 @@ class Segmenter:
 
     Masks are made as the card says (``edgeseg.postprocess.lesion_mask``): by default only the
     largest lesion region is kept. ``keep_largest`` overrides the card (``edgeseg run
-    --all-regions`` passes False). The probability map is never altered. ``mm_per_px`` adds
-    millimetre values to the measurements.
+    --all-regions`` passes False). ``fill_holes`` fills the holes inside the kept region(s).
+    ``tta`` averages the predictions of the image and its flips (one of ``TTA_MODES``); both may
+    also be set on the attribute of an open Segmenter. The probability map is never altered after
+    averaging. ``mm_per_px`` adds millimetre values to the measurements.
     """
 
     def __init__(self, backend: Backend, card: ModelCard | None = None, keep_largest: bool | None = None,
-                 mm_per_px: float | None = None) -> None:
+                 mm_per_px: float | None = None, fill_holes: bool = FILL_HOLES_DEFAULT, tta: str = TTA_DEFAULT) -> None:
         card = backend.card if card is None else card
         if keep_largest is not None:
             card = card.replace(output=dataclasses.replace(card.output, keep_largest_region=keep_largest))
         self.backend = backend
         self.card = card
         self.mm_per_px = mm_per_px
-        height, width = card.input_size
-        self._input = np.empty((1, 3, height, width), dtype=np.float32)  # reused for every image
+        self.fill_holes = fill_holes
+        self._batched: bool | None = None  # whether the backend takes a batch of views: learnt on first use
+        self.tta = tta
+
+    @property
+    def tta(self) -> str:
+        return self._tta
+
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        if mode not in TTA_FLIPS:
+            raise ValueError(f"unknown test-time augmentation {mode!r}: use one of {', '.join(TTA_MODES)}")
+        self._tta = mode
+        height, width = self.card.input_size
+        self._input = np.empty((len(TTA_FLIPS[mode]), 3, height, width), dtype=np.float32)  # reused for every image
 
     def __enter__(self) -> Segmenter:
         return self
@@ -110,28 +145,57 @@ class Segmenter:
         self.backend.close()
 
     def prepare(self, bgr: np.ndarray) -> Pending:
-        """Stage 1: the network input for a BGR uint8 image (grey, BGRA, 16-bit converted), written into a reused buffer."""
+        """Stage 1: the network input for a BGR uint8 image (grey, BGRA, 16-bit converted), written into a reused buffer.
+
+        With test-time augmentation the buffer holds the image and then each of its flips.
+        """
         started = time.perf_counter()
         bgr = as_bgr8(bgr)
         normalize(resize_to_input(bgr, self.card), self.card, out=self._input[0])
+        for view, axes in enumerate(TTA_FLIPS[self._tta][1:], start=1):
+            self._input[view] = np.flip(self._input[0], axis=axes)
         return Pending(bgr.shape[:2], self._input, timings_ms={"preprocess": _ms_since(started)})
 
     def infer(self, pending: Pending) -> Pending:
-        """Stage 2: the backend's logits for the prepared input."""
+        """Stage 2: the backend's logits for the prepared input (one per view with test-time augmentation)."""
         started = time.perf_counter()
-        pending.logits = self.backend.infer(pending.batch)
+        pending.logits = self._run_backend(pending.batch)
         pending.timings_ms["inference"] = _ms_since(started)
         return pending
+
+    def _run_backend(self, batch: np.ndarray) -> np.ndarray:
+        """One call for the whole batch where the backend takes it (tried once), else one call per view."""
+        if len(batch) > 1 and self._batched is not False:
+            try:
+                logits = self.backend.infer(batch)
+                self._batched = logits.shape[0] == len(batch)
+            except Exception:  # a static batch of 1 (most exported models): run the views one by one
+                self._batched = False
+            if self._batched:
+                return logits
+        if len(batch) == 1:
+            return self.backend.infer(batch)
+        return np.concatenate([self.backend.infer(batch[view:view + 1]) for view in range(len(batch))])
 
     def finish(self, pending: Pending) -> Segmentation:
         """Stage 3: probability and mask at the image's own size, its largest contour and measurements."""
         started = time.perf_counter()
         height, width = pending.image_size
-        probability = probability_at(activate(pending.logits[0, 0], self.card), height, width, self.card)
-        mask, contour, regions = lesion_mask(probability, self.card)
+        probability = probability_at(self._averaged_views(pending.logits), height, width, self.card)
+        mask, contour, regions = lesion_mask(probability, self.card, fill_holes=self.fill_holes)
         measurements = measure(mask, contour, regions, self.mm_per_px)
         timings = {**pending.timings_ms, "postprocess": _ms_since(started)}
         return Segmentation(probability, mask, contour, measurements, timings)
+
+    def _averaged_views(self, logits: np.ndarray) -> np.ndarray:
+        """The (h, w) probability: each view's sigmoid flipped back, then the mean (probability space)."""
+        flips = TTA_FLIPS[self._tta] if len(logits) > 1 else TTA_FLIPS["none"]
+        if len(logits) != len(flips):
+            raise ValueError(f"{len(logits)} logit maps for test-time augmentation {self._tta!r}, which makes {len(flips)}")
+        probability = activate(logits[0, 0], self.card)
+        for view, axes in enumerate(flips[1:], start=1):
+            probability = probability + np.flip(activate(logits[view, 0], self.card), axis=axes)
+        return probability / np.float32(len(flips)) if len(flips) > 1 else probability
 
     def segment(self, bgr: np.ndarray) -> Segmentation:
         """All three stages for one image."""

@@ -29,6 +29,7 @@ class Evaluation:
     backend: str
     split: str
     per_image: list[dict] = field(default_factory=list)
+    postprocess: dict = field(default_factory=dict)  # the Segmenter's options: tta, fill_holes
     worst_masks: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)  # id -> (Jaccard, predicted mask)
 
     @property
@@ -42,6 +43,7 @@ class Evaluation:
             "split": self.split,
             "images": len(self.per_image),
             "resolution": "original (probability map upsampled to each image's own size)",
+            "postprocess": self.postprocess,
             "aggregation": "mean over images of per-image scores (ISIC 2018 Task 1 convention)",
             "mean": self.mean,
             "per_image": self.per_image,
@@ -75,7 +77,8 @@ def evaluate_images(segmenter, images: Iterable[LabelledImage], model_name: str,
     """Segment every image and score it against its truth, each at the image's own resolution."""
     from tqdm import tqdm
 
-    result = Evaluation(model=model_name, backend=_backend_label(segmenter), split=split)
+    result = Evaluation(model=model_name, backend=_backend_label(segmenter), split=split,
+                        postprocess=_postprocess_options(segmenter))
     for item in tqdm(images, desc=f"eval {split}", unit="img", total=total, disable=not progress, file=sys.stderr):
         segmentation = segmenter.segment(item.image)
         if item.truth.shape != segmentation.mask.shape:
@@ -103,6 +106,11 @@ def _backend_label(segmenter) -> str:
     return f"{backend.name} ({backend.precision})"
 
 
+def _postprocess_options(segmenter) -> dict:
+    """The Segmenter's mask options that change the figures (a test double may have none)."""
+    return {name: getattr(segmenter, name) for name in ("tta", "fill_holes") if hasattr(segmenter, name)}
+
+
 def per_image_csv(evaluation: Evaluation) -> str:
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=["id", *METRIC_NAMES], lineterminator="\n")
@@ -112,8 +120,9 @@ def per_image_csv(evaluation: Evaluation) -> str:
 
 
 def summary_table(evaluation: Evaluation) -> str:
+    options = "".join(f", {name} {value}" for name, value in evaluation.postprocess.items())
     lines = [
-        f"{evaluation.model} on {evaluation.split} ({len(evaluation.per_image)} images), backend {evaluation.backend}",
+        f"{evaluation.model} on {evaluation.split} ({len(evaluation.per_image)} images), backend {evaluation.backend}{options}",
         "metric              mean    min",
     ]
     for name in METRIC_NAMES:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgeseg.click_types import BACKEND_CHOICE, JSON_HELP, JSON_OUTPUT, old_spelling
+from edgeseg.segmenter import FILL_HOLES_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 EXAMPLE = """\b
 Examples:
@@ -14,6 +15,7 @@ Examples:
   edgeseg eval runs/lite0/model.onnx --data ../shared/data/isic2018 --json eval.json
   edgeseg eval runs/lite0 --data DIR --json - | python -m json.tool   # JSON on stdout, the table on stderr
   edgeseg eval runs/lite0 --data DIR --save-masks preds/   # PNGs the ISIC scorer accepts
+  edgeseg eval --data DIR --tta hflip   # the default model, averaged with its horizontal flip
 """
 
 
@@ -46,10 +48,15 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.")
+@click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
+              help="Flip test-time augmentation: average the probabilities of the image and its horizontal flip "
+                   "(hflip), or of all four flips (hvflip); 2 or 4 network runs per image.")
+@click.option("--fill-holes/--no-fill-holes", default=FILL_HOLES_DEFAULT, show_default=True,
+              help="Fill the holes inside the kept lesion region(s) of each mask.")
 @click.pass_context
 def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
                  backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
-                 old_model: Path | None) -> None:
+                 tta: str, fill_holes: bool, old_model: Path | None) -> None:
     """Score MODEL on a data set with the official ISIC 2018 metrics.
 
     MODEL is a run directory (PyTorch), an ONNX or a TensorRT engine; without one, edgeseg's default model.
@@ -70,6 +77,7 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     model = model_or_default(renamed(ctx, "model", "old_model"))
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     segmenter = open_model(model, backend)
+    segmenter.tta, segmenter.fill_holes = tta, fill_holes
     with segmenter:
         evaluation = evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)
 
