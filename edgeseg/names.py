@@ -15,8 +15,10 @@ from edgeseg.errors import EdgesegError
 # A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.card.CARD_FILENAME).
 WEIGHTS_FILENAME = "model.safetensors"
 
-# The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed.
-ONNX_FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed. "int8" is
+# the CPU's INT8 form (U8 activations); "int8-trt" the symmetric S8S8 one the INT8 TensorRT engine is built from.
+ONNX_FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
+                  "int8-trt": "model.int8-trt.onnx"}
 
 # Where an edgeseg ONNX carries its model card: a key of the model's metadata_props.
 CARD_METADATA_KEY = "edgeseg_card"

@@ -22,10 +22,14 @@ from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.names import ONNX_FILENAMES, is_onnx
 from edgeseg.segmenter import Segmenter
 
-# Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine.
-FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "engine": "fp16", "engine-int8": "int8"}
+# Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine. "int8" is the CPU's
+# INT8 ONNX (U8 activations, int32 biases: fast on onnxruntime's CPU provider); "int8-trt" the symmetric S8S8 one
+# with float biases that TensorRT's ONNX parser takes, which "engine-int8" is built from.
+FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "int8-trt": "int8", "engine": "fp16",
+                  "engine-int8": "int8"}
 FORMS = tuple(FORM_PRECISION)
 ENGINE_FORMS = ("engine", "engine-int8")
+INT8_FORMS = ("int8", "int8-trt")
 SIMULATED_FP16 = "fp16-simulated"
 LATENCY_WARMUP = 2
 
@@ -103,8 +107,9 @@ class ExportReport:
 def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = False) -> tuple[tuple[str, ...], frozenset[str]]:
     """The forms to build and those asked for explicitly, from --format, --fp16 and --int8.
 
-    With none of them: every form (engines are skipped on a host that cannot build them). --fp16 adds
-    the FP16 ONNX and, where TensorRT is present, the FP16 engine; --int8 likewise for INT8.
+    With none of them: every form (engines, and the INT8 form made for TensorRT unless asked for by
+    name, are skipped on a host that cannot build engines). --fp16 adds the FP16 ONNX and, where
+    TensorRT is present, the FP16 engine; --int8 likewise for INT8 (the INT8 engine comes with its S8S8 ONNX).
     """
     unknown = [name for name in formats if name not in FORMS]
     if unknown:
@@ -117,7 +122,7 @@ def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = F
     if int8:
         chosen |= {"int8", "engine-int8"}
     if "engine-int8" in chosen:
-        chosen.add("int8")  # the INT8 engine is built from the QDQ ONNX
+        chosen.add("int8-trt")  # the INT8 engine is built from the symmetric QDQ ONNX
     return tuple(name for name in FORMS if name in chosen), frozenset(formats)
 
 
@@ -169,13 +174,14 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
 
 def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions, engine_reason: str | None,
                 echo: Callable[[str], None]) -> tuple[dict[str, FormResult], dict]:
-    """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the INT8 ONNX); and the calibration."""
+    """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the S8S8 ONNX); and the calibration."""
     results: dict[str, FormResult] = {"onnx": build_fp32_onnx(source, model, card, out_dir, options)}
     onnx_path = results["onnx"].path
     if onnx_path is None:
         raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {results['onnx'].reason}")
     echo(f"  onnx: {onnx_path}")
     calibration: dict = {}
+    images: list[Path] = []
     for name in options.formats:
         if name == "onnx":
             continue
@@ -183,10 +189,16 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
             results[name] = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, options.keep_norm_fp32), card)
             if options.keep_norm_fp32:
                 results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
-        elif name == "int8":
-            images, calibration = calibration_images(card, source.parent if is_onnx(source) else source,
-                                                     options.calib, options.calib_n)
-            results[name] = attempt(name, lambda: build_int8(onnx_path, card, out_dir, images, options.progress), card)
+        elif name == "int8-trt" and engine_reason and name not in options.explicit:
+            results[name] = FormResult(name, "int8", status="skipped", reason=(
+                "made for the INT8 TensorRT engine, which this host cannot build; `--format int8-trt` builds "
+                "and gates it here"))
+        elif name in INT8_FORMS:
+            if not images:  # one calibration set for both INT8 forms
+                images, calibration = calibration_images(card, source.parent if is_onnx(source) else source,
+                                                         options.calib, options.calib_n)
+            results[name] = attempt(
+                name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card)
         else:
             results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
         echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
@@ -217,13 +229,15 @@ def build_engine_result(name: str, onnx_path: Path, results: dict[str, FormResul
 
 def engine_source(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
                   keep_norm_fp32: bool) -> Path:
-    """The ONNX an engine is built from: the INT8 ONNX for "engine-int8"; for "engine" the fp32 ONNX on
+    """The ONNX an engine is built from: for "engine-int8" the symmetric S8S8 ONNX ("int8-trt", the only
+    INT8 Q/DQ TensorRT's parser takes, on every TensorRT version); for "engine" the fp32 ONNX on
     TensorRT 10.0-10.11, and from 10.12 on (strongly typed) the FP16 ONNX the gate checks, built here
     (and then gated as the "fp16" form) when it was not asked for."""
     if name == "engine-int8":
-        int8 = results.get("int8")
-        if int8 is None or int8.path is None:
-            raise ExportError("the INT8 ONNX it is built from failed")
+        int8 = results.get("int8-trt")
+        if int8 is None or int8.status != "built" or int8.path is None:
+            reason = f": {int8.reason}" if int8 is not None and int8.reason else ""
+            raise ExportError(f"the S8S8 INT8 ONNX it is built from ({ONNX_FILENAMES['int8-trt']}) failed{reason}")
         return int8.path
     if not engine_built_from_fp16_onnx():
         return onnx_path
@@ -272,10 +286,12 @@ def build_fp16(onnx_path: Path, card: ModelCard, out_dir: Path, keep_norm_fp32: 
     return export_fp16(onnx_path, card, out_dir / ONNX_FILENAMES["fp16"], keep_norm_fp32=keep_norm_fp32)
 
 
-def build_int8(onnx_path: Path, card: ModelCard, out_dir: Path, images: list[Path], progress: bool) -> Path:
-    from edgeseg.export.int8_export import export_int8
+def build_int8(name: str, onnx_path: Path, card: ModelCard, out_dir: Path, images: list[Path], progress: bool) -> Path:
+    """The CPU's INT8 form ("int8") or the S8S8 one made for TensorRT ("int8-trt"), from the same calibration."""
+    from edgeseg.export.int8_export import export_int8, export_int8_tensorrt
 
-    return export_int8(onnx_path, card, out_dir / ONNX_FILENAMES["int8"], images, progress=progress)
+    build = export_int8_tensorrt if name == "int8-trt" else export_int8
+    return build(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress)
 
 
 def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions,

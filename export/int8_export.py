@@ -1,12 +1,18 @@
-"""The INT8 ONNX form: onnxruntime static quantization (QDQ), calibrated on real images.
+"""The INT8 ONNX forms: onnxruntime static quantization (QDQ), calibrated on real images.
 
-Weights are QInt8 per output channel. Activations are QUInt8 by default ("u8": on CPUs without VNNI,
-U8 activations with S8 weights is the fast combination), or symmetric QInt8 ("s8": zero points 0,
-the only Q/DQ TensorRT's ONNX parser accepts). Ranges come from percentile calibration (default),
-MinMax or entropy: on the default model percentile lost the least (benchmarks/results/int8-options-cpu.md),
-at the same speed; S8 activations were 2x slower than U8 on an AVX2 CPU, so they are for TensorRT only. Calibration images go
-through the same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model
-will see.
+Two forms, the same calibration images and method, the same nodes quantized:
+
+- ``export_int8`` (model.int8.onnx, the CPU form): weights QInt8 per output channel, activations QUInt8
+  ("u8": on CPUs without VNNI, U8 activations with S8 weights is the fast combination), biases int32.
+- ``export_int8_tensorrt`` (model.int8-trt.onnx, what the INT8 TensorRT engine is built from): symmetric
+  S8S8, activations and weights QInt8 with zero point 0, biases left float32 (``QuantizeBias=False``).
+  TensorRT's ONNX parser takes only symmetric INT8 Q/DQ and no DequantizeLinear of int32 data, so the
+  file is checked for both before it is written (``tensorrt_qdq_problems``).
+
+Ranges come from percentile calibration (default), MinMax or entropy: on the default model percentile
+lost the least (benchmarks/results/int8-options-cpu.md), at the same speed; S8 activations were 2x
+slower than U8 on an AVX2 CPU, so the S8S8 form is for TensorRT only. Calibration images go through the
+same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
 """
 
 from __future__ import annotations
@@ -33,8 +39,13 @@ def export_int8(
     progress: bool = False,
     activations: str = "u8",
     calibration: str = "percentile",
+    float_bias: bool = False,
 ) -> Path:
-    """Quantize the fp32 ONNX at ``onnx_path`` to a QDQ INT8 model at ``path``, with the card embedded."""
+    """Quantize the fp32 ONNX at ``onnx_path`` to a QDQ INT8 model at ``path``, with the card embedded.
+
+    ``float_bias`` leaves biases float32 (onnxruntime's ``QuantizeBias=False``) instead of int32 behind a
+    DequantizeLinear. With "s8" activations that is the TensorRT form, checked before it is written.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -46,6 +57,7 @@ def export_int8(
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     symmetric = activations == "s8"
+    options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not float_bias}
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as scratch:
         # Shape inference and graph folding first, as onnxruntime advises: quantization then sees
@@ -63,13 +75,61 @@ def export_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=methods[calibration],
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+                extra_options=options,
             )
             proto = onnx.load(str(temporary))
             onnx.checker.check_model(proto, full_check=True)
+            if symmetric and float_bias:
+                _require_tensorrt_qdq(proto, path)
             set_card_metadata(proto, card)
             onnx.save(proto, str(temporary))
     return path
+
+
+def export_int8_tensorrt(
+    onnx_path: str | Path,
+    card: ModelCard,
+    path: str | Path,
+    calibration_images: Sequence[Path],
+    progress: bool = False,
+    calibration: str = "percentile",
+) -> Path:
+    """The INT8 form TensorRT builds its engine from: symmetric S8S8 QDQ (zero points 0), float32 biases."""
+    return export_int8(onnx_path, card, path, calibration_images, progress=progress, activations="s8",
+                       calibration=calibration, float_bias=True)
+
+
+def tensorrt_qdq_problems(proto) -> list[str]:
+    """What TensorRT's ONNX parser would refuse in a QDQ model's Q/DQ nodes: a zero point that is not an
+    int8 0 (it takes symmetric INT8 only; a QuantizeLinear without one quantizes to uint8), and a
+    DequantizeLinear of constant data that is not int8, such as onnxruntime's int32 biases."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {tensor.name: tensor for tensor in proto.graph.initializer}
+    problems = []
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        name = node.name or node.output[0]
+        has_zero = len(node.input) > 2 and bool(node.input[2])
+        zero = constants.get(node.input[2]) if has_zero else None
+        if has_zero and zero is None:
+            problems.append(f"{name}: its zero point is not a constant")
+        elif not has_zero and node.op_type == "QuantizeLinear":
+            problems.append(f"{name}: no zero point, so it quantizes to uint8")
+        elif zero is not None and (zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any()):
+            problems.append(f"{name}: zero point is not int8 0 ({TensorProto.DataType.Name(zero.data_type)})")
+        data = constants.get(node.input[0])
+        if node.op_type == "DequantizeLinear" and data is not None and data.data_type != TensorProto.INT8:
+            problems.append(f"{name}: dequantizes {TensorProto.DataType.Name(data.data_type)} data, not int8")
+    return problems
+
+
+def _require_tensorrt_qdq(proto, path: Path) -> None:
+    problems = tensorrt_qdq_problems(proto)
+    if problems:
+        raise ValueError(f"{path}: the INT8 form for TensorRT has Q/DQ its ONNX parser refuses ({len(problems)}): "
+                         + "; ".join(problems[:3]))
 
 
 def _calibration_reader(images: Sequence[Path], card: ModelCard, progress: bool):

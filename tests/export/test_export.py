@@ -100,6 +100,48 @@ def test_engine_skipped_with_reason_by_default(exported):
         row = form(report, name)
         assert row["status"] == "skipped" and row["passed"] is None and "edgeseg[gpu]" in row["reason"]
     assert "engine: not verified here (skipped)" in (out / "export-report.md").read_text()
+    # The S8S8 form is for the INT8 engine: not built by default where no engine can be, and says how to get it.
+    row = form(report, "int8-trt")
+    assert row["status"] == "skipped" and "--format int8-trt" in row["reason"]
+    assert not (out / "model.int8-trt.onnx").exists()
+
+
+def qdq_facts(path: Path) -> dict:
+    """What TensorRT's ONNX parser cares about in a QDQ model, read straight from the graph."""
+    proto = onnx.load(str(path))
+    constants = {tensor.name: tensor for tensor in proto.graph.initializer}
+    qdq = [node for node in proto.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [onnx.numpy_helper.to_array(constants[node.input[2]]) for node in qdq]  # onnxruntime always writes one
+    dequantized = [constants[node.input[0]].data_type for node in qdq
+                   if node.op_type == "DequantizeLinear" and node.input[0] in constants]
+    conv_biases = [constants[node.input[2]].data_type for node in proto.graph.node
+                   if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in constants]
+    return {"qdq": len(qdq), "zero_points": zero_points, "dequantized": set(dequantized), "conv_biases": conv_biases}
+
+
+def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(trained_run_dir: Path, tmp_path: Path):
+    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "int8,int8-trt",
+                     "--calib-n", "8", "--latency-runs", "1", *RELAXED_INT8)
+    report = json.loads((tmp_path / "export-report.json").read_text())
+    s8 = form(report, "int8-trt")
+    assert s8["status"] == "built" and Path(s8["path"]) == tmp_path / "model.int8-trt.onnx", s8
+    assert s8["precision"] == "int8" and s8["parity"]["images"] == report["parity_images"]["count"]
+    assert s8["passed"] is True and result.exit_code == 0, result.output  # gated like every form, and passes
+    assert "| int8-trt | built | pass |" in (tmp_path / "export-report.md").read_text()
+    assert report["calibration"]["count"] == 8  # one calibration set for both INT8 forms
+
+    trt = qdq_facts(tmp_path / "model.int8-trt.onnx")
+    assert trt["qdq"] > 0 and all(point.dtype == np.int8 and not point.any() for point in trt["zero_points"])
+    assert trt["dequantized"] == {onnx.TensorProto.INT8}  # weights only: no int32 bias DequantizeLinear
+    assert trt["conv_biases"] and set(trt["conv_biases"]) == {onnx.TensorProto.FLOAT}  # biases stay float32
+    cpu = qdq_facts(tmp_path / "model.int8.onnx")  # the CPU form keeps its U8 activations and int32 biases
+    assert any(point.dtype == np.uint8 and point.any() for point in cpu["zero_points"])
+    assert onnx.TensorProto.INT32 in cpu["dequantized"]
+
+    from edgeseg.runtime.model_file import precision_of, read_card
+
+    assert precision_of(tmp_path / "model.int8-trt.onnx") == "int8" and read_card(tmp_path / "model.int8-trt.onnx") == \
+        load_card(trained_run_dir)
 
 
 def test_fp16_simulation_is_labelled_and_advisory(exported):

@@ -92,9 +92,12 @@ def test_mask_iou_counts_both_empty_as_agreement_and_compare_image_sees_nan():
 
 
 def test_select_forms():
-    assert select_forms() == (("onnx", "fp16", "int8", "engine", "engine-int8"), frozenset())
+    assert select_forms() == (("onnx", "fp16", "int8", "int8-trt", "engine", "engine-int8"), frozenset())
     assert select_forms(fp16=True) == (("onnx", "fp16", "engine"), frozenset())
-    assert select_forms(["engine-int8"]) == (("onnx", "int8", "engine-int8"), frozenset({"engine-int8"}))
+    # The INT8 engine is built from the symmetric S8S8 ONNX, not from the CPU's U8 one.
+    assert select_forms(["engine-int8"]) == (("onnx", "int8-trt", "engine-int8"), frozenset({"engine-int8"}))
+    assert select_forms(int8=True) == (("onnx", "int8", "int8-trt", "engine-int8"), frozenset())
+    assert select_forms(["int8-trt"]) == (("onnx", "int8-trt"), frozenset({"int8-trt"}))
     with pytest.raises(ExportError, match="unknown format"):
         select_forms(["tflite"])
 
