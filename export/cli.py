@@ -20,8 +20,9 @@ Examples:
   edgeseg export runs/lite0 --simulate-fp16 4    also run PyTorch float16 on the CPU (slow) as an FP16 preview
 
 \b
-Forms (--format, comma-separated): onnx (fp32, always built), fp16, int8, engine (TensorRT FP16),
-engine-int8 (TensorRT from the INT8 QDQ model). Exit status 0 when every built form passes parity,
+Forms (--format, comma-separated): onnx (fp32, always built), fp16, int8 (the fast CPU form, U8
+activations), int8-trt (symmetric S8 QDQ, the form TensorRT parses), engine (TensorRT FP16),
+engine-int8 (TensorRT from int8-trt). Exit status 0 when every built form passes parity,
 1 when a form fails to build or breaks a tolerance (the message names the form, the image, the number).
 Read export-report.md beside the model; export-report.json holds the same for tools (--json - also
 prints it on stdout, the table then going to stderr).
@@ -52,7 +53,7 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("run_dir", metavar="[RUN_DIR|MODEL.onnx]", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR).")
 @click.option("--format", "formats", multiple=True, metavar="FORMS",
-              help="Forms to build: onnx,fp16,int8,engine,engine-int8 (default: every form this host can build).")
+              help="Forms to build: onnx,fp16,int8,int8-trt,engine,engine-int8 (default: every form this host can build).")
 @click.option("--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present.")
 @click.option("--int8", is_flag=True, help="INT8 ONNX (static QDQ, per-channel), and the INT8 engine on a GPU host.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),

@@ -198,7 +198,8 @@ def _check_onnx_fits(onnx_path: Path, precision: str, tensorrt_version: str, kee
     found = read_onnx_info(onnx_path).precision
     if found != wanted:
         fix = {
-            "int8": "an INT8 engine takes its scales from the QDQ ONNX: pass model.int8.onnx (`edgeseg export --int8`)",
+            "int8": "an INT8 engine takes its scales from the symmetric QDQ ONNX made for TensorRT: pass model.int8-trt.onnx "
+                    "(`edgeseg export --format int8-trt` makes it)",
             "fp16": f"TensorRT {tensorrt_version} builds FP16 engines strongly typed, in the ONNX's own types: pass "
                     "model.fp16.onnx (`edgeseg export --fp16` makes it)",
             "fp32": f"TensorRT {tensorrt_version} builds FP16 engines from the fp32 ONNX and its FP16 flag: pass model.onnx",

@@ -170,7 +170,7 @@ def test_strongly_typed_int8_comes_from_the_symmetric_qdq_onnx_without_flags(gpu
     engine = build_engine(int8_of(onnx_path, calibration_images), CARD, tmp_path, precision="int8")
     assert double.tensorrt.builds[-1]["flags"] == [] and double.tensorrt.builds[-1]["strongly_typed"] is True
     assert json.loads(sidecar_path(engine).read_text())["onnx_file"] == "model.int8-trt.onnx"
-    with pytest.raises(ValueError, match="an INT8 engine takes its scales from the QDQ ONNX"):
+    with pytest.raises(ValueError, match="an INT8 engine takes its scales from the symmetric QDQ ONNX"):
         build_engine(onnx_path, CARD, tmp_path, precision="int8")
     # The double's parser refuses what TensorRT's does: the CPU's U8 form, and int32 bias DequantizeLinear.
     with pytest.raises(RuntimeError, match="parser rejected the model: .*zero point must be int8 0"):
