@@ -188,11 +188,22 @@ class VideoFile(_ReadAhead):
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
     def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
+        read = 0
         while True:
             ok, image = self._capture.read()
             if not ok:
+                self._check_complete(read)
                 return
+            read += 1
             yield image, None
+
+    def _check_complete(self, read: int) -> None:
+        """A video that stops before the frame count its header gives is truncated or corrupt: said once."""
+        expected = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        problem = f"{self.path}: the video ended after {read} of its {expected} frames (truncated or corrupt); the frames before were processed"
+        if expected > 0 and read < expected - 1 and problem not in self.skipped:
+            log.warning("%s", problem)
+            self.skipped.append(problem)
 
     def _rewind(self) -> None:
         if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):  # a format that cannot seek is opened again

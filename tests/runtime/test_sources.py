@@ -328,3 +328,23 @@ def test_window_shows_overlays_saves_a_snapshot_on_s_and_stops_on_q(tiny_card: M
     assert shown and all(shape == (480, 640, 3) for shape in shown)
     assert len(summary.snapshots) == 1 and summary.snapshots[0].is_file()
     assert cv2.imread(str(summary.snapshots[0])).shape == (480, 640, 3)
+
+
+def test_a_video_cut_short_is_processed_up_to_the_cut_and_reported(tmp_path: Path) -> None:
+    import cv2
+
+    from .conftest import lesion_image
+
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for index in range(40):
+        writer.write(lesion_image(160, 120, shift=index, seed=index))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # as a copy interrupted half-way leaves it
+    with open_source(str(cut)) as source:
+        frames = list(source.frames())
+    assert 10 < len(frames) < 40
+    assert len(source.skipped) == 1 and "cut.avi" in source.skipped[0] and f"after {len(frames)} of its 40 frames" in source.skipped[0]
+    with open_source(str(whole)) as source:
+        assert len(list(source.frames())) == 40 and source.skipped == []
