@@ -10,7 +10,7 @@
    read by `edgeseg run --source http://...` as a live source) stops for --dropout-s seconds and
    comes back on the same address. Pass: the run reconnects by itself and goes on; the gap is logged.
 
-Results: benchmarks/results/soak-<cpu|gpu>.json, .md and .png (memory and FPS over time).
+Results: benchmarks/results/soak-<cpu|gpu>.json and .md; the plot of memory and FPS over time in docs/soak-<cpu|gpu>.png.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.files import write_bytes_atomic, write_text_atomic
+from edgeseg.files import atomic_output, write_text_atomic
 from edgeseg.host import host_info
 from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress
 
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import lesion_video, memory_mib  # noqa: E402  (one synthetic video for both benchmarks)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"  # images live in docs/, figures in results/
 SAMPLE_S = 10.0
 
 
@@ -166,11 +167,8 @@ def plot(samples: list[dict], path: Path) -> None:
     speed.set_xlabel("minutes")
     figure.suptitle("edgeseg run, looping video with JSONL and recording")
     figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=80)
-    write_bytes_atomic(path, temporary.read_bytes())
-    temporary.unlink()
-
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=80)
 
 def markdown(report: dict) -> str:
     v, d, cpu = report["verdict"], report["dropout"], report["host"]["cpu"]
@@ -179,7 +177,7 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {report['host']['gpus']}; model {report['model']}.",
         f"Long run: {report['minutes']} min on a looping 640x480 video with --jsonl and --save (H.264); samples every 10 s "
-        f"(soak-{report['kind']}.png). Load average afterwards: {', '.join(f'{x:.1f}' for x in report['host']['load_average_after'])}.",
+        f"(docs/soak-{report['kind']}.png). Load average afterwards: {', '.join(f'{x:.1f}' for x in report['host']['load_average_after'])}.",
         "",
         f"- Resident memory after the first minute grew by at most {v['rss_growth_after_first_minute']:.1%} (target < 5%).",
         f"- FPS: {v['fps_second_minute']:.1f} in the second minute, {v['fps_last_minute']:.1f} in the last "
@@ -214,7 +212,7 @@ def main() -> None:
     }
     write_text_atomic(RESULTS_DIR / f"soak-{kind}.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(RESULTS_DIR / f"soak-{kind}.md", markdown(report))
-    plot(samples, RESULTS_DIR / f"soak-{kind}.png")
+    plot(samples, DOCS_DIR / f"soak-{kind}.png")
     print(markdown(report))
 
 

@@ -48,6 +48,7 @@ class PyAVRecording:
         import av
 
         self.codec = codec
+        self._video_frame = av.VideoFrame  # imported once here, not on every frame
         # faststart moves the index to the front, so a browser starts playing before the whole file arrives.
         self._container = av.open(str(path), mode="w", format=container_format,
                                   options={"movflags": "+faststart"} if container_format == "mp4" else {})
@@ -63,9 +64,7 @@ class PyAVRecording:
         self._last_pts = -1
 
     def write(self, bgr: np.ndarray, milliseconds: int) -> None:
-        import av
-
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        frame = self._video_frame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame.pts = max(milliseconds, self._last_pts + 1)
         frame.time_base = TIME_BASE
         self._last_pts = frame.pts

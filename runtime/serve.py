@@ -33,6 +33,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -207,8 +208,8 @@ class LiveViewApp:
         adapter = self.routes.bind_to_environ(request.environ)
         try:
             endpoint, _ = adapter.match()
-        except Exception:  # werkzeug's NotFound/MethodNotAllowed are responses themselves
-            return Response("not found\n", 404, mimetype="text/plain")
+        except HTTPException as error:  # NotFound, MethodNotAllowed: responses themselves
+            return error
         return getattr(self, endpoint)()
 
     def page(self) -> Response:
