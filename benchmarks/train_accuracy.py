@@ -79,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--camera-framing", type=float, help="share of camera-framed training samples [train default]")
     parser.add_argument("--encoder")
     parser.add_argument("--encoder-weights")
+    parser.add_argument("--init-weights", help="fine-tune this trained run directory instead of starting from ImageNet")
     parser.add_argument("--epochs", type=int, help="most epochs [train default]; the budget usually decides")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -91,7 +92,7 @@ def train_config(args: argparse.Namespace):
 
     options = {"size": (args.size, args.size) if args.size else None, "batch_size": args.batch_size, "lr": args.lr,
                "loss": args.loss, "camera_framing": args.camera_framing, "encoder": args.encoder,
-               "encoder_weights": args.encoder_weights, "epochs": args.epochs,
+               "encoder_weights": args.encoder_weights, "init_weights": args.init_weights, "epochs": args.epochs,
                "decoder_channels": tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None}
     return TrainConfig(data=str(args.data), out=str(args.out), split_dir=str(args.split_dir) if args.split_dir else None,
                        time_budget_minutes=args.minutes, device=args.device, seed=args.seed, threads=args.threads,

@@ -146,7 +146,13 @@ def card_with_provenance(card: ModelCard, config: TrainConfig, train_samples: li
 def training_notes(config: TrainConfig, threshold: float) -> str:
     return (f"val_metrics: val split, each image at its own resolution, mean over images, threshold {threshold:g}. "
             f"Trained with {config.loss} loss, {config.optimizer} lr {config.lr:g} {config.schedule} schedule, "
-            f"batch {config.batch_size}, encoder weights {config.encoder_weights}, seed {config.seed}.")
+            f"batch {config.batch_size}, {start_weights(config)}, seed {config.seed}.")
+
+
+def start_weights(config: TrainConfig) -> str:
+    if config.init_weights:
+        return f"fine-tuned from the run {config.init_weights}"
+    return f"encoder weights {config.encoder_weights}"
 
 
 def split_hash(train_samples: list[Sample], val_samples: list[Sample]) -> str:

@@ -41,6 +41,7 @@ Examples:
   edgeseg train --data data/synth --out runs/try --epochs 3 --size 128 --encoder-weights none
   edgeseg train --data ../shared/data/isic2018 --out runs/paper --preset paper --encoder-weights none
   edgeseg train --resume runs/lite0                   # continue a stopped run exactly
+  edgeseg train --data my-clinic --out runs/tuned --init-weights runs/lite0 --lr 3e-4 --time-budget 30
   torchrun --nproc_per_node 4 -m edgeseg train --data DIR --out runs/ddp --device cuda
 
 \b
@@ -76,6 +77,9 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
 @click.option("--loss", type=click.Choice(["dice", "dice+bce"]), help="Dice (the paper's) or Dice + BCE [dice+bce].")
 @click.option("--encoder", help="Any smp encoder name [tu-tf_efficientnet_lite0].")
 @click.option("--encoder-weights", help="imagenet, none, or PATH to a .safetensors state dict of the encoder [imagenet].")
+@click.option("--init-weights", type=click.Path(exists=True, file_okay=False),
+              help="Fine-tune: start from every weight of this trained run directory (same --encoder and "
+                   "--decoder-channels; its normalisation is kept) instead of the encoder's ImageNet weights.")
 @click.option("--decoder-channels", callback=lambda ctx, param, value: parse_pair(value) if value else None,
               help="FPN decoder channels PYRAMID,SEGMENTATION [128,64; smp's default is 256,128].")
 @click.option("--no-augment", "augment", flag_value=False, default=None, help="Train without augmentation.")
@@ -108,7 +112,7 @@ def train_command(resume_dir: Path | None, preset: str | None, no_progress: bool
             raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
         given = {name: value for name, value in options.items() if value is not None}
         values = {**PRESETS.get(preset, {}), **given}
-        for name in ("data", "out", "split_dir"):
+        for name in ("data", "out", "split_dir", "init_weights"):
             if name in values:
                 values[name] = str(values[name])
         result = train(TrainConfig(**values, progress=not no_progress))

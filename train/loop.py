@@ -65,7 +65,7 @@ from edgeseg.train.distributed import (
 )
 from edgeseg.train.encoders import LITE0_ENCODER, encoder_preprocessing, load_encoder_weights
 from edgeseg.train.losses import build_loss
-from edgeseg.train.model import build_model, save_weights
+from edgeseg.train.model import build_model, initial_card, load_run_weights, save_weights
 from edgeseg.train.threshold import ThresholdSweep, scores_at, sweep_thresholds
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, float masks, dataset indices
@@ -90,6 +90,7 @@ class TrainConfig:
     loss: str = "dice+bce"
     encoder: str = LITE0_ENCODER
     encoder_weights: str = "imagenet"  # imagenet | none | path to a .safetensors state dict of the encoder
+    init_weights: str | None = None  # a trained run directory to fine-tune: every weight and its preprocessing
     decoder_channels: tuple[int, int] = (128, 64)  # FPN pyramid, segmentation channels
     augment: bool = True
     camera_framing: float = 0.3  # share of training samples placed in a full camera frame (CameraFraming)
@@ -243,7 +244,9 @@ def build(config: TrainConfig, ddp: Distributed, fresh: bool) -> Run:
                             f"on {ddp.world_size} process(es); lower --batch-size")
 
     model = build_model(card)
-    if fresh and config.encoder_weights != "none":
+    if fresh and config.init_weights:
+        load_run_weights(model, config.init_weights)
+    elif fresh and config.encoder_weights != "none":
         load_encoder_weights(model, config.encoder, config.encoder_weights)
     model = model.to(device, memory_format=torch.channels_last)
     network = wrap_for_ddp(model, device, ddp)
@@ -503,12 +506,16 @@ def seed_everything(seed: int) -> None:
 
 def make_card(config: TrainConfig) -> ModelCard:
     pyramid, segmentation = config.decoder_channels
-    return ModelCard(
+    card = ModelCard(
         encoder=config.encoder,
         architecture_kwargs={"decoder_pyramid_channels": pyramid, "decoder_segmentation_channels": segmentation},
         input_size=tuple(config.size),
         preprocessing=encoder_preprocessing(config.encoder, config.encoder_weights),
     )
+    if config.init_weights:
+        # Fine-tuning keeps the architecture and the normalisation the weights were trained with.
+        card = card.replace(preprocessing=initial_card(config.init_weights, card).preprocessing)
+    return card
 
 
 def load_samples(config: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]]:

@@ -46,3 +46,26 @@ def load_model(run_dir: str | Path, weights: str = WEIGHTS_FILENAME) -> tuple[to
     except RuntimeError as error:
         raise CardError(f"{weights_path}: these weights do not fit the card's model ({error})") from None
     return model.eval(), card
+
+
+def initial_card(run_dir: str | Path, card: ModelCard) -> ModelCard:
+    """The card of a trained run to fine-tune from; it must describe the same network as ``card``."""
+    source = load_card(run_dir)
+    mine = (card.architecture, card.encoder, card.architecture_kwargs, card.classes)
+    theirs = (source.architecture, source.encoder, source.architecture_kwargs, source.classes)
+    if mine != theirs:
+        raise CardError(
+            f"--init-weights {run_dir}: that run is {source.architecture} with {source.encoder} "
+            f"{source.architecture_kwargs}, this one {card.architecture} with {card.encoder} {card.architecture_kwargs}; "
+            "give the same --encoder and --decoder-channels as that run"
+        )
+    return source
+
+
+def load_run_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
+    """Every weight of a trained run into ``model`` (fine-tuning); initial_card has checked they fit."""
+    weights_path = Path(run_dir) / WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        raise CardError(f"--init-weights {run_dir}: no {WEIGHTS_FILENAME} here; pass a run directory made by "
+                        "`edgeseg train`")
+    model.load_state_dict(load_file(str(weights_path)))

@@ -162,3 +162,24 @@ def test_planner_replans_after_a_slow_first_epoch():
 def test_config_json_records_the_run(two_epoch_run):
     config = json.loads((two_epoch_run / "config.json").read_text())
     assert config["epochs"] == 2 and config["size"] == [64, 64] and config["seed"] == 3
+
+
+def test_init_weights_fine_tunes_from_every_weight_of_a_run(two_epoch_run, synthetic_dir, tmp_path):
+    out = tmp_path / "tuned"
+    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "1", "--init-weights", str(two_epoch_run),
+              "--lr", "1e-12", *TINY)
+    start, tuned = load_file(str(two_epoch_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    weights = [name for name in start if name.endswith(".weight") and start[name].dim() == 4]  # conv kernels
+    assert weights and all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
+    card = load_card(out)
+    assert card.preprocessing == load_card(two_epoch_run).preprocessing
+    assert "fine-tuned from the run" in card.provenance.notes
+
+
+def test_init_weights_from_another_architecture_names_the_options(two_epoch_run, synthetic_dir, tmp_path):
+    tiny_other = [value if value != "32,32" else "16,16" for value in TINY]
+    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"),
+                                       "--init-weights", str(two_epoch_run), *tiny_other])
+    assert result.exit_code == 1
+    assert "--decoder-channels" in result.output and str(two_epoch_run) in result.output
+    assert not (tmp_path / "run").exists()
