@@ -1,4 +1,4 @@
-"""The ImageNet EfficientNet-Lite0 weights: every tensor lands in the right place, and the normalisation fits."""
+"""The ImageNet EfficientNet-Lite0/1/2 weights: every tensor lands in the right place, and the normalisation fits."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from edgeseg.card import ModelCard  # noqa: E402
 from edgeseg.train.encoders import (  # noqa: E402
     IMAGENET_PREPROCESSING,
     LITE0_ENCODER,
-    LITE0_PREPROCESSING,
+    LITE_PREPROCESSING,
     EncoderWeightsError,
     encoder_preprocessing,
-    lite0_timm_state_dict,
+    lite_timm_state_dict,
     load_encoder_weights,
 )
 from edgeseg.train.model import build_model  # noqa: E402
@@ -23,7 +23,7 @@ from edgeseg.train.model import build_model  # noqa: E402
 
 @pytest.fixture(scope="module")
 def mapped() -> dict:
-    return lite0_timm_state_dict()
+    return lite_timm_state_dict(LITE0_ENCODER)
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,28 @@ def full_timm(mapped):
     return network.eval()
 
 
-def test_mapping_covers_timm_network_one_to_one(mapped):
-    network = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    expected = network.state_dict()
+@pytest.mark.parametrize(("encoder", "count"), [
+    (LITE0_ENCODER, 296), ("tu-tf_efficientnet_lite1", 386), ("tu-tf_efficientnet_lite2", 386),
+])
+def test_mapping_covers_timm_network_one_to_one(encoder, count):
+    mapped = lite_timm_state_dict(encoder)
+    expected = timm.create_model(encoder.removeprefix("tu-"), pretrained=False).state_dict()
     assert set(mapped) == set(expected)
-    assert len(mapped) == 296
+    assert len(mapped) == count
     for name, tensor in mapped.items():
         assert tensor.shape == expected[name].shape, name
+
+
+@pytest.mark.parametrize("encoder", ["tu-tf_efficientnet_lite1", "tu-tf_efficientnet_lite2"])
+def test_larger_lite_weights_load_into_the_fpn_encoder(encoder):
+    model = smp.create_model("FPN", encoder_name=encoder, encoder_weights=None, classes=1)
+    load_encoder_weights(model, encoder, "imagenet")
+    mapped = lite_timm_state_dict(encoder)
+    encoder_state = model.encoder.state_dict()
+    assert len(encoder_state) == 378  # all but the classifier's conv_head, bn2 and fc
+    for name, tensor in encoder_state.items():
+        assert torch.equal(tensor, mapped[name.removeprefix("model.")]), name
+    assert encoder_preprocessing(encoder, "imagenet") == LITE_PREPROCESSING
 
 
 def test_every_encoder_tensor_is_loaded(mapped, tiny_card):
@@ -87,12 +102,12 @@ def _grace_hopper_probability(network, preprocessing) -> tuple[int, float]:
 
 
 def test_recorded_normalisation_classifies_better_than_imagenet_statistics(full_timm):
-    # The measurement behind LITE0_PREPROCESSING (see edgeseg.train.encoders): class 652 is "military uniform".
-    top, ours = _grace_hopper_probability(full_timm, LITE0_PREPROCESSING)
+    # The measurement behind LITE_PREPROCESSING (see edgeseg.train.encoders): class 652 is "military uniform".
+    top, ours = _grace_hopper_probability(full_timm, LITE_PREPROCESSING)
     _, imagenet = _grace_hopper_probability(full_timm, IMAGENET_PREPROCESSING)
     assert top == 652
     assert ours > imagenet
-    assert encoder_preprocessing(LITE0_ENCODER, "imagenet") == LITE0_PREPROCESSING
+    assert encoder_preprocessing(LITE0_ENCODER, "imagenet") == LITE_PREPROCESSING
 
 
 def test_weights_from_a_safetensors_file(tmp_path, tiny_card):
