@@ -1,4 +1,4 @@
-"""The accuracy levers that need no training, measured on the shipped default model: hole filling and flip TTA.
+"""The accuracy levers that need no training, measured on the shipped default model: hole filling, flip TTA, the closer look.
 
     python benchmarks/postprocess_levers.py [--model models/default/model.onnx] [--data ../shared/data/isic2018]
                                             [--timing-images 12] [--timing-rounds 5] [--threads N]
@@ -9,15 +9,18 @@ use) over the model on onnxruntime CPU, and is scored on the rows of the accurac
 val camera-framed and the full-resolution images of val and train (``edgeseg.evaluate.device_views``),
 each image at its own resolution with the ISIC-exact metrics, mean over images.
 
-Levers: ``fill_holes`` (holes inside the kept lesion region filled) and ``tta`` (``hflip``: the image and
+Levers: ``fill_holes`` (holes inside the kept lesion region filled), ``tta`` (``hflip``: the image and
 its horizontal flip; ``hvflip``: also the vertical and the double flip; probabilities flipped back and
-averaged after the sigmoid), alone and together. Cost: end-to-end ms per frame (prepare + infer + finish,
+averaged after the sigmoid) and ``refine`` (the closer look: where the lesion is small in the frame, a
+square around it segmented again at the network's full input, ``edgeseg.postprocess.closer_look_box``). Cost: end-to-end ms per frame (prepare + infer + finish,
 image decoding excluded) of each setting, interleaved on the same images, on val crops and on camera frames.
 
 A lever helps when Jaccard rises and neither Jaccard nor thresholded Jaccard falls, on val and on val
 camera-framed both; only a lever that helps may become a default. Flip TTA also multiplies the inference
-work by its views (2 or 4), so it stays an option (`--tta` of eval and run) whatever it gains: the
-runtime's live frame rate comes first. Writes benchmarks/results/levers-postprocess-cpu.json and .md.
+work by its views (2 or 4) on every frame, so it stays an option (`--tta` of eval and run) whatever it
+gains: the runtime's live frame rate comes first. The closer look costs a second network run only on
+frames whose lesion is small; it may become the default when it helps on camera-framed val (what the
+device sees) by more than it costs on val, whose crops already show the lesion close. Writes benchmarks/results/levers-postprocess-cpu.json and .md.
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_accuracy import DEFAULT_DATA  # noqa: E402  (the accuracy benchmark's data set)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = {  # label -> (tta, fill_holes)
-    "baseline": ("none", False),
-    "fill_holes": ("none", True),
-    "tta_hflip": ("hflip", False),
-    "tta_hvflip": ("hvflip", False),
-    "tta_hflip+fill_holes": ("hflip", True),
-    "tta_hvflip+fill_holes": ("hvflip", True),
+SETTINGS = {  # label -> (tta, fill_holes, refine)
+    "baseline": ("none", False, False),
+    "fill_holes": ("none", True, False),
+    "tta_hflip": ("hflip", False, False),
+    "tta_hvflip": ("hvflip", False, False),
+    "refine": ("none", False, True),
+    "refine+tta_hflip": ("hflip", False, True),
 }
 ROWS = ("val", "val_camera_framed", "full_resolution_val", "full_resolution_train")
 DECIDING_ROWS = ("val", "val_camera_framed")
@@ -79,14 +82,14 @@ def paired(evaluation, baseline) -> dict[str, int]:
 def measure_accuracy(segmenter, data: Path, split_dir: Path | None) -> dict[str, dict]:
     """Every setting on every row: means, the change against the baseline, images better / worse."""
     evaluations = {}
-    for label, (tta, fill_holes) in SETTINGS.items():
-        segmenter.tta, segmenter.fill_holes = tta, fill_holes
+    for label, (tta, fill_holes, refine) in SETTINGS.items():
+        segmenter.tta, segmenter.fill_holes, segmenter.refine = tta, fill_holes, refine
         started = time.monotonic()
         evaluations[label] = score_rows(segmenter, data, split_dir)
         print(f"{label}: scored in {time.monotonic() - started:.0f} s", file=sys.stderr)
     results = {}
     for label, rows in evaluations.items():
-        results[label] = {"tta": SETTINGS[label][0], "fill_holes": SETTINGS[label][1]}
+        results[label] = dict(zip(("tta", "fill_holes", "refine"), SETTINGS[label]))
         for row, evaluation in rows.items():
             mean, base = evaluation.mean, evaluations["baseline"][row].mean
             results[label][row] = {
@@ -117,13 +120,13 @@ def measure_speed(segmenter, images: dict[str, list[np.ndarray]], rounds: int) -
     times = {kind: {label: [] for label in settings} for kind in images}
     for kind, frames in images.items():
         for label in settings[:2]:  # warm-up: sessions, buffers and the batch probe
-            segmenter.tta, segmenter.fill_holes = SETTINGS[label]
+            segmenter.tta, segmenter.fill_holes, segmenter.refine = SETTINGS[label]
             segmenter.segment(frames[0])
         for round_index in range(rounds):
             for frame_index, frame in enumerate(frames):
                 shift = (round_index + frame_index) % len(settings)  # rotate the order: no setting always first
                 for label in settings[shift:] + settings[:shift]:
-                    segmenter.tta, segmenter.fill_holes = SETTINGS[label]
+                    segmenter.tta, segmenter.fill_holes, segmenter.refine = SETTINGS[label]
                     started = time.perf_counter()
                     segmenter.segment(frame)
                     times[kind][label].append((time.perf_counter() - started) * 1000.0)
@@ -140,6 +143,28 @@ def helps(result: dict) -> bool:
             and all(change["jaccard"] > 0 for change in changes))
 
 
+# The closer look may cost the val crops at most this much Jaccard or thresholded Jaccard (module docstring).
+REFINE_VAL_TOLERANCE = 0.005
+
+
+def refine_pays(result: dict) -> bool:
+    """Up on camera-framed val (Jaccard and thresholded Jaccard), and at most REFINE_VAL_TOLERANCE down on val."""
+    framed, val = result["val_camera_framed"]["change"], result["val"]["change"]
+    return (framed["jaccard"] > 0 and framed["threshold_jaccard"] > 0
+            and min(val["jaccard"], val["threshold_jaccard"]) >= -REFINE_VAL_TOLERANCE)
+
+
+def verdict(label: str, result: dict, helps_both: bool) -> str:
+    if result["refine"] and result["tta"] == "none":
+        return ("made the default (`--no-refine` turns it off): it pays on camera frames" if refine_pays(result)
+                else "dropped: not the default (still an option, --refine)")
+    if result["tta"] == "none":
+        return "made the default" if helps_both else "dropped: not the default (off; still an option, --fill-holes)"
+    return ("helps on both rows, kept as an option (--tta), not the default: it multiplies the inference work by the "
+            "views on every frame, and the live frame rate is the runtime's first promise" if helps_both
+            else "dropped: it does not help on both rows")
+
+
 def decisions(report: dict) -> dict[str, str]:
     """Kept or dropped, and why, for each setting, from its figures (the policy is in the module docstring)."""
     accuracy, frames = report["accuracy"], report["speed"][FRAMES]
@@ -151,14 +176,7 @@ def decisions(report: dict) -> dict[str, str]:
                    f"val ({_changed(val)} images changed), {framed['change']['jaccard']:+.4f} / "
                    f"{framed['change']['threshold_jaccard']:+.4f} on camera-framed ({_changed(framed)} changed)")
         cost = f"{frames[label]['median_ms'] / base_ms:.2f}x the baseline's ms per camera frame"
-        if accuracy[label]["tta"] == "none":
-            verdict = "made the default" if yes else "dropped: not the default (off; still an option, --fill-holes)"
-            out[label] = f"{verdict}. {figures}; {cost}."
-        else:
-            verdict = ("helps on both rows, kept as an option (--tta), not the default: it multiplies the inference "
-                       "work by the views, and the live frame rate is the runtime's first promise" if yes
-                       else "dropped: it does not help on both rows")
-            out[label] = f"{verdict}. {figures}; {cost}."
+        out[label] = f"{verdict(label, accuracy[label], yes)}. {figures}; {cost}."
     return out
 
 
@@ -239,7 +257,8 @@ def markdown(report: dict) -> str:
         cells = [f"{kind[label]['median_ms']:.1f} ({kind[label]['fps_at_median']:.1f})" for kind in report["speed"].values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Kept or dropped (a lever helps when Jaccard rises, and neither Jaccard nor thresholded Jaccard falls, "
-              "on val and on val camera-framed both):", ""]
+              "on val and on val camera-framed both; the closer look, refine, when it rises on camera-framed val and costs val "
+              f"at most {REFINE_VAL_TOLERANCE}):", ""]
     lines += [f"- **{label}**: {text}" for label, text in report["kept_or_dropped"].items()]
     lines += ["", f"`{report['command']}`, {report['date']}, {report['wall_minutes']} min; load average "
               f"{report['host'].get('load_average')}.", ""]

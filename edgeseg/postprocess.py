@@ -14,6 +14,12 @@ from edgeseg.card import ModelCard
 from edgeseg.preprocess import interpolation_flag
 
 
+# The closer look (the Segmenter's ``refine``): a square around the lesion, this many times its larger side...
+CLOSER_LOOK_SCALE = 2.0
+# ...taken only where that square covers at most this share of the frame (else the lesion already fills it).
+CLOSER_LOOK_MAX_SHARE = 0.5
+
+
 def activate(logits: np.ndarray, card: ModelCard) -> np.ndarray:
     """Network logits -> probabilities, as the card says."""
     if card.output.activation != "sigmoid":
@@ -70,3 +76,28 @@ def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | Non
     if card.output.keep_largest_region and regions > 1:
         mask, regions = inside_contour(mask, contour), 1
     return (filled(mask) if fill_holes and regions else mask), contour, regions
+
+
+def closer_look_box(probability: np.ndarray, height: int, width: int, card: ModelCard) -> tuple[int, int, int, int] | None:
+    """Where to look again, closer: (x, y, width, height) of a square of the image around its lesion.
+
+    ``probability`` is the first look at the network's resolution, of a (height, width) image. The
+    square is centred on the largest region's bounding box, CLOSER_LOOK_SCALE times its larger side
+    (at least the network's input side, so a speck is not blown up), shifted to lie inside the image
+    (and cut to it, in a frame narrower than the square). None where there is no lesion, or where the
+    square would cover more than CLOSER_LOOK_MAX_SHARE of the image: the lesion already fills the
+    frame, as in the training crops.
+    """
+    contour, _ = largest_contour(binarize(probability, card))
+    if contour is None:
+        return None
+    x, y, box_width, box_height = cv2.boundingRect(contour)
+    scale_y, scale_x = height / probability.shape[0], width / probability.shape[1]
+    side = max(max(box_width * scale_x, box_height * scale_y) * CLOSER_LOOK_SCALE, *card.input_size)
+    if side * side > CLOSER_LOOK_MAX_SHARE * height * width:
+        return None
+    crop_width, crop_height = min(round(side), width), min(round(side), height)
+    centre_x, centre_y = (x + box_width / 2) * scale_x, (y + box_height / 2) * scale_y
+    left = round(min(max(centre_x - crop_width / 2, 0), width - crop_width))
+    top = round(min(max(centre_y - crop_height / 2, 0), height - crop_height))
+    return left, top, crop_width, crop_height

@@ -15,6 +15,13 @@ writes the image and its flips into one batch, ``infer`` runs it (one call where
 batch, else one call per view), and ``finish`` flips each probability map back and averages them
 (in probability space, after the sigmoid) before the mask is made.
 
+The closer look (``refine``) is done inside them too: ``infer`` finds the lesion in the first look's
+output and, where it is small in the frame (``edgeseg.postprocess.closer_look_box``), runs the network
+again on a square crop around it, at the network's full input; ``finish`` averages that crop's
+probability with the first look's there (averaging beat replacing on val and camera-framed val,
+benchmarks/results/levers-postprocess-cpu.md). A camera frame's small, off-centre lesion is then also
+seen as the training crops show one. Both backend calls happen in ``infer``, on the caller's thread.
+
 ``segment(bgr)`` runs all three. The stages are separate so that callers can overlap them (the live
 runtime finishes frame N on another thread while the backend infers frame N+1), or keep a form's
 logits and finish them later (export parity), without reaching into the Segmenter.
@@ -33,7 +40,7 @@ import numpy as np
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.lesion_measurements import Measurements, measure
-from edgeseg.postprocess import activate, lesion_mask, probability_at
+from edgeseg.postprocess import activate, closer_look_box, lesion_mask, probability_at
 from edgeseg.preprocess import as_bgr8, normalize, resize_to_input
 
 
@@ -50,6 +57,8 @@ TTA_DEFAULT = "none"
 # Holes inside the kept lesion region are left as the network drew them: on the default model filling
 # them changed 6 of 232 val masks and no camera-framed one, no measurable gain (levers-postprocess-cpu.md).
 FILL_HOLES_DEFAULT = False
+# The closer look: see the module docstring and benchmarks/results/levers-postprocess-cpu.md for its figures.
+REFINE_DEFAULT = True
 
 
 class BackendUnavailable(EdgesegError, RuntimeError):
@@ -98,6 +107,9 @@ class Pending:
     batch: np.ndarray | None = None
     logits: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    image: np.ndarray | None = None  # the BGR image, for the closer look
+    crop: tuple[int, int, int, int] | None = None  # the closer look's (x, y, width, height), where one was taken
+    crop_logits: np.ndarray | None = None
 
 
 class Segmenter:
@@ -107,12 +119,14 @@ class Segmenter:
     largest lesion region is kept. ``keep_largest`` overrides the card (``edgeseg run
     --all-regions`` passes False). ``fill_holes`` fills the holes inside the kept region(s).
     ``tta`` averages the predictions of the image and its flips (one of ``TTA_MODES``); both may
-    also be set on the attribute of an open Segmenter. The probability map is never altered after
-    averaging. ``mm_per_px`` adds millimetre values to the measurements.
+    also be set on the attribute of an open Segmenter, as may ``refine`` (the closer look at a lesion
+    that is small in the frame). The probability map is never altered after averaging and the closer
+    look. ``mm_per_px`` adds millimetre values to the measurements.
     """
 
     def __init__(self, backend: Backend, card: ModelCard | None = None, keep_largest: bool | None = None,
-                 mm_per_px: float | None = None, fill_holes: bool = FILL_HOLES_DEFAULT, tta: str = TTA_DEFAULT) -> None:
+                 mm_per_px: float | None = None, fill_holes: bool = FILL_HOLES_DEFAULT, tta: str = TTA_DEFAULT,
+                 refine: bool = REFINE_DEFAULT) -> None:
         card = backend.card if card is None else card
         if keep_largest is not None:
             card = card.replace(output=dataclasses.replace(card.output, keep_largest_region=keep_largest))
@@ -120,6 +134,7 @@ class Segmenter:
         self.card = card
         self.mm_per_px = mm_per_px
         self.fill_holes = fill_holes
+        self.refine = refine
         self._batched: bool | None = None  # whether the backend takes a batch of views: learnt on first use
         self.tta = tta
 
@@ -134,6 +149,7 @@ class Segmenter:
         self._tta = mode
         height, width = self.card.input_size
         self._input = np.empty((len(TTA_FLIPS[mode]), 3, height, width), dtype=np.float32)  # reused for every image
+        self._crop_input = np.empty_like(self._input)
 
     def __enter__(self) -> Segmenter:
         return self
@@ -151,15 +167,26 @@ class Segmenter:
         """
         started = time.perf_counter()
         bgr = as_bgr8(bgr)
-        normalize(resize_to_input(bgr, self.card), self.card, out=self._input[0])
+        self._prepare_views(bgr, self._input)
+        return Pending(bgr.shape[:2], self._input, timings_ms={"preprocess": _ms_since(started)}, image=bgr)
+
+    def _prepare_views(self, bgr: np.ndarray, views: np.ndarray) -> None:
+        normalize(resize_to_input(bgr, self.card), self.card, out=views[0])
         for view, axes in enumerate(TTA_FLIPS[self._tta][1:], start=1):
-            self._input[view] = np.flip(self._input[0], axis=axes)
-        return Pending(bgr.shape[:2], self._input, timings_ms={"preprocess": _ms_since(started)})
+            views[view] = np.flip(views[0], axis=axes)
 
     def infer(self, pending: Pending) -> Pending:
-        """Stage 2: the backend's logits for the prepared input (one per view with test-time augmentation)."""
+        """Stage 2: the backend's logits for the prepared input (one per view with test-time augmentation),
+        then, with ``refine``, for the closer look at a lesion that is small in the frame."""
         started = time.perf_counter()
         pending.logits = self._run_backend(pending.batch)
+        if self.refine and pending.image is not None:
+            height, width = pending.image_size
+            pending.crop = closer_look_box(self._averaged_views(pending.logits), height, width, self.card)
+        if pending.crop is not None:
+            left, top, crop_width, crop_height = pending.crop
+            self._prepare_views(pending.image[top:top + crop_height, left:left + crop_width], self._crop_input)
+            pending.crop_logits = self._run_backend(self._crop_input)
         pending.timings_ms["inference"] = _ms_since(started)
         return pending
 
@@ -182,6 +209,12 @@ class Segmenter:
         started = time.perf_counter()
         height, width = pending.image_size
         probability = probability_at(self._averaged_views(pending.logits), height, width, self.card)
+        if pending.crop is not None:
+            left, top, crop_width, crop_height = pending.crop
+            closer = probability_at(self._averaged_views(pending.crop_logits), crop_height, crop_width, self.card)
+            inside = probability[top:top + crop_height, left:left + crop_width]
+            inside += closer
+            inside *= np.float32(0.5)
         mask, contour, regions = lesion_mask(probability, self.card, fill_holes=self.fill_holes)
         measurements = measure(mask, contour, regions, self.mm_per_px)
         timings = {**pending.timings_ms, "postprocess": _ms_since(started)}

@@ -29,7 +29,7 @@ class Evaluation:
     backend: str
     split: str
     per_image: list[dict] = field(default_factory=list)
-    postprocess: dict = field(default_factory=dict)  # the Segmenter's options: tta, fill_holes
+    postprocess: dict = field(default_factory=dict)  # the Segmenter's options: tta, fill_holes, refine
     worst_masks: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)  # id -> (Jaccard, predicted mask)
 
     @property
@@ -108,7 +108,7 @@ def _backend_label(segmenter) -> str:
 
 def _postprocess_options(segmenter) -> dict:
     """The Segmenter's mask options that change the figures (a test double may have none)."""
-    return {name: getattr(segmenter, name) for name in ("tta", "fill_holes") if hasattr(segmenter, name)}
+    return {name: getattr(segmenter, name) for name in ("tta", "fill_holes", "refine") if hasattr(segmenter, name)}
 
 
 def per_image_csv(evaluation: Evaluation) -> str:

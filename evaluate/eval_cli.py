@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgeseg.click_types import BACKEND_CHOICE, JSON_HELP, JSON_OUTPUT, old_spelling
-from edgeseg.segmenter import FILL_HOLES_DEFAULT, TTA_DEFAULT, TTA_MODES
+from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 EXAMPLE = """\b
 Examples:
@@ -53,10 +53,13 @@ def default_out_dir(model: Path, split: str) -> Path:
                    "(hflip), or of all four flips (hvflip); 2 or 4 network runs per image.")
 @click.option("--fill-holes/--no-fill-holes", default=FILL_HOLES_DEFAULT, show_default=True,
               help="Fill the holes inside the kept lesion region(s) of each mask.")
+@click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
+              help="Look again, closer: where the lesion is small in the image, segment a square around it a second "
+                   "time at the network's full input and use that outline (a second network run on those images).")
 @click.pass_context
 def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
                  backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
-                 tta: str, fill_holes: bool, old_model: Path | None) -> None:
+                 tta: str, fill_holes: bool, refine: bool, old_model: Path | None) -> None:
     """Score MODEL on a data set with the official ISIC 2018 metrics.
 
     MODEL is a run directory (PyTorch), an ONNX or a TensorRT engine; without one, edgeseg's default model.
@@ -77,7 +80,7 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     model = model_or_default(renamed(ctx, "model", "old_model"))
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     segmenter = open_model(model, backend)
-    segmenter.tta, segmenter.fill_holes = tta, fill_holes
+    segmenter.tta, segmenter.fill_holes, segmenter.refine = tta, fill_holes, refine
     with segmenter:
         evaluation = evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)
 

@@ -471,6 +471,7 @@ def latency_ms(segmenter: Segmenter, sample, runs: int) -> float:
     """Median milliseconds of the inference stage on one image (a quick figure, not a benchmark)."""
     from edgeseg.files import read_image
 
+    segmenter.refine = False  # the network's own time, whatever the image
     prepared = segmenter.prepare(read_image(sample.image))
     for _ in range(LATENCY_WARMUP if runs > 1 else 0):
         segmenter.infer(prepared)

@@ -271,6 +271,9 @@ def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, s
     """
     from tqdm import tqdm
 
+    # Parity compares the network of each form; the closer look (refine) is that network again on a crop.
+    for segmenter in (reference, *(segmenter for segmenter, _ in candidates.values())):
+        segmenter.refine = False
     # The reference on every image first, then the exported forms: alternating PyTorch and onnxruntime
     # per image makes each wait on the other's thread pool (10x slower on a small CPU). The reference
     # is kept as logits at network size (small) and finished per image below, as segment() would.

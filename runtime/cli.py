@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from edgeseg.names import RUNTIME_BACKENDS
-from edgeseg.segmenter import TTA_DEFAULT, TTA_MODES
+from edgeseg.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 HELP = """Segment skin lesions live from a camera, a video, images or a stream, with a torch-free runtime.
 
@@ -72,6 +72,9 @@ Examples:
 @click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
               help="Flip test-time augmentation: average each frame's prediction with its horizontal flip (hflip) or all "
                    "four flips (hvflip); a little more accurate, 2 or 4 network runs per frame.")
+@click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
+              help="Look again, closer: where the lesion is small in the frame, segment a square around it a second "
+                   "time at the network's full input and draw that outline (a second network run on those frames).")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
 @click.option("--serve", "serve", metavar="[HOST:]PORT", callback=lambda ctx, param, value: serve_address(value),
               help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
@@ -80,7 +83,7 @@ Examples:
               help="Where `s` in the window saves snapshots.")
 def run_command(model: Path | None, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
                 save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
-                fps: float | None, max_frames: int | None, all_regions: bool, tta: str, threads: int | None, serve,
+                fps: float | None, max_frames: int | None, all_regions: bool, tta: str, refine: bool, threads: int | None, serve,
                 snapshot_dir: Path, loop: bool) -> None:
     from edgeseg.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
@@ -99,7 +102,7 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
         stack.callback(frames.close)  # stops the source's reader thread, whatever happens after
         segmenter = stack.enter_context(open_segmenter(model, backend, threads=threads, keep_largest=False if all_regions else None,
                                                        mm_per_px=mm_per_px))
-        segmenter.tta = tta
+        segmenter.tta, segmenter.refine = tta, refine
         opened = segmenter.backend
         click.echo(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x{opened.card.input_size[1]}; "
                    f"source: {frames.description}", err=True)
