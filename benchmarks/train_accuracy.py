@@ -14,7 +14,9 @@ the ISIC-exact metrics, averaged over images). Rows:
 - val_camera_framed: the val images placed in full 4:3 / 3:2 camera frames (edgeseg.evaluate.device_views),
   scored at the frame's resolution: what a dermatoscope camera shows;
 - full_resolution_val / full_resolution_train: the shared set's images at their camera's resolution
-  (2 in val; 20 in train, which the model saw in training, stretched to its input).
+  (2 in val; 20 in train, which the model saw in training, stretched to its input);
+- val_no_refine / val_camera_framed_no_refine: the same without the closer look (``Segmenter.refine``),
+  the network's first look alone. Every other row makes masks as `edgeseg run` does, closer look included.
 """
 
 from __future__ import annotations
@@ -51,11 +53,15 @@ def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, di
         card = segmenter.card
         at_half = Segmenter(segmenter.backend, card.replace(output=dataclasses.replace(card.output, threshold=0.5)))
         every_region = Segmenter(segmenter.backend, card, keep_largest=False)
+        network_alone = Segmenter(segmenter.backend, card, refine=False)
         evaluations = {
             "val": evaluate(segmenter, val, str(run_dir), "val"),
             "val_at_0.5": evaluate(at_half, val, str(run_dir), "val"),
             "val_all_regions": evaluate(every_region, val, str(run_dir), "val"),
             "val_camera_framed": evaluate_images(segmenter, camera_framed(val), str(run_dir), "val camera-framed"),
+            "val_no_refine": evaluate(network_alone, val, str(run_dir), "val"),
+            "val_camera_framed_no_refine": evaluate_images(network_alone, camera_framed(val), str(run_dir),
+                                                           "val camera-framed"),
             "full_resolution_val": evaluate_images(segmenter, full_resolution(val), str(run_dir), "val full-res"),
             "full_resolution_train": evaluate_images(segmenter, full_resolution(train), str(run_dir), "train full-res"),
         }
@@ -152,7 +158,9 @@ def main() -> int:
         "labels": "every image scored at its own resolution (ISIC scorer's rules); mean over images. 'val' makes masks "
                   "as the card says (the threshold from the threshold analysis, largest region kept); 'val_at_0.5' at "
                   "threshold 0.5; 'val_all_regions' without the largest-region rule; 'val_camera_framed' the val images "
-                  "in full camera frames at the frame's resolution; 'full_resolution_*' the images kept at camera resolution.",
+                  "in full camera frames at the frame's resolution; 'full_resolution_*' the images kept at camera resolution. "
+                  "Every row is made as `edgeseg run` makes masks, the closer look (refine) included, except the "
+                  "'*_no_refine' rows: the network's first look alone.",
         **scores,
         "threshold": card.output.threshold,
         **training_record(run_dir),
