@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.names import LOSSES
+
 REPO = Path(__file__).resolve().parents[1]
 ISIC_LICENCE = ("ISIC 2018 Task 1-2 training input: CC0 1.0 (public domain), with the Task 1 ground-truth masks; "
                 "cite Codella et al. 2019 (arXiv:1902.03368) and Tschandl et al. 2018 (Sci. Data 5, 180161)")
@@ -80,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, help="square input side, multiple of 32 [train default]")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--loss", choices=["dice", "dice+bce"])
+    parser.add_argument("--loss", choices=LOSSES)
     parser.add_argument("--decoder-channels", help="PYRAMID,SEGMENTATION [train default]")
     parser.add_argument("--camera-framing", type=float, help="share of camera-framed training samples [train default]")
     parser.add_argument("--encoder")

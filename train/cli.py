@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from edgeseg.click_types import INPUT_SIZE
+from edgeseg.names import LOSSES
 
 # The paper's set-up (FPN with SE-ResNeXt-50, 320 px, Dice loss, Adam 1e-4 -> 1e-5 after epoch 10, 20 epochs).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -74,7 +75,9 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
 @click.option("--schedule", type=click.Choice(["cosine", "step"]),
               help="cosine: 1 epoch linear warm-up, then cosine decay to lr/100; step: lr * 0.1 after --step-epoch [cosine].")
 @click.option("--step-epoch", type=click.IntRange(1), help="For --schedule step: last epoch at the full lr [10].")
-@click.option("--loss", type=click.Choice(["dice", "dice+bce"]), help="Dice (the paper's) or Dice + BCE [dice+bce].")
+@click.option("--loss", type=click.Choice(LOSSES),
+              help="Dice (the paper's), Dice + BCE, or the per-image Lovasz hinge, a surrogate of IoU that suits "
+                   "fine-tuning a trained model (--init-weights) [dice+bce].")
 @click.option("--encoder", help="Any smp encoder name [tu-tf_efficientnet_lite0].")
 @click.option("--encoder-weights", help="imagenet, none, or PATH to a .safetensors state dict of the encoder [imagenet].")
 @click.option("--init-weights", type=click.Path(exists=True, file_okay=False),

@@ -1,10 +1,10 @@
-"""Losses: Dice (the paper's) and Dice + binary cross-entropy."""
+"""Losses: Dice (the paper's), Dice + binary cross-entropy, and the Lovasz hinge (aimed at IoU itself)."""
 
 from __future__ import annotations
 
 import torch
 
-LOSSES = ("dice", "dice+bce")
+from edgeseg.names import LOSSES
 
 
 class DiceBCELoss(torch.nn.Module):
@@ -29,4 +29,7 @@ def build_loss(name: str) -> torch.nn.Module:
         return smp.losses.DiceLoss(mode="binary", from_logits=True)
     if name == "dice+bce":
         return DiceBCELoss()
+    if name == "lovasz":
+        # Per image: the ISIC score is the mean of per-image Jaccards, and the Lovasz hinge is a surrogate of each.
+        return smp.losses.LovaszLoss(mode="binary", per_image=True, from_logits=True)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
