@@ -167,7 +167,7 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
     ddp = setup_distributed(config.device)
     if ddp.is_main:
         remove_stale_temporaries(config.out)  # what a kill during a checkpoint or weights write left
-    run = build(config, ddp, fresh=checkpoint is None)
+    run = build(config, ddp, checkpoint)
     state = start_fresh(run) if checkpoint is None else restore(run, checkpoint)
 
     sample_log = SampleLog(config.sample_log, ddp.rank, run.train_data.ids)
@@ -228,14 +228,16 @@ class Run:
         return self.device.type == "cuda"
 
 
-def build(config: TrainConfig, ddp: Distributed, fresh: bool) -> Run:
-    """Data, model, optimiser and loader; a fresh run starts from the encoder's pretrained weights."""
+def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | None) -> Run:
+    """Data, model, optimiser and loader; a fresh run starts from the encoder's pretrained weights (or
+    the run it fine-tunes), a resumed one from its checkpoint's card (the fine-tuned run may be gone)."""
+    fresh = checkpoint is None
     device = pick_device(config.device, ddp)
     torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // ddp.local_world_size))
     show = shows_progress(config, ddp)
 
     seed_everything(config.seed)
-    card = make_card(config)
+    card = make_card(config) if fresh else checkpoint_card(checkpoint, config)
     train_samples, val_samples = load_samples(config, show)
     train_data = decode_train(train_samples, card, progress=show)
     val_data = decode_val(val_samples, card, progress=show) if ddp.is_main else None
@@ -270,12 +272,11 @@ def start_fresh(run: Run) -> TrainState:
 
 
 def restore(run: Run, checkpoint: dict[str, Any]) -> TrainState:
-    """Continue from a checkpoint: weights, optimiser, loss scaler, card and this rank's RNG as they were."""
+    """Continue from a checkpoint: weights, optimiser, loss scaler and this rank's RNG as they were (build took its card)."""
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
     state = TrainState(**checkpoint["state"])
-    run.card = ModelCard.from_dict(json.loads(checkpoint["card"]), source=str(run.run_dir / CHECKPOINT_FILENAME))
     rng = checkpoint["rng"]
     restore_rng(rng[run.ddp.rank] if run.ddp.rank < len(rng) else rng[0])  # a run resumed on more ranks
     return state
@@ -502,6 +503,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def checkpoint_card(checkpoint: dict[str, Any], config: TrainConfig) -> ModelCard:
+    return ModelCard.from_dict(json.loads(checkpoint["card"]), source=str(Path(config.out) / CHECKPOINT_FILENAME))
 
 
 def make_card(config: TrainConfig) -> ModelCard:

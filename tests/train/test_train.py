@@ -183,3 +183,14 @@ def test_init_weights_from_another_architecture_names_the_options(two_epoch_run,
     assert result.exit_code == 1
     assert "--decoder-channels" in result.output and str(two_epoch_run) in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fine_tune_resumes_after_the_run_it_started_from_is_gone(two_epoch_run, synthetic_dir, tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(two_epoch_run, source)
+    out = tmp_path / "tuned"
+    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", "--stop-after-epochs", "1",
+              "--init-weights", str(source), *TINY)
+    shutil.rmtree(source)
+    run_train("--resume", str(out), "--no-progress")
+    assert [int(r["epoch"]) for r in rows(out / "logs/epochs.csv")] == [1, 2]
