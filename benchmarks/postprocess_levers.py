@@ -154,7 +154,7 @@ def refine_pays(result: dict) -> bool:
             and min(val["jaccard"], val["threshold_jaccard"]) >= -REFINE_VAL_TOLERANCE)
 
 
-def verdict(label: str, result: dict, helps_both: bool) -> str:
+def verdict(result: dict, helps_both: bool) -> str:
     if result["refine"] and result["tta"] == "none":
         return ("made the default (`--no-refine` turns it off): it pays on camera frames" if refine_pays(result)
                 else "dropped: not the default (still an option, --refine)")
@@ -176,7 +176,7 @@ def decisions(report: dict) -> dict[str, str]:
                    f"val ({_changed(val)} images changed), {framed['change']['jaccard']:+.4f} / "
                    f"{framed['change']['threshold_jaccard']:+.4f} on camera-framed ({_changed(framed)} changed)")
         cost = f"{frames[label]['median_ms'] / base_ms:.2f}x the baseline's ms per camera frame"
-        out[label] = f"{verdict(label, accuracy[label], yes)}. {figures}; {cost}."
+        out[label] = f"{verdict(accuracy[label], yes)}. {figures}; {cost}."
     return out
 
 

@@ -110,6 +110,7 @@ class Pending:
     image: np.ndarray | None = None  # the BGR image, for the closer look
     crop: tuple[int, int, int, int] | None = None  # the closer look's (x, y, width, height), where one was taken
     crop_logits: np.ndarray | None = None
+    first_look: np.ndarray | None = None  # the views' averaged probability at network size, once the closer look needed it
 
 
 class Segmenter:
@@ -182,7 +183,8 @@ class Segmenter:
         pending.logits = self._run_backend(pending.batch)
         if self.refine and pending.image is not None:
             height, width = pending.image_size
-            pending.crop = closer_look_box(self._averaged_views(pending.logits), height, width, self.card)
+            pending.first_look = self._averaged_views(pending.logits)
+            pending.crop = closer_look_box(pending.first_look, height, width, self.card)
         if pending.crop is not None:
             left, top, crop_width, crop_height = pending.crop
             self._prepare_views(pending.image[top:top + crop_height, left:left + crop_width], self._crop_input)
@@ -208,7 +210,8 @@ class Segmenter:
         """Stage 3: probability and mask at the image's own size, its largest contour and measurements."""
         started = time.perf_counter()
         height, width = pending.image_size
-        probability = probability_at(self._averaged_views(pending.logits), height, width, self.card)
+        first_look = self._averaged_views(pending.logits) if pending.first_look is None else pending.first_look
+        probability = probability_at(first_look, height, width, self.card)
         if pending.crop is not None:
             left, top, crop_width, crop_height = pending.crop
             closer = probability_at(self._averaged_views(pending.crop_logits), crop_height, crop_width, self.card)
