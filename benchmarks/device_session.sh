@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The prepared script for a borrowed CUDA machine without network access (this workplace's `device`
+# tool): PyTorch is there, edgeseg's other training needs travel with the working tree.
+#
+# Here, before the session (see benchmarks/README.md, "On a borrowed GPU"):
+#   python benchmarks/compact_isic.py ../shared/data/isic2018 .gpu-data/isic2018   # ~36 MB instead of 84
+#   (the lite0 ImageNet encoder as .gpu-data/lite0-imagenet-encoder.safetensors, smp's wheel in .whl/)
+# There, with .gpu-data and .whl carried:
+#   bash benchmarks/device_session.sh check           # gpu_check.py, then a one-epoch probe on ISIC
+#   bash benchmarks/device_session.sh train NAME MINUTES [edgeseg train options]
+# Everything it keeps lands in $OUT: the gpu-check report, logs, and a run directory as
+# NAME.tar.part-* (split to fit the tool's 16 MiB a file); `cat NAME.tar.part-* | tar x` joins it.
+set -uo pipefail
+OUT=${OUT:-out/device}
+DATA=.gpu-data/isic2018
+ENCODER=.gpu-data/lite0-imagenet-encoder.safetensors
+mkdir -p "$OUT"
+
+setup() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    # edgeseg from this tree, laid out as pyproject's package-dir maps it (no build: nothing to fetch one with).
+    rm -rf /tmp/src && mkdir -p /tmp/src && cp -r edgeseg /tmp/src/
+    for part in train export runtime evaluate models; do ln -s "$PWD/$part" "/tmp/src/edgeseg/$part"; done
+    # PYTHONSAFEPATH: `python3 -m edgeseg` run from the repo root would otherwise import ./edgeseg, which
+    # lacks the mapped subpackages (edgeseg.train), ahead of /tmp/src.
+    export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    nproc
+    python3 -c "import torch, torchvision, timm, segmentation_models_pytorch as smp, cv2
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| torchvision',
+      torchvision.__version__, '| timm', timm.__version__, '| smp', smp.__version__, '| cv2', cv2.__version__)" || exit 1
+}
+
+train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy, packed into $OUT
+    local name=$1 minutes=$2
+    shift 2
+    python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --device cuda --time-budget "$minutes" \
+        --encoder-weights "$ENCODER" --workers 12 --no-progress "$@" 2>&1 | tee "$OUT/$name.log"
+    local status=${PIPESTATUS[0]}
+    tar -C /tmp -cf - --exclude=checkpoint-epoch-* "$name" | split -b 15M - "$OUT/$name.tar.part-"
+    return "$status"
+}
+
+setup
+case "${1:-}" in
+    check)
+        timeout 300 python3 benchmarks/gpu_check.py --out "$OUT"
+        echo "gpu_check exit $?"
+        timeout 150 python3 -m edgeseg train --data "$DATA" --out /tmp/probe --device cuda --epochs 1 --batch-size 16 \
+            --encoder-weights "$ENCODER" --workers 12 --no-progress 2>&1 | tail -n 25
+        tail -n 3 /tmp/probe/logs/iterations.csv /tmp/probe/logs/epochs.csv
+        ;;
+    train)
+        shift
+        train "$@"
+        ;;
+    *)
+        echo "usage: bash benchmarks/device_session.sh check | train NAME MINUTES [edgeseg train options]" >&2
+        exit 2
+        ;;
+esac
