@@ -92,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--trained-on", help="with --score-only: where the run was trained (a GPU machine, say), for the "
+                                             "record; 'host' is always the machine that scores")
     return parser.parse_args()
 
 
@@ -169,6 +171,7 @@ def main() -> int:
         "wall_minutes_including_decode_and_scoring": round((time.monotonic() - started) / 60, 2),
         "card": card.to_dict(),
         "command": " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]),
+        "trained_on": args.trained_on or ("this host" if args.score_only is None else "not recorded"),
         "host": host_info(),
         "run_dir": str(run_dir),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
