@@ -4,7 +4,8 @@
 #
 # Here, before the session (see benchmarks/README.md, "On a borrowed GPU"):
 #   python benchmarks/compact_isic.py ../shared/data/isic2018 .gpu-data/isic2018   # ~36 MB instead of 84
-#   (the lite0 ImageNet encoder as .gpu-data/lite0-imagenet-encoder.safetensors, smp's wheel in .whl/)
+#   python benchmarks/encoder_weights.py .gpu-data/lite0-imagenet-encoder.safetensors
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl segmentation-models-pytorch==0.6.0
 # There, with .gpu-data and .whl carried:
 #   bash benchmarks/device_session.sh check           # gpu_check.py, then a one-epoch probe on ISIC
 #   bash benchmarks/device_session.sh train NAME MINUTES [edgeseg train options]
