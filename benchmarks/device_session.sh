@@ -38,7 +38,7 @@ train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy, pac
     python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --device cuda --time-budget "$minutes" \
         --encoder-weights "$ENCODER" --workers 12 --no-progress "$@" 2>&1 | tee "$OUT/$name.log"
     local status=${PIPESTATUS[0]}
-    tar -C /tmp -cf - --exclude=checkpoint-epoch-* "$name" | split -b 15M - "$OUT/$name.tar.part-"
+    tar -C /tmp -cf - "$name" | split -b 15M - "$OUT/$name.tar.part-"
     return "$status"
 }
 
