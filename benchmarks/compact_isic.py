@@ -48,7 +48,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="ISIC-layout folder with splits/train.txt and splits/val.txt")
     parser.add_argument("target", type=Path, help="folder to create (must not exist)")
-    parser.add_argument("--size", type=int, default=256, help="the training input side the copy is made for [256]")
+    default_side = ModelCard().input_size[0]  # the card's default input, which `edgeseg train` uses unless --size
+    parser.add_argument("--size", type=int, default=default_side,
+                        help=f"the training input side the copy is made for [{default_side}]")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the resized train images [90]")
     args = parser.parse_args()
     if args.target.exists():

@@ -42,11 +42,11 @@ BACKENDS_FOR_KIND = {
 }
 
 
-# The model that ships with edgeseg: models/default/ in the source tree, package data of edgeseg.models
-# once installed. `run`, `eval`, `bench` and `export` use it when no model is named.
 # Training losses (edgeseg.train.losses builds them; the CLI lists them without importing torch).
 LOSSES = ("dice", "dice+bce", "lovasz")
 
+# The model that ships with edgeseg: models/default/ in the source tree, package data of edgeseg.models
+# once installed. `run`, `eval`, `bench` and `export` use it when no model is named.
 DEFAULT_MODEL_PACKAGE = "edgeseg.models"
 DEFAULT_MODEL_FILE = "default/" + ONNX_FILENAMES["onnx"]
 
