@@ -9,22 +9,28 @@
 # There, with .gpu-data and .whl carried:
 #   bash benchmarks/device_session.sh check           # gpu_check.py, then a one-epoch probe on ISIC
 #   bash benchmarks/device_session.sh train NAME MINUTES [edgeseg train options]
-# Everything it keeps lands in $OUT: the gpu-check report, logs, and a run directory as
-# NAME.tar.part-* (split to fit the tool's 16 MiB a file); `cat NAME.tar.part-* | tar x` joins it.
+#   bash benchmarks/device_session.sh recipe NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options]
+# recipe trains NAME-base (the default recipe from WEIGHTS, a safetensors encoder) and then NAME-ft, a
+# fine-tune of it as the shipped model's was made (per-image Lovasz, lr 1e-4, half the samples
+# camera-framed). Two recipes can share the GPU: run `setup` once, then both with WORKERS=7 and `&`.
+# Everything it keeps lands in $OUT: the gpu-check report, logs, and a run directory (without its
+# checkpoint-last.pt, which only --resume reads) as NAME.tar.part-* (split to fit the tool's 16 MiB a
+# file); `cat NAME.tar.part-* | tar x` joins it.
 set -uo pipefail
 OUT=${OUT:-out/device}
-DATA=.gpu-data/isic2018
+DATA=${DATA:-.gpu-data/isic2018}
 ENCODER=.gpu-data/lite0-imagenet-encoder.safetensors
+WORKERS=${WORKERS:-12}
 mkdir -p "$OUT"
+# PYTHONSAFEPATH: `python3 -m edgeseg` run from the repo root would otherwise import ./edgeseg, which
+# lacks the mapped subpackages (edgeseg.train), ahead of /tmp/src.
+export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
 
 setup() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     # edgeseg from this tree, laid out as pyproject's package-dir maps it (no build: nothing to fetch one with).
     rm -rf /tmp/src && mkdir -p /tmp/src && cp -r edgeseg /tmp/src/
     for part in train export runtime evaluate models; do ln -s "$PWD/$part" "/tmp/src/edgeseg/$part"; done
-    # PYTHONSAFEPATH: `python3 -m edgeseg` run from the repo root would otherwise import ./edgeseg, which
-    # lacks the mapped subpackages (edgeseg.train), ahead of /tmp/src.
-    export PYTHONPATH=/tmp/src:/tmp/site PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     nproc
     python3 -c "import torch, torchvision, timm, segmentation_models_pytorch as smp, cv2
@@ -36,15 +42,26 @@ train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy, pac
     local name=$1 minutes=$2
     shift 2
     python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --device cuda --time-budget "$minutes" \
-        --encoder-weights "$ENCODER" --workers 12 --no-progress "$@" 2>&1 | tee "$OUT/$name.log"
+        --encoder-weights "$ENCODER" --workers "$WORKERS" --no-progress "$@" 2>&1 | tee "$OUT/$name.log"
     local status=${PIPESTATUS[0]}
-    tar -C /tmp -cf - "$name" | split -b 15M - "$OUT/$name.tar.part-"
+    tar -C /tmp -cf - --exclude=checkpoint-last.pt "$name" | split -b 15M - "$OUT/$name.tar.part-"
     return "$status"
 }
 
-setup
+recipe() {  # NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options for both]
+    local name=$1 encoder=$2 weights=$3 minutes=$4 finetune_minutes=$5
+    shift 5
+    train "$name-base" "$minutes" --encoder "$encoder" --encoder-weights "$weights" "$@" || return
+    train "$name-ft" "$finetune_minutes" --encoder "$encoder" --encoder-weights "$weights" --init-weights "/tmp/$name-base" \
+        --loss lovasz --lr 1e-4 --camera-framing 0.5 "$@"
+}
+
 case "${1:-}" in
+    setup)
+        setup
+        ;;
     check)
+        setup
         timeout 300 python3 benchmarks/gpu_check.py --out "$OUT"
         echo "gpu_check exit $?"
         timeout 150 python3 -m edgeseg train --data "$DATA" --out /tmp/probe --device cuda --epochs 1 --batch-size 16 \
@@ -53,10 +70,16 @@ case "${1:-}" in
         ;;
     train)
         shift
+        setup
         train "$@"
         ;;
+    recipe)
+        shift
+        recipe "$@"
+        ;;
     *)
-        echo "usage: bash benchmarks/device_session.sh check | train NAME MINUTES [edgeseg train options]" >&2
+        echo "usage: bash benchmarks/device_session.sh setup | check | train NAME MINUTES [edgeseg train options]" \
+             "| recipe NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options] (after setup)" >&2
         exit 2
         ;;
 esac
