@@ -13,14 +13,18 @@
 # recipe trains NAME-base (the default recipe from WEIGHTS, a safetensors encoder) and then NAME-ft, a
 # fine-tune of it as the shipped model's was made (per-image Lovasz, lr 1e-4, half the samples
 # camera-framed). Two recipes can share the GPU: run `setup` once, then both with WORKERS=7 and `&`.
-# Everything it keeps lands in $OUT: the gpu-check report, logs, and a run directory (without its
-# checkpoint-last.pt, which only --resume reads) as NAME.tar.part-* (split to fit the tool's 16 MiB a
-# file); `cat NAME.tar.part-* | tar x` joins it.
+# Everything it keeps lands in $OUT: the gpu-check report, and the run directories with their logs
+# (without checkpoint-last.pt, which only --resume reads) as NAME.tar.part-* (split to fit the tool's
+# 16 MiB a file); `cat NAME.tar.part-* | tar x` joins them.
 set -uo pipefail
 OUT=${OUT:-out/device}
 DATA=${DATA:-.gpu-data/isic2018}
 ENCODER=.gpu-data/lite0-imagenet-encoder.safetensors
 WORKERS=${WORKERS:-12}
+# The tool brings back at most 8 files and 64 MiB from $OUT: BASE_WEIGHTS=no leaves a recipe's base
+# run's model.safetensors behind (its logs, card and plots still come).
+excludes=()
+[[ ${BASE_WEIGHTS:-yes} == no ]] && excludes=(--exclude='*-base/model.safetensors')
 mkdir -p "$OUT"
 # PYTHONSAFEPATH: `python3 -m edgeseg` run from the repo root would otherwise import ./edgeseg, which
 # lacks the mapped subpackages (edgeseg.train), ahead of /tmp/src.
@@ -38,22 +42,31 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
       torchvision.__version__, '| timm', timm.__version__, '| smp', smp.__version__, '| cv2', cv2.__version__)" || exit 1
 }
 
-train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy, packed into $OUT
+train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy into /tmp/NAME, logged to /tmp/NAME.log
     local name=$1 minutes=$2
     shift 2
     python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --device cuda --time-budget "$minutes" \
-        --encoder-weights "$ENCODER" --workers "$WORKERS" --no-progress "$@" 2>&1 | tee "$OUT/$name.log"
-    local status=${PIPESTATUS[0]}
-    tar -C /tmp -cf - --exclude=checkpoint-last.pt "$name" | split -b 15M - "$OUT/$name.tar.part-"
-    return "$status"
+        --encoder-weights "$ENCODER" --workers "$WORKERS" --no-progress "$@" 2>&1 | tee "/tmp/$name.log"
+    return "${PIPESTATUS[0]}"
+}
+
+pack() {  # PACK NAME...: the runs and their logs as $OUT/PACK.tar.part-*, without what only --resume reads
+    local pack=$1
+    shift
+    local paths=()
+    for name in "$@"; do paths+=("$name" "$name.log"); done
+    tar -C /tmp -cf - --exclude=checkpoint-last.pt "${excludes[@]}" "${paths[@]}" | split -b 15M - "$OUT/$pack.tar.part-"
 }
 
 recipe() {  # NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options for both]
     local name=$1 encoder=$2 weights=$3 minutes=$4 finetune_minutes=$5
     shift 5
-    train "$name-base" "$minutes" --encoder "$encoder" --encoder-weights "$weights" "$@" || return
-    train "$name-ft" "$finetune_minutes" --encoder "$encoder" --encoder-weights "$weights" --init-weights "/tmp/$name-base" \
-        --loss lovasz --lr 1e-4 --camera-framing 0.5 "$@"
+    train "$name-base" "$minutes" --encoder "$encoder" --encoder-weights "$weights" "$@" &&
+        train "$name-ft" "$finetune_minutes" --encoder "$encoder" --encoder-weights "$weights" \
+            --init-weights "/tmp/$name-base" --loss lovasz --lr 1e-4 --camera-framing 0.5 "$@"
+    local status=$?
+    pack "$name" "$name-base" "$name-ft"
+    return "$status"
 }
 
 case "${1:-}" in
@@ -72,6 +85,9 @@ case "${1:-}" in
         shift
         setup
         train "$@"
+        status=$?
+        pack "$1" "$1"
+        exit "$status"
         ;;
     recipe)
         shift
