@@ -22,6 +22,7 @@ the ISIC-exact metrics, averaged over images). Rows:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -113,6 +114,8 @@ def training_record(run_dir: Path) -> dict:
     """What the run's checkpoint says about its training: epochs, steps, pace, the per-epoch metrics, the config."""
     import torch
 
+    if not (run_dir / "checkpoint-last.pt").exists():
+        return logged_training_record(run_dir)
     checkpoint = torch.load(run_dir / "checkpoint-last.pt", map_location="cpu", weights_only=True)
     state = checkpoint["state"]
     steps = state["iterations"]
@@ -127,6 +130,31 @@ def training_record(run_dir: Path) -> dict:
         "per_epoch": state["epochs"],
         "config": checkpoint["config"],
     }
+
+
+def logged_training_record(run_dir: Path) -> dict:
+    """The same from the run's logs, config and card, for a run that came back without its checkpoint
+    (benchmarks/device_session.sh leaves it behind); the planned epoch count is not logged."""
+    from edgeseg.card import load_card
+
+    epochs = read_csv_numbers(run_dir / "logs" / "epochs.csv")
+    seconds = [row["seconds"] for row in read_csv_numbers(run_dir / "logs" / "iterations.csv")]
+    step_seconds = np.diff([0.0] + seconds) if seconds else np.array([])
+    return {
+        "train_minutes": round(epochs[-1]["seconds"] / 60, 2),
+        "epochs_run": len(epochs),
+        "epochs_planned": None,
+        "best_epoch": load_card(run_dir).provenance.best_epoch,
+        "steps": int(epochs[-1]["step"]),
+        "median_seconds_per_step": round(float(np.median(step_seconds)), 3) if step_seconds.size else None,
+        "per_epoch": epochs,
+        "config": json.loads((run_dir / "config.json").read_text()),
+    }
+
+
+def read_csv_numbers(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as stream:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(stream)]
 
 
 def record_in_card(run_dir: Path, scores: dict[str, dict], data_licence: str):
