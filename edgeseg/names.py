@@ -23,6 +23,11 @@ ONNX_FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "mode
 # Where an edgeseg ONNX carries its model card: a key of the model's metadata_props.
 CARD_METADATA_KEY = "edgeseg_card"
 
+# An fp32 ONNX whose weights are stored as float16, each cast back to float32 in the graph (`edgeseg
+# export --half-weights`, edgeseg.export.half_weights) says so under this metadata key: its arithmetic is fp32.
+WEIGHTS_STORAGE_KEY = "edgeseg_weights_storage"
+WEIGHTS_STORED_FLOAT16 = "float16, cast to float32"
+
 # TensorRT engine files (serialized plans); each has a JSON sidecar beside it.
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 

@@ -43,6 +43,7 @@ class ExportOptions:
     formats: tuple[str, ...] = FORMS  # "onnx" is always built: every other form starts from it
     explicit: frozenset[str] = frozenset()  # forms asked for by name: not building them is an error
     dynamic: bool = False
+    half_weights: bool = False  # the fp32 ONNX's weights stored as float16 (edgeseg.export.half_weights)
     parity_data: Path | None = None
     parity_n: int | None = None  # None: every image of the split
     calib: Path | None = None
@@ -213,7 +214,14 @@ def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options
     from edgeseg.export.onnx_export import export_onnx
 
     path = out_dir / ONNX_FILENAMES["onnx"]
-    return attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic), card)
+    result = attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic,
+                                                 half_weights=options.half_weights), card)
+    if options.half_weights:
+        # Rounding the weights moves probabilities by about 1e-3, beyond the fp32 rule: the mask rules of FP16 apply.
+        result.precision = "fp16"
+        result.notes.append("weights stored as float16, cast to float32 in the graph (--half-weights): half the file, "
+                            "fp32 arithmetic; judged by the FP16 rules")
+    return result
 
 
 def build_engine_result(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
@@ -393,7 +401,7 @@ def check_parity(source: Path, forms: list[FormResult], samples: list, options: 
         reference_ms = latency_ms(reference, samples[0], options.latency_runs)  # before onnxruntime runs
         segmenters = {form.name: stack.enter_context(open_form(form)) for form in forms}
         echo(f"parity on {len(samples)} images: {', '.join(segmenters)} against {reference.backend.name} fp32")
-        parities = run_parity(reference, {name: (segmenter, FORM_PRECISION[name]) for name, segmenter in segmenters.items()},
+        parities = run_parity(reference, {form.name: (segmenters[form.name], form.precision) for form in forms},
                               samples, options.tolerances, progress=options.progress)
         for form in forms:
             form.parity = parities[form.name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeseg.card import ModelCard
+from edgeseg.export.half_weights import has_float16_weights, restore_float32_weights
 from edgeseg.export.onnx_export import set_card_metadata
 from edgeseg.files import atomic_output
 
@@ -29,6 +30,8 @@ def export_fp16(onnx_path: str | Path, card: ModelCard, path: str | Path, keep_n
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     proto = onnx.load(str(onnx_path))
+    if has_float16_weights(proto):  # convert the float32 graph those weights are cast into
+        restore_float32_weights(proto)
     block_list = list(float16.DEFAULT_OP_BLOCK_LIST)
     if keep_norm_fp32:
         block_list += list(NORM_OPS)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
+from edgeseg.export.half_weights import float32_weights_file
 from edgeseg.export.onnx_export import set_card_metadata
 from edgeseg.files import atomic_output, read_image
 from edgeseg.preprocess import preprocess
@@ -71,7 +72,8 @@ def export_int8(
         # Shape inference and graph folding first, as onnxruntime advises: quantization then sees
         # the plain Conv chain instead of the shape arithmetic of the "same" padding.
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        float32 = float32_weights_file(onnx_path, Path(scratch) / "float32-weights.onnx")
+        quant_pre_process(str(float32), str(prepared), skip_symbolic_shape=True)
         require_calibration_memory(prepared, len(calibration_images))
         reader = _calibration_reader(calibration_images, card, progress)
         with atomic_output(path) as temporary:

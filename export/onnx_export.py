@@ -19,15 +19,19 @@ if TYPE_CHECKING:
 OPSET = 20
 
 
-def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False) -> Path:
+def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False,
+                half_weights: bool = False) -> Path:
     """Export ``model`` (logits out) to ONNX at ``path``, check it, and embed the card.
 
     The input shape is the card's static (1, 3, H, W) unless ``dynamic`` makes batch, height and
     width free. The legacy TorchScript exporter is used: the dynamo exporter matches it to ~5e-6 but
-    took over ten minutes for a dynamic-shape export of this network.
+    took over ten minutes for a dynamic-shape export of this network. ``half_weights`` stores the
+    weights as float16, cast back to float32 in the graph (edgeseg.export.half_weights): half the file.
     """
     import onnx
     import torch
+
+    from edgeseg.export.half_weights import store_weights_float16
 
     height, width = card.input_size
     names = card.tensor_names
@@ -48,6 +52,8 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynam
             dynamo=False,
         )
         proto = onnx.load(str(temporary))
+        if half_weights:
+            store_weights_float16(proto)
         onnx.checker.check_model(proto, full_check=True)
         set_card_metadata(proto, card)
         onnx.save(proto, str(temporary))

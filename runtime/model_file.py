@@ -18,7 +18,7 @@ from typing import Any
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
-from edgeseg.names import CARD_METADATA_KEY, ONNX_FILENAMES, is_engine
+from edgeseg.names import CARD_METADATA_KEY, ONNX_FILENAMES, WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16, is_engine
 
 log = logging.getLogger("edgeseg.runtime")
 
@@ -99,6 +99,8 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
     card = ModelCard.from_json(metadata[CARD_METADATA_KEY], source=f"{path} (metadata {CARD_METADATA_KEY})")
     if op_types & QUANTIZED_OPS:
         precision = "int8"
+    elif metadata.get(WEIGHTS_STORAGE_KEY) == WEIGHTS_STORED_FLOAT16:
+        precision = "fp32"  # float16 weights, each cast to float32 where it is read: fp32 arithmetic
     elif ONNX_FLOAT16 in initializer_types:
         precision = "fp16"
     else:

@@ -278,3 +278,27 @@ def test_export_json_to_stdout_is_the_report_alone(exported, tmp_path: Path, syn
     assert json.loads(result.stdout) == json.loads((tmp_path / "export-report.json").read_text())
     assert "report:" in result.stderr and "fp16" in result.stderr
     assert not (tmp_path / "-").exists()
+
+
+def test_export_half_weights_is_gated_as_fp16_and_the_other_forms_build_from_it(trained_run_dir: Path, tmp_path: Path,
+                                                                               synthetic_dir: Path):
+    from edgeseg.export.half_weights import has_float16_weights
+
+    out = tmp_path / "half"
+    result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--out", str(out), "--half-weights", "--format",
+                                       "onnx,fp16,int8", "--latency-runs", "1", *RELAXED_INT8], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "export-report.json").read_text())
+    onnx_row = form(report, "onnx")
+    assert onnx_row["precision"] == "fp16" and onnx_row["passed"] is True and "--half-weights" in " ".join(onnx_row["notes"])
+    assert has_float16_weights(onnx.load(str(out / "model.onnx")))
+    assert form(report, "fp16")["passed"] is True and form(report, "int8")["status"] == "built"
+    assert not has_float16_weights(onnx.load(str(out / "model.fp16.onnx")))
+    # And from that file, as from the shipped default model: the forms build, checked against it.
+    again = tmp_path / "again"
+    result = CliRunner().invoke(main, ["export", str(out / "model.onnx"), "--out", str(again), "--format", "fp16,int8",
+                                       "--parity-data", str(synthetic_dir), "--calib", str(synthetic_dir),
+                                       "--latency-runs", "1", *RELAXED_INT8], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads((again / "export-report.json").read_text())
+    assert form(report, "fp16")["passed"] is True and form(report, "int8")["status"] == "built"
