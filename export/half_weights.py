@@ -7,8 +7,9 @@ the fp32 graph's speed. That lets a larger network ship under a size limit (edge
 16 MB). The file says so in its metadata (``WEIGHTS_STORAGE_KEY``), so the runtime reports the
 arithmetic's precision, fp32, rather than mistaking the float16 tensors for an FP16 model.
 
-Forms built from such a file (FP16, INT8, engines) start from ``restore_float32_weights``: the same
-graph with float32 initializers again, holding the rounded values the file computes with.
+The FP16 and INT8 forms built from such a file start from ``restore_float32_weights``: the same graph
+with float32 initializers again, holding the rounded values the file computes with (their converters
+look for weights among the initializers). TensorRT's ONNX parser takes the casts as they are.
 """
 
 from __future__ import annotations
