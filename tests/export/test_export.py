@@ -168,8 +168,8 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
 
     real_export = onnx_export.export_onnx
 
-    def export_with_perturbed_weights(model, card, path, dynamic=False):
-        path = real_export(model, card, path, dynamic)
+    def export_with_perturbed_weights(model, card, path, dynamic=False, half_weights=False):
+        path = real_export(model, card, path, dynamic, half_weights)
         proto = onnx.load(str(path))
         weight = max(proto.graph.initializer, key=lambda tensor: len(tensor.raw_data))
         values = onnx.numpy_helper.to_array(weight)
