@@ -12,7 +12,6 @@ from edgeseg.cli import main
 from edgeseg.names import default_model_path
 from edgeseg.runtime.model_file import read_card
 
-from .conftest import lesion_image
 
 MAX_SHIPPED_BYTES = 16 * 10**6
 
@@ -45,15 +44,22 @@ def test_the_default_model_runs_without_torch():
     assert done.returncode == 0, done.stderr
 
 
-def test_the_default_model_finds_a_lesion():
+def test_the_default_model_finds_lesions():
+    """On edgeseg's dermoscopy-like synthetic frames (512x480, exact masks): it was trained on real images
+    only, so the bar is "outlines lesions", not its real accuracy. Mean IoU measured: 0.56 (lite2, the
+    current model), 0.42 (the lite0 before it); a model that outlines nothing, or the wrong place, scores
+    near 0. (A flat dark ellipse on flat skin is no test: lite2 gives it probability 0.02, lite0 0.57.)"""
     from edgeseg.runtime import open_segmenter
+    from edgeseg.synthetic import make_sample
 
-    image = lesion_image(width=640, height=480)
+    ious = []
     with open_segmenter(default_model_path(), "onnxruntime-cpu") as segmenter:
-        mask = segmenter.segment(image).mask
-    dark = image.mean(axis=2) < 110
-    overlap = np.count_nonzero(mask & dark) / max(1, np.count_nonzero(mask | dark))
-    assert overlap > 0.5, f"the default model's mask overlaps the dark lesion by only {overlap:.2f}"
+        for index in range(12):
+            image, lesion = make_sample(2026, index, 512)
+            image, lesion = image[16:496], lesion[16:496]
+            mask = segmenter.segment(image).mask.astype(bool)
+            ious.append(np.count_nonzero(mask & lesion) / max(1, np.count_nonzero(mask | lesion)))
+    assert np.mean(ious) > 0.35, f"the default model's masks overlap the synthetic lesions by IoU {np.round(ious, 2)}"
 
 
 def test_run_with_no_model_fails_on_the_camera_not_on_the_model():
