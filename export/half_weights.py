@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.export.onnx_export import set_metadata
 from edgeseg.names import WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16
 
 # Smaller tensors (biases, Resize scales, shapes) stay float32: they weigh nothing, and some operators
@@ -50,7 +51,7 @@ def store_weights_float16(proto) -> int:
     nodes = list(proto.graph.node)
     del proto.graph.node[:]
     proto.graph.node.extend(casts + nodes)  # the casts first: the graph stays topologically sorted
-    set_weights_storage(proto, WEIGHTS_STORED_FLOAT16 if casts else None)
+    set_metadata(proto, WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16 if casts else None)
     return len(casts)
 
 
@@ -61,6 +62,7 @@ def restore_float32_weights(proto) -> int:
 
     stored = {initializer.name: initializer for initializer in proto.graph.initializer
               if initializer.data_type == onnx.TensorProto.FLOAT16}
+
     def is_weight_cast(node) -> bool:
         return node.op_type == "Cast" and len(node.input) == 1 and node.input[0] in stored
 
@@ -74,7 +76,7 @@ def restore_float32_weights(proto) -> int:
     nodes = [node for node in proto.graph.node if not is_weight_cast(node)]
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
-    set_weights_storage(proto, None)
+    set_metadata(proto, WEIGHTS_STORAGE_KEY, None)
     return len(casts)
 
 
@@ -93,11 +95,3 @@ def float32_weights_file(onnx_path: str | Path, scratch_path: Path) -> Path:
 def has_float16_weights(proto) -> bool:
     return any(entry.key == WEIGHTS_STORAGE_KEY and entry.value == WEIGHTS_STORED_FLOAT16 for entry in proto.metadata_props)
 
-
-def set_weights_storage(proto, value: str | None) -> None:
-    kept = [entry for entry in proto.metadata_props if entry.key != WEIGHTS_STORAGE_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    if value is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = WEIGHTS_STORAGE_KEY, value

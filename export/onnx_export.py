@@ -62,9 +62,14 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynam
 
 def set_card_metadata(proto, card: ModelCard) -> None:
     """Store the card in the model's metadata_props, replacing any card already there."""
-    kept = [entry for entry in proto.metadata_props if entry.key != CARD_METADATA_KEY]
+    set_metadata(proto, CARD_METADATA_KEY, card.to_json())
+
+
+def set_metadata(proto, key: str, value: str | None) -> None:
+    """Set ``key`` in the model's metadata_props to ``value``, replacing any entry of it; None removes it."""
+    kept = [entry for entry in proto.metadata_props if entry.key != key]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key = CARD_METADATA_KEY
-    entry.value = card.to_json()
+    if value is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
