@@ -94,4 +94,3 @@ def float32_weights_file(onnx_path: str | Path, scratch_path: Path) -> Path:
 
 def has_float16_weights(proto) -> bool:
     return any(entry.key == WEIGHTS_STORAGE_KEY and entry.value == WEIGHTS_STORED_FLOAT16 for entry in proto.metadata_props)
-
