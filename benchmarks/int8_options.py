@@ -1,13 +1,16 @@
 """INT8 choices side by side: each quantization of one trained model, judged by the parity gate and timed.
 
     python benchmarks/int8_options.py --run runs/default-v1 [--data ../shared/data/isic2018] [--runs 100]
+    python benchmarks/int8_options.py --run runs/lite2-ft --options float-layers
 
-Every option quantizes the run's fp32 ONNX with ``edgeseg.export.int8_export`` (activations U8 or
-symmetric S8, MinMax / entropy / percentile calibration, 64 or 256 training images). All forms go
+Every option quantizes the run's fp32 ONNX with ``edgeseg.export.int8_export``. Two tables
+(``OPTION_SETS``): ``calibration`` (activations U8 or symmetric S8, MinMax / entropy / percentile
+calibration, 64 or 256 training images, every layer INT8), and ``float-layers`` (how many of the
+network's leading layers stay float32: none, down to 1/4 or 1/16 of the input). All forms go
 through one parity pass against PyTorch fp32 on the whole val split (the export's gate, default
 tolerances) and one interleaved latency run with the fp32 ONNX (``edgeseg bench``'s measurement), so
 every figure comes from one process on one machine. Writes benchmarks/results/int8-options-cpu.json
-and .md.
+and .md (``float-layers``: int8-float-layers-cpu.json and .md).
 """
 
 from __future__ import annotations
@@ -22,16 +25,27 @@ from pathlib import Path
 import click
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OPTIONS = (  # (label, activations, calibration, calibration images)
-    ("u8 minmax 64 (the default until this table)", "u8", "minmax", 64),
-    ("s8 minmax 64 (TensorRT-ready)", "s8", "minmax", 64),
-    ("u8 entropy 64", "u8", "entropy", 64),
-    ("u8 percentile 64 (the default now)", "u8", "percentile", 64),
-    ("u8 minmax 256", "u8", "minmax", 256),
-)
+OPTION_SETS = {  # name -> (label, activations, calibration, calibration images, float_until_stride)
+    # Which calibration (results/int8-options-cpu.md, on the lite0 default then): every layer INT8.
+    "calibration": (
+        ("u8 minmax 64 (the default until this table)", "u8", "minmax", 64, 1),
+        ("s8 minmax 64 (TensorRT-ready)", "s8", "minmax", 64, 1),
+        ("u8 entropy 64", "u8", "entropy", 64, 1),
+        ("u8 percentile 64 (the default now)", "u8", "percentile", 64, 1),
+        ("u8 minmax 256", "u8", "minmax", 256, 1),
+    ),
+    # Which leading layers stay float32 (results/int8-float-layers-cpu.md, on the lite2 default).
+    "float-layers": (
+        ("u8, every layer INT8 (the CPU form until this table)", "u8", "percentile", 64, 1),
+        ("u8, float down to 1/4 of the input (the CPU form now)", "u8", "percentile", 64, 4),
+        ("s8, every layer INT8 (the TensorRT form until this table)", "s8", "percentile", 64, 1),
+        ("s8, float down to 1/4 (the TensorRT form now)", "s8", "percentile", 64, 4),
+        ("s8, float down to 1/16", "s8", "percentile", 64, 16),
+    ),
+}
 
 
-def build_options(onnx_path: Path, data: Path, out: Path) -> dict[str, Path]:
+def build_options(onnx_path: Path, data: Path, out: Path, options) -> dict[str, Path]:
     from edgeseg.data import discover_samples
     from edgeseg.export.export_run import spread
     from edgeseg.export.int8_export import export_int8
@@ -40,10 +54,11 @@ def build_options(onnx_path: Path, data: Path, out: Path) -> dict[str, Path]:
     card = read_card(onnx_path)
     train = [sample.image for sample in discover_samples(data, split="train")]
     forms = {}
-    for number, (label, activations, calibration, count) in enumerate(OPTIONS):
+    for number, (label, activations, calibration, count, float_until_stride) in enumerate(options):
         click.echo(f"quantizing: {label}", err=True)
         forms[label] = export_int8(onnx_path, card, out / f"option{number}.int8.onnx", spread(train, count),
-                                   activations=activations, calibration=calibration)
+                                   activations=activations, calibration=calibration,
+                                   float_until_stride=float_until_stride)
     return forms
 
 
@@ -87,18 +102,22 @@ def table(parities: dict, p50: dict[str, float]) -> list[list[str]]:
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2018", show_default=True)
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(min=20), help="Timed runs per form.")
-@click.option("--out", "out_stem", default=RESULTS / "int8-options-cpu", show_default=True, type=click.Path(path_type=Path))
-def main(run_dir: Path, data: Path, runs: int, out_stem: Path) -> None:
-    """Quantize one trained model every way in OPTIONS; gate and time each against its fp32 ONNX."""
+@click.option("--options", "option_set", type=click.Choice(list(OPTION_SETS)), default="calibration", show_default=True,
+              help="Which table: calibration methods, or how many leading layers stay float32.")
+@click.option("--out", "out_stem", type=click.Path(path_type=Path),
+              help="Results stem [results/int8-options-cpu, or results/int8-float-layers-cpu with --options float-layers].")
+def main(run_dir: Path, data: Path, runs: int, option_set: str, out_stem: Path | None) -> None:
+    """Quantize one trained model every way in one of OPTION_SETS; gate and time each against its fp32 ONNX."""
     from edgeseg.files import write_text_atomic
     from edgeseg.host import describe_host, host_info
     from edgeseg.tables import markdown_table
 
+    out_stem = out_stem or RESULTS / ("int8-options-cpu" if option_set == "calibration" else "int8-float-layers-cpu")
     onnx_path = run_dir / "model.onnx"
     if not onnx_path.is_file():
         sys.exit(f"{onnx_path}: export the run first (edgeseg export {run_dir} --format onnx)")
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-options-") as scratch:
-        forms = build_options(onnx_path, data, Path(scratch))
+        forms = build_options(onnx_path, data, Path(scratch), OPTION_SETS[option_set])
         parities = gate(run_dir, forms, data)
         p50 = latency(onnx_path, forms, runs)
     rows = table(parities, p50)

@@ -13,6 +13,8 @@ Ranges come from percentile calibration (default), MinMax or entropy: on the def
 lost the least (benchmarks/results/int8-options-cpu.md), at the same speed; S8 activations were 2x
 slower than U8 on an AVX2 CPU, so the S8S8 form is for TensorRT only. Calibration images go through the
 same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
+Both forms keep the network's leading layers, down to a quarter of the input's resolution, in float32
+(``FLOAT_UNTIL_STRIDE``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from edgeseg.preprocess import preprocess
 DEFAULT_CALIBRATION_IMAGES = 64
 ACTIVATIONS = ("u8", "s8")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+# The network's first layers, down to a quarter of the input's resolution (the stem and, in an
+# EfficientNet, its first two blocks), stay float32: they have few channels, so INT8 saves little work
+# there, and their rounding reaches every later layer. Quantized, they flipped the lite2 default model's
+# mask on one val image (Dice 0.77 -> 0); kept float, its CPU INT8 form passes the gate, at 1.50x the
+# fp32 ONNX's speed instead of 1.69x (benchmarks/results/int8-float-layers-cpu.md).
+FLOAT_UNTIL_STRIDE = 4
 # onnxruntime's calibrators hold every activation of every calibration image at once, and then a merged
 # copy: measured on the default model, 98.6 MiB of activations per image, 24 GiB resident at 227 images.
 CALIBRATION_MEMORY_FACTOR = 1.1
@@ -49,11 +57,13 @@ def export_int8(
     activations: str = "u8",
     calibration: str = "percentile",
     float_bias: bool = False,
+    float_until_stride: int = FLOAT_UNTIL_STRIDE,
 ) -> Path:
     """Quantize the fp32 ONNX at ``onnx_path`` to a QDQ INT8 model at ``path``, with the card embedded.
 
     ``float_bias`` leaves biases float32 (onnxruntime's ``QuantizeBias=False``) instead of int32 behind a
     DequantizeLinear. With "s8" activations that is the TensorRT form, checked before it is written.
+    ``float_until_stride`` keeps the leading layers float32 (``leading_fine_nodes``); 1 quantizes them all.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -86,6 +96,7 @@ def export_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=methods[calibration],
+                nodes_to_exclude=leading_fine_nodes(prepared, card, float_until_stride),
                 extra_options=options,
             )
             proto = onnx.load(str(temporary))
@@ -95,6 +106,31 @@ def export_int8(
             set_card_metadata(proto, card)
             onnx.save(proto, str(temporary))
     return path
+
+
+def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[str]:
+    """The nodes, in graph order, before the first whose output is coarser than 1/``stride`` of the input.
+
+    Shapes come from ONNX shape inference at the card's input size (so a dynamic-shape model works too).
+    """
+    import onnx
+
+    proto = onnx.load(str(model_path))
+    height, width = card.input_size
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims, (1, 3, height, width)):
+        dim.Clear()
+        dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim] for value in inferred.value_info}
+    leading = []
+    for node in inferred.node:
+        shape = shapes.get(node.output[0], [])
+        out_height, out_width = (shape[2], shape[3]) if len(shape) == 4 else (0, 0)  # 0: unknown, or not an image
+        if 0 < out_height * stride < height or 0 < out_width * stride < width:
+            break
+        leading.append(node.name)
+    return leading
 
 
 def activation_bytes(model_path: Path) -> int:

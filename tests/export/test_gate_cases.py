@@ -242,3 +242,30 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
     assert "InstanceNormalization" not in op_types(tmp_path / "unrescued" / "model.fp16.onnx")
     assert "fp16: confident pixels flipped (|p - threshold| >= 0.1)" in unrescued.output, unrescued.output
     assert first["parity"]["nonfinite_images"] == [], first["parity"]
+
+
+def test_int8_keeps_the_layers_down_to_a_quarter_of_the_input_float(fp32_onnx: Path, synthetic_dir: Path,
+                                                                      tmp_path: Path):
+    """The stem and first blocks stay float32 (their rounding flipped a real model's mask); the rest is INT8."""
+    from edgeseg.export.int8_export import FLOAT_UNTIL_STRIDE, export_int8
+    from edgeseg.runtime.model_file import read_card
+
+    card = read_card(fp32_onnx)
+    images = [sample.image for sample in discover_samples(synthetic_dir, split="train")[:4]]
+    height = card.input_size[0]
+
+    def conv_heights_by_precision(proto) -> dict[str, list[int]]:
+        dequantized = {node.output[0] for node in proto.graph.node if node.op_type == "DequantizeLinear"}
+        graph = onnx.shape_inference.infer_shapes(proto).graph
+        heights = {value.name: value.type.tensor_type.shape.dim[2].dim_value for value in graph.value_info
+                   if len(value.type.tensor_type.shape.dim) == 4}
+        convs = [node for node in graph.node if node.op_type == "Conv"]
+        return {"float": [heights[node.output[0]] for node in convs if node.input[1] not in dequantized],
+                "int8": [heights[node.output[0]] for node in convs if node.input[1] in dequantized]}
+
+    default = conv_heights_by_precision(onnx.load(str(export_int8(fp32_onnx, card, tmp_path / "a.onnx", images))))
+    assert default["float"] and all(conv_height * FLOAT_UNTIL_STRIDE >= height for conv_height in default["float"])
+    assert any(conv_height * FLOAT_UNTIL_STRIDE < height for conv_height in default["int8"])
+    every_layer = conv_heights_by_precision(onnx.load(str(export_int8(fp32_onnx, card, tmp_path / "b.onnx", images,
+                                                                      float_until_stride=1))))
+    assert every_layer["float"] == [] and len(every_layer["int8"]) == len(default["int8"]) + len(default["float"])
