@@ -111,7 +111,9 @@ def export_int8(
 def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[str]:
     """The nodes, in graph order, before the first whose output is coarser than 1/``stride`` of the input.
 
-    Shapes come from ONNX shape inference at the card's input size (so a dynamic-shape model works too).
+    None where no node's output is that coarse (a network that never gets there is quantized whole, not
+    left float). Shapes come from ONNX shape inference at the card's input size (so a dynamic-shape
+    model works too).
     """
     import onnx
 
@@ -128,9 +130,9 @@ def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[s
         shape = shapes.get(node.output[0], [])
         out_height, out_width = (shape[2], shape[3]) if len(shape) == 4 else (0, 0)  # 0: unknown, or not an image
         if 0 < out_height * stride < height or 0 < out_width * stride < width:
-            break
+            return leading
         leading.append(node.name)
-    return leading
+    return []
 
 
 def activation_bytes(model_path: Path) -> int:

@@ -80,7 +80,9 @@ def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passe
     proper = export_int8(fp32_onnx, card, tmp_path / "proper.int8.onnx", train)
     black = tmp_path / "black.png"
     cv2.imwrite(str(black), np.zeros((96, 96, 3), np.uint8))
-    broken = export_int8(fp32_onnx, card, tmp_path / "black.int8.onnx", [black])
+    # Every layer INT8: with the leading layers float32 (export's default) this tiny model survives even
+    # a black calibration, and the test is of the gate, not of the quantizer.
+    broken = export_int8(fp32_onnx, card, tmp_path / "black.int8.onnx", [black], float_until_stride=1)
 
     assert parity_of(trained_run_dir, proper, "int8", RELAXED_INT8, val).passed
     parity = parity_of(trained_run_dir, broken, "int8", RELAXED_INT8, val)
