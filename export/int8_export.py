@@ -111,9 +111,8 @@ def export_int8(
 def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[str]:
     """The nodes, in graph order, before the first whose output is coarser than 1/``stride`` of the input.
 
-    None where no node's output is that coarse (a network that never gets there is quantized whole, not
-    left float). Shapes come from ONNX shape inference at the card's input size (so a dynamic-shape
-    model works too).
+    Empty where no node's output is known to be that coarse: a network that never gets there (or whose
+    shapes shape inference cannot tell at the card's input size) is quantized whole, not left float.
     """
     import onnx
 
