@@ -51,8 +51,9 @@ TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
     "hvflip": ((), (-1,), (-2,), (-2, -1)),
 }
 TTA_MODES = tuple(TTA_FLIPS)
-# Off by default: it helps a little on val and camera-framed val, but costs 2 or 4 network runs a frame
-# (benchmarks/results/levers-postprocess-cpu.md, -lite2-cpu.md); `edgeseg eval --tta` and `edgeseg run --tta` turn it on.
+# Off by default: it helps a little on val, not on camera frames' thresholded Jaccard, and costs 2 or 4
+# network runs a frame (benchmarks/results/levers-postprocess-lite2-cpu.md); `edgeseg eval --tta` and
+# `edgeseg run --tta` turn it on.
 TTA_DEFAULT = "none"
 # Holes inside the kept lesion region are left as the network drew them: on the default model filling
 # them changed 6 of 232 val masks and no camera-framed one, no measurable gain (levers-postprocess-cpu.md).
