@@ -25,22 +25,23 @@ from pathlib import Path
 import click
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OPTION_SETS = {  # name -> (label, activations, calibration, calibration images, float_until_stride)
+OPTION_SETS = {  # name -> (label, activations, calibration, calibration images, float_until_stride, float_bias)
     # Which calibration (results/int8-options-cpu.md, on the lite0 default then): every layer INT8.
     "calibration": (
-        ("u8 minmax 64 (the default until this table)", "u8", "minmax", 64, 1),
-        ("s8 minmax 64 (TensorRT-ready)", "s8", "minmax", 64, 1),
-        ("u8 entropy 64", "u8", "entropy", 64, 1),
-        ("u8 percentile 64 (the default now)", "u8", "percentile", 64, 1),
-        ("u8 minmax 256", "u8", "minmax", 256, 1),
+        ("u8 minmax 64 (the default until this table)", "u8", "minmax", 64, 1, False),
+        ("s8 minmax 64 (TensorRT-ready)", "s8", "minmax", 64, 1, False),
+        ("u8 entropy 64", "u8", "entropy", 64, 1, False),
+        ("u8 percentile 64 (the default now)", "u8", "percentile", 64, 1, False),
+        ("u8 minmax 256", "u8", "minmax", 256, 1, False),
     ),
-    # Which leading layers stay float32 (results/int8-float-layers-cpu.md, on the lite2 default).
+    # Which leading layers stay float32 (results/int8-float-layers-cpu.md, on the lite2 default), for
+    # the CPU form (int8) and TensorRT's (int8-trt: S8S8, float32 biases), both percentile on 64 images.
     "float-layers": (
-        ("u8, every layer INT8 (the CPU form until this table)", "u8", "percentile", 64, 1),
-        ("u8, float down to 1/4 of the input (the CPU form now)", "u8", "percentile", 64, 4),
-        ("s8, every layer INT8 (the TensorRT form until this table)", "s8", "percentile", 64, 1),
-        ("s8, float down to 1/4 (the TensorRT form now)", "s8", "percentile", 64, 4),
-        ("s8, float down to 1/16", "s8", "percentile", 64, 16),
+        ("int8, every layer INT8 (until this table)", "u8", "percentile", 64, 1, False),
+        ("int8, float down to 1/4 of the input (now)", "u8", "percentile", 64, 4, False),
+        ("int8-trt, every layer INT8 (until this table)", "s8", "percentile", 64, 1, True),
+        ("int8-trt, float down to 1/4 (now)", "s8", "percentile", 64, 4, True),
+        ("int8-trt, float down to 1/16", "s8", "percentile", 64, 16, True),
     ),
 }
 
@@ -54,11 +55,11 @@ def build_options(onnx_path: Path, data: Path, out: Path, options) -> dict[str, 
     card = read_card(onnx_path)
     train = [sample.image for sample in discover_samples(data, split="train")]
     forms = {}
-    for number, (label, activations, calibration, count, float_until_stride) in enumerate(options):
+    for number, (label, activations, calibration, count, float_until_stride, float_bias) in enumerate(options):
         click.echo(f"quantizing: {label}", err=True)
         forms[label] = export_int8(onnx_path, card, out / f"option{number}.int8.onnx", spread(train, count),
                                    activations=activations, calibration=calibration,
-                                   float_until_stride=float_until_stride)
+                                   float_until_stride=float_until_stride, float_bias=float_bias)
     return forms
 
 

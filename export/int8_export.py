@@ -36,8 +36,8 @@ CALIBRATIONS = ("minmax", "entropy", "percentile")
 # The network's first layers, down to a quarter of the input's resolution (the stem and, in an
 # EfficientNet, its first two blocks), stay float32: they have few channels, so INT8 saves little work
 # there, and their rounding reaches every later layer. Quantized, they flipped the lite2 default model's
-# mask on one val image (Dice 0.77 -> 0); kept float, its CPU INT8 form passes the gate, at 1.50x the
-# fp32 ONNX's speed instead of 1.69x (benchmarks/results/int8-float-layers-cpu.md).
+# mask on one val image (Dice 0.77 -> 0); kept float, its CPU INT8 form passes the gate, at 1.49x the
+# fp32 ONNX's speed instead of 1.68x (benchmarks/results/int8-float-layers-cpu.md).
 FLOAT_UNTIL_STRIDE = 4
 # onnxruntime's calibrators hold every activation of every calibration image at once, and then a merged
 # copy: measured on the default model, 98.6 MiB of activations per image, 24 GiB resident at 227 images.
