@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,13 +15,6 @@ from edgeseg.card import ModelCard
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble_ceiling.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("ensemble_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class CountingBackend:
     name, precision, card = "torch-cpu", "fp32", ModelCard(input_size=(32, 32))
 
@@ -34,8 +26,8 @@ class CountingBackend:
         return self.scale * batch[:, :1]
 
 
-def test_averaging_means_the_probabilities_and_remembering_runs_each_input_once():
-    script = load_script()
+def test_averaging_means_the_probabilities_and_remembering_runs_each_input_once(load_benchmark):
+    script = load_benchmark("ensemble_ceiling")
     batch = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
     plus, minus = CountingBackend(2.0), CountingBackend(-2.0)
     remembered = script.RememberingBackend(plus)

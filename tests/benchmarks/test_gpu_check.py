@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,21 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=REPO_ROOT)
 
 
-def test_without_a_cuda_gpu_it_skips_writes_nothing_and_exits_0(tmp_path: Path):
+def test_without_a_cuda_gpu_it_skips_writes_nothing_and_exits_0(tmp_path: Path, load_benchmark):
     pytest.importorskip("torch")
-    gpu_check = load_script()
+    gpu_check = load_benchmark("gpu_check")
     gpu, _, _ = gpu_check.cuda_gpu()
     if gpu is not None:
         pytest.skip(f"this host has a CUDA GPU ({gpu['name']}): the check would run for real")
@@ -43,8 +35,8 @@ def test_without_a_cuda_gpu_it_skips_writes_nothing_and_exits_0(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_names_and_budgets():
-    gpu_check = load_script()
+def test_names_and_budgets(load_benchmark):
+    gpu_check = load_benchmark("gpu_check")
     assert gpu_check.slug("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
     assert gpu_check.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert gpu_check.slug("Orin (nvgpu)") == "orin-nvgpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,25 +14,16 @@ from click.testing import CliRunner  # noqa: E402
 
 from edgeseg.cli import main  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_accuracy.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_a_run_without_its_checkpoint_is_recorded_from_its_logs_as_from_the_checkpoint(synthetic_dir: Path,
-                                                                                       tmp_path: Path):
+                                                                                       tmp_path: Path, load_benchmark):
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2",
                                        "--size", "64", "--batch-size", "4", "--decoder-channels", "32,32",
                                        "--encoder-weights", "none", "--threads", "2", "--no-progress"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    script = load_script()
+    script = load_benchmark("train_accuracy")
     from_checkpoint = script.training_record(run)
     came_back = tmp_path / "came-back"
     shutil.copytree(run, came_back, ignore=shutil.ignore_patterns("checkpoint-last.pt"))
