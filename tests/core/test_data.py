@@ -67,7 +67,7 @@ def test_real_isic_data_is_usable_with_its_splits(isic_dir: Path, tmp_path: Path
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["usable"] and report["errors"] == 0
     assert report["pairs_found"] == report["usable_pairs"] == 2335
-    assert report["split_counts"] == {"train": 2103, "val": 232}
+    assert report["split_counts"] == {"train": 1845, "val": 232, "test": 258}
     assert "Usable: 2335 pairs" in result.output
 
 
