@@ -113,6 +113,8 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     to_stderr = json_to_stdout(json_path)  # stdout carries the JSON alone
     click.echo(terminal_table(report_dict(report)), err=to_stderr)
     click.echo(f"report: {markdown_path} (and {report_json.name})", err=to_stderr)
+    for text in report.unjudged():
+        click.echo(f"warning: {text}", err=True)
     failures = report.failures()
     if failures:
         raise click.ClickException("export failed the parity gate:\n  " + "\n  ".join(failures))

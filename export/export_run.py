@@ -100,6 +100,11 @@ class ExportReport:
                 messages.extend(form.parity.breaches)
         return messages
 
+    def unjudged(self) -> list[str]:
+        """Rules on a mean that a built form was not judged by (too few parity images), each with why."""
+        return [text for form in self.forms if form.status == "built" and form.parity and not form.simulation
+                for text in form.parity.unjudged]
+
     @property
     def passed(self) -> bool:
         return not self.failures()

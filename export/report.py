@@ -46,6 +46,7 @@ def report_dict(report: ExportReport) -> dict:
         "out_dir": str(report.out_dir),
         "passed": report.passed,
         "failures": report.failures(),
+        "not_judged": report.unjudged(),
         "forms": [form_dict(form) for form in report.forms],
         "reference": report.reference,
         "card": report.card.to_dict(),
@@ -165,6 +166,8 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
     ]
     if data["failures"]:
         lines += ["## Why it failed", "", *(f"- {message}" for message in data["failures"]), ""]
+    if data["not_judged"]:
+        lines += ["## Not judged", "", *(f"- {message}" for message in data["not_judged"]), ""]
     notes = [(row["name"], note) for row in data["forms"] for note in row["notes"]]
     reasons = [(row["name"], f"{row['status']}: {row['reason']}") for row in data["forms"] if row["reason"]]
     if notes or reasons:

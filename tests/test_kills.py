@@ -63,8 +63,13 @@ def train_or_resume(data: Path, out: Path) -> list[str]:
     return edgeseg("train", "--data", str(data), "--out", str(out), *TINY)
 
 
-def run_killed_at(command: list[str], seconds: float | None, environment: dict[str, str]) -> bool:
-    """Run ``command``, SIGKILLed after ``seconds`` (None: by the hook); True if it was killed."""
+def run_killed_at(command: list[str], seconds: float | None, environment: dict[str, str],
+                  gate_may_fail: bool = False) -> bool:
+    """Run ``command``, SIGKILLed after ``seconds`` (None: by the hook); True if it was killed.
+
+    Not killed, it must succeed; with ``gate_may_fail`` an export that finished and failed its parity gate
+    (exit 1, the report written) counts as finished too: what a killed export leaves is this file's subject.
+    """
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, errors = process.communicate(timeout=seconds if seconds is not None else 600)
@@ -74,7 +79,8 @@ def run_killed_at(command: list[str], seconds: float | None, environment: dict[s
         return True
     if process.returncode == -9:
         return True
-    assert process.returncode == 0, errors.decode()
+    gate_verdict = gate_may_fail and process.returncode == 1 and b"export failed the parity gate" in errors
+    assert process.returncode == 0 or gate_verdict, errors.decode()
     return False
 
 
@@ -119,9 +125,12 @@ def test_a_killed_export_leaves_only_complete_models(trained_run_dir, synthetic_
         assert run_killed_at(command, None, child_environment(tmp_path, target))
         assert_only_complete_models(out, frame)
     for _ in range(4):
-        run_killed_at(command, rng.uniform(2.0, 15.0), environment)
+        run_killed_at(command, rng.uniform(2.0, 15.0), environment, gate_may_fail=True)
         assert_only_complete_models(out, frame)
-    assert not run_killed_at(command, None, environment)
+    # The gate's verdict on a tiny model's INT8 form depends on the CPU's INT8 kernels (AVX2 or AVX-512 VNNI):
+    # here it is the files that matter, so a finished export that failed its gate is finished.
+    assert not run_killed_at(command, None, environment, gate_may_fail=True)
+    assert (out / "export-report.json").is_file()
     assert {path.name for path in out.glob("*.onnx")} >= {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
     assert not list(out.glob(".*.tmp*")), "a killed write's temporary was left"
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from edgeseg.card import ModelCard, load_card
 from edgeseg.cli import main
+from edgeseg.export.parity import MEAN_RULES_MIN_IMAGES
 
 onnx = pytest.importorskip("onnx")
 
@@ -50,6 +51,16 @@ def test_export_passes_and_writes_every_cpu_form(exported):
         assert row["latency_ms"] > 0
     assert (out / "export-report.md").read_text().count("| onnx | built | pass |") == 1
     assert "form" in result.output and "fp16" in result.output  # the summary table on the terminal
+
+
+def test_a_parity_set_too_small_for_a_mean_is_said_so_on_the_terminal_and_in_the_report(exported):
+    result, out, report = exported
+    count = report["parity_images"]["count"]
+    assert count < MEAN_RULES_MIN_IMAGES  # the synthetic val split: the rules on a mean cannot judge it
+    assert {text.split(":")[0] for text in report["not_judged"]} == {"fp16", "int8"}  # fp32 is judged on probability
+    assert f"warning: fp16: the rules on a mean over images" in result.output
+    assert f"{count} parity image(s)" in result.output
+    assert "## Not judged" in (out / "export-report.md").read_text()
 
 
 def test_onnx_is_valid_and_card_round_trips(exported, trained_run_dir: Path):
@@ -193,7 +204,7 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
 def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(trained_run_dir: Path, tmp_path: Path):
     # An unreachable FP16 tolerance forces the fallback path: rebuild once with norms in FP32, re-check.
     result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "fp16",
-                     "--fp16-abs-delta-dice", "-1", "--latency-runs", "1")
+                     "--fp16-image-dice-loss", "-1", "--latency-runs", "1")
     assert result.exit_code == 1
     assert "rebuilding with normalisation and Resize layers in FP32" in result.output
     row = form(json.loads((tmp_path / "export-report.json").read_text()), "fp16")

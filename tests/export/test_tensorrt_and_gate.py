@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgeseg.export.export_run import ExportError, FormResult, fp32_norm_retries, select_forms
-from edgeseg.export.parity import ImageComparison, Tolerances, compare_image, mask_iou, summarize
+from edgeseg.export.parity import (MEAN_RULES_MIN_IMAGES, ImageComparison, Tolerances, compare_image, mask_iou,
+                                   summarize)
 from edgeseg.export.tensorrt_export import (Gpu, builds_strongly_typed, engine_filename, engine_unavailable_reason,
                                              gpu_slug, timing_cache_filename)
 from edgeseg.runtime.model_file import sidecar_path
@@ -32,12 +33,17 @@ def test_rounding_near_the_threshold_alone_does_not_fail_fp16():
     assert parity.passed and parity.min_mask_iou == pytest.approx(0.97)
 
 
+def unchanged(count: int) -> list[ImageComparison]:
+    """``count`` images on which the form agrees with the reference: enough of them make a mean judged."""
+    return [row(f"ISIC_same_{index}") for index in range(count)]
+
+
 def test_fp16_gate_names_the_rule_the_image_and_the_number():
-    rows = [row("ISIC_1"), row("ISIC_2", confident_flips=120), row("ISIC_3")]
+    rows = [row("ISIC_1"), row("ISIC_2", confident_flips=120), *unchanged(MEAN_RULES_MIN_IMAGES - 2)]
     parity = summarize("engine", "fp16", rows, Tolerances())
     assert not parity.passed and parity.max_image_confident_flip_image == "ISIC_2"
     assert "engine: confident pixels flipped in one image: 0.0120 on ISIC_2 > 0.005" in parity.breaches
-    assert any(message.startswith("engine: confident pixels flipped (|p - threshold| >= 0.1): 0.00400 of all")
+    assert any(message.startswith("engine: confident pixels flipped (|p - threshold| >= 0.1): 0.00060 of all")
                for message in parity.breaches)
 
 
@@ -49,12 +55,33 @@ def test_one_image_that_got_worse_fails_and_is_named():
 
 
 def test_int8_gate_on_dice_change_and_nan():
-    rows = [row("a", 0.99, dice=0.80), row("b", 0.99, dice=0.75, reference_dice=0.80, finite=False)]
+    rows = [row("a", 0.99, dice=0.80), row("b", 0.99, dice=0.55, reference_dice=0.80, finite=False),
+            *unchanged(MEAN_RULES_MIN_IMAGES - 2)]
     parity = summarize("int8", "int8", rows, Tolerances())
-    assert "int8: |delta Dice| against the truth 0.0250 (largest change -0.0500 on b) > 0.005" in parity.breaches
-    assert "int8: |delta thresholded Jaccard| against the truth 0.0250 > 0.01" in parity.breaches
+    assert "int8: |delta Dice| against the truth 0.0125 (largest change -0.2500 on b) > 0.005" in parity.breaches
+    assert "int8: |delta thresholded Jaccard| against the truth 0.0125 > 0.01" in parity.breaches
     assert parity.nonfinite_images == ["b"] and parity.breaches[0].startswith("int8: NaN or Inf")
+    assert parity.unjudged == []
     assert summarize("int8", "int8", [row("a", 0.99, confident_flips=15)], Tolerances()).passed  # 0.0015 <= 0.002
+
+
+def test_a_rule_on_a_mean_never_judges_a_handful_of_images_and_says_so():
+    # Two images that each lose a little Dice: a mean of 0.04, far over the INT8 rule of 0.005. From a
+    # handful of images rounding on one of them decides such a mean, so it is reported, not judged...
+    few = [row("a", dice=0.76, reference_dice=0.80), row("b", dice=0.76, reference_dice=0.80)]
+    parity = summarize("int8", "int8", few, Tolerances())
+    assert parity.passed and parity.delta_dice == pytest.approx(-0.04)
+    assert len(parity.unjudged) == 1 and "2 parity image(s)" in parity.unjudged[0]
+    assert f"at least {MEAN_RULES_MIN_IMAGES}" in parity.unjudged[0] and "--parity-data" in parity.unjudged[0]
+    # ...while the per-image rules judge any number of images...
+    worse = summarize("int8", "int8", [row("a", dice=0.60, reference_dice=0.80)], Tolerances())
+    assert worse.breaches == ["int8: Dice lost on one image 0.2000 on a > 0.1"]
+    # ...and from MEAN_RULES_MIN_IMAGES images on, the same shift in the mean fails.
+    many = [row(f"ISIC_{index}", dice=0.76, reference_dice=0.80) for index in range(MEAN_RULES_MIN_IMAGES)]
+    judged = summarize("int8", "int8", many, Tolerances())
+    assert not judged.passed and judged.unjudged == []
+    assert any(message.startswith("int8: |delta Dice| against the truth 0.0400") for message in judged.breaches)
+    assert summarize("onnx", "fp32", few, Tolerances()).unjudged == []  # fp32 is judged on probability alone
 
 
 def test_fp32_gate_is_on_probability():
@@ -64,7 +91,7 @@ def test_fp32_gate_is_on_probability():
 
 
 def test_a_mask_shifted_by_a_few_pixels_fails_on_confident_pixels():
-    # A form whose mask sits 4 px off: each pixel near the threshold may move, but these are sure pixels.
+    # A form whose mask sits 4 px off, on every image: each pixel near the threshold may move, but these are sure pixels.
     height, width = 256, 256
     rows_, columns = np.mgrid[0:height, 0:width]
     distance = np.hypot(rows_ - 128, columns - 128)
@@ -75,7 +102,7 @@ def test_a_mask_shifted_by_a_few_pixels_fails_on_confident_pixels():
                                shifted.astype(np.float32), shifted > 0.5, truth, threshold=0.5, margin=0.1)
     assert comparison.confident_flips > 0
     for precision in ("fp16", "int8"):
-        parity = summarize(precision, precision, [comparison], Tolerances())
+        parity = summarize(precision, precision, [comparison] * MEAN_RULES_MIN_IMAGES, Tolerances())
         assert not parity.passed and any("confident pixels flipped" in m for m in parity.breaches), parity.breaches
 
 

@@ -549,7 +549,7 @@ def test_a_strongly_typed_engine_failing_parity_rebuilds_its_fp16_onnx_with_fp32
     double = gpu_double(TRT11)
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
-    result = export(source, synthetic_dir, "--fp16-abs-delta-dice", "-1")  # unreachable: forces the retry
+    result = export(source, synthetic_dir, "--fp16-image-dice-loss", "-1")  # unreachable: forces the retry
     assert result.exit_code == 1
     assert "engine: rebuilding with normalisation and Resize layers in FP32: it failed parity" in result.output
     assert "fp16: rebuilding with normalisation and Resize layers in FP32: it failed parity" in result.output
