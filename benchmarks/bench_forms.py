@@ -18,7 +18,6 @@ forms the parity gate judged); otherwise the forms are exported into a scratch f
 
 from __future__ import annotations
 
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -101,8 +100,9 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
     """Measure PyTorch eager, ONNX fp32, FP16 and INT8 of one model, interleaved, and record the results."""
     from edgeseg.evaluate.bench import run_bench
     from edgeseg.evaluate.bench_report import terminal_text, write_report
+    from edgeseg.files import portable_command, portable_path
 
-    command = shlex.join(["python", "benchmarks/bench_forms.py", *sys.argv[1:]])
+    command = portable_command(sys.argv)
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
         scratch = Path(scratch)
         random_weights = run_dir is None
@@ -125,8 +125,8 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
         report = run_bench(forms, ("auto",), runs, warmup, data=data, samples=samples, split=split,
                            command=command)
     report["model"] = {
-        "weights": "random (seed 0)" if random_weights else str(run_dir),
-        "card": "edgeseg.card.ModelCard() defaults" if random_weights else f"{run_dir}/card.json",
+        "weights": "random (seed 0)" if random_weights else portable_path(run_dir),
+        "card": "edgeseg.card.ModelCard() defaults" if random_weights else portable_path(run_dir / "card.json"),
         "int8_calibration": calibration,
     }
     report["notes"].insert(0, f"model: weights {report['model']['weights']}, card {report['model']['card']}; "

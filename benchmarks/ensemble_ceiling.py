@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import itertools
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -131,20 +130,20 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from edgeseg.files import write_text_atomic
+    from edgeseg.files import portable_command, portable_path, write_text_atomic
     from edgeseg.host import host_info
 
     started = time.monotonic()
     rows = score_grid(open_members(args.runs), args.thresholds, args.data, args.split_dir)
     report = {
         "benchmark": "ensemble_ceiling",
-        "runs": {run.name: str(run) for run in args.runs},
+        "runs": {run.name: portable_path(run) for run in args.runs},
         "val_target": VAL_TARGET,
         "labels": "val split, masks as `edgeseg run` makes them (closer look, largest region), ISIC scorer's rules, mean "
                   "over images; probabilities averaged over members and flip views; threshold and combination picked on "
                   "val: an upper bound for these models, not an estimate on unseen images",
         "rows": rows,
-        "command": " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]),
+        "command": portable_command(sys.argv),
         "host": host_info(),
         "wall_minutes": round((time.monotonic() - started) / 60, 2),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeseg import host
-from edgeseg.files import write_text_atomic
+from edgeseg.files import portable_path, write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGETS_S = {"buffers": 45.0, "train": 240.0, "eval": 90.0, "bench": 75.0}
@@ -205,7 +205,7 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
     seconds = [float(row["seconds"]) for row in epoch_rows(run) if row.get("seconds")]
     return {"status": "failed" if problems else "passed", "reason": "; ".join(problems) or None, **result,
             "epochs": epochs, "amp_grad_scaler": bool(scaler), "val_metrics": card.get("provenance", {}).get("val_metrics"),
-            "epoch_seconds": seconds, "images": setup["n"], "image_size": setup["image_size"], "run": str(run), "data": str(data)}
+            "epoch_seconds": seconds, "images": setup["n"], "image_size": setup["image_size"], "run": portable_path(run), "data": portable_path(data)}
 
 
 # --- 3. eval and 4. bench -------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -79,10 +78,12 @@ def gate(run_dir: Path, forms: dict[str, Path], data: Path) -> dict:
 def latency(onnx_path: Path, forms: dict[str, Path], runs: int) -> dict[str, float]:
     """Inference p50 (ms) of the fp32 ONNX and every option, interleaved in one run."""
     from edgeseg.evaluate.bench import run_bench
+    from edgeseg.files import portable_path
 
     report = run_bench([onnx_path, *forms.values()], runs=runs, warmup=10)
     by_path = {record["path"]: record["stages"]["inference"]["p50_ms"] for record in report["results"]}
-    return {"fp32": by_path[str(onnx_path)], **{label: by_path[str(path)] for label, path in forms.items()}}
+    return {"fp32": by_path[portable_path(onnx_path)],
+            **{label: by_path[portable_path(path)] for label, path in forms.items()}}
 
 
 def table(parities: dict, p50: dict[str, float]) -> list[list[str]]:
@@ -109,7 +110,7 @@ def table(parities: dict, p50: dict[str, float]) -> list[list[str]]:
               help="Results stem [results/int8-options-cpu, or results/int8-float-layers-cpu with --options float-layers].")
 def main(run_dir: Path, data: Path, runs: int, option_set: str, out_stem: Path | None) -> None:
     """Quantize one trained model every way in one of OPTION_SETS; gate and time each against its fp32 ONNX."""
-    from edgeseg.files import write_text_atomic
+    from edgeseg.files import portable_command, portable_path, write_text_atomic
     from edgeseg.host import describe_host, host_info
     from edgeseg.tables import markdown_table
 
@@ -123,8 +124,8 @@ def main(run_dir: Path, data: Path, runs: int, option_set: str, out_stem: Path |
         p50 = latency(onnx_path, forms, runs)
     rows = table(parities, p50)
     host = host_info()
-    command = shlex.join(["python", "benchmarks/int8_options.py", *sys.argv[1:]])
-    record = {"command": command, "host": host, "run": str(run_dir), "inference_p50_ms": p50,
+    command = portable_command(sys.argv)
+    record = {"command": command, "host": host, "run": portable_path(run_dir), "inference_p50_ms": p50,
               "parity": {label: parity.to_dict() for label, parity in parities.items()}}
     write_text_atomic(out_stem.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     text = ["# INT8 options for one trained model", "", f"Command: `{command}`", "",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -199,7 +198,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     from edgeseg.evaluate.models import open_model
-    from edgeseg.files import write_text_atomic
+    from edgeseg.files import portable_command, portable_path, write_text_atomic
     from edgeseg.host import host_info
     from edgeseg.names import default_model_path
 
@@ -212,7 +211,7 @@ def main() -> int:
         batched = segmenter._batched
     report = {
         "benchmark": "postprocess_levers",
-        "model": str(model),
+        "model": portable_path(model),
         "backend": "onnxruntime-cpu (fp32)",
         "tta_batch": "one batch through the backend" if batched else "one backend call per view (the model's batch is 1)",
         "labels": "each row scored as benchmarks/train_accuracy.py scores it: every image at its own resolution (ISIC "
@@ -224,7 +223,7 @@ def main() -> int:
         "speed": speed,
         "helps_on_val_and_camera_framed": {label: helps(result) for label, result in accuracy.items() if label != "baseline"},
         "kept_or_dropped": {},
-        "command": " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]),
+        "command": portable_command(sys.argv),
         "host": host_info(),
         "wall_minutes": round((time.monotonic() - started) / 60, 2),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from edgeseg.evaluate.models import open_model
-from edgeseg.files import write_text_atomic
+from edgeseg.files import portable_path, write_text_atomic
 from edgeseg.names import RUNTIME_BACKENDS
 from edgeseg.runtime.run_loop import STAGES, RunOptions, run_pipeline
 from edgeseg.runtime.sources import open_source
@@ -131,7 +131,7 @@ def main() -> int:
     report = {
         "benchmark": "runtime_throughput",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": str(args.model),
+        "model": portable_path(args.model),
         "backend": backend.name,
         "precision": backend.precision,
         "input_size": list(backend.card.input_size),

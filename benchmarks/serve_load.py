@@ -38,7 +38,7 @@ from pathlib import Path
 
 import cv2
 
-from edgeseg.files import write_text_atomic
+from edgeseg.files import portable_path, write_text_atomic
 from edgeseg.host import host_info
 from edgeseg.synthetic import make_sample
 
@@ -223,7 +223,7 @@ def main() -> None:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpu": host["cpu"], "gpus": host["gpus"], "load_average_after": list(os.getloadavg())},
-        "model": args.model or "edgeseg default model",
+        "model": portable_path(args.model) if args.model else "edgeseg default model",
         "seconds": args.seconds,
         "rounds": args.rounds,
         "rounds_results": rounds,

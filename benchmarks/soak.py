@@ -28,7 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.files import atomic_output, write_text_atomic
+from edgeseg.files import atomic_output, portable_path, write_text_atomic
 from edgeseg.host import host_info
 from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress
 
@@ -207,7 +207,7 @@ def main() -> None:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpu": host["cpu"], "gpus": host["gpus"], "load_average_after": list(os.getloadavg())},
-        "model": args.model or "edgeseg default model", "kind": kind, "minutes": args.minutes,
+        "model": portable_path(args.model) if args.model else "edgeseg default model", "kind": kind, "minutes": args.minutes,
         "samples": samples, "verdict": verdict(samples), "dropout": dropout,
     }
     write_text_atomic(RESULTS_DIR / f"soak-{kind}.json", json.dumps(report, indent=2) + "\n")

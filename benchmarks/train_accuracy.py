@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -171,9 +170,21 @@ def record_in_card(run_dir: Path, scores: dict[str, dict], data_licence: str):
     return card
 
 
+CONFIG_PATHS = ("data", "out", "split_dir", "encoder_weights", "init_weights")
+
+
+def portable_training_record(record: dict) -> dict:
+    """The training record with the run's config naming its folders as a committed record may (portable_path)."""
+    from edgeseg.files import portable_path
+
+    config = {name: portable_path(value) if name in CONFIG_PATHS and value else value
+              for name, value in record["config"].items()}
+    return {**record, "config": config}
+
+
 def main() -> int:
     args = parse_args()
-    from edgeseg.files import write_text_atomic
+    from edgeseg.files import portable_command, portable_path, write_text_atomic
     from edgeseg.host import host_info
     from edgeseg.train.loop import train
 
@@ -195,13 +206,13 @@ def main() -> int:
                   "'*_no_refine' rows: the network's first look alone.",
         **scores,
         "threshold": card.output.threshold,
-        **training_record(run_dir),
+        **portable_training_record(training_record(run_dir)),
         "wall_minutes_including_decode_and_scoring": round((time.monotonic() - started) / 60, 2),
         "card": card.to_dict(),
-        "command": " ".join(shlex.quote(part) for part in [sys.executable, *sys.argv]),
+        "command": portable_command(sys.argv),
         "trained_on": args.trained_on or ("this host" if args.score_only is None else "not recorded"),
         "host": host_info(),
-        "run_dir": str(run_dir),
+        "run_dir": portable_path(run_dir),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_text_atomic(args.result, json.dumps(report, indent=2) + "\n")

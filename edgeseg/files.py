@@ -6,9 +6,10 @@ import errno
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,6 +103,44 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as a committed record or a shipped file may hold it: naming nothing of the machine that wrote it.
+
+    - A relative path is kept as given: it is what the user typed.
+    - An absolute path inside the current directory becomes relative to it, as the user would type it there
+      (``/home/ana/edgeseg/runs/lite0`` run from ``/home/ana/edgeseg`` -> ``runs/lite0``).
+    - Any other absolute path keeps only its last component (``/mnt/shared/data/isic2018`` -> ``isic2018``,
+      ``/tmp/tmpab12/model.onnx`` -> ``model.onnx``): the folders above it name the machine (a user, a mount,
+      a temporary folder), the last one names the thing (a data set, a run, a file).
+
+    When the current directory is the root, nothing counts as inside it: ``home/ana/...`` would still name a user.
+    """
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        return text
+    absolute = Path(os.path.normpath(text))
+    current = Path.cwd()
+    # The path as typed first, then both resolved: a path typed through a symlink still lies inside.
+    for inside, folder in ((absolute, current), (absolute.resolve(), current.resolve())):
+        if folder != Path(folder.anchor) and inside.is_relative_to(folder):
+            return str(inside.relative_to(folder))
+    return absolute.name or text
+
+
+def portable_argument(argument: str) -> str:
+    """One command-line word with its path made portable: the word itself, or PATH in ``--option=PATH``."""
+    option, equals, value = argument.partition("=")
+    if equals and option.startswith("-") and os.path.isabs(value):
+        return f"{option}={portable_path(value)}"
+    return portable_path(argument)
+
+
+def portable_command(argv: Sequence[str]) -> str:
+    """A command line as a committed record may hold it: ``python``, then ``argv`` (``sys.argv``, the script
+    first) with each absolute path made portable, shell-quoted so that it can be run again."""
+    return shlex.join(["python", *(portable_argument(argument) for argument in argv)])
 
 
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above the largest dermoscopy camera, far below a decompression bomb

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.files import read_image, read_mask, write_mask
+from edgeseg.files import portable_path, read_image, read_mask, write_mask
 from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
 
 WORST_CASES = 6
@@ -38,7 +38,7 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model,
+            "model": portable_path(self.model),
             "backend": self.backend,
             "split": self.split,
             "images": len(self.per_image),

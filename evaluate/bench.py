@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.evaluate.models import Form, discover_forms, open_model
+from edgeseg.files import portable_path
 from edgeseg.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
 from edgeseg.segmenter import BackendUnavailable
 
@@ -176,7 +177,7 @@ def score(results: list[Result], samples: list, split: str, data: Path, progress
         result.accuracy = {
             **{name: round(value, 6) for name, value in evaluation.mean.items()},
             "images": len(evaluation.per_image),
-            "data": str(data),
+            "data": portable_path(data),
             "split": split,
             "resolution": "original (probability upsampled to each image's size, thresholded at the card's threshold)",
             "aggregation": "mean over images of per-image scores (ISIC 2018 Task 1 convention)",
@@ -206,7 +207,7 @@ def result_record(result: Result) -> dict[str, Any]:
         "fps": round(1000.0 / end_to_end["mean_ms"], 3) if end_to_end else None,
         "accuracy": result.accuracy,
         "accuracy_reason": result.accuracy_reason,
-        "path": str(result.form.path),
+        "path": portable_path(result.form.path),
         "kind": result.form.kind,
         "precision": result.precision,
         "input_size": list(result.input_size) if result.input_size else None,

@@ -10,11 +10,13 @@ import click
 
 from edgeseg.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT
 from edgeseg.evaluate.bench import DEFAULT_RUNS, DEFAULT_WARMUP
+from edgeseg.files import portable_path
 
 
 def command_line(models: tuple[Path, ...], options: dict[str, Any]) -> str:
-    """The command as run, rebuilt from the parsed options (defaults included), so a result can be redone."""
-    words = ["edgeseg", "bench", *map(str, models)]
+    """The command as run, rebuilt from the parsed options (defaults included), so a result can be redone;
+    its paths as a committed record may hold them (``portable_path``)."""
+    words = ["edgeseg", "bench", *map(portable_path, models)]
     for backend in options["backends"]:
         words += ["--backend", backend]
     words += ["--runs", str(options["runs"]), "--warmup", str(options["warmup"])]
@@ -23,7 +25,7 @@ def command_line(models: tuple[Path, ...], options: dict[str, Any]) -> str:
         if value is None or (name in ("split", "split_dir") and options.get("data") is None):
             continue
         flag = {"json_path": "--json", "md_path": "--md", "split_dir": "--split-dir"}.get(name, f"--{name}")
-        words += [flag, "x".join(map(str, value)) if name == "size" else str(value)]
+        words += [flag, "x".join(map(str, value)) if name == "size" else portable_path(str(value))]
     return shlex.join(words)
 
 
@@ -92,7 +94,7 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
         samples = samples[:limit] if limit else samples
     frame = read_image(image) if image is not None else None
     try:
-        report = run_bench(list(models), backends, runs, warmup, size, frame, str(image) if image else None,
+        report = run_bench(list(models), backends, runs, warmup, size, frame, portable_path(image) if image else None,
                            data, samples, split, command)
     except ModelPathError as error:
         raise click.UsageError(str(error)) from None

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseg.export.export_run import ExportReport, FormResult
-from edgeseg.files import write_text_atomic
+from edgeseg.files import portable_path, write_text_atomic
 from edgeseg.host import describe_host
 from edgeseg.tables import markdown_table, text_table
 
@@ -42,8 +42,8 @@ def form_dict(form: FormResult) -> dict:
 def report_dict(report: ExportReport) -> dict:
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(report.run_dir),
-        "out_dir": str(report.out_dir),
+        "run_dir": portable_path(report.run_dir),
+        "out_dir": portable_path(report.out_dir),
         "passed": report.passed,
         "failures": report.failures(),
         "not_judged": report.unjudged(),

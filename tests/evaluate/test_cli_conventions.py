@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
+from edgeseg.files import portable_path
 from edgeseg.names import BACKENDS, default_model_path
 
 MODEL_NOTE = "note: --model is now the positional MODEL argument: edgeseg eval MODEL --data ..."
@@ -92,7 +93,7 @@ def test_bench_json_to_stdout_is_the_json_alone(default_model, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [row["status"] for row in report["results"]] == ["ok"]
-    assert report["command"].endswith("--json - --md " + str(tmp_path / "bench.md"))
+    assert report["command"].endswith("--json - --md " + portable_path(tmp_path / "bench.md"))  # as a record names it
     assert "model.onnx" in result.stderr and f"wrote {tmp_path / 'bench.md'}" in result.stderr
     assert "wrote -" not in result.output and not (tmp_path / "-").exists()
 
