@@ -19,10 +19,12 @@ from typing import Any
 from edgeseg.errors import EdgesegError
 from edgeseg.files import write_text_atomic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this edgeseg reads: 2 added provenance.data_licence and provenance.evaluations; a version 1
-# card is the same without them.
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# card is the same without them. 3 names the training data (provenance.data) by its folder's name and
+# adds provenance.data_files_hash; a version 1 or 2 card held the folder's path there, of whatever
+# machine trained it, and is read with that path cut to its last part.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 CARD_FILENAME = "card.json"
 
 
@@ -64,9 +66,15 @@ class TensorNames:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where the weights came from: data, training and the versions that made them."""
+    """Where the weights came from: data, training and the versions that made them.
+
+    The data is named, never located: ``data`` is the data folder's name and ``data_files_hash`` the
+    sha256 of the list of its image and mask files that training used (``split_hash``: of its split). A
+    path would name a folder of the machine that trained, which means nothing on the next one.
+    """
 
     data: str = ""
+    data_files_hash: str = ""
     split_hash: str = ""
     train_images: int = 0
     val_images: int = 0
@@ -80,6 +88,11 @@ class Provenance:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if PATH_SEPARATORS.search(self.data):
+            raise CardError(f"provenance.data {self.data!r} is a path; a card names its training data by the "
+                            f"folder's name alone ({data_name(self.data)!r})")
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ class ModelCard:
                 preprocessing=_build(Preprocessing, data["preprocessing"], tuples=("mean", "std")),
                 output=_build(Output, data["output"]),
                 tensor_names=_build(TensorNames, data.get("tensor_names", {})),
-                provenance=_build(Provenance, data.get("provenance", {})),
+                provenance=_build(Provenance, _named_data(data.get("provenance", {}), version)),
                 schema_version=SCHEMA_VERSION,
             )
         except CardError as error:
@@ -145,6 +158,22 @@ class ModelCard:
         except json.JSONDecodeError as error:
             raise CardError(f"{source}: not valid JSON ({error})") from None
         return cls.from_dict(data, source)
+
+
+PATH_SEPARATORS = re.compile(r"[/\\]")
+
+
+def data_name(folder: str | os.PathLike) -> str:
+    """A data folder's name, the way a card records it: its last part ("isic2018" for ".../data/isic2018/")."""
+    parts = [part for part in PATH_SEPARATORS.split(os.fspath(folder)) if part]
+    return parts[-1] if parts else ""
+
+
+def _named_data(provenance: dict[str, Any], version: int) -> dict[str, Any]:
+    """A version 1 or 2 card's provenance with its data path cut to the folder's name, as version 3 keeps it."""
+    if version >= 3 or not isinstance(provenance, dict) or not isinstance(provenance.get("data"), str):
+        return provenance
+    return {**provenance, "data": data_name(provenance["data"])}
 
 
 def _pair(value: Any) -> tuple[int, int]:

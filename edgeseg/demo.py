@@ -368,7 +368,8 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
         "--json", str(out / "eval.json")))
     # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
     run_step(plan, "export", edgeseg_command(
-        "export", str(plan.run_dir), "--parity-n", str(parity_n), "--calib-n", "32"), allowed_exit_codes=(0, 1))
+        "export", str(plan.run_dir), "--parity-data", str(plan.data_dir), "--parity-n", str(parity_n), "--calib-n", "32"),
+        allowed_exit_codes=(0, 1))
     run_step(plan, "benchmark", edgeseg_command(
         "bench", str(plan.run_dir), "--runs", str(bench_runs), "--warmup", "5",
         "--json", str(out / "bench.json"), "--md", str(out / "bench.md")))

@@ -56,6 +56,13 @@ DEFAULT_MODEL_PACKAGE = "edgeseg.models"
 DEFAULT_MODEL_FILE = "default/" + ONNX_FILENAMES["onnx"]
 
 
+# Real ISIC 2018 images with their masks that ship with edgeseg (models/reference/, package data of
+# edgeseg.models): `edgeseg export` checks parity on its val split and calibrates INT8 on its train split
+# when no data folder is named.
+REFERENCE_SET_DIR = "reference"
+REFERENCE_SET_NAME = "edgeseg's reference set"
+
+
 class DefaultModelMissing(EdgesegError, FileNotFoundError):
     """This installation lacks the default model (a source checkout without models/, or a trimmed install)."""
 
@@ -72,6 +79,21 @@ def default_model_path() -> Path:
         raise DefaultModelMissing(
             "edgeseg's default model is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
             "or name a model: an ONNX or engine from `edgeseg export`, or a run directory from `edgeseg train`")
+    return path
+
+
+def reference_set_path() -> Path:
+    """Where the reference set is installed; DefaultModelMissing (with the fix) when it is not."""
+    from importlib.resources import files
+
+    try:
+        path = Path(str(files(DEFAULT_MODEL_PACKAGE) / REFERENCE_SET_DIR))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not (path / "splits" / "val.txt").is_file():
+        raise DefaultModelMissing(
+            f"{REFERENCE_SET_NAME} is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
+            "or name a data folder with images and masks: --parity-data DIR")
     return path
 
 

@@ -10,11 +10,13 @@ from edgeseg.click_types import JSON_HELP, JSON_OUTPUT
 
 EXAMPLES = """\b
 Examples:
-  edgeseg export runs/lite0                      every form this host can build, checked on the val split
+  edgeseg export --fp16                          the default model's FP16 forms, checked on the reference set
+  edgeseg export runs/lite0 --parity-data DATA   every form this host can build, checked on DATA's val split
+                                                 (and INT8 calibrated on its train split)
   edgeseg export runs/lite0 --fp16               fp32 + FP16 ONNX (+ FP16 TensorRT engine on a GPU host)
-  edgeseg export runs/lite0 --int8 --calib ../shared/data/isic2018 --calib-n 128
+  edgeseg export runs/lite0 --int8 --calib DATA --calib-n 128
   edgeseg export runs/lite0 --format engine      on the Jetson / GPU host: the FP16 engine
-  edgeseg export model.onnx --format engine --parity-data isic2018
+  edgeseg export model.onnx --format engine --parity-data DATA
                                                  on a Jetson without PyTorch: engine from the ONNX,
                                                  checked against that ONNX on onnxruntime's CPU
   edgeseg export runs/lite0 --simulate-fp16 4    also run PyTorch float16 on the CPU (slow) as an FP16 preview
@@ -57,14 +59,16 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present.")
 @click.option("--int8", is_flag=True, help="INT8 ONNX (static QDQ, per-channel), and the INT8 engine on a GPU host.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="INT8 calibration data: its splits/train.txt images, else all (default: the card's training data).")
+              help="INT8 calibration data: its splits/train.txt images, else all (default: the --parity-data folder, "
+                   "else edgeseg's reference set).")
 @click.option("--calib-n", type=click.IntRange(1), default=64, show_default=True, help="Calibration images.")
 @click.option("--dynamic", is_flag=True, help="ONNX with free batch, height and width (default: the card's static shape).")
 @click.option("--half-weights", is_flag=True,
               help="Store the fp32 ONNX's weights as float16, cast back to float32 in the graph: half the file, the "
                    "same fp32 speed; judged by the FP16 parity rules. For a model under a size limit, like edgeseg's default.")
 @click.option("--parity-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Parity images with masks: its splits/val.txt pairs, else all (default: the card's validation split).")
+              help="Parity images with masks: its splits/val.txt pairs, else all; also the INT8 calibration data unless "
+                   "--calib names another (default: edgeseg's reference set, 40 ISIC images: a small set).")
 @click.option("--parity-n", type=click.IntRange(1), help="Parity images, spread over the split (default: all of it).")
 @tolerance_options
 @click.option("--workspace-mib", type=click.IntRange(16), default=1024, show_default=True, help="TensorRT builder workspace.")
@@ -85,7 +89,11 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     tolerances fails the export. Writes the models, export-report.json and export-report.md.
 
     Without RUN_DIR, edgeseg's default model (an ONNX that ships with edgeseg) is the source, and the
-    forms go to ./default-model-export/ (pass --parity-data and --calib: its training data is not here).
+    forms go to ./default-model-export/.
+
+    Without --parity-data or --calib, parity is checked (and INT8 calibrated) on edgeseg's reference set,
+    a few real ISIC images that ship with it, and the report says it was the small set; --parity-data DIR
+    runs the full check on your data, and serves calibration too unless --calib names another folder.
 
     Given an exported model.onnx instead of a run directory, the other forms are built from it and
     checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.

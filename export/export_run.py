@@ -16,10 +16,10 @@ from pathlib import Path
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
-from edgeseg.files import remove_stale_temporaries
+from edgeseg.files import portable_path, remove_stale_temporaries
 from edgeseg.evaluate.models import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
-from edgeseg.names import ONNX_FILENAMES, is_onnx
+from edgeseg.names import ONNX_FILENAMES, REFERENCE_SET_NAME, is_onnx
 from edgeseg.segmenter import Segmenter
 
 # Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine. "int8" is the CPU's
@@ -149,10 +149,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
     check_request(source, options, engine_reason)
     remove_stale_temporaries(out_dir)  # what a killed export left half-written
     model, card = load_reference(source)
-    samples, parity_source = parity_samples(card, run_dir, options.parity_data, options.parity_n)
+    parity_data, calibration_data = data_sources(options.parity_data, options.calib)
+    samples, parity_source = parity_samples(parity_data, options.parity_n)
 
     echo(f"exporting {run_dir} -> {out_dir}")
-    results, calibration = build_forms(source, model, card, out_dir, options, engine_reason, echo)
+    if parity_data.reference_set:
+        echo(f"  parity and INT8 calibration on {REFERENCE_SET_NAME} ({len(samples)} ISIC images for parity): a small "
+             f"set; --parity-data DIR checks on your own data")
+    results, calibration = build_forms(source, model, card, out_dir, options, calibration_data, engine_reason, echo)
     built = [form for form in results.values() if form.status == "built"]
     reference_row = check_parity(source, built, samples, options, echo)
     reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if is_onnx(source) else "pytorch-fp32"
@@ -178,8 +182,8 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
         raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
 
 
-def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions, engine_reason: str | None,
-                echo: Callable[[str], None]) -> tuple[dict[str, FormResult], dict]:
+def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions, calibration_data: DataSource,
+                engine_reason: str | None, echo: Callable[[str], None]) -> tuple[dict[str, FormResult], dict]:
     """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the S8S8 ONNX); and the calibration."""
     results: dict[str, FormResult] = {"onnx": build_fp32_onnx(source, model, card, out_dir, options)}
     onnx_path = results["onnx"].path
@@ -201,8 +205,7 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
                 "and gates it here"))
         elif name in INT8_FORMS:
             if not images:  # one calibration set for both INT8 forms
-                images, calibration = calibration_images(card, source.parent if is_onnx(source) else source,
-                                                         options.calib, options.calib_n)
+                images, calibration = calibration_images(calibration_data, options.calib_n)
             results[name] = attempt(
                 name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card)
         else:
@@ -320,18 +323,37 @@ def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, o
 # --- data -----------------------------------------------------------------------------------------
 
 
-def data_root(card: ModelCard, run_dir: Path, given: Path | None, option: str) -> Path:
-    if given is not None:
-        root = Path(given)
-    elif card.provenance.data:
-        root = Path(card.provenance.data)
-        if not root.is_dir() and not root.is_absolute():
-            root = run_dir / root
-    else:
-        raise ExportError(f"the run's card records no data folder; pass {option} DIR")
-    if not root.is_dir():
+@dataclass(frozen=True)
+class DataSource:
+    """A folder of images with masks that parity or calibration reads, and how the report names it."""
+
+    root: Path
+    name: str
+    option: str  # the option that names such a folder, for the messages
+    reference_set: bool = False
+
+
+def data_sources(parity_data: Path | None, calib: Path | None) -> tuple[DataSource, DataSource]:
+    """The folders parity and INT8 calibration read: each as named; one named serves both; none, the reference set.
+
+    Never a folder recorded in the model's card: that names the machine that trained it, not this one.
+    """
+    if parity_data is None and calib is None:
+        from edgeseg.names import DefaultModelMissing, reference_set_path
+
+        try:
+            root = reference_set_path()
+        except DefaultModelMissing as error:
+            raise ExportError(str(error)) from None
+        reference = DataSource(root, REFERENCE_SET_NAME, "--parity-data", reference_set=True)
+        return reference, reference
+    return (data_source(parity_data or calib, "--parity-data"), data_source(calib or parity_data, "--calib"))
+
+
+def data_source(root: Path, option: str) -> DataSource:
+    if not Path(root).is_dir():
         raise ExportError(f"{root}: data folder not found; pass {option} DIR with images and masks")
-    return root
+    return DataSource(Path(root), portable_path(root), option)
 
 
 def discover(root: Path, split: str, option: str) -> tuple[list, str]:
@@ -355,18 +377,18 @@ def spread(items: Sequence, n: int | None) -> list:
     return [items[index * len(items) // n] for index in range(n)]
 
 
-def parity_samples(card: ModelCard, run_dir: Path, given: Path | None, n: int | None) -> tuple[list, dict]:
-    root = data_root(card, run_dir, given, "--parity-data")
-    samples, split = discover(root, "val", "--parity-data")
+def parity_samples(data: DataSource, n: int | None) -> tuple[list, dict]:
+    samples, split = discover(data.root, "val", data.option)
     chosen = spread(samples, n)
-    return chosen, {"data": str(root), "split": split, "count": len(chosen), "ids": [sample.id for sample in chosen]}
+    return chosen, {"data": data.name, "reference_set": data.reference_set, "split": split, "count": len(chosen),
+                    "ids": [sample.id for sample in chosen]}
 
 
-def calibration_images(card: ModelCard, run_dir: Path, given: Path | None, n: int) -> tuple[list[Path], dict]:
-    root = data_root(card, run_dir, given, "--calib")
-    samples, split = discover(root, "train", "--calib")
+def calibration_images(data: DataSource, n: int) -> tuple[list[Path], dict]:
+    samples, split = discover(data.root, "train", "--calib")
     chosen = spread(samples, n)
-    return [sample.image for sample in chosen], {"data": str(root), "split": split, "count": len(chosen)}
+    return [sample.image for sample in chosen], {"data": data.name, "reference_set": data.reference_set,
+                                                 "split": split, "count": len(chosen)}
 
 
 # --- checking -------------------------------------------------------------------------------------

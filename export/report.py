@@ -151,7 +151,9 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         f"Verdict: **{'PASSED' if data['passed'] else 'FAILED'}** ({data['created']})",
         "",
         f"Parity images: {images['count']} from `{images['data']}` (split: {images['split']}), each through the same "
-        "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32.",
+        "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32."
+        + (" That is the small set that ships with edgeseg: `--parity-data DIR` runs the full check on your data."
+           if images.get("reference_set") else ""),
         "",
         markdown_table([TABLE_HEADER, *table_rows(data)]),
         "",

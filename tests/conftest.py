@@ -86,7 +86,7 @@ def trained_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCa
     from edgeseg.preprocess import preprocess
     from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
 
-    card = tiny_card.replace(provenance=Provenance(data=str(synthetic_dir), notes="test fixture: 60 Adam steps"))
+    card = tiny_card.replace(provenance=Provenance(data=synthetic_dir.name, notes="test fixture: 60 Adam steps"))
     samples = discover_samples(synthetic_dir, split="train")
     height, width = card.input_size
     images = np.concatenate([preprocess(read_image(sample.image), card) for sample in samples])

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from edgeseg.card import ModelCard, Provenance
+from edgeseg.card import ModelCard, Provenance, data_name
 from edgeseg.data import Sample
 from edgeseg.files import atomic_output, write_text_atomic
 
@@ -130,7 +130,8 @@ def open_iteration_log(run_dir: Path, state: TrainState) -> IterationLog:
 def card_with_provenance(card: ModelCard, config: TrainConfig, train_samples: list[Sample],
                          val_samples: list[Sample], state: TrainState, notes: str = "") -> ModelCard:
     return card.replace(provenance=Provenance(
-        data=str(Path(config.data).resolve()),
+        data=data_name(Path(config.data).resolve()),
+        data_files_hash=data_files_hash(Path(config.data), [*train_samples, *val_samples]),
         split_hash=split_hash(train_samples, val_samples),
         train_images=len(train_samples),
         val_images=len(val_samples),
@@ -153,6 +154,12 @@ def start_weights(config: TrainConfig) -> str:
     if config.init_weights:
         return f"fine-tuned from the run {config.init_weights}"
     return f"encoder weights {config.encoder_weights}"
+
+
+def data_files_hash(root: Path, samples: list[Sample]) -> str:
+    """sha256 of the sorted list of the samples' image and mask files, relative to the data folder."""
+    names = sorted(str(path.relative_to(root).as_posix()) for sample in samples for path in (sample.image, sample.mask))
+    return "sha256:" + hashlib.sha256("".join(f"{name}\n" for name in names).encode()).hexdigest()
 
 
 def split_hash(train_samples: list[Sample], val_samples: list[Sample]) -> str:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, load_card, parse_input_size, save_card
+from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, Provenance, load_card, parse_input_size, save_card
 
 
 def test_card_round_trips_through_json(tmp_path):
@@ -24,12 +24,36 @@ def test_unknown_schema_version_is_refused_with_the_fix(tmp_path):
 def test_a_version_1_card_still_loads_without_the_fields_version_2_added(tmp_path):
     data = ModelCard().to_dict()
     data["schema_version"] = 1
-    for added in ("evaluations", "data_licence"):
+    for added in ("evaluations", "data_licence", "data_files_hash"):
         del data["provenance"][added]
     (tmp_path / "card.json").write_text(json.dumps(data))
     card = load_card(tmp_path)
     assert card.provenance.evaluations == {} and card.provenance.data_licence == ""
-    assert card.schema_version == SCHEMA_VERSION == 2
+    assert card.schema_version == SCHEMA_VERSION == 3
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_card_holding_a_data_path_is_read_with_the_folder_name_alone(tmp_path, version):
+    data = ModelCard().to_dict()
+    data["schema_version"] = version
+    del data["provenance"]["data_files_hash"]
+    for path, name in (("/work/main/.gpu-data/isic2018", "isic2018"), ("C:\\data\\isic2018\\", "isic2018"),
+                       ("isic2018", "isic2018"), ("", "")):
+        data["provenance"]["data"] = path
+        (tmp_path / "card.json").write_text(json.dumps(data))
+        card = load_card(tmp_path)
+        assert card.provenance.data == name and card.provenance.data_files_hash == ""
+        assert path == name or path not in card.to_json()
+
+
+def test_a_card_never_holds_a_data_path(tmp_path):
+    data = ModelCard().to_dict()
+    data["provenance"]["data"] = "/home/someone/isic2018"
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(CardError, match="is a path; a card names its training data by the folder's name alone"):
+        load_card(tmp_path)
+    with pytest.raises(CardError, match="'isic2018'"):
+        Provenance(data="../data/isic2018")
 
 
 def test_the_input_size_parser_shares_the_card_rule():

@@ -28,9 +28,9 @@ def run_cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, trained_run_dir: Path):
+def exported(tmp_path_factory: pytest.TempPathFactory, trained_run_dir: Path, synthetic_dir: Path):
     out = tmp_path_factory.mktemp("export")
-    result = run_cli("export", str(trained_run_dir), "--out", str(out), "--simulate-fp16", "1",
+    result = run_cli("export", str(trained_run_dir), "--out", str(out), "--parity-data", str(synthetic_dir), "--simulate-fp16", "1",
                      "--latency-runs", "2", *RELAXED_INT8)
     report = json.loads((out / "export-report.json").read_text())
     return result, out, report
@@ -130,8 +130,10 @@ def qdq_facts(path: Path) -> dict:
     return {"qdq": len(qdq), "zero_points": zero_points, "dequantized": set(dequantized), "conv_biases": conv_biases}
 
 
-def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(trained_run_dir: Path, tmp_path: Path):
+def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(trained_run_dir: Path, tmp_path: Path,
+                                                                            synthetic_dir: Path):
     result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "int8,int8-trt",
+                     "--parity-data", str(synthetic_dir),
                      "--calib-n", "8", "--latency-runs", "1", *RELAXED_INT8)
     report = json.loads((tmp_path / "export-report.json").read_text())
     s8 = form(report, "int8-trt")
@@ -174,7 +176,8 @@ def test_engine_asked_without_gpu_fails_with_where_to_run(trained_run_dir: Path,
     assert not (tmp_path / "model.onnx").exists()  # it refused before doing any work
 
 
-def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, tmp_path: Path, monkeypatch):
+def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path,
+                                                          monkeypatch):
     from edgeseg.export import onnx_export
 
     real_export = onnx_export.export_onnx
@@ -190,7 +193,8 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
         return path
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_with_perturbed_weights)
-    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "onnx", "--latency-runs", "1")
+    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "onnx", "--latency-runs", "1",
+                     "--parity-data", str(synthetic_dir))
     assert result.exit_code == 1
     report = json.loads((tmp_path / "export-report.json").read_text())
     row = form(report, "onnx")
@@ -201,9 +205,10 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
     assert "onnx: max |delta probability|" in (tmp_path / "export-report.md").read_text()
 
 
-def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(trained_run_dir: Path, tmp_path: Path):
+def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path):
     # An unreachable FP16 tolerance forces the fallback path: rebuild once with norms in FP32, re-check.
     result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "fp16",
+                     "--parity-data", str(synthetic_dir),
                      "--fp16-image-dice-loss", "-1", "--latency-runs", "1")
     assert result.exit_code == 1
     assert "rebuilding with normalisation and Resize layers in FP32" in result.output
@@ -221,7 +226,7 @@ def test_unknown_format_is_a_usage_error(trained_run_dir: Path):
     assert result.exit_code != 0 and "unknown format(s) ['tflite']" in result.output
 
 
-def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, trained_run_dir: Path):
+def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, trained_run_dir: Path, synthetic_dir: Path):
     """The tensor each exported form got in parity is the runtime's, and training's for the same image."""
     torch = pytest.importorskip("torch")
     from edgeseg.data import discover_samples
@@ -238,7 +243,7 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
     _, out, report = exported
     model, card = load_model(trained_run_dir)
     assert read_card(out / "model.onnx") == card  # the runtime reads the same preprocessing from the file
-    samples = [s for s in discover_samples(report["parity_images"]["data"]) if s.id in report["parity_images"]["ids"]][:2]
+    samples = [s for s in discover_samples(synthetic_dir) if s.id in report["parity_images"]["ids"]][:2]
 
     class Recording:
         def __init__(self, backend):
@@ -297,7 +302,8 @@ def test_export_half_weights_is_gated_as_fp16_and_the_other_forms_build_from_it(
 
     out = tmp_path / "half"
     result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--out", str(out), "--half-weights", "--format",
-                                       "onnx,fp16,int8", "--latency-runs", "1", *RELAXED_INT8], catch_exceptions=False)
+                                       "onnx,fp16,int8", "--parity-data", str(synthetic_dir), "--latency-runs", "1",
+                                       *RELAXED_INT8], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "export-report.json").read_text())
     onnx_row = form(report, "onnx")
@@ -313,3 +319,19 @@ def test_export_half_weights_is_gated_as_fp16_and_the_other_forms_build_from_it(
     assert result.exit_code == 0, result.output
     report = json.loads((again / "export-report.json").read_text())
     assert form(report, "fp16")["passed"] is True and form(report, "int8")["status"] == "built"
+
+
+@pytest.mark.slow
+def test_one_form_is_one_file_whatever_else_is_exported_beside_it(trained_run_dir: Path, synthetic_dir: Path,
+                                                                   tmp_path: Path):
+    """The INT8 file from `--int8` alone is the one from `--fp16 --int8`, byte for byte: a form's gate verdict
+    must not turn on which other forms were asked for."""
+    files = {}
+    for name, flags in (("alone", ["--int8"]), ("beside-fp16", ["--fp16", "--int8"])):
+        out = tmp_path / name
+        result = run_cli("export", str(trained_run_dir), "--out", str(out), *flags, "--parity-data", str(synthetic_dir),
+                         "--calib-n", "8", "--parity-n", "2", "--latency-runs", "1", *RELAXED_INT8)
+        assert result.exit_code == 0, result.output
+        files[name] = (out / "model.int8.onnx").read_bytes()
+    assert (tmp_path / "beside-fp16" / "model.fp16.onnx").is_file() and not (tmp_path / "alone" / "model.fp16.onnx").exists()
+    assert files["alone"] == files["beside-fp16"]

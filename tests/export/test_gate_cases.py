@@ -211,7 +211,8 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
 
     def export(out: Path):
         result = CliRunner().invoke(main, ["export", str(run), "--format", "fp16", "--out", str(out),
-                                           "--latency-runs", "1"], catch_exceptions=False)
+                                           "--parity-data", str(synthetic_dir), "--latency-runs", "1"],
+                                    catch_exceptions=False)
         report = json.loads((out / "export-report.json").read_text())
         return result, next(row for row in report["forms"] if row["name"] == "fp16")
 

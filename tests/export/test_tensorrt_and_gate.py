@@ -211,13 +211,13 @@ def test_engine_build_naming_and_sidecar(trained_run_dir: Path, tmp_path: Path):
 
 @pytest.mark.gpu
 @needs_engine
-def test_engine_parity(trained_run_dir: Path, tmp_path: Path):
+def test_engine_parity(trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path):
     from click.testing import CliRunner
 
     from edgeseg.cli import main
 
     result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--out", str(tmp_path), "--format", "engine",
-                                       "--latency-runs", "2"], catch_exceptions=False)
+                                       "--parity-data", str(synthetic_dir), "--latency-runs", "2"], catch_exceptions=False)
     report = json.loads((tmp_path / "export-report.json").read_text())
     engine = next(form for form in report["forms"] if form["name"] == "engine")
     assert engine["status"] == "built", engine["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -52,7 +53,10 @@ def test_tiny_run_writes_a_complete_run_dir(two_epoch_run, synthetic_dir):
     provenance = card.provenance
     assert (provenance.train_images, provenance.val_images, provenance.epochs) == (19, 5, 2)
     assert provenance.best_epoch in (1, 2) and provenance.split_hash.startswith("sha256:")
-    assert Path(provenance.data) == synthetic_dir.resolve()
+    assert provenance.data == synthetic_dir.name  # the data set by name, never a path of this machine
+    files = sorted(path.relative_to(synthetic_dir).as_posix() for path in synthetic_dir.glob("ISIC2018_*/*"))
+    expected = "sha256:" + hashlib.sha256("".join(f"{name}\n" for name in files).encode()).hexdigest()
+    assert provenance.data_files_hash == expected  # every pair of the synthetic set: 19 train + 5 val
     assert {"dice", "jaccard", "threshold_jaccard", "jaccard_at_0.5"} <= set(provenance.val_metrics)
     assert "torch" in provenance.versions
 
