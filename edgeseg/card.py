@@ -52,7 +52,8 @@ class Output:
     threshold: float = 0.5  # probability above which a pixel is lesion
     upsample: str = "linear"  # interpolation of the probability map back to the image's resolution
     # A dermoscopy image frames one lesion: keep only the largest region (inside its outer contour,
-    # holes kept), so stray islands neither flicker in a live overlay nor inflate the measured area.
+    # holes kept), so stray islands neither flicker in a live overlay nor inflate the measured area. Of
+    # near-equal regions the most central is kept (edgeseg.postprocess.lesion_contour).
     keep_largest_region: bool = True
 
 

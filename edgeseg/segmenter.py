@@ -91,7 +91,7 @@ class Backend(Protocol):
 class Segmentation:
     probability: np.ndarray  # (H, W) float32 lesion probability at the image's own resolution
     mask: np.ndarray  # (H, W) bool, after post-processing (see Segmenter)
-    contour: np.ndarray | None  # outer contour of the largest lesion region (OpenCV points), None if no lesion
+    contour: np.ndarray | None  # outer contour of the lesion's region (OpenCV points), None if no lesion
     measurements: Measurements
     timings_ms: dict[str, float] = field(default_factory=dict)  # "preprocess", "inference", "postprocess"
 
@@ -208,7 +208,7 @@ class Segmenter:
         return np.concatenate([self.backend.infer(batch[view:view + 1]) for view in range(len(batch))])
 
     def finish(self, pending: Pending) -> Segmentation:
-        """Stage 3: probability and mask at the image's own size, its largest contour and measurements."""
+        """Stage 3: probability and mask at the image's own size, the lesion's contour and measurements."""
         started = time.perf_counter()
         height, width = pending.image_size
         first_look = self._averaged_views(pending.logits) if pending.first_look is None else pending.first_look

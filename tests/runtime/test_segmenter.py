@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeseg.card import ModelCard
-from edgeseg.postprocess import activate, inside_contour, largest_contour, probability_at
+from edgeseg.postprocess import NEAR_TIE_AREA_SHARE, activate, inside_contour, lesion_contour, probability_at
 from edgeseg.preprocess import FrameError, preprocess
 from edgeseg.lesion_measurements import max_feret_diameter, measure
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
@@ -85,15 +85,37 @@ def test_inside_contour_keeps_the_regions_holes() -> None:
     mask[2:12, 2:12] = True
     mask[5:7, 5:7] = False
     mask[15:18, 15:18] = True
-    contour, regions = largest_contour(mask)
+    contour, regions = lesion_contour(mask)
     kept = inside_contour(mask, contour)
     assert regions == 2 and kept.sum() == 100 - 4 and not kept[16, 16] and not kept[5, 5]
+
+
+def test_of_two_near_equal_regions_the_central_one_is_the_lesion_whichever_rounding_makes_larger() -> None:
+    # ISIC_0013306 in miniature: the lesion in the centre and, off-centre, a region of nearly its size.
+    # Whichever of the two a form's rounding makes a few pixels larger, the mask is the central one.
+    for central_side, other_side in ((40, 38), (38, 40)):
+        mask = np.zeros((200, 200), dtype=bool)
+        mask[100 - central_side // 2:100 + central_side // 2, 100 - central_side // 2:100 + central_side // 2] = True
+        mask[5:5 + other_side, 150:150 + other_side] = True
+        contour, regions = lesion_contour(mask)
+        kept = inside_contour(mask, contour)
+        assert regions == 2 and kept[100, 100] and not kept[20, 160], (central_side, other_side)
+
+
+def test_a_region_clearly_larger_than_the_central_one_is_the_lesion() -> None:
+    mask = np.zeros((200, 200), dtype=bool)
+    mask[95:105, 95:105] = True  # central, 100 px
+    mask[0:40, 150:190] = True  # off-centre, 1600 px: no near tie
+    assert NEAR_TIE_AREA_SHARE * 1600 > 100
+    contour, _ = lesion_contour(mask)
+    kept = inside_contour(mask, contour)
+    assert kept[20, 160] and not kept[100, 100]
 
 
 def test_measurements_of_a_rectangle() -> None:
     mask = np.zeros((100, 200), dtype=bool)
     mask[10:40, 20:60] = True  # 30 rows x 40 columns
-    contour, regions = largest_contour(mask)
+    contour, regions = lesion_contour(mask)
     result = measure(mask, contour, regions, mm_per_px=0.1)
     assert result.lesion_present and result.regions == 1
     assert result.area_px == 1200 and result.bbox == (20, 10, 40, 30)
@@ -114,7 +136,7 @@ def test_overlay_fills_the_lesion_draws_the_hud_and_reuses_its_canvas() -> None:
     image = np.full((240, 320, 3), 128, dtype=np.uint8)
     mask = np.zeros((240, 320), dtype=bool)
     mask[100:200, 150:300] = True
-    contour, regions = largest_contour(mask)
+    contour, regions = lesion_contour(mask)
     segmentation = Segmentation(mask.astype(np.float32), mask, contour, measure(mask, contour, regions), {})
     renderer = OverlayRenderer()
     hud = HudInfo(fps=25.0, latency_ms=40.0, backend="onnxruntime-cpu", precision="fp32")
