@@ -165,7 +165,7 @@ def onnxruntime_providers() -> Probe:
 
 def tensorrt_version() -> Probe:
     """From package metadata (pip wheels), else from the module (JetPack's apt package may have none)."""
-    for distribution in ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"):
+    for distribution in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"):
         version, _ = package_version(distribution)
         if version:
             return version, None
@@ -246,11 +246,23 @@ def cuda_toolkit_version() -> Probe:
 # compatibility: NVIDIA's CUDA Toolkit release notes and "CUDA Compatibility", table "CUDA Toolkit and
 # Minimum Required Driver Version"). A newer driver runs older CUDA majors too (backward compatibility).
 CUDA_DRIVER_MINIMUM = {11: "450.80.02", 12: "525.60.13", 13: "580"}
+# TensorRT 10 asks more than CUDA 12 does: r535 or newer on Linux (TensorRT's installation guide,
+# "Prerequisites"; its CUDA 13 builds need r580, which CUDA_DRIVER_MINIMUM[13] already asks).
+TENSORRT_DRIVER_MINIMUM = "535"
 
 
 def _version_numbers(version: str) -> tuple[int, ...] | None:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)*)\s*", version)
     return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def _older_than(driver_version: str, minimum: str) -> bool | None:
+    """Whether a driver version is older than ``minimum``; None when it is not dotted numbers."""
+    found, needed = _version_numbers(driver_version), _version_numbers(minimum)
+    if found is None or needed is None:
+        return None
+    width = max(len(found), len(needed))
+    return found + (0,) * (width - len(found)) < needed + (0,) * (width - len(needed))
 
 
 def driver_problem(driver_version: str, cuda_major: int) -> str | None:
@@ -261,16 +273,20 @@ def driver_problem(driver_version: str, cuda_major: int) -> str | None:
     that "no CUDA GPU is visible" is never the only thing a user with a GPU hears.
     """
     minimum = CUDA_DRIVER_MINIMUM.get(cuda_major)
-    found = _version_numbers(driver_version)
-    if minimum is None or found is None:
-        return None
-    needed = _version_numbers(minimum)
-    width = max(len(found), len(needed))
-    if found + (0,) * (width - len(found)) >= needed + (0,) * (width - len(needed)):
+    if minimum is None or not _older_than(driver_version, minimum):
         return None
     other = " (or, for CUDA 12 instead: pip install 'edgeseg[gpu]')" if cuda_major == 13 else ""
     return (f"NVIDIA driver {driver_version.strip()} is older than CUDA {cuda_major} needs (>= {minimum}): "
             f"install a newer driver{other}")
+
+
+def tensorrt_driver_problem(driver_version: str) -> str | None:
+    """Why this NVIDIA driver is too old for TensorRT (older than r535), or None (also when it cannot be judged)."""
+    if not _older_than(driver_version, TENSORRT_DRIVER_MINIMUM):
+        return None
+    return (f"NVIDIA driver {driver_version.strip()} is older than TensorRT needs (r{TENSORRT_DRIVER_MINIMUM} or "
+            f"newer): install a newer driver, or go without TensorRT: 'edgeseg[cuda12]' in a fresh environment "
+            f"(onnxruntime's CUDA provider, which runs on drivers from {CUDA_DRIVER_MINIMUM[12]} on)")
 
 
 # --- Jetson -------------------------------------------------------------------------------------

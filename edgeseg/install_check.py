@@ -7,12 +7,14 @@ of whichever was installed last win, often the CPU build's, so no CUDA provider 
 `cuda12` for CUDA 12, `gpu-cu13` or `cuda13` for CUDA 13; on a Jetson, JetPack's onnxruntime-gpu wheel
 and no extra), and ``import_onnxruntime`` refuses both at once and none at all, with the fix.
 
-``edgeseg doctor`` prints the whole picture: the build, its CUDA major, its providers, the GPU and
-whether its driver is new enough for the CUDA software installed.
+``edgeseg doctor`` prints the whole picture: the build, its CUDA major, its providers, whether
+onnxruntime's TensorRT provider can start (its libraries), the GPU and whether its driver is new enough
+for the CUDA software and TensorRT installed.
 """
 
 from __future__ import annotations
 
+import ctypes
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,12 @@ EXTRAS_HINT = ("pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA
 BOTH_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'edgeseg[gpu]'"
 CUDA_EXTRAS = {12: "gpu", 13: "gpu-cu13"}
 TENSORRT_CUDA = {"tensorrt-cu12": 12, "tensorrt-cu13": 13}
+# onnxruntime-gpu's TensorRT provider is built against TensorRT 10 and links this library by name.
+ONNXRUNTIME_TENSORRT_MAJOR = 10
+ONNXRUNTIME_TENSORRT_LIBRARY = "libnvinfer.so.10"
+TENSORRT_PROVIDER_FIX = ("install TensorRT 10 beside onnxruntime-gpu, which its TensorRT provider is built against: "
+                         "pip install 'edgeseg[gpu]' (CUDA 12) or 'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson it is "
+                         "JetPack's TensorRT (README, Support matrix). `edgeseg doctor` says whether the provider can start")
 _preloaded = False
 
 
@@ -91,6 +99,44 @@ def import_onnxruntime(gpu: bool = False) -> Any:
     return onnxruntime
 
 
+def _load_library(name: str) -> None:
+    ctypes.CDLL(name)
+
+
+def _import_tensorrt() -> str | None:
+    """Import TensorRT's Python module (which loads the libraries of a pip install); why it could not, or None."""
+    try:
+        import tensorrt
+    except ModuleNotFoundError as error:
+        if error.name == "tensorrt":
+            return "TensorRT is not installed"
+        return f"TensorRT's Python module cannot be imported ({error})"
+    except Exception as error:  # a broken install raises anything from ImportError to OSError
+        return f"TensorRT's Python module cannot be imported ({error})"
+    version = str(getattr(tensorrt, "__version__", "?"))
+    if _major(version) != ONNXRUNTIME_TENSORRT_MAJOR:
+        return (f"TensorRT {version} is installed, but onnxruntime's TensorRT provider is built against TensorRT "
+                f"{ONNXRUNTIME_TENSORRT_MAJOR} ({ONNXRUNTIME_TENSORRT_LIBRARY})")
+    return None
+
+
+def load_tensorrt_libraries() -> str | None:
+    """Load the TensorRT library onnxruntime's TensorRT provider links; why it cannot be loaded, or None.
+
+    The provider links libnvinfer.so.10 without a RUNPATH. JetPack and NVIDIA's .deb and .tar installs
+    put it on the loader's path; a pip install (tensorrt-cu12/-cu13) puts it in site-packages/tensorrt_libs,
+    where it loads only when `import tensorrt` loads it: onnxruntime's preload_dlls() loads CUDA's and
+    cuDNN's libraries, not TensorRT's. Once loaded, the loader finds it by name when onnxruntime opens
+    the provider. No GPU is needed for this.
+    """
+    import_problem = _import_tensorrt()
+    try:
+        _load_library(ONNXRUNTIME_TENSORRT_LIBRARY)
+    except OSError as error:
+        return import_problem or f"{ONNXRUNTIME_TENSORRT_LIBRARY} cannot be loaded ({error})"
+    return None
+
+
 def build_cuda_version(onnxruntime: Any) -> str | None:
     """The CUDA version this onnxruntime was built with ("12.2"), None for a CPU build."""
     try:
@@ -144,19 +190,51 @@ def cuda_software(build: dict[str, Any]) -> dict[str, int]:
     return majors
 
 
+def tensorrt_provider_problem(build: dict[str, Any]) -> str | None:
+    """Why onnxruntime's TensorRT provider cannot start here, or None; from the libraries alone, no GPU needed."""
+    if build["providers"] is None:
+        return "onnxruntime is not installed"
+    if "TensorrtExecutionProvider" not in build["providers"]:
+        return f"this onnxruntime ({build['version']}) has no TensorRT provider (onnxruntime-gpu has it)"
+    return load_tensorrt_libraries()
+
+
+def _pip_tensorrt_10() -> bool:
+    """Whether TensorRT 10 is pip-installed as the GPU extras install it (tensorrt-cu12 or tensorrt-cu13)."""
+    return any(_major(host.package_version(name)[0]) == ONNXRUNTIME_TENSORRT_MAJOR for name in TENSORRT_CUDA)
+
+
+def driver_problems(gpus: list[dict] | None, software: dict[str, int], tensorrt: str | None) -> list[str]:
+    """Each GPU driver older than the CUDA software installed needs, or than TensorRT needs."""
+    problems = []
+    drivers = sorted({gpu["driver"] for gpu in gpus or []})
+    for major in sorted(set(software.values())):
+        built = ", ".join(what for what, its_major in software.items() if its_major == major)
+        for driver in drivers:
+            problem = host.driver_problem(driver, major)
+            if problem:
+                problems.append(f"{problem} ({built}: built for CUDA {major})")
+    for driver in drivers if tensorrt else []:
+        problem = host.tensorrt_driver_problem(driver)
+        if problem:
+            problems.append(f"{problem} (TensorRT {tensorrt} is installed)")
+    return problems
+
+
 def doctor_findings() -> dict[str, Any]:
     """The install as the runtime sees it, the problems (each with its fix) and notes."""
     build = onnxruntime_build()
     gpus, gpu_reason = host.nvidia_smi_gpus()
     software = cuda_software(build)
+    tensorrt = host.tensorrt_version()[0]
     problems = [build["problem"]] if build["problem"] else []
-    for major in sorted(set(software.values())):
-        built = ", ".join(what for what, its_major in software.items() if its_major == major)
-        for driver in sorted({gpu["driver"] for gpu in gpus or []}):
-            problem = host.driver_problem(driver, major)
-            if problem:
-                problems.append(f"{problem} ({built}: built for CUDA {major})")
+    problems += driver_problems(gpus, software, tensorrt)
+    provider_problem = tensorrt_provider_problem(build)
     notes = []
+    if provider_problem and "TensorrtExecutionProvider" in (build["providers"] or []):
+        # With the gpu extra installed the provider is meant to start: then it is a problem, else a note.
+        (problems if _pip_tensorrt_10() else notes).append(
+            f"onnxruntime's TensorRT provider cannot start: {provider_problem}; {TENSORRT_PROVIDER_FIX}")
     if gpus and build["providers"] and "CUDAExecutionProvider" not in build["providers"]:
         notes.append("an NVIDIA GPU is here but this onnxruntime has no CUDA provider (the CPU build): for the GPU, "
                      "pip uninstall -y onnxruntime && pip install 'edgeseg[gpu]'")
@@ -165,7 +243,8 @@ def doctor_findings() -> dict[str, Any]:
                      + ", ".join(f"{what}: {major}" for what, major in software.items())
                      + "); the driver must suit the newest; keep one major where you can (extras gpu or gpu-cu13)")
     return {"onnxruntime": build, "cuda_software": software, "gpus": gpus, "gpus_reason": gpu_reason,
-            "tensorrt": host.tensorrt_version()[0], "torch": host.package_version("torch")[0],
+            "tensorrt": tensorrt, "tensorrt_provider": {"can_start": provider_problem is None, "why_not": provider_problem},
+            "torch": host.package_version("torch")[0],
             "jetson": host.is_jetson(), "problems": problems, "notes": notes}
 
 
@@ -178,7 +257,11 @@ def doctor_lines(findings: dict[str, Any]) -> list[str]:
     else:
         runtime = "not installed"
     gpus = "; ".join(f"{gpu['name']}, driver {gpu['driver']}" for gpu in findings["gpus"] or [])
+    provider = findings["tensorrt_provider"]
+    provider_line = (f"can start ({ONNXRUNTIME_TENSORRT_LIBRARY} loads; the GPU is checked when a model starts)"
+                     if provider["can_start"] else f"cannot start: {provider['why_not']}")
     rows = [("onnxruntime", runtime), ("TensorRT", findings["tensorrt"] or "not installed"),
+            ("ORT TensorRT", provider_line),
             ("CUDA builds", ", ".join(f"{what} (CUDA {major})" for what, major in findings["cuda_software"].items()) or "-"),
             ("PyTorch", findings["torch"] or "not installed"),
             ("GPU", gpus or f"none ({findings['gpus_reason']})"), ("Jetson", "yes" if findings["jetson"] else "no")]
@@ -200,7 +283,9 @@ def doctor_command(json_path: Path | None) -> None:
 
     Finds two onnxruntime builds in one environment (onnxruntime and onnxruntime-gpu install the same
     module; the last one installed wins) or none, and an NVIDIA driver older than the CUDA software
-    installed needs, each with its fix. Exit status 0 when nothing is wrong, 1 otherwise.
+    or TensorRT installed needs, each with its fix. Says whether onnxruntime's TensorRT provider can
+    start (its libraries; no GPU needed to tell) and why not: a problem where the gpu extra's TensorRT
+    is installed, a note otherwise. Exit status 0 when nothing is wrong, 1 otherwise.
 
     \b
     Example:

@@ -44,6 +44,10 @@ ORT_GPU_FIX = (
 TENSORRT_FIX = "install TensorRT's Python bindings (pip install 'edgeseg[gpu]' on x86; part of JetPack on a Jetson)"
 
 
+class ProviderNotInBuild(BackendUnavailable):
+    """This onnxruntime build has no such execution provider (the CPU build has no GPU ones)."""
+
+
 class _ContextManager:
     def __enter__(self):
         return self
@@ -65,6 +69,19 @@ def tensorrt_cache_dir(onnx_path: Path, precision: str) -> Path:
     return base / f"{sha256_of(onnx_path)[:16]}-{precision}"
 
 
+def tensorrt_engine_precision(name: str, precision: str) -> str:
+    """What onnxruntime's TensorRT provider builds from an ONNX of this precision, said plainly."""
+    if precision == "fp32":
+        # The FP16 flag stays off for an fp32 ONNX: the engine keeps the form's precision, so timings and
+        # parity of model.onnx on this provider are FP32 TensorRT's, not FP16's.
+        return (f"FP32 TensorRT engine for {name} (an fp32 ONNX); for an FP16 engine run model.fp16.onnx on this "
+                f"provider, or build one with `edgeseg export --format engine`")
+    if precision == "int8":
+        return (f"INT8 TensorRT engine for {name} from its Q/DQ scales (TensorRT's parser takes only symmetric ones, "
+                f"as in model.int8-trt.onnx)")
+    return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
+
+
 class OnnxRuntimeBackend(_ContextManager):
     """An edgeseg ONNX on one onnxruntime execution provider ("cpu", "cuda" or "tensorrt")."""
 
@@ -79,10 +96,12 @@ class OnnxRuntimeBackend(_ContextManager):
         provider = ORT_PROVIDERS[device]
         available = ort.get_available_providers()
         if provider not in available:
-            raise BackendUnavailable(
+            raise ProviderNotInBuild(
                 f"{self.name}: this onnxruntime ({ort.__version__}) has no {provider} (it has {', '.join(available)}); "
                 f"to use it, {ORT_GPU_FIX}."
             )
+        if device == "tensorrt":
+            self._load_tensorrt_libraries()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -94,7 +113,8 @@ class OnnxRuntimeBackend(_ContextManager):
         except Exception as error:  # onnxruntime raises its own exception types for every failure
             if device != "cpu":  # the file was read above: a GPU provider that fails to start is the likelier cause
                 self._refuse_old_driver(ort)
-                raise BackendUnavailable(f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); {ORT_GPU_FIX}.") from None
+                raise BackendUnavailable(f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); "
+                                         f"{self._gpu_fix(device)}.") from None
             raise RuntimeModelError(f"{path}: onnxruntime could not load it ({error}). Re-export it with `edgeseg export RUN_DIR`.") from None
         used = self.session.get_providers()[0]
         if used != provider:
@@ -102,12 +122,23 @@ class OnnxRuntimeBackend(_ContextManager):
             raise BackendUnavailable(
                 f"{self.name}: onnxruntime could not start {provider} and fell back to {used} (its CUDA/cuDNN/TensorRT "
                 f"libraries are missing or do not match this onnxruntime, or no GPU is visible; see its log above). "
-                f"To use it, {ORT_GPU_FIX}."
+                f"To use it, {self._gpu_fix(device)}."
             )
         model_input = self.session.get_inputs()[0]
         self._input_name = model_input.name
         self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self._output_name = self.session.get_outputs()[0].name
+
+    def _load_tensorrt_libraries(self) -> None:
+        """Load TensorRT's libraries before the session is made: from a pip install nothing else loads them."""
+        problem = install_check.load_tensorrt_libraries()
+        if problem:
+            raise BackendUnavailable(f"{self.name}: onnxruntime's TensorRT provider cannot start: {problem}; "
+                                     f"{install_check.TENSORRT_PROVIDER_FIX}.")
+
+    @staticmethod
+    def _gpu_fix(device: str) -> str:
+        return install_check.TENSORRT_PROVIDER_FIX if device == "tensorrt" else ORT_GPU_FIX
 
     def _refuse_old_driver(self, ort) -> None:
         """A GPU provider that did not start on a GPU whose driver is too old for this onnxruntime's CUDA: say so."""
@@ -128,6 +159,7 @@ class OnnxRuntimeBackend(_ContextManager):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         # Building a TensorRT engine takes minutes; the cache makes later starts take seconds.
         cache = tensorrt_cache_dir(path, self.precision)
+        log.info("onnxruntime-tensorrt: %s", tensorrt_engine_precision(path.name, self.precision))
         if not any(cache.glob("*.engine")):
             log.info("onnxruntime-tensorrt: building TensorRT engines for %s (the first start takes minutes; cached in %s)",
                      path.name, cache)
@@ -318,9 +350,13 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
             chosen = OnnxRuntimeBackend(path, device=device, threads=threads)
         except install_check.OnnxRuntimeInstallError:
             raise  # the install, not this provider: every other one would fail the same way
-        except BackendUnavailable as error:
+        except ProviderNotInBuild as error:  # expected on a CPU build: not worth a line
             skipped.append(str(error))
             log.debug("backend auto: skipped onnxruntime-%s: %s", device, error)
+            continue
+        except BackendUnavailable as error:  # a GPU build whose provider could not start: say why
+            skipped.append(str(error))
+            log.info("backend auto: skipped %s", error)  # the message starts with the backend's name
             continue
         note = f" (faster ones not available: {'; '.join(s.split(':')[0] for s in skipped)})" if skipped else ""
         log.info("backend: %s (%s) picked by auto%s", chosen.name, chosen.precision, note)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeseg.host import CUDA_DRIVER_MINIMUM, driver_problem
+from edgeseg.host import CUDA_DRIVER_MINIMUM, TENSORRT_DRIVER_MINIMUM, driver_problem, tensorrt_driver_problem
 
 
 @pytest.mark.parametrize("driver, major", [
@@ -37,3 +37,21 @@ def test_what_cannot_be_judged_is_not_guessed() -> None:
 
 def test_the_minima_are_nvidias() -> None:
     assert CUDA_DRIVER_MINIMUM[12] == "525.60.13" and CUDA_DRIVER_MINIMUM[13] == "580"
+    assert TENSORRT_DRIVER_MINIMUM == "535"  # TensorRT 10's installation guide: r535 or later on Linux
+
+
+@pytest.mark.parametrize("driver", ["535", "535.54.03", "535.104.05", "540.4.0", "550.54.15", " 580.65.06\n"])
+def test_drivers_from_r535_on_run_tensorrt(driver: str) -> None:
+    assert tensorrt_driver_problem(driver) is None
+
+
+@pytest.mark.parametrize("driver", ["525.60.13", "530.30.02", "534.99", "470.82.01"])
+def test_older_drivers_are_too_old_for_tensorrt_even_where_cuda_12_runs(driver: str) -> None:
+    problem = tensorrt_driver_problem(driver)
+    assert problem is not None and problem.startswith(f"NVIDIA driver {driver} is older than TensorRT needs (r535")
+    assert "install a newer driver" in problem and "edgeseg[cuda12]" in problem  # or go without TensorRT
+    assert (driver_problem(driver, 12) is None) == (driver != "470.82.01")
+
+
+def test_a_driver_that_is_not_a_version_is_not_judged_for_tensorrt() -> None:
+    assert tensorrt_driver_problem("not a version") is None and tensorrt_driver_problem("") is None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeseg import install_check
+from edgeseg import host, install_check
 from edgeseg.cli import main
 from edgeseg.install_check import (
     BOTH_FIX,
@@ -152,3 +152,85 @@ def test_doctor_reports_an_old_driver_as_an_old_driver(tmp_path: Path, monkeypat
     assert '"problems"' in (tmp_path / "doctor.json").read_text()
     fake_nvidia_smi(tmp_path, "NVIDIA A100-SXM4-40GB", "535.104.05")
     assert "older than CUDA 12" not in CliRunner().invoke(main, ["doctor"]).output
+
+
+# --- edgeseg doctor: onnxruntime's TensorRT provider and TensorRT's driver minimum -----------------
+
+
+GPU_BUILD = {"distributions": {"onnxruntime-gpu": "1.22.0"}, "version": "1.22.0", "cuda": "12.2", "problem": None,
+             "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def no_library(name: str) -> None:
+    raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+
+def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str | None) -> None:
+    """`import tensorrt` gives a module of ``version``, or fails as where TensorRT is not installed (None)."""
+    module = None
+    if version is not None:
+        module = type(sys)("tensorrt")
+        module.__version__ = version
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+
+
+@pytest.mark.parametrize("version, loads, why_not", [
+    ("10.9.0.34", True, None),
+    (None, True, None),  # TensorRT on the loader's path without its Python module (a .deb or .tar install)
+    (None, False, "TensorRT is not installed"),
+    ("11.1.0.5", False, "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10 (libnvinfer.so.10)"),
+    ("10.9.0.34", False, "libnvinfer.so.10 cannot be loaded (libnvinfer.so.10: cannot open shared object file"),
+])
+def test_whether_the_tensorrt_provider_can_start_is_told_from_the_libraries(
+        monkeypatch: pytest.MonkeyPatch, version: str | None, loads: bool, why_not: str | None) -> None:
+    fake_tensorrt(monkeypatch, version)
+    monkeypatch.setattr(install_check, "_load_library", (lambda name: None) if loads else no_library)
+    problem = install_check.tensorrt_provider_problem(GPU_BUILD)
+    assert problem == why_not if why_not is None else problem.startswith(why_not), problem
+
+
+def test_the_tensorrt_provider_of_a_cpu_build_is_not_looked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(install_check, "_load_library", lambda name: pytest.fail("TensorRT was loaded for a CPU build"))
+    cpu_build = {**GPU_BUILD, "providers": ["CPUExecutionProvider"], "cuda": None}
+    assert "has no TensorRT provider (onnxruntime-gpu has it)" in install_check.tensorrt_provider_problem(cpu_build)
+    assert install_check.tensorrt_provider_problem({**GPU_BUILD, "providers": None}) == "onnxruntime is not installed"
+
+
+def test_doctor_says_whether_the_tensorrt_provider_can_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    line = CliRunner().invoke(main, ["doctor"]).output
+    assert "ORT TensorRT" in line  # on this install too, whatever it holds
+    monkeypatch.setattr(install_check, "onnxruntime_build", lambda: dict(GPU_BUILD))
+    monkeypatch.setattr(install_check, "cuda_software", lambda build: {})
+    monkeypatch.setattr(install_check, "_load_library", no_library)
+    fake_tensorrt(monkeypatch, None)
+    result = CliRunner().invoke(main, ["doctor"])  # onnxruntime-gpu alone (extra cuda12): a note, not a problem
+    assert result.exit_code == 0, result.output
+    assert "ORT TensorRT cannot start: TensorRT is not installed" in result.output
+    assert "note: onnxruntime's TensorRT provider cannot start" in result.output and "edgeseg[gpu]" in result.output
+    fake_distribution(tmp_path, "tensorrt-cu12", "10.9.0.34", top_level="tensorrt\n")  # the gpu extra's TensorRT
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(main, ["doctor", "--json", str(tmp_path / "doctor.json")])
+    assert result.exit_code == 1, result.output
+    assert "problem: onnxruntime's TensorRT provider cannot start: TensorRT is not installed" in result.output
+    assert '"can_start": false' in (tmp_path / "doctor.json").read_text()
+    monkeypatch.setattr(install_check, "_load_library", lambda name: None)
+    fake_tensorrt(monkeypatch, "10.9.0.34")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "ORT TensorRT can start (libnvinfer.so.10 loads" in result.output
+
+
+def test_doctor_reports_a_driver_older_than_tensorrt_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(install_check, "cuda_software", lambda build: {"onnxruntime 1.22.0": 12})
+    monkeypatch.setattr(host, "tensorrt_version", lambda: ("10.9.0.34", None))
+    fake_nvidia_smi(tmp_path, "NVIDIA L4", "530.30.02")  # new enough for CUDA 12 (525.60.13), not for TensorRT 10
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1, result.output
+    assert "NVIDIA driver 530.30.02 is older than TensorRT needs (r535 or newer)" in result.output
+    assert "older than CUDA 12" not in result.output
+    fake_nvidia_smi(tmp_path, "NVIDIA L4", "535.54.03")
+    assert "older than TensorRT" not in CliRunner().invoke(main, ["doctor"]).output
+    monkeypatch.setattr(host, "tensorrt_version", lambda: (None, "not installed"))  # no TensorRT: CUDA 12's minimum
+    fake_nvidia_smi(tmp_path, "NVIDIA L4", "530.30.02")
+    assert "older than" not in CliRunner().invoke(main, ["doctor"]).output

@@ -93,6 +93,7 @@ def test_a_gpu_provider_on_an_old_driver_says_the_driver_and_the_minimum(tiny_on
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(install_check, "import_onnxruntime", lambda gpu=False: FakeCudaOnnxRuntime(falls_back))
     monkeypatch.setattr(install_check, "build_cuda_version", lambda module: "12.2")
+    monkeypatch.setattr(install_check, "load_tensorrt_libraries", lambda: None)  # TensorRT's libraries load
     monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: ([{"name": "Tesla T4", "driver": "470.82.01"}], None))
     with pytest.raises(BackendUnavailable) as error:
         OnnxRuntimeBackend(tiny_onnx, device)
@@ -102,6 +103,117 @@ def test_a_gpu_provider_on_an_old_driver_says_the_driver_and_the_minimum(tiny_on
     with pytest.raises(BackendUnavailable, match="could not start") as error:  # a new enough driver: the libraries
         OnnxRuntimeBackend(tiny_onnx, device)
     assert "older than" not in str(error.value) and "'edgeseg[gpu]'" in str(error.value)
+
+
+# --- onnxruntime's TensorRT provider: TensorRT's libraries first --------------------------------
+
+
+class StartedSession:
+    """A CPU session that reports the provider it was asked for, as a GPU session that started would."""
+
+    def __init__(self, session, provider: str) -> None:
+        self._session, self._provider = session, provider
+
+    def get_providers(self) -> list[str]:
+        return [self._provider, "CPUExecutionProvider"]
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+
+class FakeGpuOnnxRuntime:
+    """onnxruntime-gpu whose first provider asked for starts; every session made is recorded in ``events``."""
+
+    __version__ = "1.22.0"
+    SessionOptions = ort.SessionOptions
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+        self.provider_options: dict = {}
+
+    def get_available_providers(self) -> list[str]:
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, path, options, providers):  # noqa: N802 - onnxruntime's name
+        first = providers[0]
+        name, self.provider_options = first if isinstance(first, tuple) else (first, {})
+        self.events.append(f"session {name}")
+        return StartedSession(ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]), name)
+
+
+@pytest.fixture
+def gpu_onnxruntime(monkeypatch, tmp_path: Path) -> FakeGpuOnnxRuntime:
+    """A fake onnxruntime-gpu in place of this one, TensorRT's engine cache in tmp_path, and TensorRT absent
+    until a test puts a fake of it on the path (whatever is imported is forgotten afterwards)."""
+    events: list[str] = []
+    fake = FakeGpuOnnxRuntime(events)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(install_check, "import_onnxruntime", lambda gpu=False: fake)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # restored (removed) afterwards, even if imported below
+    monkeypatch.setitem(sys.modules, "_edgeseg_test_events", events)  # where a fake tensorrt records its import
+    return fake
+
+
+def no_library(name: str) -> None:
+    raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+
+def fake_tensorrt_on_path(folder: Path, version: str, monkeypatch) -> None:
+    """A `tensorrt` package whose import is recorded, as a pip install's import loads TensorRT's libraries."""
+    package = folder / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        f'import _edgeseg_test_events\n_edgeseg_test_events.append("import tensorrt")\n__version__ = "{version}"\n')
+    monkeypatch.syspath_prepend(str(folder))
+    del sys.modules["tensorrt"]  # the fixture's None: let the import find the fake
+
+
+def test_tensorrt_libraries_are_loaded_before_the_tensorrt_provider_session(
+        tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    fake_tensorrt_on_path(tmp_path / "site", "10.9.0.34", monkeypatch)
+    monkeypatch.setattr(install_check, "_load_library", lambda name: gpu_onnxruntime.events.append(f"load {name}"))
+    with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
+        backend = OnnxRuntimeBackend(tiny_onnx, "tensorrt")
+    assert gpu_onnxruntime.events == ["import tensorrt", "load libnvinfer.so.10", "session TensorrtExecutionProvider"]
+    assert backend.name == "onnxruntime-tensorrt" and backend.precision == "fp32"
+    assert gpu_onnxruntime.provider_options["trt_fp16_enable"] is False  # the form's precision, not FP16
+    assert f"FP32 TensorRT engine for {tiny_onnx.name}" in caplog.text  # and that is said, not left to guess
+
+
+@pytest.mark.parametrize("version, expected", [(None, "TensorRT is not installed"),
+                                               ("11.1.0.5", "TensorRT 11.1.0.5 is installed, but onnxruntime's "
+                                                            "TensorRT provider is built against TensorRT 10")])
+def test_tensorrt_provider_without_tensorrt_10_names_the_tensorrt_fix(
+        tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path, version, expected) -> None:
+    if version:
+        fake_tensorrt_on_path(tmp_path / "site", version, monkeypatch)
+    monkeypatch.setattr(install_check, "_load_library", no_library)
+    with pytest.raises(BackendUnavailable) as error:
+        open_backend(tiny_onnx, "onnxruntime-tensorrt")
+    message = str(error.value)
+    assert message.startswith("onnxruntime-tensorrt: onnxruntime's TensorRT provider cannot start: ") and expected in message
+    assert "pip install 'edgeseg[gpu]'" in message and "'edgeseg[gpu-cu13]'" in message and "JetPack" in message
+    assert "pip uninstall -y onnxruntime" not in message  # ORT_GPU_FIX's advice, about the wrong thing here
+    assert not any(event.startswith("session") for event in gpu_onnxruntime.events)  # refused before any session
+
+
+def test_auto_says_why_it_skipped_the_tensorrt_provider(tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime,
+                                                         monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(install_check, "_load_library", no_library)
+    with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
+        backend = open_backend(tiny_onnx, "auto")
+    assert backend.name == "onnxruntime-cuda"
+    skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "onnxruntime-tensorrt" in skipped[0] and "TensorRT is not installed" in skipped[0]
+
+
+def test_auto_on_a_cpu_build_skips_the_gpu_providers_quietly(tiny_onnx: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has GPU providers")
+    with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
+        open_backend(tiny_onnx, "auto")
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "skipped" in r.getMessage()]
 
 
 def test_tensorrt_backend_refuses_an_onnx_and_onnxruntime_refuses_an_engine(tiny_onnx: Path, tmp_path: Path) -> None:
