@@ -27,6 +27,7 @@ from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.export.half_weights import float32_weights_file
 from edgeseg.export.onnx_export import set_card_metadata
+from edgeseg.export.shape_folding import fold_shape_arithmetic
 from edgeseg.files import atomic_output, read_image
 from edgeseg.preprocess import preprocess
 
@@ -83,7 +84,9 @@ def export_int8(
         # the plain Conv chain instead of the shape arithmetic of the "same" padding.
         prepared = Path(scratch) / "prepared.onnx"
         float32 = float32_weights_file(onnx_path, Path(scratch) / "float32-weights.onnx")
-        quant_pre_process(str(float32), str(prepared), skip_symbolic_shape=True)
+        # The "same" padding's shape arithmetic as constants: older onnxruntimes would quantize it (shape_folding).
+        folded = fold_shape_arithmetic(float32, Path(scratch) / "folded.onnx")
+        quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
         require_calibration_memory(prepared, len(calibration_images))
         reader = _calibration_reader(calibration_images, card, progress)
         with atomic_output(path) as temporary:
