@@ -195,7 +195,9 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
     for name in options.formats:
         if name == "onnx":
             continue
-        if name == "fp16":
+        if name == "fp16" and not module_installed("onnx"):
+            results[name] = fp16_without_onnx(options, engine_reason)
+        elif name == "fp16":
             results[name] = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, options.keep_norm_fp32), card)
             if options.keep_norm_fp32:
                 results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
@@ -212,6 +214,25 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
             results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
         echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
     return results, calibration
+
+
+def module_installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def fp16_without_onnx(options: ExportOptions, engine_reason: str | None) -> FormResult:
+    """The FP16 ONNX where the `onnx` package is missing (a Jetson's JetPack has none): skipped where the FP16
+    engine asked for is built without it (TensorRT < 10.12: from the fp32 ONNX with the FP16 flag), else failed."""
+    fix = ("pip install onnx (edgeseg's GPU extras bring it; on a Jetson: pip install -c constraints/jetpack6.txt "
+           "onnx sympy ml_dtypes)")
+    engine_from_fp32 = "engine" in options.formats and engine_reason is None and not engine_built_from_fp16_onnx()
+    if engine_from_fp32 and "fp16" not in options.explicit:
+        return FormResult("fp16", "fp16", status="skipped", reason=(
+            "the FP16 ONNX needs the onnx package, which is not installed here; the FP16 engine does not: this "
+            f"TensorRT builds it from the fp32 ONNX with its FP16 flag. For the FP16 ONNX too: {fix}"))
+    return FormResult("fp16", "fp16", status="failed", reason=f"the FP16 ONNX needs the onnx package: {fix}")
 
 
 def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions) -> FormResult:

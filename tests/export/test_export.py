@@ -142,6 +142,10 @@ def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(tra
     assert s8["passed"] is True and result.exit_code == 0, result.output  # gated like every form, and passes
     assert "| int8-trt | built | pass |" in (tmp_path / "export-report.md").read_text()
     assert report["calibration"]["count"] == 8  # one calibration set for both INT8 forms
+    # --parity-data alone serves calibration too: its train split, while parity reads its val split.
+    assert report["calibration"]["data"] == report["parity_images"]["data"] == synthetic_dir.name
+    assert (report["calibration"]["split"], report["parity_images"]["split"]) == ("train", "val")
+    assert report["calibration"]["reference_set"] is False
 
     trt = qdq_facts(tmp_path / "model.int8-trt.onnx")
     assert trt["qdq"] > 0 and all(point.dtype == np.int8 and not point.any() for point in trt["zero_points"])

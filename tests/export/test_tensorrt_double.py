@@ -517,6 +517,34 @@ def test_export_builds_the_engine_from_the_right_onnx_and_run_gives_the_same_mas
 
 
 @pytest.mark.parametrize("version", [WEAK, TRT11])
+def test_export_fp16_without_the_onnx_package_builds_the_engine_where_tensorrt_needs_no_fp16_onnx(
+        gpu_double, default_model_dir: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch, version):
+    """A Jetson's JetPack has no `onnx`: TensorRT 10.3 builds the FP16 engine from the fp32 ONNX with its FP16
+    flag, so `export --fp16` builds that engine and skips the FP16 ONNX with the reason; a strongly typed
+    TensorRT needs the FP16 ONNX, and the export fails saying how to install onnx."""
+    from edgeseg.export import export_run
+
+    double = gpu_double(version)
+    real_module_installed = export_run.module_installed
+    monkeypatch.setattr(export_run, "module_installed", lambda name: name != "onnx" and real_module_installed(name))
+    source = tmp_path / "model.onnx"
+    shutil.copy(default_model_dir / "model.onnx", source)
+    result = CliRunner().invoke(main, ["export", str(source), "--fp16", "--parity-data", str(synthetic_dir),
+                                       "--parity-n", "2", "--latency-runs", "1", *RELAXED_FP16], catch_exceptions=False)
+    rows = {row["name"]: row for row in json.loads((tmp_path / "export-report.json").read_text())["forms"]}
+    assert not (tmp_path / "model.fp16.onnx").exists()
+    if version == WEAK:
+        assert result.exit_code == 0, result.output
+        assert rows["fp16"]["status"] == "skipped" and "fp32 ONNX with its FP16 flag" in rows["fp16"]["reason"]
+        assert rows["engine"]["status"] == "built" and rows["engine"]["passed"] is True
+        assert double.tensorrt.builds[0]["flags"] == ["FP16"]
+    else:
+        assert result.exit_code == 1 and "pip install onnx" in result.output
+        assert rows["fp16"]["status"] == "failed" and rows["engine"]["status"] == "failed"
+        assert not double.tensorrt.builds
+
+
+@pytest.mark.parametrize("version", [WEAK, TRT11])
 def test_export_builds_the_int8_engine_from_the_s8s8_onnx_and_run_gives_its_masks(
         gpu_double, default_model_dir: Path, lesion_images: Path, synthetic_dir: Path, tmp_path: Path, version):
     """No bias folding or other help: the S8S8 form export writes is what the strict parser takes."""
