@@ -7,14 +7,18 @@ Runs the real command, `edgeseg run MODEL --source VIDEO --loop --no-show --json
 `--rounds` times, so a busy machine affects both alike):
 
 - "no viewer": no --serve;
-- "6 viewers": --serve, with 5 viewers reading the MJPEG stream as fast as it comes and a sixth that
-  reads for 3 s, stops reading for 10 s (its socket buffers fill), then reads again.
+- "6 viewers, 2 snapshot loops": --serve, with 5 viewers reading the MJPEG stream as fast as it comes,
+  a sixth that reads for 3 s, stops reading for 10 s (its socket buffers fill), then reads again, and
+  two clients that request /snapshot.png back to back from another address (127.0.0.2, which the
+  server counts as another machine), as the issue's snapshot loop did.
 
-The viewers are separate processes, as browsers are: five `curl`s (a browser on a tablet costs the
-device only the sending, and curl is the cheapest stand-in on one machine) and the stalled one. FPS is counted from the run's own per-frame
-records, over the seconds in which every viewer was connected (the same window without viewers).
-Also recorded: frames each viewer received, whether the stalled viewer got frames again, and the
-run's peak resident memory (a frame queue that grew would show there).
+The clients are separate processes, as browsers are: five `curl`s (a browser on a tablet costs the
+device only the sending, and curl is the cheapest stand-in on one machine), the stalled one and the
+snapshot loops. Every request carries the token the run prints. FPS is counted from the run's own
+per-frame records, over the seconds in which every client was connected (the same window without).
+Also recorded: frames each viewer received, whether the stalled viewer got frames again, snapshots
+each loop received and the requests the server closed unanswered (beyond its per-address rate), and
+the run's peak resident memory (a frame queue that grew would show there).
 Results: benchmarks/results/serve-load-<cpu|gpu>.json and .md.
 """
 
@@ -38,12 +42,15 @@ from pathlib import Path
 
 import cv2
 
-from edgeseg.files import portable_path, write_text_atomic
+from edgeseg.files import portable_command, portable_path, write_text_atomic
 from edgeseg.host import host_info
 from edgeseg.synthetic import make_sample
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READERS = 5
+SNAPSHOT_LOOPS = 2
+SNAPSHOT_SOURCE = "127.0.0.2"  # Linux routes all of 127/8 to loopback: the server sees another machine
+WATCHED = f"{READERS + 1} viewers, {SNAPSHOT_LOOPS} snapshot loops"
 STALL_S = 10.0
 PART_HEADER = b"Content-Type: image/jpeg"
 RUN_LOG = Path(tempfile.gettempdir()) / "edgeseg-serve-load-run.log"  # the latest run's stderr
@@ -75,33 +82,57 @@ def count_parts(sock: socket.socket, seconds: float) -> int:
     return parts
 
 
-def stalled_viewer(port: int, seconds: float) -> None:
+def stalled_viewer(port: int, token: str, seconds: float) -> None:
     """Reads for 3 s, stops reading for STALL_S (its socket buffers fill), reads again; prints both counts."""
     sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    sock.sendall(f"GET /stream.mjpg?token={token} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     before = count_parts(sock, 3.0)
     time.sleep(STALL_S)
     print(json.dumps([before, count_parts(sock, max(1.0, seconds - 3.0 - STALL_S))]))
 
 
+def snapshot_loop(port: int, token: str, seconds: float) -> None:
+    """Requests /snapshot.png back to back for ``seconds``; prints [PNGs received, requests closed unanswered]."""
+    received = unanswered = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(SNAPSHOT_SOURCE, 0)) as sock:
+            sock.sendall(f"GET /snapshot.png?token={token} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            data = b""
+            try:
+                while chunk := sock.recv(1 << 16):
+                    data += chunk
+            except ConnectionResetError:  # closed with the request unread
+                pass
+        received += data.startswith(b"HTTP/1.1 200") and b"\r\n\r\n\x89PNG" in data
+        unanswered += not data
+    print(json.dumps([received, unanswered]))
+
+
 class Viewers:
     """READERS curl processes reading the stream into files (a browser elsewhere costs the device only the
-    sending; curl is the cheapest stand-in on this machine) and one stalled viewer in Python."""
+    sending; curl is the cheapest stand-in on this machine), one stalled viewer and the snapshot loops in Python."""
 
-    def __init__(self, port: int, seconds: float, work: Path) -> None:
-        url = f"http://127.0.0.1:{port}/stream.mjpg"
+    def __init__(self, port: int, token: str, seconds: float, work: Path) -> None:
+        url = f"http://127.0.0.1:{port}/stream.mjpg?token={token}"
         self.files = [work / f"viewer-{index}.mjpg" for index in range(READERS)]
         self.readers = [subprocess.Popen(["curl", "-s", "--max-time", f"{seconds:.0f}", "-o", str(path), url]) for path in self.files]
-        self.stalled = subprocess.Popen([sys.executable, __file__, "--stalled-viewer", str(port), str(seconds)], stdout=subprocess.PIPE, text=True)
+        self.stalled = self._helper("--stalled-viewer", port, token, seconds)
+        self.loops = [self._helper("--snapshot-loop", port, token, seconds) for _ in range(SNAPSHOT_LOOPS)]
 
-    def results(self) -> tuple[list[int], list[int]]:
+    @staticmethod
+    def _helper(role: str, port: int, token: str, seconds: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, role, str(port), token, str(seconds)], stdout=subprocess.PIPE, text=True)
+
+    def results(self) -> tuple[list[int], list[int], list[list[int]]]:
         for reader in self.readers:
             reader.wait(timeout=60)
         stalled = json.loads(self.stalled.communicate(timeout=60)[0])
+        loops = [json.loads(loop.communicate(timeout=60)[0]) for loop in self.loops]
         parts = [path.read_bytes().count(PART_HEADER) for path in self.files]
         for path in self.files:
             path.unlink()
-        return parts, stalled
+        return parts, stalled, loops
 
 
 def fps_between(records: list[dict], start: float, end: float) -> float:
@@ -115,20 +146,21 @@ def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, 
     if with_viewers:
         command += ["--serve", "127.0.0.1:0"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
-    port = wait_for_start(process, with_viewers)
+    port, token = wait_for_start(process, with_viewers)
     warm = 3.0  # the model's first runs and the viewers' connections settle
     time.sleep(warm)
     start = time.time()
-    viewers = Viewers(port, seconds, work) if with_viewers else None
+    viewers = Viewers(port, token, seconds, work) if with_viewers else None
     rss_start = memory_mib(process.pid, "VmRSS")
     time.sleep(seconds)
     end = time.time()
-    reader_parts, stalled_parts = viewers.results() if viewers else ([], [])
+    reader_parts, stalled_parts, snapshot_loops = viewers.results() if viewers else ([], [], [])
     rss_end, rss_peak = memory_mib(process.pid, "VmRSS"), memory_mib(process.pid, "VmHWM")
     stop(process)
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     return {
         "viewers": READERS + 1 if viewers else 0,
+        "snapshot_loops_received_unanswered": snapshot_loops,
         "fps": round(fps_between(records, start + 1.0, end - 1.0), 2),
         "frames": len(records),
         "reader_parts": reader_parts,
@@ -144,17 +176,17 @@ def keep_log(process: subprocess.Popen) -> None:
             log.flush()
 
 
-def wait_for_start(process: subprocess.Popen, serving: bool) -> int:
-    """The port the run serves on (0 without --serve), once the model is open."""
-    port = 0
+def wait_for_start(process: subprocess.Popen, serving: bool) -> tuple[int, str]:
+    """The port the run serves on and its token (0 and "" without --serve), once the model is open."""
+    port, token = 0, ""
     for line in process.stderr:
-        if match := re.search(r"live view: http://[^:]+:(\d+)/", line):
-            port = int(match.group(1))
+        if match := re.search(r"http://[^:/]+:(\d+)/\?token=(\S+)", line):
+            port, token = int(match.group(1)), match.group(2)
             break
         if line.startswith("model ") and not serving:
             break
     threading.Thread(target=keep_log, args=(process,), daemon=True).start()  # keep the pipe drained
-    return port
+    return port, token
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -182,26 +214,31 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']}; CPU: {report['host']['cpu']['model']}, {report['host']['cpu']['usable_cores']} cores; GPU: {report['host']['gpus']}; "
         f"model {report['model']}; {report['seconds']} s per run, {report['rounds']} rounds in alternating order.",
-        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run. "
+        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run; {SNAPSHOT_LOOPS} clients "
+        f"request /snapshot.png back to back from another address. `{report['command']}`. "
         f"Load average afterwards: {', '.join(f'{load:.1f}' for load in report['host']['load_average_after'])} "
         "(other work on the machine shows up as noise between rounds).",
         "",
-        "| round | FPS, no viewer | FPS, 6 viewers | ratio | frames per reader | stalled viewer: frames before / after | RSS MiB start / end (6 viewers) |",
-        "|---|---|---|---|---|---|---|",
+        f"| round | FPS, no viewer | FPS, {WATCHED} | ratio | frames per reader | stalled viewer: frames before / after "
+        "| snapshots received / closed unanswered, per loop | RSS MiB start / end (watched) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for number, pair in enumerate(report["rounds_results"], start=1):
-        alone, watched = pair["no viewer"], pair["6 viewers"]
+        alone, watched = pair["no viewer"], pair[WATCHED]
+        loops = ", ".join(f"{received} / {unanswered}" for received, unanswered in watched["snapshot_loops_received_unanswered"])
         lines.append(f"| {number} | {alone['fps']:.1f} | {watched['fps']:.1f} | {watched['fps'] / alone['fps']:.3f} | "
                      f"{', '.join(map(str, watched['reader_parts']))} | {' / '.join(map(str, watched['stalled_parts_before_after'][0]))} | "
-                     f"{watched['rss_mib_start_end_peak'][0]} / {watched['rss_mib_start_end_peak'][1]} |")
-    lines += ["", f"Median ratio (6 viewers / none): **{report['median_ratio']:.3f}** (target >= 0.90).",
+                     f"{loops} | {watched['rss_mib_start_end_peak'][0]} / {watched['rss_mib_start_end_peak'][1]} |")
+    lines += ["", f"Median ratio (watched / none): **{report['median_ratio']:.3f}** (target >= 0.90).",
               f"Peak resident memory of any run: {report['peak_rss_mib']} MiB."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--stalled-viewer"]:
-        return stalled_viewer(int(sys.argv[2]), float(sys.argv[3]))
+        return stalled_viewer(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+    if sys.argv[1:2] == ["--snapshot-loop"]:
+        return snapshot_loop(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
     if shutil.which("curl") is None:
         sys.exit("serve_load: needs curl for its viewers (apt install curl)")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -217,17 +254,18 @@ def main() -> None:
         for number in range(args.rounds):
             order = (False, True) if number % 2 == 0 else (True, False)
             results = {with_viewers: run_once(model, video, args.seconds, with_viewers, work) for with_viewers in order}
-            rounds.append({"no viewer": results[False], "6 viewers": results[True]})
-            print(f"round {number + 1}: {results[False]['fps']:.1f} FPS alone, {results[True]['fps']:.1f} with viewers", flush=True)
+            rounds.append({"no viewer": results[False], WATCHED: results[True]})
+            print(f"round {number + 1}: {results[False]['fps']:.1f} FPS alone, {results[True]['fps']:.1f} watched", flush=True)
     host = host_info()
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": portable_command(sys.argv),
         "host": {"cpu": host["cpu"], "gpus": host["gpus"], "load_average_after": list(os.getloadavg())},
         "model": portable_path(args.model) if args.model else "edgeseg default model",
         "seconds": args.seconds,
         "rounds": args.rounds,
         "rounds_results": rounds,
-        "median_ratio": round(statistics.median(pair["6 viewers"]["fps"] / pair["no viewer"]["fps"] for pair in rounds), 3),
+        "median_ratio": round(statistics.median(pair[WATCHED]["fps"] / pair["no viewer"]["fps"] for pair in rounds), 3),
         "peak_rss_mib": max(run["rss_mib_start_end_peak"][2] for pair in rounds for run in pair.values()),
     }
     name = "serve-load-gpu" if host["gpus"] else "serve-load-cpu"

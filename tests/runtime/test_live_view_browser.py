@@ -1,8 +1,9 @@
 """`edgeseg run --serve` in a real browser: headless Chromium (Debian's package) driven by Selenium.
 
 It runs the command as a user would, on a looping video of synthetic lesions with the default
-model, loads the page, and checks that frames arrive (the picture changes), that the figures update,
-and that the snapshot button gives a PNG. Set EDGESEG_README_SCREENSHOT=PATH to keep the page's
+model, opens the printed address with its token, and checks that the token moves into an HttpOnly,
+SameSite=Strict cookie and out of the address bar, that frames arrive (the picture changes) and the
+figures update under the page's Content-Security-Policy, and that the snapshot button gives a PNG. Set EDGESEG_README_SCREENSHOT=PATH to keep the page's
 screenshot (docs/live-view.png in the README is made that way). `.ci/run` installs Chromium where
 it can; elsewhere this test skips and says why.
 """
@@ -47,7 +48,7 @@ def synthetic_lesion_video(path: Path, samples: int = 12, repeats: int = 3, size
 
 
 class ServedRun:
-    """`edgeseg run --serve 127.0.0.1:0` in a child process, its URL read from what it prints."""
+    """`edgeseg run --serve 127.0.0.1:0` in a child process, its address with the token read from what it prints."""
 
     def __init__(self, video: Path) -> None:
         command = [sys.executable, "-m", "edgeseg", "run", "--source", str(video), "--loop", "--no-show", "--serve", "127.0.0.1:0"]
@@ -58,12 +59,12 @@ class ServedRun:
         if not self._found.wait(120):
             self.stop()
             pytest.fail("edgeseg run --serve printed no URL:\n" + "".join(self.lines))
-        self.url = re.search(r"live view: (\S+)", "".join(self.lines)).group(1)
+        self.url = re.search(r"(http://\S+\?token=\S+)", "".join(self.lines)).group(1)
 
     def _read(self) -> None:
         for line in self.process.stderr:
             self.lines.append(line)
-            if line.startswith("live view: "):
+            if "?token=" in line:
                 self._found.set()
 
     def stop(self) -> int:
@@ -99,6 +100,11 @@ def test_the_live_view_plays_and_its_figures_change_in_chromium(tmp_path: Path) 
     browser = headless_chromium()
     try:
         browser.get(run.url)
+        bare = run.url.split("?")[0]
+        assert browser.current_url == bare, "the token must leave the address bar"
+        cookie = next(cookie for cookie in browser.get_cookies() if cookie["name"].startswith("edgeseg-live-"))
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert browser.execute_script("return document.cookie") == "", "the page's script cannot read the cookie"
         wait_for(lambda: text_of(browser, "state") == "live", what="the page to say live")
         wait_for(lambda: browser.execute_script("return document.getElementById('video').naturalWidth") > 0,
                  what="the first frame of the stream")
@@ -115,9 +121,13 @@ def test_the_live_view_plays_and_its_figures_change_in_chromium(tmp_path: Path) 
         assert len({d for d in diameters if d.endswith(" px")}) >= 2, f"the lesion figures did not change: {diameters}"
         assert text_of(browser, "lesion") in ("Lesion found", "No lesion found")
         assert text_of(browser, "viewers") == "1"
+        refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+        assert not refused, f"the page's CSP blocked part of the page: {refused}"
 
         snapshot_url = browser.find_element("id", "snapshot").get_attribute("href")
-        with urllib.request.urlopen(snapshot_url, timeout=10) as response:
+        assert snapshot_url == bare + "snapshot.png"
+        request = urllib.request.Request(snapshot_url, headers={"Cookie": f"{cookie['name']}={cookie['value']}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
             png = np.frombuffer(response.read(), np.uint8)
         assert cv2.imdecode(png, cv2.IMREAD_COLOR).shape == (320, 320, 3)
 
