@@ -24,6 +24,27 @@ from edgeseg.version import __version__
 __all__ = ["Segmentation", "Segmenter", "load", "__version__"]
 
 
+def _limit_opencv_decoders() -> None:
+    """Give OpenCV's decoders edgeseg's pixel limit, before anything imports cv2.
+
+    OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 is imported, and then every decoder (any
+    format, any entry point) refuses a larger image before allocating it; set later it is ignored. Every
+    entry point (the edgeseg command, ``python -m edgeseg``, ``import edgeseg.runtime``) imports this
+    package first, so it is set here. When a program imported cv2 before edgeseg, OpenCV keeps its own
+    limit (2**30 pixels), and the header check of ``edgeseg.files.read_image`` still refuses a bomb.
+    The rule is ``edgeseg.files.max_pixels``'s (which imports cv2, so it cannot be used here); a value
+    it would refuse leaves the default here, and ``max_pixels`` names the mistake at the first image.
+    """
+    import os
+
+    text = os.environ.get("EDGESEG_MAX_PIXELS", "").strip()
+    valid = text.isascii() and text.isdigit() and int(text) > 0
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(int(text)) if valid else "200000000"  # files.DEFAULT_MAX_PIXELS
+
+
+_limit_opencv_decoders()
+
+
 def load(model=None, backend: str = "auto", **options):
     """A Segmenter for ``model`` (default: the model that ships with edgeseg) on ``backend``.
 

@@ -126,3 +126,12 @@ def write_json(target, document) -> None:
         click.echo(text, nl=False)
     else:
         write_text_atomic(target, text)
+
+
+OVERWRITE_HELP = ("Replace outputs that exist already (in a folder of outputs, the files of the same names); without it, "
+                  "an existing output is refused.")
+
+
+def overwrite_option(command):
+    """--overwrite, spelt and explained one way for every command (the rule: edgeseg.files.prepare_outputs)."""
+    return click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)(command)

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgeseg.errors import EdgesegError
-from edgeseg.files import pixel_limit_problem
+from edgeseg.files import header_refusal
 from edgeseg.names import IMAGE_SUFFIXES
 
 MASK_SUFFIX = ".png"
@@ -326,9 +326,9 @@ def _load(path: Path, flags: int) -> tuple[np.ndarray | None, bytes, Problem | N
     missing = _missing_end(data)
     if missing:
         return None, data, Problem("truncated", path, f"the file is cut short: it ends without its {missing}", refetch)
-    too_large = pixel_limit_problem(data[:65536])
-    if too_large:
-        return None, data, Problem("unreadable", path, too_large, "replace the file, or remove the pair")
+    refusal = header_refusal(data)  # before decoding: an unknown format, no size, or a decompression bomb
+    if refusal:
+        return None, data, Problem("unreadable", path, refusal.reason, f"{refusal.fix}; or remove the pair")
     try:
         array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as error:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, old_spelling
+from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
 
 
 @click.group("data")
@@ -30,11 +30,12 @@ def data_command() -> None:
 )
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write the report as JSON to FILE {JSON_HELP}.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads that decode files. Default: cores + 2, at most 8.")
+@overwrite_option
 @old_spelling("--workers", "--workers of `data check` is now spelled --threads (decoding threads; "
               "--workers means worker processes in every command)", type=click.IntRange(min=1))
 @click.pass_context
 def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: Path | None, json_path: Path | None,
-                  threads: int | None, old_workers: int | None) -> None:
+                  threads: int | None, overwrite: bool, old_workers: int | None) -> None:
     """Decode every image and mask under ROOT and report each problem with its file and fix.
 
     ROOT holds the official ISIC layout (*_Input/<id>.jpg + *_GroundTruth/<id>_segmentation.png)
@@ -49,7 +50,9 @@ def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: 
     """
     from edgeseg.click_types import json_to_stdout, renamed, write_json
     from edgeseg.data import check_dataset
+    from edgeseg.files import prepare_outputs
 
+    prepare_outputs([("--json", json_path)], overwrite)
     report = check_dataset(root, split=split, split_dir=split_dir, workers=renamed(ctx, "threads", "old_workers"))
 
     click.echo(report.text(), err=json_to_stdout(json_path))  # keep stdout pure JSON when it carries the JSON

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
+import glob
 import logging
 import os
 import re
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,10 +22,15 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 log = logging.getLogger("edgeseg")
 
-# What atomic_output's mkstemp names look like: .STEM.XXXXXXXX.tmpSUFFIX
-TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
+# What atomic_output's mkstemp names look like: .STEM.XXXXXXXX.tmpSUFFIX (for the file STEMSUFFIX)
+TEMPORARY_NAME = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?$")
 
 
 class ImageReadError(EdgesegError, ValueError):
@@ -50,6 +59,31 @@ def is_disk_full(error: BaseException, folder: Path) -> bool:
         return False
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere the umask is read by setting it, for the whole process. A file another thread creates in that
+    # instant gets 077: private to its owner, never more open than meant.
+    with _UMASK_LOCK:
+        umask = os.umask(0o077)
+        os.umask(umask)
+    return umask
+
+
+def new_file_mode() -> int:
+    """The permissions open() gives a new file under the current umask (0644 under 022, 0600 under 077)."""
+    return 0o666 & ~current_umask()
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -60,13 +94,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(handle)
+    lock = hold_write_lock(handle)  # while it is written: remove_stale_temporaries leaves a live write's file alone
     temporary = Path(temporary)
     try:
         yield temporary
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a model or report is meant to be shared
+        os.chmod(temporary, new_file_mode())  # mkstemp makes 0600: the finished file gets what open() would give it
         os.replace(temporary, path)
     except Exception as error:
         if not isinstance(error, EdgesegError) and is_disk_full(error, path.parent):
@@ -76,23 +110,112 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         temporary.unlink(missing_ok=True)
+        if lock is not None:
+            os.close(lock)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries a killed atomic write left in ``folder`` (never a finished file).
+def hold_write_lock(handle: int) -> int | None:
+    """Lock a new temporary (open as ``handle``) as being written: the lock lasts until the writer closes it, or
+    dies. Returns the handle to close at the end; None (closed now) where there are no advisory locks (Windows),
+    and a temporary is judged by its name alone."""
+    if fcntl is None:
+        os.close(handle)
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: the temporary is judged by its name alone
+        pass
+    return handle
+
+
+def remove_if_abandoned(path: Path) -> bool:
+    """Remove a temporary unless a live writer holds its lock; whether it was removed."""
+    if fcntl is None:
+        path.unlink(missing_ok=True)
+        return True
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if write_locked(handle):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(handle)
+
+
+def write_locked(handle: int) -> bool:
+    """Whether a live writer holds the lock of the temporary open as ``handle`` (if not, this takes it)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without locks: the temporary is judged by its name alone
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, of: str = "*") -> list[Path]:
+    """Remove the temporaries a killed atomic write left in ``folder`` (never a finished file): of every
+    file, or of the files whose names match the glob ``of``.
 
     Called by the command that owns the folder (train on its run directory, export on its output
-    folder) before it writes there, so repeated kills leave nothing behind.
+    folder, run on its masks folder) before it writes there, so repeated kills leave nothing behind;
+    in a folder it does not own, only for the names of its own outputs (``prepare_outputs``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [path for path in folder.iterdir() if path.is_file() and TEMPORARY_NAME.match(path.name)]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    candidates = [path for path in folder.iterdir() if path.is_file() and is_temporary_of(path.name, of)]
+    stale = [path for path in candidates if remove_if_abandoned(path)]
     if stale:
         log.info("removed %d unfinished file(s) an interrupted run left in %s: %s", len(stale), folder, ", ".join(p.name for p in stale))
     return stale
+
+
+def is_temporary_of(name: str, of: str) -> bool:
+    """Whether ``name`` is an atomic write's temporary for a file whose name matches the glob ``of``."""
+    match = TEMPORARY_NAME.match(name)
+    return match is not None and fnmatch.fnmatchcase(match["stem"] + (match["suffix"] or ""), of)
+
+
+class OutputExistsError(EdgesegError, FileExistsError):
+    """An output that is there already: edgeseg replaces one only when the command is given --overwrite."""
+
+
+def output_exists(path: Path) -> bool:
+    """A file output exists when anything is at its path; a folder of outputs (masks) when it holds anything."""
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def prepare_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]], overwrite: bool) -> None:
+    """The overwrite rule of every command, applied before it writes anything. First what a killed run left
+    half-written of each output is removed (an atomic write's hidden temporary beside it, or inside a folder of
+    outputs); then an output that exists is refused, each named, unless ``overwrite`` (--overwrite) is given.
+
+    ``outputs`` pairs what names each output for the user (its option, e.g. "--jsonl") with its path: a file,
+    or a folder of outputs (masks). None and '-' (stdout) name no file.
+    """
+    paths = [(label, Path(path)) for label, path in outputs if path is not None and str(path) != "-"]
+    for _, path in paths:
+        if path.is_dir():
+            remove_stale_temporaries(path)
+        else:
+            remove_stale_temporaries(path.parent, of=glob.escape(path.name))
+    existing = [(label, path) for label, path in paths if output_exists(path)]
+    if existing and not overwrite:
+        names = ", ".join(f"{path}{os.sep} ({label}: not empty)" if path.is_dir() else f"{path} ({label})"
+                          for label, path in existing)
+        several = len(existing) > 1
+        in_folders = " (in a folder, the files of the same names)" if any(path.is_dir() for _, path in existing) else ""
+        raise OutputExistsError(
+            f"{names} {'exist' if several else 'exists'} already, and edgeseg writes over an output only when told: "
+            f"pass --overwrite to replace {'them' if several else 'it'}{in_folders}, or choose "
+            f"{'other paths' if several else 'another path'}")
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -144,62 +267,200 @@ def portable_command(argv: Sequence[str]) -> str:
 
 
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above the largest dermoscopy camera, far below a decompression bomb
+MAX_PIXELS_VARIABLE = "EDGESEG_MAX_PIXELS"
+READ_FORMATS = "JPEG, PNG, BMP, TIFF or WebP"  # by content; every other decoder OpenCV has is refused
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, either byte order
 JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15 (not DHT, JPG, DAC)
+JPEG_STANDALONE_MARKERS = frozenset([0x01, 0xD8, *range(0xD0, 0xD8)])  # TEM, SOI, RST0..7: no length field
+JPEG_START_OF_SCAN, JPEG_END_OF_IMAGE = 0xDA, 0xD9
+TIFF_WIDTH_TAG, TIFF_HEIGHT_TAG = 256, 257
+TIFF_TYPE_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8 (BigTIFF): the types a width or height may have
 
 
 def max_pixels() -> int:
-    """The most pixels edgeseg decodes from one image file: EDGESEG_MAX_PIXELS, or 200 million."""
-    return int(os.environ.get("EDGESEG_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    """The most pixels edgeseg decodes from one image file: EDGESEG_MAX_PIXELS, or 200 million.
+
+    The package's __init__ gives OpenCV the same limit (OPENCV_IO_MAX_IMAGE_PIXELS) by the same rule.
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise EdgesegError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a number of pixels: set it to a whole number written "
+                           f"in digits, e.g. {MAX_PIXELS_VARIABLE}=300000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
+    return int(text)
 
 
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) as a PNG or JPEG header states it, read before any decoding; None if not found."""
-    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if data[:2] != b"\xff\xd8":
-        return None
-    position = 2
-    while position + 9 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker in JPEG_FRAME_MARKERS:
-            return int.from_bytes(data[position + 7:position + 9], "big"), int.from_bytes(data[position + 5:position + 7], "big")
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+def image_format(data: bytes) -> str | None:
+    """The format of an image file judged by its first bytes, as OpenCV picks its decoder: one edgeseg reads, or None."""
+    if data.startswith(PNG_SIGNATURE):
+        return "PNG"
+    if data.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data[:4] in TIFF_SIGNATURES:
+        return "TIFF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
     return None
 
 
-def pixel_limit_problem(data: bytes) -> str | None:
-    """Why an image file must not be decoded (its header claims too many pixels), or None."""
-    size = header_size(data)
-    limit = max_pixels()
-    if size is None or size[0] * size[1] <= limit:
+def unsigned(data: bytes, start: int, length: int, byteorder: str = "little") -> int | None:
+    """The unsigned integer stored in data[start:start + length], or None where the data ends before it."""
+    if start < 0 or start + length > len(data):
         return None
-    return (f"its header claims {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} MP), more than edgeseg "
-            f"decodes ({limit / 1e6:.0f} MP): a decompression bomb or a corrupt header. If the image is real, "
-            f"downscale it or raise EDGESEG_MAX_PIXELS")
+    return int.from_bytes(data[start:start + length], byteorder)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":  # IHDR must be the first chunk
+        return None
+    return unsigned(data, 16, 4, "big"), unsigned(data, 20, 4, "big")
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk every segment from SOI to the first frame header (SOF), however far into the file it lies.
+
+    Stray bytes between segments are skipped as libjpeg skips them (with a warning), so this finds the
+    frame header libjpeg would use. Each step moves forward, so the walk ends within the file.
+    """
+    position = 2
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return None
+        marker = data[position + 1]
+        if marker in (0x00, 0xFF):  # a stuffed zero or a fill byte: the marker is further on
+            position += 1
+            continue
+        position += 2
+        if marker in JPEG_STANDALONE_MARKERS:
+            continue
+        if marker in (JPEG_START_OF_SCAN, JPEG_END_OF_IMAGE):
+            return None  # image data before any frame header: libjpeg refuses the file too
+        if marker in JPEG_FRAME_MARKERS:
+            # SOF: length (2 bytes), sample precision (1), height (2), width (2)
+            height, width = unsigned(data, position + 3, 2, "big"), unsigned(data, position + 5, 2, "big")
+            return None if width is None or height is None else (width, height)
+        length = unsigned(data, position, 2, "big")  # counts its own two bytes
+        if length is None or length < 2:
+            return None
+        position += length
+
+
+def bmp_size(data: bytes) -> tuple[int, int] | None:
+    if unsigned(data, 14, 4) == 12:  # an OS/2 BITMAPCOREHEADER: 16-bit sizes
+        width, height = unsigned(data, 18, 2), unsigned(data, 20, 2)
+        return None if width is None or height is None else (width, height)
+    if len(data) < 26:
+        return None
+    # BITMAPINFOHEADER and its successors: signed 32-bit sizes; a negative height stores the rows top-down
+    width, height = (int.from_bytes(data[start:start + 4], "little", signed=True) for start in (18, 22))
+    return abs(width), abs(height)
+
+
+def tiff_size(data: bytes) -> tuple[int, int] | None:
+    """The size its first image file directory (the page OpenCV decodes) declares; classic TIFF or BigTIFF."""
+    order = "little" if data[:2] == b"II" else "big"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    # (directory offset at, entry count size, entry size, value field size): BigTIFF widens them all
+    offset_at, count_size, entry_size, value_size = (8, 8, 20, 8) if big else (4, 2, 12, 4)
+    directory = unsigned(data, offset_at, value_size, order)
+    count = unsigned(data, directory, count_size, order) if directory is not None else None
+    if count is None:
+        return None
+    found = {}
+    for index in range(count):
+        entry = directory + count_size + index * entry_size
+        tag, kind = unsigned(data, entry, 2, order), unsigned(data, entry + 2, 2, order)
+        if tag is None or kind is None:
+            return None
+        if tag in (TIFF_WIDTH_TAG, TIFF_HEIGHT_TAG) and kind in TIFF_TYPE_SIZES:
+            found[tag] = unsigned(data, entry + 4 + value_size, TIFF_TYPE_SIZES[kind], order)
+        if found.get(TIFF_WIDTH_TAG) is not None and found.get(TIFF_HEIGHT_TAG) is not None:
+            return found[TIFF_WIDTH_TAG], found[TIFF_HEIGHT_TAG]
+    return None
+
+
+def webp_size(data: bytes) -> tuple[int, int] | None:
+    """The size its first chunk declares: the canvas (VP8X, extended: alpha, animation, metadata; libwebp
+    holds every frame to it), a lossless (VP8L) or a lossy (VP8) bitstream."""
+    chunk = data[12:16]
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + unsigned(data, 24, 3), 1 + unsigned(data, 27, 3)
+    if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = unsigned(data, 21, 4)
+        return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
+    if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return unsigned(data, 26, 2) & 0x3FFF, unsigned(data, 28, 2) & 0x3FFF
+    return None
+
+
+HEADER_READERS = {"PNG": png_size, "JPEG": jpeg_size, "BMP": bmp_size, "TIFF": tiff_size, "WebP": webp_size}
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the header of a JPEG, PNG, BMP, TIFF or WebP file declares it, read without decoding
+    anything; None for another format, or a header cut short or corrupt. ``data`` is the whole file."""
+    read_format = image_format(data)
+    return HEADER_READERS[read_format](data) if read_format else None
+
+
+@dataclass(frozen=True)
+class HeaderRefusal:
+    """Why an image file is not decoded, judged from its header alone, and what the user can do."""
+
+    reason: str
+    fix: str
+
+
+def header_refusal(data: bytes) -> HeaderRefusal | None:
+    """Why the image file ``data`` (all of it) must not be decoded, or None if it may be: it is empty, not a
+    format edgeseg reads, its header declares no size, or more pixels than ``max_pixels()``."""
+    if not data:
+        return HeaderRefusal("the file is empty", "copy or download the file again")
+    read_format = image_format(data)
+    if read_format is None:
+        return HeaderRefusal(f"not a {READ_FORMATS} file (judged by its content, whatever its name)",
+                             "convert it to JPEG or PNG, or copy it again if it is damaged")
+    size = header_size(data)
+    if size is None:
+        return HeaderRefusal(f"its {read_format} header is cut short or corrupt: it declares no image size",
+                             "copy or download the file again")
+    width, height = size
+    limit = max_pixels()
+    if width * height <= limit:
+        return None
+    return HeaderRefusal(f"its {read_format} header declares {width}x{height} = {width * height:,} pixels, more than "
+                         f"the {limit:,} edgeseg decodes: a decompression bomb or a corrupt header",
+                         f"replace the file; if the image is real, downscale it, or allow it with "
+                         f"{MAX_PIXELS_VARIABLE}={width * height}")
 
 
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) -> np.ndarray:
     """Decode an image file (BGR for colour), raising ImageReadError that names the file.
 
     EXIF orientation is ignored: ISIC masks are drawn on the stored pixel grid, and the checker,
-    training and the runtime must all see the same grid. The header's size is checked against
-    ``max_pixels()`` before anything is decoded.
+    training and the runtime must all see the same grid. The header is checked before anything is
+    decoded (``header_refusal``): a format edgeseg does not read, or more pixels than ``max_pixels()``,
+    is refused.
     """
     path = Path(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        data = path.read_bytes()
     except OSError as error:
         raise ImageReadError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    problem = pixel_limit_problem(data[:65536].tobytes())
-    if problem:
-        raise ImageReadError(f"{path}: {problem}")
+    refusal = header_refusal(data)
+    if refusal:
+        raise ImageReadError(f"{path}: {refusal.reason}; {refusal.fix}")
     try:
-        image = cv2.imdecode(data, flags) if data.size else None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as error:
         raise ImageReadError(f"{path}: OpenCV refused to decode it ({str(error).strip().splitlines()[-1]})") from None
     if image is None:
-        raise ImageReadError(f"{path}: not a readable image (empty, corrupt or of an unknown format)")
+        raise ImageReadError(f"{path}: not a readable image (corrupt); copy or download the file again")
     return image
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgeseg.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT
+from edgeseg.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT, overwrite_option
 from edgeseg.evaluate.bench import DEFAULT_RUNS, DEFAULT_WARMUP
 from edgeseg.files import portable_path
 
@@ -65,10 +65,11 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write the results as JSON here {JSON_HELP}.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown results file here.")
+@overwrite_option
 @click.pass_context
 def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], runs: int, warmup: int,
                   size: tuple[int, int] | None, image: Path | None, data: Path | None, split: str, split_dir: Path | None,
-                  limit: int | None, json_path: Path | None, md_path: Path | None) -> None:
+                  limit: int | None, json_path: Path | None, md_path: Path | None, overwrite: bool) -> None:
     """Measure latency per stage and end to end (and accuracy with --data) of model forms, side by side.
 
     MODEL is a run directory (PyTorch, plus any forms exported into it), an export directory (every
@@ -81,8 +82,9 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
     from edgeseg.evaluate.bench import exit_code, run_bench
     from edgeseg.evaluate.bench_report import terminal_text, write_report
     from edgeseg.evaluate.models import ModelPathError
-    from edgeseg.files import read_image
+    from edgeseg.files import prepare_outputs, read_image
 
+    prepare_outputs([("--json", json_path), ("--md", md_path)], overwrite)
     models = models or (model_or_default(None),)
     command = command_line(models, dict(backends=backends, runs=runs, warmup=warmup, size=size, image=image, data=data,
                                         split=split, split_dir=split_dir, limit=limit, json_path=json_path, md_path=md_path))

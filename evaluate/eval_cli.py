@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.click_types import BACKEND_CHOICE, JSON_HELP, JSON_OUTPUT, old_spelling
+from edgeseg.click_types import BACKEND_CHOICE, JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
 from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 EXAMPLE = """\b
@@ -48,6 +48,7 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.")
+@overwrite_option
 @click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
               help="Flip test-time augmentation: average the probabilities of the image and its horizontal flip "
                    "(hflip), or of all four flips (hvflip); 2 or 4 network runs per image.")
@@ -59,7 +60,7 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.pass_context
 def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
                  backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
-                 tta: str, fill_holes: bool, refine: bool, old_model: Path | None) -> None:
+                 tta: str, fill_holes: bool, refine: bool, overwrite: bool, old_model: Path | None) -> None:
     """Score MODEL on a data set with the official ISIC 2018 metrics.
 
     MODEL is a run directory (PyTorch), an ONNX or a TensorRT engine; without one, edgeseg's default model.
@@ -75,16 +76,18 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     from edgeseg.data import require_usable
     from edgeseg.evaluate.accuracy import evaluate, per_image_csv, summary_table, worst_cases_image
     from edgeseg.evaluate.models import open_model
-    from edgeseg.files import write_bytes_atomic, write_text_atomic
+    from edgeseg.files import prepare_outputs, write_bytes_atomic, write_text_atomic
 
     model = model_or_default(renamed(ctx, "model", "old_model"))
+    out_dir = out_dir or default_out_dir(model, split)
+    prepare_outputs([("--out", out_dir / "per-image.csv"), ("--out", out_dir / "worst-cases.png"), ("--json", json_path),
+                     ("--save-masks", save_masks)], overwrite)
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     segmenter = open_model(model, backend)
     segmenter.tta, segmenter.fill_holes, segmenter.refine = tta, fill_holes, refine
     with segmenter:
         evaluation = evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)
 
-    out_dir = out_dir or default_out_dir(model, split)
     write_text_atomic(out_dir / "per-image.csv", per_image_csv(evaluation))
     ok, png = cv2.imencode(".png", worst_cases_image(evaluation, samples))
     if ok:

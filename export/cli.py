@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.click_types import JSON_HELP, JSON_OUTPUT
+from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, overwrite_option
 
 EXAMPLES = """\b
 Examples:
@@ -16,7 +16,7 @@ Examples:
   edgeseg export runs/lite0 --fp16               fp32 + FP16 ONNX (+ FP16 TensorRT engine on a GPU host)
   edgeseg export runs/lite0 --int8 --calib DATA --calib-n 128
   edgeseg export runs/lite0 --format engine      on the Jetson / GPU host: the FP16 engine
-  edgeseg export model.onnx --format engine --parity-data DATA
+  edgeseg export model.onnx --format engine --parity-data DATA --out jetson/
                                                  on a Jetson without PyTorch: engine from the ONNX,
                                                  checked against that ONNX on onnxruntime's CPU
   edgeseg export runs/lite0 --simulate-fp16 4    also run PyTorch float16 on the CPU (slow) as an FP16 preview
@@ -51,6 +51,18 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
+def refuse_an_earlier_export(source: Path, out_dir: Path | None, json_path: Path | None, overwrite: bool) -> None:
+    """The overwrite rule for an export: a folder holds an earlier export when its report is there (written last).
+    The forms an export killed before its report left are rebuilt, as a run killed before its checkpoint restarts."""
+    from edgeseg.export.report import JSON_NAME, MARKDOWN_NAME
+    from edgeseg.files import prepare_outputs
+    from edgeseg.names import is_onnx
+
+    out_dir = out_dir or (source.parent if is_onnx(source) else source)
+    prepare_outputs([("--out: an earlier export", out_dir / JSON_NAME), ("--out: an earlier export", out_dir / MARKDOWN_NAME),
+                     ("--json", json_path)], overwrite)
+
+
 @click.command("export", epilog=EXAMPLES)
 @click.argument("run_dir", metavar="[RUN_DIR|MODEL.onnx]", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR).")
@@ -78,10 +90,11 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
 @click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write export-report.json's content here {JSON_HELP}.")
+@overwrite_option
 def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[str, ...], fp16: bool, int8: bool,
                    calib: Path | None, calib_n: int, dynamic: bool, half_weights: bool, parity_data: Path | None,
                    parity_n: int | None, workspace_mib: int, keep_norm_fp32: bool, simulate_fp16: int, latency_runs: int,
-                   json_path: Path | None, **tolerances: float) -> None:
+                   json_path: Path | None, overwrite: bool, **tolerances: float) -> None:
     """Export a training run to ONNX (fp32, FP16, INT8) and TensorRT, each checked against PyTorch.
 
     Every form runs on the same images through the runtime's preprocessing; its probabilities and
@@ -108,6 +121,7 @@ def export_command(run_dir: Path | None, out_dir: Path | None, formats: tuple[st
     if run_dir is None:
         run_dir, out_dir = model_or_default(None), out_dir or Path(DEFAULT_MODEL_OUT)
         click.echo(f"the default model's forms go to {out_dir}/ (--out picks another folder)", err=True)
+    refuse_an_earlier_export(run_dir, out_dir, json_path, overwrite)
     chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
     options = ExportOptions(
         formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=parity_data, parity_n=parity_n,

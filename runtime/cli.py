@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from edgeseg.click_types import overwrite_option
 from edgeseg.names import RUNTIME_BACKENDS
 from edgeseg.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
@@ -62,6 +63,7 @@ Examples:
               help="Write each frame's mask here: 0/255 PNG at the original size, named NAME_segmentation.png (ISIC naming).")
 @click.option("--jsonl", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="Write one JSON record per frame here ('-': stdout, e.g. to pipe into jq).")
+@overwrite_option
 @click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True), help="Scale of the image (from the dermatoscope's calibration); adds mm values.")
 @click.option("--width", type=click.IntRange(min=1), help="Camera: requested frame width (a csi:// camera: 1920).")
 @click.option("--height", type=click.IntRange(min=1), help="Camera: requested frame height (a csi:// camera: 1080).")
@@ -78,13 +80,13 @@ Examples:
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
 @click.option("--serve", "serve", metavar="[HOST:]PORT", callback=lambda ctx, param, value: serve_address(value),
               help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
-                   "e.g. 0.0.0.0:8080 for every interface, which then needs the token the run prints).")
+                   "e.g. 0.0.0.0:8080 for every interface); every browser needs the token the run prints, once.")
 @click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
               help="Where `s` in the window saves snapshots.")
 def run_command(model: Path | None, camera: int | None, source: str | None, backend: str, show: bool | None, save_video: Path | None,
                 save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None, width: int | None, height: int | None,
                 fps: float | None, max_frames: int | None, all_regions: bool, tta: str, refine: bool, threads: int | None, serve,
-                snapshot_dir: Path, loop: bool) -> None:
+                snapshot_dir: Path, loop: bool, overwrite: bool) -> None:
     from edgeseg.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.run_loop import RunOptions, run_pipeline
@@ -93,7 +95,7 @@ def run_command(model: Path | None, camera: int | None, source: str | None, back
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if (camera is None) == (source is None):
         raise click.UsageError("give exactly one of --camera N or --source PATH/URL/PIPELINE")
-    check_outputs(save_video)
+    check_outputs(save_video, save_masks, jsonl, overwrite)
     show = window_wanted(show)
     model = model_or_default(model)
     frames = open_source(source, camera, width, height, fps, loop=loop)
@@ -127,11 +129,14 @@ def sigterm_stops_like_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
-def check_outputs(save_video: Path | None) -> None:
+def check_outputs(save_video: Path | None, save_masks: Path | None, jsonl: Path | None, overwrite: bool) -> None:
+    """Before anything opens: the video's format, then the overwrite rule (which also removes what a killed run left)."""
+    from edgeseg.files import prepare_outputs
     from edgeseg.runtime.recording import RECORDING_SUFFIXES
 
     if save_video is not None and save_video.suffix.lower() not in RECORDING_SUFFIXES:
         raise click.BadParameter(f"{save_video}: give a {' or '.join(RECORDING_SUFFIXES)} path", param_hint="--save")
+    prepare_outputs([("--save", save_video), ("--save-masks", save_masks), ("--jsonl", jsonl)], overwrite)
 
 
 def window_wanted(show: bool | None) -> bool:
@@ -164,9 +169,8 @@ def live_view_served_at(address):
 
     view = LiveView()
     with LiveServer(view, address) as server:
-        click.echo(f"live view: {server.url}", err=True)
-        if server.token:
-            click.echo("the token in that address is needed on any other interface than localhost; share it only with viewers", err=True)
+        click.echo(f"live view: {server.address_url}", err=True)
+        click.echo(f"open it once with its token (the browser then keeps it in a cookie; share it only with viewers): {server.url}", err=True)
         yield view
 
 

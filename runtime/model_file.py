@@ -30,6 +30,7 @@ QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
 )
 ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
+MAX_INPUT_SIDE = 8192  # pixels a side of a card's input size: 32 times the default 256, far below what exhausts memory
 
 
 class RuntimeModelError(EdgesegError, ValueError):
@@ -84,7 +85,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
         raise RuntimeModelError(f"{path}: no such model file. Pass a model.onnx from `edgeseg export` ({EXPORT_FIX}).")
     try:
         data = path.read_bytes()
-        metadata, op_types, initializer_types = _scan_onnx(data)
+        metadata, op_types, initializer_types, input_sides = _scan_onnx(data)
         locations = set(_external_locations(memoryview(data), (0, len(data)), "model"))
     except ValueError as error:
         raise RuntimeModelError(
@@ -97,6 +98,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
             f"and threshold are unknown; {EXPORT_FIX}."
         )
     card = ModelCard.from_json(metadata[CARD_METADATA_KEY], source=f"{path} (metadata {CARD_METADATA_KEY})")
+    check_card_input_size(path, card, input_sides)
     if op_types & QUANTIZED_OPS:
         precision = "int8"
     elif metadata.get(WEIGHTS_STORAGE_KEY) == WEIGHTS_STORED_FLOAT16:
@@ -108,18 +110,46 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
     return OnnxInfo(card=card, precision=precision)
 
 
+def check_card_input_size(path: Path, card: ModelCard, graph_sides: tuple[int | None, int | None] | None) -> None:
+    """Refuse, before anything is allocated for it, a card whose input size is absurd or not the graph's own.
+
+    The runtime resizes every frame to the card's size: a size the graph does not take fails inside
+    onnxruntime, and a huge one would allocate gigabytes first. A dynamic side (a name, not a number) takes any size.
+    """
+    height, width = card.input_size
+    if max(height, width) > MAX_INPUT_SIDE:
+        raise RuntimeModelError(
+            f"{path}: its model card claims an input of {height}x{width}, more than the {MAX_INPUT_SIDE} a side edgeseg "
+            f"accepts; the card is corrupt or was edited. Re-export the model: {EXPORT_FIX}."
+        )
+    if graph_sides is None:
+        return
+    if any(side is not None and side != expected for side, expected in zip(graph_sides, (height, width))):
+        graph = "x".join("?" if side is None else str(side) for side in graph_sides)
+        raise RuntimeModelError(
+            f"{path}: its model card says the input is {height}x{width}, but the graph takes {graph}; the card does "
+            f"not belong to this graph (edited, or copied from another model). Re-export the model: {EXPORT_FIX}."
+        )
+
+
 # The runtime cannot count on the `onnx` package (a Jetson image ships onnxruntime, not onnx), and
 # onnxruntime exposes neither the graph's operators nor its initializer types. The few fields needed
 # are read straight from the protobuf wire format (https://protobuf.dev/programming-guides/encoding/):
 # ModelProto.graph = 7, ModelProto.metadata_props = 14 (key = 1, value = 2), GraphProto.node = 1
-# (NodeProto.op_type = 4), GraphProto.initializer = 5 (TensorProto.data_type = 2).
+# (NodeProto.op_type = 4), GraphProto.initializer = 5 (TensorProto.data_type = 2, name = 8), GraphProto.input
+# = 11 (ValueInfoProto.name = 1, type = 2; TypeProto.tensor_type = 1; TypeProto.Tensor.shape = 2;
+# TensorShapeProto.dim = 1; Dimension.dim_value = 1, dim_param = 2).
 
 
-def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int]]:
+def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int], tuple[int | None, int | None] | None]:
+    """Metadata, operator types, initializer data types, and (height, width) of the image input (None: dynamic;
+    None for both when the graph has no 4-D input)."""
     view = memoryview(data)
     metadata: dict[str, str] = {}
     op_types: set[str] = set()
     initializer_types: set[int] = set()
+    initializer_names: set[str] = set()
+    inputs: list[tuple[str, list[int | None]]] = []
     graph_seen = False
     for number, value in _fields(view, 0, len(view)):
         if number == 14 and isinstance(value, tuple):
@@ -131,10 +161,43 @@ def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int]]:
                 if graph_field == 1 and isinstance(item, tuple):
                     op_types.update(bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *item) if n == 4)
                 elif graph_field == 5 and isinstance(item, tuple):
-                    initializer_types.update(v for n, v in _fields(view, *item) if n == 2 and isinstance(v, int))
+                    for n, v in _fields(view, *item):
+                        if n == 2 and isinstance(v, int):
+                            initializer_types.add(v)
+                        elif n == 8 and isinstance(v, tuple):
+                            initializer_names.add(bytes(view[v[0] : v[1]]).decode("utf-8"))
+                elif graph_field == 11 and isinstance(item, tuple):
+                    inputs.append(_input_dims(view, item))
     if not graph_seen:
         raise ValueError("no graph in the file")
-    return metadata, op_types, initializer_types
+    # Old exporters list the weights among the inputs too: the image is the first input that is not one.
+    images = [dims for name, dims in inputs if name not in initializer_names]
+    sides = (images[0][2], images[0][3]) if images and len(images[0]) == 4 else None
+    return metadata, op_types, initializer_types, sides
+
+
+def _input_dims(view: memoryview, span: tuple[int, int]) -> tuple[str, list[int | None]]:
+    """A graph input (ValueInfoProto): its name and its dims (None for a dynamic one, or one with no value)."""
+    name, dims = "", []
+    for number, value in _fields(view, *span):
+        if number == 1 and isinstance(value, tuple):
+            name = bytes(view[value[0] : value[1]]).decode("utf-8")
+        elif number == 2 and isinstance(value, tuple):
+            dims = [_dim_value(view, dim) for dim in _nested(view, value, (1, 2, 1))]
+    return name, dims
+
+
+def _nested(view: memoryview, span: tuple[int, int], path: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The spans of the messages at field numbers ``path`` inside the message at ``span``, the last one repeated."""
+    spans = [span]
+    for number in path:
+        spans = [value for outer in spans for n, value in _fields(view, *outer) if n == number and isinstance(value, tuple)]
+    return spans
+
+
+def _dim_value(view: memoryview, span: tuple[int, int]) -> int | None:
+    values = [value for number, value in _fields(view, *span) if number == 1 and isinstance(value, int)]
+    return values[0] if values and values[0] > 0 else None
 
 
 def check_external_data(path: Path, locations: list[str]) -> None:
@@ -266,6 +329,7 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
     if not isinstance(data, dict) or "card" not in data:
         raise RuntimeModelError(f"{sidecar}: not an edgeseg engine sidecar (no 'card'). {REBUILD_FIX}.")
     card = ModelCard.from_dict(data["card"], source=f"{sidecar} (card)")
+    check_card_input_size(sidecar, card, None)  # the engine's own input shape is known only to TensorRT
     try:
         info = EngineInfo(
             card=card,

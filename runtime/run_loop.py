@@ -26,14 +26,14 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.files import atomic_output, write_bytes_atomic, write_mask
+from edgeseg.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
 from edgeseg.preprocess import as_bgr8
 from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.segmenter import Pending, Segmentation, Segmenter
 
-if TYPE_CHECKING:  # the server (werkzeug) loads only when --serve asks for it
+if TYPE_CHECKING:  # the server loads only when --serve asks for it
     from edgeseg.runtime.serve import LiveView
 
 log = logging.getLogger("edgeseg.runtime")
@@ -179,7 +179,9 @@ class _Finisher:
         self.options.jsonl.parent.mkdir(parents=True, exist_ok=True)
         # Streamed, not atomic: a long live run can be followed with `tail -f`, and every line
         # written is a whole record, so an interrupted run still leaves valid JSONL.
-        return outputs.enter_context(open(self.options.jsonl, "w", encoding="utf-8"))
+        stream = outputs.enter_context(open(self.options.jsonl, "w", encoding="utf-8"))
+        os.chmod(self.options.jsonl, new_file_mode())  # a file replaced with --overwrite would keep its old mode
+        return stream
 
     def _finish_one(self, item: _Item, outputs: ExitStack, jsonl) -> None:
         image = item.frame.image

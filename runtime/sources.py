@@ -23,7 +23,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +43,8 @@ CSI_PREFIX = "csi://"
 CSI_DEFAULTS = (1920, 1080, 30)  # width, height, fps asked of a CSI camera when --width/--height/--fps are not given
 LIST_CAMERAS = "List cameras with `v4l2-ctl --list-devices` (package v4l-utils)"
 OPEN_TIMEOUT_S = 10.0
+MAX_GLOB_DEPTH = 32  # folders a '**' descends: deeper than any image collection, and a bound on a hostile tree
+RECURSIVE_PART = re.compile(r"(?:^|(?<=/))\*\*(?:/|$)")  # a '**' that is a whole path component
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -392,7 +394,56 @@ def has_gstreamer() -> bool:
 
 
 def image_paths_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return unique_files(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def unique_files(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` sorted, each file once: a link to a file listed already, or a folder reached again through a
+    link, adds nothing. The most direct path to a file is kept: not a link, then through the fewest folders."""
+    unique: dict[str, Path] = {}
+    for path in sorted(paths, key=lambda path: (path.is_symlink(), len(path.parts), path)):
+        unique.setdefault(os.path.realpath(path), path)
+    return sorted(unique.values())
+
+
+def matching_paths(pattern: str) -> list[str]:
+    """The files ``glob.glob(pattern, recursive=True)`` matches, with each '**' walking every real folder once and
+    at most MAX_GLOB_DEPTH deep: a link that loops back (glob follows it until the OS refuses, about 40 times;
+    two such links multiply that) repeats nothing. A pattern ending in '**' gives what each folder holds."""
+    recursive = RECURSIVE_PART.search(pattern)
+    if recursive is None:
+        return glob.glob(pattern)
+    head, tail = pattern[:recursive.start()], pattern[recursive.end():]
+    bases = glob.glob(head) if glob.has_magic(head) else [head]
+    return [path for base in bases for folder in folders_below(base)
+            for path in matching_paths(os.path.join(glob.escape(folder), tail or "*"))]
+
+
+def folders_below(base: str) -> Iterator[str]:
+    """``base`` ('' for the current folder) and the folders below it, links followed and hidden ones skipped as
+    glob's '**' does; each real folder once (by device and inode), at most MAX_GLOB_DEPTH below ``base``."""
+    seen: set[tuple[int, int]] = set()
+    stack = [(base, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            info = os.stat(folder or os.curdir)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        yield folder
+        if depth < MAX_GLOB_DEPTH:
+            children = sorted(os.path.join(folder, name) for name in _visible_names(folder or os.curdir))
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+
+def _visible_names(folder: str) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if not name.startswith(".")]
+    except OSError:
+        return []
 
 
 def open_source(
@@ -423,7 +474,7 @@ def open_source(
 def _file_source(source: str, width: int | None, height: int | None, fps: float | None, loop: bool) -> Source:
     """Image files (a glob, a folder, one image), a video, or a camera device given by its path."""
     if any(char in source for char in "*?["):
-        paths = sorted(Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        paths = unique_files(Path(p) for p in matching_paths(os.path.expanduser(source)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise SourceError(f"no images match {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         return ImageFiles(paths, f"{len(paths)} images matching {source}", loop)

@@ -64,11 +64,11 @@ def test_training_on_a_full_disk_fails_clearly_and_keeps_the_checkpoint(small_di
     assert first.exit_code == 0, first.output
     checkpoint = sha256(run / CHECKPOINT_FILENAME)
     fill(small_disk)
-    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--no-progress"])
+    result = CliRunner().invoke(main, ["train", "--resume", str(run), "--data", str(synthetic_dir), "--no-progress"])
     assert_no_space_error(result, run)
     assert sha256(run / CHECKPOINT_FILENAME) == checkpoint
     (small_disk / "filler.bin").unlink()
-    resumed = CliRunner().invoke(main, ["train", "--resume", str(run), "--no-progress"])
+    resumed = CliRunner().invoke(main, ["train", "--resume", str(run), "--data", str(synthetic_dir), "--no-progress"])
     assert resumed.exit_code == 0, resumed.output
 
 
@@ -80,6 +80,6 @@ def test_export_on_a_full_disk_fails_clearly_and_keeps_the_model(small_disk: Pat
     assert first.exit_code == 0, first.output
     model = sha256(out / "model.onnx")
     fill(small_disk)
-    result = CliRunner().invoke(main, arguments)  # the same export again: a new model.onnx that does not fit
+    result = CliRunner().invoke(main, [*arguments, "--overwrite"])  # the same export again: a new model.onnx that does not fit
     assert_no_space_error(result, out)
     assert sha256(out / "model.onnx") == model

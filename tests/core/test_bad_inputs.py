@@ -6,7 +6,11 @@ naming the broken file, no traceback, and no output file left behind (not even a
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -62,7 +66,54 @@ def non_binary_mask(data: Path) -> Path:
     return mask
 
 
-BROKEN_DATA = [truncated_image, empty_image, text_as_image, missing_mask, wrong_size_mask, non_binary_mask]
+def lossless_webp(width: int, height: int, bgra: tuple[int, int, int, int] = (40, 80, 160, 255)) -> bytes:
+    """A real lossless WebP (VP8L) of one colour, 38 bytes whatever its size: each of its five prefix codes
+    has a single symbol, so every pixel takes no bits at all. Written by hand: cv2 needs the pixels to write it."""
+    bits, count = 0, 0
+    for value, width_in_bits in [(0x2F, 8), (width - 1, 14), (height - 1, 14), (0, 1), (0, 3),  # signature, size,
+                                 (0, 1), (0, 1), (0, 1)]:  # no alpha hint, version 0; no transform, colour cache, meta codes
+        bits, count = bits | value << count, count + width_in_bits
+    blue, green, red, alpha = bgra
+    for symbol in (green, red, blue, alpha, 0):  # the green, red, blue, alpha and distance codes
+        for value, width_in_bits in [(1, 1), (0, 1), (1, 1), (symbol, 8)]:  # simple code, 1 symbol, 8 bits wide
+            bits, count = bits | value << count, count + width_in_bits
+    payload = bits.to_bytes((count + 7) // 8 + 4, "little")
+    payload += b"\0" * (len(payload) % 2)  # RIFF chunks have an even size
+    chunk = b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def late_size_jpeg(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG, its frame header changed to declare width x height and moved past two 64 KiB comments.
+    libjpeg decodes it whole (the missing scan data become grey, with a warning): 131 KB on disk."""
+    data = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()
+    frame_header = data.index(b"\xff\xc0")
+    data = data[:frame_header + 5] + struct.pack(">HH", height, width) + data[frame_header + 9:]
+    comment = b"\xff\xfe" + struct.pack(">H", 65535) + b"\0" * 65533
+    return data[:2] + comment + comment + data[2:]
+
+
+WEBP_BOMB_SIZE, JPEG_BOMB_SIZE = (16383, 16383), (20000, 20000)  # above the default EDGESEG_MAX_PIXELS (2e8)
+
+
+def webp_bomb(data: Path) -> Path:
+    """38 bytes that OpenCV decodes into 0.8 GB (1.8 GB at its peak, measured)."""
+    image, _ = first_pair(data)
+    image.unlink()
+    bomb = image.with_suffix(".webp")
+    bomb.write_bytes(lossless_webp(*WEBP_BOMB_SIZE))
+    return bomb
+
+
+def late_size_jpeg_bomb(data: Path) -> Path:
+    """131 KB that OpenCV decodes into 1.2 GB (2.3 GB at its peak, measured); its size lies past 128 KiB."""
+    image, _ = first_pair(data)
+    image.write_bytes(late_size_jpeg(*JPEG_BOMB_SIZE))
+    return image
+
+
+BOMBS = {webp_bomb: WEBP_BOMB_SIZE, late_size_jpeg_bomb: JPEG_BOMB_SIZE}
+BROKEN_DATA = [truncated_image, empty_image, text_as_image, missing_mask, wrong_size_mask, non_binary_mask, *BOMBS]
 
 
 def data_commands(data: Path, model: Path, out: Path) -> dict[str, tuple[list[str], list[Path]]]:
@@ -98,6 +149,86 @@ def test_broken_data_is_named_by_every_command(command, breakage, synthetic_dir,
     broken = breakage(data)
     arguments, leftovers = data_commands(data, tiny_onnx, out)[command]
     assert_clear_failure(CliRunner().invoke(main, arguments), broken, leftovers)
+
+
+def test_the_bombs_are_real_images_that_opencv_decodes_at_the_size_they_declare():
+    for image in (lossless_webp(640, 480), late_size_jpeg(640, 480)):
+        decoded = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None and decoded.shape == (480, 640, 3)
+    assert len(lossless_webp(*WEBP_BOMB_SIZE)) < 100 and len(late_size_jpeg(*JPEG_BOMB_SIZE)) < 140_000
+
+
+# Runs the command and writes the peak resident memory of its children. A child's peak counts the memory
+# of the process it was started from (Linux keeps the high-water mark across exec), so the command is
+# started from this small interpreter, never from pytest's, which may already hold a gigabyte of torch.
+MEASURING_LAUNCHER = """import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:], timeout=600)
+with open(sys.argv[1], "w") as peak:
+    peak.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024))
+sys.exit(code)
+"""
+
+
+def run_edgeseg(arguments: list[str], folder: Path) -> tuple[int, str, int]:
+    """Run ``python -m edgeseg ARGUMENTS`` with the default pixel limit: its exit code, its output (stdout
+    and stderr), and its peak resident memory in bytes."""
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("EDGESEG_MAX_PIXELS", "OPENCV_IO_MAX_IMAGE_PIXELS")}
+    peak = folder / "peak_bytes"
+    result = subprocess.run([sys.executable, "-c", MEASURING_LAUNCHER, str(peak), sys.executable, "-m", "edgeseg", *arguments],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    return result.returncode, result.stdout, int(peak.read_text())
+
+
+def bomb_command(command: str, data: Path, model: Path, out: Path) -> tuple[list[str], list[Path]]:
+    """The command, and the outputs it must not leave behind; `run` on the folder of images."""
+    if command == "run":
+        return ["run", str(model), "--source", str(data / IMAGES), "--no-show", "--save-masks", str(out / "masks")], []
+    return data_commands(data, model, out)[command]
+
+
+CLEAN_PEAK_BYTES: dict[str, int] = {}  # each command's peak on the good data, measured once
+
+
+def clean_peak_bytes(command: str, synthetic_dir: Path, model: Path, folder: Path) -> int:
+    if command not in CLEAN_PEAK_BYTES:
+        data, out = folder / "data", folder / "out"
+        shutil.copytree(synthetic_dir, data)
+        out.mkdir()
+        exit_code, output, CLEAN_PEAK_BYTES[command] = run_edgeseg(bomb_command(command, data, model, out)[0], folder)
+        assert exit_code == 0, output
+    return CLEAN_PEAK_BYTES[command]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bomb", BOMBS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("command", ["data check", "train", "eval", "run"])
+def test_a_decompression_bomb_is_refused_by_every_command_without_being_decoded(command, bomb, synthetic_dir, tiny_onnx,
+                                                                               tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(synthetic_dir, data)
+    out.mkdir()
+    broken = bomb(data)
+    width, height = BOMBS[bomb]
+    arguments, leftovers = bomb_command(command, data, tiny_onnx, out)
+    exit_code, output, peak_bytes = run_edgeseg(arguments, tmp_path)
+
+    assert "Traceback" not in output, output
+    assert broken.name in output and f"declares {width}x{height} = {width * height:,} pixels" in output, output
+    assert "EDGESEG_MAX_PIXELS" in output, output
+    # Decoding it would add at least width x height x 3 bytes (BGR) to what the command needs anyway.
+    clean_peak = clean_peak_bytes(command, synthetic_dir, tiny_onnx, tmp_path / "clean")
+    assert peak_bytes < clean_peak + width * height * 3 // 2, \
+        f"{command} peaked at {peak_bytes / 2**20:.0f} MiB, {clean_peak / 2**20:.0f} MiB on the good data"
+    if command == "run":
+        # As for any unreadable image in a folder: named and skipped, the others processed.
+        images = len(list((data / IMAGES).iterdir()))
+        assert exit_code == 0 and f"skipped: {broken}: its" in output, output
+        assert len(list((out / "masks").iterdir())) == images - 1
+    else:
+        assert exit_code == 1, output
+        for path in leftovers:
+            assert not path.exists(), f"{path} was left behind"
 
 
 def random_bytes_onnx(folder: Path, good: Path) -> Path:

@@ -24,8 +24,10 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 
-def small_graph_model(op_type: str = "Relu", card: ModelCard | None = None, key: str = "edgeseg_card"):
-    """A one-node ONNX model made with onnx.helper; with ``card`` it carries an edgeseg card."""
+def small_graph_model(op_type: str = "Relu", card: ModelCard | None = None, key: str = "edgeseg_card",
+                      graph_size: tuple | None = None):
+    """A one-node ONNX model made with onnx.helper; with ``card`` it carries an edgeseg card. Its input is
+    ``graph_size`` (height, width; a name for a dynamic side), by default the card's size, as in an export."""
     if op_type == "QuantizeLinear":
         scale = helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])
         node = helper.make_node("QuantizeLinear", ["image", "scale"], ["logits"])
@@ -35,7 +37,8 @@ def small_graph_model(op_type: str = "Relu", card: ModelCard | None = None, key:
         node = helper.make_node(op_type, ["image"], ["logits"])
         output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])
         initializers = []
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])], [output], initializers)
+    side = list(graph_size or (card.input_size if card is not None else (4, 4)))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *side])], [output], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     if card is not None:
         entry = model.metadata_props.add()
@@ -150,3 +153,49 @@ def test_engine_for_another_gpu_or_tensorrt_is_refused(tmp_path: Path, tiny_card
         check_engine_host(info, "model.engine", "10.7.0", "8.7")
     with pytest.raises(RuntimeModelError, match="built for Orin \\(compute capability 8.7\\).*8.9.*rebuild it here"):
         check_engine_host(info, "model.engine", "10.3.0", "8.9")
+
+
+def test_a_card_whose_input_size_is_not_the_graphs_is_refused_naming_both(tmp_path: Path, tiny_card: ModelCard) -> None:
+    path = tmp_path / "model.onnx"
+    onnx.save(small_graph_model("Relu", tiny_card.replace(input_size=(4096, 4096)), graph_size=(256, 256)), str(path))
+    with pytest.raises(RuntimeModelError) as error:
+        read_card(path)
+    message = str(error.value)
+    assert str(path) in message and "4096x4096" in message and "256x256" in message and "edgeseg export" in message
+    dynamic = tmp_path / "dynamic.onnx"  # a graph that takes any size takes the card's
+    onnx.save(small_graph_model("Relu", tiny_card.replace(input_size=(512, 384)), graph_size=("height", "width")), str(dynamic))
+    assert read_card(dynamic).input_size == (512, 384)
+
+
+def test_a_card_with_an_absurd_input_size_is_refused_in_an_onnx_and_in_an_engine(tmp_path: Path, tiny_card: ModelCard) -> None:
+    huge = tiny_card.replace(input_size=(32768, 32768))
+    path = tmp_path / "model.onnx"
+    onnx.save(small_graph_model("Relu", huge), str(path))  # the graph agrees: only the size itself is absurd
+    with pytest.raises(RuntimeModelError, match=f"{path}: .*32768x32768, more than the 8192 a side"):
+        read_card(path)
+    with pytest.raises(RuntimeModelError, match="32768x32768, more than the 8192 a side"):
+        read_engine_info(write_engine(tmp_path, huge))
+
+
+@pytest.mark.parametrize("side", [4096, 32768])
+def test_run_refuses_a_card_that_is_not_the_graphs_before_allocating_for_it(side: int, tmp_path: Path, tiny_card: ModelCard,
+                                                                            video_20: Path) -> None:
+    """It used to end as "a bug in edgeseg" inside onnxruntime, after allocating a 4096x4096 frame (or gigabytes)."""
+    import tracemalloc
+
+    from click.testing import CliRunner
+
+    from edgeseg.cli import main
+
+    path = tmp_path / "model.onnx"
+    onnx.save(small_graph_model("Relu", tiny_card.replace(input_size=(side, side)), graph_size=(256, 256)), str(path))
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(main, ["run", str(path), "--source", str(video_20), "--no-show", "--max-frames", "1"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 1, result.output
+    assert f"Error: {path}" in result.output and f"{side}x{side}" in result.output, result.output
+    assert "bug in edgeseg" not in result.output and "Traceback" not in result.output
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB allocated before the refusal"

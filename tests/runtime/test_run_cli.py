@@ -156,3 +156,29 @@ def test_sigterm_stops_a_run_cleanly_with_a_complete_recording(tiny_onnx: Path, 
     assert process.returncode == 0, errors
     frames = len(records.read_text().splitlines())
     assert frames >= 30 and count_video_frames(video) == (frames, (640, 480))
+
+
+def test_the_next_run_removes_the_temporary_a_killed_run_left(tiny_onnx: Path, video_20: Path, tmp_path: Path) -> None:
+    """kill -9 leaves the video's hidden temporary (.overlay.XXXXXXXX.tmp.mp4); nothing else would remove it."""
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    video, masks = tmp_path / "overlay.mp4", tmp_path / "masks"
+    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--loop", "--no-show",
+               "--save", str(video), "--save-masks", str(masks)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = clock.monotonic() + 120
+    while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 5):
+        assert process.poll() is None and clock.monotonic() < deadline, process.stderr.read()
+        clock.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert list(tmp_path.glob(".overlay.*.tmp.mp4")) and not video.exists()
+
+    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--max-frames", "2", "--save", str(video),
+                 "--save-masks", str(masks), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert count_video_frames(video)[0] == 2
+    assert not list(tmp_path.rglob(".*.tmp*")), "a killed run's temporary was left"

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -124,6 +125,36 @@ def test_glob_and_single_image_and_video(image_folder: Path, video_20: Path) -> 
     video = open_source(str(video_20))
     assert isinstance(video, VideoFile) and not video.live and video.fps == pytest.approx(30.0)
     assert len(list(video.frames())) == 20
+
+
+def frame_names(source) -> list[str]:
+    try:
+        return [frame.name for frame in source.frames()]
+    finally:
+        source.close()
+
+
+def test_a_glob_through_symlink_loops_processes_each_image_once(image_folder: Path) -> None:
+    nested = image_folder / "visit4"
+    nested.mkdir()
+    cv2.imwrite(str(nested / "close-up.jpg"), np.full((40, 60, 3), 90, dtype=np.uint8))
+    # Two links back up: glob's own '**' follows each until the OS refuses (about 40 deep), and two of
+    # them multiply: 2**40 paths to walk. Each real folder is walked once instead.
+    (nested / "up").symlink_to("..")
+    (nested / "again").symlink_to("../..")
+    started = time.perf_counter()
+    source = open_source(str(image_folder / "**" / "*.jpg"))
+    assert time.perf_counter() - started < 5
+    assert sorted(path.name for path in source.paths) == ["ISIC_0000001.jpg", "ISIC_0000009.jpg", "close-up.jpg",
+                                                          "visit3.jpg"]
+    assert sorted(frame_names(source)) == ["ISIC_0000001", "close-up", "visit3"]  # the corrupt one is skipped
+
+
+def test_the_same_file_twice_is_processed_once(image_folder: Path) -> None:
+    (image_folder / "same-as-visit3.jpg").symlink_to(image_folder / "visit3.jpg")
+    (image_folder / "visit3-again.jpg").symlink_to("same-as-visit3.jpg")
+    assert frame_names(open_source(str(image_folder))) == ["ISIC_0000001", "ISIC_0000002", "visit3"]
+    assert frame_names(open_source(str(image_folder / "*3*.jpg"))) == ["visit3"]
 
 
 def test_missing_path_and_empty_glob_are_clear_errors(tmp_path: Path) -> None:
