@@ -190,7 +190,8 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
     result = train_until_first_checkpoint(arguments, run, deadline, log)
     if not result["killed"] or result["reason"] or result["finished_before_kill"]:
         return {"status": "failed", **result, "reason": result["reason"] or "the run had finished before the kill"}
-    resumed = edgeseg("train", "--resume", str(run), "--no-progress", timeout=deadline - time.monotonic(), log=log)
+    resumed = edgeseg("train", "--resume", str(run), "--data", str(data), "--no-progress", timeout=deadline - time.monotonic(),
+                      log=log)
     epochs = [int(row["epoch"]) for row in epoch_rows(run)]
     card = json.loads((run / "card.json").read_text()) if (run / "card.json").exists() else {}
     scaler = torch.load(run / "checkpoint-last.pt", map_location="cpu", weights_only=True).get("scaler") or {}

@@ -1,6 +1,6 @@
 """Real kills: SIGKILL at random moments (and inside the checkpoint and weight writes), then resume.
 
-Training is killed 10 times and resumed each time (or restarted, when the kill came before the first
+Training is killed 10 times and resumed each time (from the start when the kill came before the first
 checkpoint); its final weights must equal an uninterrupted run's, tensor for tensor. Export is
 killed at random moments; whatever it left must be complete: every model file the runtime would
 load loads and runs. Both run `edgeseg` as a user would, in a child process.
@@ -20,6 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
+from edgeseg.train.checkpoints import CONFIG_FILENAME  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
 
 TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
@@ -57,9 +58,9 @@ def edgeseg(*arguments: str) -> list[str]:
 
 
 def train_or_resume(data: Path, out: Path) -> list[str]:
-    """What a user runs after a kill: --resume once a checkpoint exists, else the first command again."""
-    if (out / CHECKPOINT_FILENAME).exists():
-        return edgeseg("train", "--resume", str(out), "--no-progress")
+    """What a user runs after a kill: --resume once the run has its config.json, else the first command again."""
+    if (out / CONFIG_FILENAME).exists():
+        return edgeseg("train", "--resume", str(out), "--data", str(data), "--no-progress")
     return edgeseg("train", "--data", str(data), "--out", str(out), *TINY)
 
 
@@ -113,12 +114,34 @@ def test_ten_sigkills_then_resume_give_the_uninterrupted_weights(synthetic_dir, 
 
 
 @pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthetic_dir, tmp_path):
+    two_epochs = [*TINY, "--epochs", "2"]  # the last --epochs given wins
+    reference, out = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(edgeseg("train", "--data", str(synthetic_dir), "--out", str(reference), *two_epochs), check=True,
+                   capture_output=True, timeout=600)
+
+    first = edgeseg("train", "--data", str(synthetic_dir), "--out", str(out), *two_epochs)
+    assert run_killed_at(first, None, child_environment(tmp_path, CHECKPOINT_FILENAME))  # as it wrote the first
+    assert (out / CONFIG_FILENAME).is_file() and not (out / CHECKPOINT_FILENAME).exists()
+    resume = edgeseg("train", "--resume", str(out), "--data", str(synthetic_dir), "--no-progress")
+    assert not run_killed_at(resume, None, child_environment(tmp_path, None))
+
+    finished = torch.load(reference / CHECKPOINT_FILENAME, weights_only=True)
+    resumed = torch.load(out / CHECKPOINT_FILENAME, weights_only=True)
+    assert resumed["state"]["epoch"] == 2
+    for name, tensor in finished["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert not list(out.glob(".*.tmp*")), "the killed write's temporary was left"
+
+
+@pytest.mark.slow
 def test_a_killed_export_leaves_only_complete_models(trained_run_dir, synthetic_dir, tmp_path):
     from edgeseg.synthetic import make_sample
 
     out, rng = tmp_path / "export", random.Random(1)
     command = edgeseg("export", str(trained_run_dir), "--out", str(out), "--fp16", "--int8", "--calib", str(synthetic_dir),
-                      "--calib-n", "8", "--parity-data", str(synthetic_dir), "--parity-n", "4", "--latency-runs", "2")
+                      "--calib-n", "8", "--parity-data", str(synthetic_dir), "--parity-n", "4", "--latency-runs", "2",
+                      "--overwrite")  # a kill may come after the report: the next run replaces that export
     environment = child_environment(tmp_path, None)
     frame, _ = make_sample(0, 0, 96)
     for target in ("model.onnx", "model.int8.onnx"):  # killed inside those writes, then at random moments

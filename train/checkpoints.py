@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from edgeseg.train.threshold import ThresholdSweep
 
 CHECKPOINT_FILENAME = "checkpoint-last.pt"
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scaler", "state", "card", "config", "rng"})
 CONFIG_FILENAME = "config.json"
 ITERATION_FIELDS = ("epoch", "step", "loss", "iou", "lr", "seconds")
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_iou", "val_dice", "val_jaccard", "val_threshold_jaccard",
@@ -65,6 +66,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
     write_text_atomic(run_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """config.json as written by ``write_config``, or None when the run has none (ValueError if it is not one)."""
+    path = run_dir / CONFIG_FILENAME
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return stored
 
 
 def capture_rng() -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from edgeseg.click_types import INPUT_SIZE
+from edgeseg.click_types import INPUT_SIZE, overwrite_option
 from edgeseg.names import LOSSES
 
 # The paper's set-up (FPN with SE-ResNeXt-50, 320 px, Dice loss, Adam 1e-4 -> 1e-5 after epoch 10, 20 epochs).
@@ -41,7 +41,7 @@ Examples:
   edgeseg train --data ../shared/data/isic2018 --out runs/lite0 --time-budget 60
   edgeseg train --data data/synth --out runs/try --epochs 3 --size 128 --encoder-weights none
   edgeseg train --data ../shared/data/isic2018 --out runs/paper --preset paper --encoder-weights none
-  edgeseg train --resume runs/lite0                   # continue a stopped run exactly
+  edgeseg train --resume runs/lite0 --data ../shared/data/isic2018   # continue a stopped run exactly
   edgeseg train --data my-clinic --out runs/tuned --init-weights runs/lite0 --lr 3e-4 --time-budget 30
   torchrun --nproc_per_node 4 -m edgeseg train --data DIR --out runs/ddp --device cuda
 
@@ -51,6 +51,57 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
 """
 
 
+# What --resume takes from the command line; every other setting comes from the run (train.loop.RUN_FIELDS).
+START_FILE_OPTIONS = ("encoder_weights", "init_weights")  # for a run stopped before its first checkpoint
+TEST_HOOK_OPTIONS = ("stop_after_epochs", "sample_log")
+RESUME_OPTIONS = ("data", "split_dir", *START_FILE_OPTIONS, *TEST_HOOK_OPTIONS)
+
+
+def check_resume_options(resume_dir: Path, preset: str | None, options: dict[str, Any]) -> None:
+    """--resume needs the data again and refuses settings it would not use."""
+    refused = [name for name, value in options.items() if value is not None and name not in RESUME_OPTIONS]
+    if preset is not None:
+        refused.insert(0, "preset")
+    if refused:
+        raise click.UsageError(f"{option_flags(refused)}: a resumed run keeps the settings it was started with; "
+                               "with --resume give only --data and --split-dir (and --encoder-weights FILE or "
+                               "--init-weights RUN_DIR for a run stopped before its first checkpoint)")
+    if options["data"] is None:
+        raise click.UsageError(f"--resume needs --data: a run folder's paths are never used{started_with(resume_dir)}. "
+                               f"Resume with: edgeseg train --resume {resume_dir} --data DATA")
+
+
+def option_flags(names: list[str]) -> str:
+    flags = {param.name: param.opts[0] for param in click.get_current_context().command.params}
+    return ", ".join(flags[name] for name in names)
+
+
+def started_with(resume_dir: Path) -> str:
+    """A hint for the user: the data folder the run's config.json names, shown, never used."""
+    from edgeseg.train.checkpoints import read_config
+
+    try:
+        data = (read_config(resume_dir) or {}).get("data")
+    except (OSError, ValueError):
+        return ""
+    return f" (it was started with --data {data})" if isinstance(data, str) and data.isprintable() else ""
+
+
+def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
+    """The overwrite rule for a run directory: one that holds a run (its checkpoint) is refused; with --overwrite
+    the files that run wrote are removed first, by name (nothing else in the folder)."""
+    from edgeseg.card import CARD_FILENAME
+    from edgeseg.files import prepare_outputs
+    from edgeseg.names import WEIGHTS_FILENAME
+    from edgeseg.train.checkpoints import CHECKPOINT_FILENAME, CONFIG_FILENAME
+
+    prepare_outputs([(f"--out: a training run, which `--resume {out}` continues", out / CHECKPOINT_FILENAME)], overwrite)
+    if overwrite:
+        names = (CHECKPOINT_FILENAME, CONFIG_FILENAME, CARD_FILENAME, WEIGHTS_FILENAME)
+        for path in [*(out / name for name in names), *(out / "logs").glob("*.csv"), *(out / "plots").glob("*.png")]:
+            path.unlink(missing_ok=True)
+
+
 @click.command("train", epilog=EXAMPLE)
 @click.option("--data", "data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Data set folder (ISIC layout or images/ + masks/) with splits/train.txt and splits/val.txt.")
@@ -58,7 +109,9 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
               help="Folder holding train.txt and val.txt (default: DATA/splits).")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run directory to create.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Continue the run in this directory from its last checkpoint (other options are taken from it).")
+              help="Continue the run in this directory from its last checkpoint, or from the start if it stopped "
+                   "before one. Give --data (and --split-dir) again: the run folder supplies only its training "
+                   "settings, never a path.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="A named set-up; options given explicitly override it. paper: se_resnext50_32x4d, 320x320, "
                    "Dice loss, Adam lr 1e-4 -> 1e-5 after epoch 10, 20 epochs.")
@@ -96,7 +149,8 @@ normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--stop-after-epochs", type=click.IntRange(1), hidden=True)
 @click.option("--sample-log", hidden=True)
-def train_command(resume_dir: Path | None, preset: str | None, no_progress: bool, **options: Any) -> None:
+@overwrite_option
+def train_command(resume_dir: Path | None, preset: str | None, no_progress: bool, overwrite: bool, **options: Any) -> None:
     """Train an FPN lesion segmenter and write its run directory (weights, card, logs, plots).
 
     Every epoch is validated on the val split at each image's own resolution (Dice, IoU, thresholded
@@ -109,10 +163,17 @@ def train_command(resume_dir: Path | None, preset: str | None, no_progress: bool
         raise click.ClickException(f"training needs PyTorch ({error.name} is missing): pip install 'edgeseg[train]'") from None
 
     if resume_dir is not None:
-        result = resume(resume_dir, progress=not no_progress)
+        if overwrite:
+            raise click.UsageError("--overwrite starts a new run over an earlier one, --resume continues it: give one of them")
+        check_resume_options(resume_dir, preset, options)
+        start_files = {name: str(options[name]) for name in START_FILE_OPTIONS if options[name] is not None}
+        test_hooks = {name: options[name] for name in TEST_HOOK_OPTIONS if options[name] is not None}
+        result = resume(resume_dir, data=options["data"], split_dir=options["split_dir"], start_files=start_files,
+                        progress=not no_progress, test_hooks=test_hooks)
     else:
         if options["data"] is None or options["out"] is None:
             raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
+        replace_an_earlier_run(options["out"], overwrite)
         given = {name: value for name, value in options.items() if value is not None}
         values = {**PRESETS.get(preset, {}), **given}
         for name in ("data", "out", "split_dir", "init_weights"):

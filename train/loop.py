@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -44,12 +45,16 @@ from edgeseg.files import remove_stale_temporaries
 from edgeseg.names import WEIGHTS_FILENAME
 from edgeseg.train.checkpoints import (
     CHECKPOINT_FILENAME,
+    CHECKPOINT_KEYS,
+    CONFIG_FILENAME,
     IterationLog,
     card_with_provenance,
     load_checkpoint,
     open_iteration_log,
+    read_config,
     restore_rng,
     save_checkpoint,
+    split_hash,
     training_notes,
     write_config,
     write_threshold_log,
@@ -109,9 +114,29 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         values = dict(data)
-        values["size"] = tuple(values["size"])
-        values["decoder_channels"] = tuple(values["decoder_channels"])
+        for name in ("size", "decoder_channels"):  # JSON and checkpoints store tuples as lists
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
+
+
+# Where --resume takes each TrainConfig field from. A run folder may come from anyone (a download, a
+# colleague's disk), so what it stores may describe the training and nothing else: a path it named
+# would let it read or write where it liked, and a test hook would change what the run does.
+# - Describes the training: from the run (its checkpoint, else its config.json). Device, threads and
+#   workers are among them because a CPU run repeats exactly only with the same threads.
+RUN_FIELDS = ("epochs", "batch_size", "size", "lr", "min_lr_factor", "warmup_epochs", "weight_decay", "optimizer",
+              "schedule", "step_epoch", "step_factor", "loss", "encoder", "decoder_channels", "augment",
+              "camera_framing", "seed", "device", "time_budget_minutes", "threads", "workers")
+# - Where to read or write: from the command line. The output is the run folder itself.
+LOCATION_FIELDS = ("data", "split_dir", "out")
+# - Files only a run's start reads (a file of encoder weights, the run a fine-tune starts from): a
+#   checkpoint already holds the weights, so its values stay as the card's record and are never opened;
+#   a run stopped before its first checkpoint starts again and takes them from the command line.
+START_FILE_FIELDS = ("encoder_weights", "init_weights")
+# - Test hooks and this terminal's progress bars: from the command line or nowhere.
+COMMAND_LINE_ONLY_FIELDS = ("stop_after_epochs", "sample_log", "progress")
+ENCODER_WEIGHT_NAMES = ("imagenet", "none")  # encoder_weights values that name no file
 
 
 @dataclass
@@ -147,20 +172,94 @@ def train(config: TrainConfig) -> TrainResult:
     run_dir = Path(config.out)
     if (run_dir / CHECKPOINT_FILENAME).exists():
         raise TrainingError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
-                            "or choose another --out")
+                            f"--data {config.data}, or choose another --out")
     return _run(config, checkpoint=None)
 
 
-def resume(run_dir: str | Path, progress: bool = True) -> TrainResult:
-    """Continue a run exactly where its last checkpoint left it (model, optimiser, schedule, epoch, RNG)."""
-    path = Path(run_dir) / CHECKPOINT_FILENAME
-    if not path.is_file():
-        raise TrainingError(f"{path}: no checkpoint to resume from; --resume takes a run directory made by "
-                            "`edgeseg train`")
-    checkpoint = load_checkpoint(path)
-    config = TrainConfig.from_dict({**checkpoint["config"], "out": str(run_dir), "progress": progress,
-                                    "stop_after_epochs": None})
+def resume(run_dir: str | Path, data: str | Path, split_dir: str | Path | None = None,
+           start_files: dict[str, str] | None = None, progress: bool = True,
+           test_hooks: dict[str, Any] | None = None) -> TrainResult:
+    """Continue the run in ``run_dir`` exactly where its last checkpoint left it (model, optimiser, schedule,
+    epoch, RNG), or from the start when it stopped before its first checkpoint.
+
+    From the run folder only what describes the training is taken (RUN_FIELDS); the data, the split and
+    ``start_files`` (encoder_weights, init_weights: what a start from the beginning reads) come from the caller.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = read_checkpoint(run_dir)
+    stored = checkpoint["config"] if checkpoint is not None else stored_config(run_dir)
+    values = {name: stored[name] for name in RUN_FIELDS if name in stored}
+    values |= start_file_values(run_dir, stored, start_files or {}, from_checkpoint=checkpoint is not None)
+    values |= {"data": str(data), "split_dir": str(split_dir) if split_dir else None, "out": str(run_dir),
+               "progress": progress, **(test_hooks or {})}
+    try:
+        config = TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise TrainingError(f"{run_dir}: its stored training configuration is not one edgeseg wrote "
+                            f"({error})") from None
     return _run(config, checkpoint=checkpoint)
+
+
+def read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The run's checkpoint, or None when it stopped before its first one (tensors and plain values only)."""
+    path = run_dir / CHECKPOINT_FILENAME
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = load_checkpoint(path)  # weights_only=True: a pickle that would run code is refused
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise TrainingError(f"{path}: not a checkpoint edgeseg wrote, or a damaged one ({type(error).__name__}); "
+                            "it is loaded as tensors and plain values only") from None
+    well_formed = isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()
+    if not (well_formed and isinstance(checkpoint["config"], dict)):
+        raise TrainingError(f"{path}: not a checkpoint edgeseg wrote (it should hold "
+                            f"{', '.join(sorted(CHECKPOINT_KEYS))})")
+    return checkpoint
+
+
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run stopped before its first checkpoint: it starts again from it."""
+    try:
+        stored = read_config(run_dir)
+    except ValueError as error:  # not JSON, not UTF-8, or not an object
+        raise TrainingError(f"{run_dir / CONFIG_FILENAME}: not a training configuration edgeseg wrote "
+                            f"({error})") from None
+    if stored is None:
+        raise TrainingError(f"{run_dir}: no {CHECKPOINT_FILENAME} or {CONFIG_FILENAME} to resume from; --resume takes "
+                            "a run directory made by `edgeseg train`")
+    return stored
+
+
+def start_file_values(run_dir: Path, stored: dict[str, Any], given: dict[str, str],
+                      from_checkpoint: bool) -> dict[str, Any]:
+    """encoder_weights and init_weights of a resumed run (START_FILE_FIELDS says why)."""
+    if from_checkpoint:
+        if given:
+            raise TrainingError(f"{run_dir} continues from the weights of its checkpoint; "
+                                f"{', '.join(option_name(name) for name in given)} is only for a run stopped before "
+                                "its first checkpoint")
+        return {name: stored[name] for name in START_FILE_FIELDS if name in stored}
+    values = {}
+    for name in START_FILE_FIELDS:
+        if name in given:
+            values[name] = given[name]
+        elif names_a_file(name, stored.get(name)):
+            raise TrainingError(f"{run_dir} stopped before its first checkpoint and was started with "
+                                f"{option_name(name)} FILE, which is never taken from a run folder: resume it with "
+                                f"{option_name(name)} FILE given again")
+        elif name in stored:
+            values[name] = stored[name]
+    return values
+
+
+def names_a_file(name: str, value: Any) -> bool:
+    if name == "encoder_weights":
+        return value not in (None, *ENCODER_WEIGHT_NAMES)
+    return value is not None
+
+
+def option_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
 
 
 def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
@@ -239,6 +338,8 @@ def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | No
     seed_everything(config.seed)
     card = make_card(config) if fresh else checkpoint_card(checkpoint, config)
     train_samples, val_samples = load_samples(config, show)
+    if not fresh:
+        require_the_split_it_trained_on(card, config, train_samples, val_samples)
     train_data = decode_train(train_samples, card, progress=show)
     val_data = decode_val(val_samples, card, progress=show) if ddp.is_main else None
     if len(train_samples) // ddp.world_size < config.batch_size:
@@ -531,6 +632,17 @@ def load_samples(config: TrainConfig, progress: bool) -> tuple[list[Sample], lis
     if not val_samples:
         raise TrainingError(f"{config.data}: the val split is empty; validation picks the best epoch")
     return train_samples, val_samples
+
+
+def require_the_split_it_trained_on(card: ModelCard, config: TrainConfig, train_samples: list[Sample],
+                                    val_samples: list[Sample]) -> None:
+    """A resume continues exactly only on the split its checkpoint trained on (the data is given again)."""
+    trained_on = card.provenance.split_hash
+    if trained_on and trained_on != split_hash(train_samples, val_samples):
+        split = config.split_dir or str(Path(config.data) / "splits")
+        raise TrainingError(f"{split}: this train/val split is not the one {config.out} trained on; resume with that "
+                            "run's data (and its --split-dir, if it had one), or start a new run from its weights with "
+                            f"--init-weights {config.out}")
 
 
 def wrap_for_ddp(model: torch.nn.Module, device: torch.device, ddp: Distributed) -> torch.nn.Module:

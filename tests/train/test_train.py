@@ -76,7 +76,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(two_epoch_run, syntheti
     out = tmp_path / "killed"
     run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", "--stop-after-epochs", "1", *TINY)
     assert len(rows(out / "logs/epochs.csv")) == 1 and not (out / "logs/threshold.csv").exists()
-    run_train("--resume", str(out), "--no-progress")
+    run_train("--resume", str(out), "--data", str(synthetic_dir), "--no-progress")
 
     finished = torch.load(two_epoch_run / CHECKPOINT_FILENAME, weights_only=True)
     resumed = torch.load(out / CHECKPOINT_FILENAME, weights_only=True)
@@ -196,5 +196,5 @@ def test_a_fine_tune_resumes_after_the_run_it_started_from_is_gone(two_epoch_run
     run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", "--stop-after-epochs", "1",
               "--init-weights", str(source), *TINY)
     shutil.rmtree(source)
-    run_train("--resume", str(out), "--no-progress")
+    run_train("--resume", str(out), "--data", str(synthetic_dir), "--no-progress")
     assert [int(r["epoch"]) for r in rows(out / "logs/epochs.csv")] == [1, 2]
