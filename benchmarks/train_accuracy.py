@@ -67,7 +67,15 @@ def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, di
             "full_resolution_val": evaluate_images(segmenter, full_resolution(val), str(run_dir), "val full-res"),
             "full_resolution_train": evaluate_images(segmenter, full_resolution(train), str(run_dir), "train full-res"),
         }
-    return {name: {**evaluation.mean, "images": len(evaluation.per_image)} for name, evaluation in evaluations.items()}
+    return {name: {**evaluation.mean, **interval_bounds(evaluation), "images": len(evaluation.per_image)}
+            for name, evaluation in evaluations.items()}
+
+
+def interval_bounds(evaluation) -> dict[str, float]:
+    """The 95% bootstrap interval of the ranking metrics' means, flat (they also go into the card's evaluations)."""
+    intervals = evaluation.intervals
+    return {f"{name}_{end}": round(getattr(intervals[name], end), 6)
+            for name in ("dice", "jaccard", "threshold_jaccard") for end in ("low", "high")}
 
 
 def parse_args() -> argparse.Namespace:

@@ -41,6 +41,8 @@ from edgeseg.names import IMAGE_SUFFIXES
 MASK_SUFFIX = ".png"
 MASK_TAG = "_segmentation"
 SPLITS_FOLDER = "splits"
+# The locked split (splits/test.txt): scored once per model about to ship, never trained on or chosen with.
+LOCKED_SPLIT = "test"
 
 LAYOUT_HELP = (
     "expected the official ISIC layout (*_Input/<id>.jpg with *_GroundTruth/<id>_segmentation.png) or "
@@ -247,6 +249,16 @@ def read_split(path: Path) -> list[str]:
     """The ids in a split file, in file order: one a line, blank lines and `#` comments skipped."""
     lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line]
+
+
+def locked_test_ids(root: str | os.PathLike, split_dir: Path | None = None) -> set[str]:
+    """The ids of the locked test split (LOCKED_SPLIT.txt in the data's split folder and in ``split_dir``).
+
+    Never trained on and never chosen with: training refuses a train or val split that holds one of them.
+    """
+    folders = {Path(root) / SPLITS_FOLDER, *([Path(split_dir)] if split_dir is not None else [])}
+    files = [folder / f"{LOCKED_SPLIT}.txt" for folder in folders]
+    return {sample_id for path in files if path.is_file() for sample_id in read_split(path)}
 
 
 def discover_samples(root: str | os.PathLike, split: str | None = None, split_dir: Path | None = None) -> list[Sample]:

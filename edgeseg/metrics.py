@@ -113,3 +113,55 @@ def mean_scores(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
     if not per_image:
         raise ValueError("no images to average")
     return {name: float(np.mean([scores[name] for scores in per_image])) for name in METRIC_NAMES}
+
+
+# --- intervals --------------------------------------------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # the same interval for the same scores, every run
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over images and its 95% percentile-bootstrap interval (images resampled with replacement)."""
+
+    mean: float
+    low: float
+    high: float
+    images: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "images": self.images}
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def bootstrap_interval(values: Iterable[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> Interval:
+    """The mean of per-image ``values`` and the 2.5th and 97.5th percentiles of the means of ``resamples``
+    resamples of the images. For a paired comparison, pass each image's difference between two models."""
+    values = np.asarray(list(values), dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("an interval needs at least one image")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(values.mean()), float(low), float(high), int(values.size))
+
+
+def paired_differences(first: Mapping[str, Mapping[str, float]], second: Mapping[str, Mapping[str, float]],
+                       metrics: Iterable[str] = METRIC_NAMES) -> dict[str, Interval]:
+    """Per metric: the mean over images of (second - first) and its bootstrap interval, on the images both scored.
+
+    ``first`` and ``second`` map an image id to its scores; they must score the same images.
+    """
+    if set(first) != set(second):
+        only = sorted(set(first) ^ set(second))
+        raise ValueError(f"a paired comparison needs the same images on both sides; {len(only)} differ, e.g. {only[:3]}")
+    ids = sorted(first)
+    return {name: bootstrap_interval(second[i][name] - first[i][name] for i in ids) for name in metrics}

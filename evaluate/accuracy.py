@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from edgeseg.files import portable_path, read_image, read_mask, write_mask
-from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
+from edgeseg.metrics import (BOOTSTRAP_RESAMPLES, METRIC_NAMES, Interval, bootstrap_interval, image_scores,
+                             mean_scores, paired_differences)
 
 WORST_CASES = 6
 
@@ -36,6 +37,14 @@ class Evaluation:
     def mean(self) -> dict[str, float]:
         return mean_scores([{name: row[name] for name in METRIC_NAMES} for row in self.per_image])
 
+    @property
+    def intervals(self) -> dict[str, Interval]:
+        """Each metric's mean over images with its 95% bootstrap interval (images resampled)."""
+        return {name: bootstrap_interval(row[name] for row in self.per_image) for name in METRIC_NAMES}
+
+    def scores_by_id(self) -> dict[str, dict[str, float]]:
+        return {row["id"]: row for row in self.per_image}
+
     def to_dict(self) -> dict:
         return {
             "model": portable_path(self.model),
@@ -46,8 +55,51 @@ class Evaluation:
             "postprocess": self.postprocess,
             "aggregation": "mean over images of per-image scores (ISIC 2018 Task 1 convention)",
             "mean": self.mean,
+            "intervals": {name: interval.to_dict() for name, interval in self.intervals.items()},
+            "interval": INTERVAL_METHOD,
             "per_image": self.per_image,
         }
+
+
+INTERVAL_METHOD = (f"95% percentile bootstrap of the mean: the images resampled with replacement "
+                   f"{BOOTSTRAP_RESAMPLES} times, the 2.5th and 97.5th percentiles of the resampled means")
+
+
+def paired_comparison(evaluation: Evaluation, against: Evaluation) -> dict[str, Interval]:
+    """Per metric, ``evaluation`` minus ``against`` on the same images: the mean difference and its interval.
+
+    Paired by image, so what varies from image to image (most of the spread) cancels; "better" means the
+    interval lies above 0.
+    """
+    return paired_differences(against.scores_by_id(), evaluation.scores_by_id())
+
+
+def verdict(difference: Interval) -> str:
+    if not difference.excludes_zero:
+        return "no difference shown (the interval holds 0)"
+    return "better" if difference.low > 0 else "worse"
+
+
+def comparison_dict(evaluation: Evaluation, against: Evaluation) -> dict:
+    differences = paired_comparison(evaluation, against)
+    return {
+        "against": portable_path(against.model),
+        "against_mean": against.mean,
+        "difference": f"{portable_path(evaluation.model)} minus {portable_path(against.model)}, per image, then the mean",
+        "differences": {name: interval.to_dict() for name, interval in differences.items()},
+        "verdicts": {name: verdict(interval) for name, interval in differences.items()},
+        "interval": INTERVAL_METHOD,
+    }
+
+
+def comparison_table(evaluation: Evaluation, against: Evaluation) -> str:
+    differences = paired_comparison(evaluation, against)
+    lines = [f"{evaluation.model} minus {against.model}, paired on the same {len(evaluation.per_image)} images "
+             f"({evaluation.split})",
+             "metric              difference [95% interval]       verdict"]
+    for name, difference in differences.items():
+        lines.append(f"{name:<18} {str(difference):<32} {verdict(difference)}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -123,12 +175,13 @@ def summary_table(evaluation: Evaluation) -> str:
     options = "".join(f", {name} {value}" for name, value in evaluation.postprocess.items())
     lines = [
         f"{evaluation.model} on {evaluation.split} ({len(evaluation.per_image)} images), backend {evaluation.backend}{options}",
-        "metric              mean    min",
+        "metric              mean    [95% interval]     min",
     ]
-    for name in METRIC_NAMES:
-        values = [row[name] for row in evaluation.per_image]
-        lines.append(f"{name:<18} {np.mean(values):6.4f} {np.min(values):6.4f}")
-    lines.append("per image at original resolution, then the mean over images (ISIC convention)")
+    for name, interval in evaluation.intervals.items():
+        lowest = min(row[name] for row in evaluation.per_image)
+        lines.append(f"{name:<18} {interval.mean:6.4f}  [{interval.low:6.4f}, {interval.high:6.4f}]  {lowest:6.4f}")
+    lines.append("per image at original resolution, then the mean over images (ISIC convention); the interval: "
+                 "images resampled (bootstrap)")
     return "\n".join(lines)
 
 

@@ -177,6 +177,7 @@ def score(results: list[Result], samples: list, split: str, data: Path, progress
         result.accuracy = {
             **{name: round(value, 6) for name, value in evaluation.mean.items()},
             "images": len(evaluation.per_image),
+            "intervals": {name: interval.to_dict() for name, interval in evaluation.intervals.items()},
             "data": portable_path(data),
             "split": split,
             "resolution": "original (probability upsampled to each image's size, thresholded at the card's threshold)",

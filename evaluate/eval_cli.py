@@ -16,7 +16,11 @@ Examples:
   edgeseg eval runs/lite0 --data DIR --json - | python -m json.tool   # JSON on stdout, the table on stderr
   edgeseg eval runs/lite0 --data DIR --save-masks preds/   # PNGs the ISIC scorer accepts
   edgeseg eval --data DIR --tta hflip   # the default model, averaged with its horizontal flip
+  edgeseg eval runs/new --data DIR --against runs/old   # is new better than old? paired, with intervals
 """
+
+LOCKED_NOTE = ("note: scoring the locked test split. Score it once, for a model about to ship, and report it with "
+               "its interval; every choice (epoch, threshold, lever, model) is made on val, never on this split.")
 
 
 def default_out_dir(model: Path, split: str) -> Path:
@@ -48,6 +52,9 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.")
+@click.option("--against", type=click.Path(exists=True, path_type=Path),
+              help="A second model scored on the same images: prints MODEL minus it per metric, paired by image, with "
+                   "a 95% bootstrap interval; 'better' only where the interval excludes 0.")
 @overwrite_option
 @click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
               help="Flip test-time augmentation: average the probabilities of the image and its horizontal flip "
@@ -60,7 +67,8 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.pass_context
 def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
                  backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
-                 tta: str, fill_holes: bool, refine: bool, overwrite: bool, old_model: Path | None) -> None:
+                 against: Path | None, tta: str, fill_holes: bool, refine: bool, overwrite: bool,
+                 old_model: Path | None) -> None:
     """Score MODEL on a data set with the official ISIC 2018 metrics.
 
     MODEL is a run directory (PyTorch), an ONNX or a TensorRT engine; without one, edgeseg's default model.
@@ -68,14 +76,14 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     Each image is segmented, its probability map resized back to the image's own resolution and
     thresholded at the model card's threshold; Jaccard, thresholded Jaccard, Dice, sensitivity,
     specificity and accuracy are computed per image, then averaged over images, as the official
-    scorer does.
+    scorer does. Each mean comes with its 95% bootstrap interval over the images.
     """
     import cv2
 
     from edgeseg.click_types import json_to_stdout, model_or_default, renamed, write_json
-    from edgeseg.data import require_usable
-    from edgeseg.evaluate.accuracy import evaluate, per_image_csv, summary_table, worst_cases_image
-    from edgeseg.evaluate.models import open_model
+    from edgeseg.data import LOCKED_SPLIT, require_usable
+    from edgeseg.evaluate.accuracy import (comparison_dict, comparison_table, evaluate, per_image_csv, summary_table,
+                                           worst_cases_image)
     from edgeseg.files import prepare_outputs, write_bytes_atomic, write_text_atomic
 
     model = model_or_default(renamed(ctx, "model", "old_model"))
@@ -83,18 +91,36 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     prepare_outputs([("--out", out_dir / "per-image.csv"), ("--out", out_dir / "worst-cases.png"), ("--json", json_path),
                      ("--save-masks", save_masks)], overwrite)
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
-    segmenter = open_model(model, backend)
-    segmenter.tta, segmenter.fill_holes, segmenter.refine = tta, fill_holes, refine
-    with segmenter:
-        evaluation = evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)
+    if split == LOCKED_SPLIT:  # edgeseg.data.LOCKED_SPLIT
+        click.echo(LOCKED_NOTE, err=True)
+    options = {"tta": tta, "fill_holes": fill_holes, "refine": refine}
+    evaluation = score(model, backend, options, samples, split, save_masks)
+    baseline = score(against, backend, options, samples, split, None) if against is not None else None
 
     write_text_atomic(out_dir / "per-image.csv", per_image_csv(evaluation))
     ok, png = cv2.imencode(".png", worst_cases_image(evaluation, samples))
     if ok:
         write_bytes_atomic(out_dir / "worst-cases.png", png.tobytes())
     if json_path is not None:
-        write_json(json_path, evaluation.to_dict())
+        record = evaluation.to_dict()
+        if baseline is not None:
+            record["comparison"] = comparison_dict(evaluation, baseline)
+        write_json(json_path, record)
     to_stderr = json_to_stdout(json_path)  # stdout carries the JSON alone
     click.echo(summary_table(evaluation), err=to_stderr)
+    if baseline is not None:
+        click.echo("\n" + summary_table(baseline) + "\n\n" + comparison_table(evaluation, baseline), err=to_stderr)
     click.echo(f"per-image results: {out_dir / 'per-image.csv'}; worst cases: {out_dir / 'worst-cases.png'}",
                err=to_stderr)
+
+
+def score(model: Path, backend: str, options: dict, samples, split: str, save_masks: Path | None):
+    """``model`` scored on ``samples`` with the Segmenter's options (the same for a model and its comparison)."""
+    from edgeseg.evaluate.accuracy import evaluate
+    from edgeseg.evaluate.models import open_model
+
+    segmenter = open_model(model, backend)
+    for name, value in options.items():
+        setattr(segmenter, name, value)
+    with segmenter:
+        return evaluate(segmenter, samples, model_name=str(model), split=split, save_masks=save_masks)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edgeseg.card import ModelCard, load_card, save_card
-from edgeseg.data import Sample, require_usable
+from edgeseg.data import LOCKED_SPLIT, Sample, locked_test_ids, require_usable
 from edgeseg.errors import EdgesegError
 from edgeseg.files import remove_stale_temporaries
 from edgeseg.names import WEIGHTS_FILENAME
@@ -631,7 +631,19 @@ def load_samples(config: TrainConfig, progress: bool) -> tuple[list[Sample], lis
     val_samples = require_usable(config.data, split="val", split_dir=split_dir, progress=progress)
     if not val_samples:
         raise TrainingError(f"{config.data}: the val split is empty; validation picks the best epoch")
+    require_no_locked_ids(config, train_samples, val_samples)
     return train_samples, val_samples
+
+
+def require_no_locked_ids(config: TrainConfig, train_samples: list[Sample], val_samples: list[Sample]) -> None:
+    """Training never reads the locked test split: neither its weights nor its choices (epoch, threshold) see it."""
+    locked = locked_test_ids(config.data, Path(config.split_dir) if config.split_dir else None)
+    leaked = sorted(locked & {sample.id for sample in [*train_samples, *val_samples]})
+    if leaked:
+        raise TrainingError(
+            f"{config.data}: {len(leaked)} id(s) of the locked {LOCKED_SPLIT} split are in the train or val split (e.g. "
+            f"{', '.join(leaked[:3])}); a model must never train or be chosen on it. Remove them from train.txt and "
+            f"val.txt (edgeseg data check lists every id in two splits).")
 
 
 def require_the_split_it_trained_on(card: ModelCard, config: TrainConfig, train_samples: list[Sample],

@@ -156,3 +156,35 @@ def test_real_isic_masks_match_the_official_scorer_from_files(isic_dir: Path, tm
             assert scores[name] == pytest.approx(expected[name], abs=TOLERANCE), (truth_file.name, name)
     # The variants really differ from the truth, so the comparison is not trivially all ones.
     assert 0.1 < mean["jaccard"] < 0.95
+
+
+# ---- intervals ----------------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_of_a_constant_is_the_constant_and_of_a_coin_is_about_two_standard_errors():
+    from edgeseg.metrics import bootstrap_interval
+
+    constant = bootstrap_interval([0.25] * 50)
+    assert (constant.mean, constant.low, constant.high, constant.images) == (0.25, 0.25, 0.25, 50)
+    # 400 fair coin flips: mean 0.5, standard error 0.025, so the 95% interval is about 0.5 -/+ 1.96 * 0.025.
+    coin = bootstrap_interval([0.0, 1.0] * 200)
+    assert coin.mean == 0.5 and abs(coin.low - 0.451) < 0.01 and abs(coin.high - 0.549) < 0.01
+    assert coin.excludes_zero and not bootstrap_interval([-1.0, 1.0] * 200).excludes_zero
+    assert bootstrap_interval([0.0, 1.0] * 200) == coin  # the same seed, the same interval
+
+
+def test_paired_differences_pair_images_by_id_and_tell_a_real_gain_from_noise():
+    from edgeseg.metrics import paired_differences
+
+    rng = np.random.default_rng(1)
+    base = {f"ISIC_{i}": {"dice": float(value)} for i, value in enumerate(rng.uniform(0.5, 1.0, 300))}
+    better = {i: {"dice": scores["dice"] + 0.01} for i, scores in base.items()}  # every image gains 0.01
+    noisy = {i: {"dice": scores["dice"] + float(rng.normal(0, 0.05))} for i, scores in base.items()}
+    gain = paired_differences(base, better, ["dice"])["dice"]
+    assert gain.mean == pytest.approx(0.01) and gain.low == pytest.approx(0.01) and gain.excludes_zero
+    noise = paired_differences(base, noisy, ["dice"])["dice"]
+    assert noise.low < 0 < noise.high and not noise.excludes_zero
+    # Unpaired, the same gain would drown in the spread between images: pairing is the point.
+    assert str(gain).startswith("+0.0100 [")
+    with pytest.raises(ValueError, match="same images"):
+        paired_differences(base, {"ISIC_x": {"dice": 1.0}}, ["dice"])

@@ -198,3 +198,23 @@ def test_a_fine_tune_resumes_after_the_run_it_started_from_is_gone(two_epoch_run
     shutil.rmtree(source)
     run_train("--resume", str(out), "--data", str(synthetic_dir), "--no-progress")
     assert [int(r["epoch"]) for r in rows(out / "logs/epochs.csv")] == [1, 2]
+
+
+def test_training_never_reads_the_locked_test_split(synthetic_dir: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    train_ids = (data / "splits" / "train.txt").read_text().split()
+    # A test split that shares an id with train: refused before anything trains, naming the id.
+    (data / "splits" / "test.txt").write_text(train_ids[0] + "\n")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "leak"), *TINY, "--epochs", "1"])
+    assert result.exit_code != 0 and "locked test split" in result.output and train_ids[0] in result.output
+    assert not (tmp_path / "leak" / "checkpoint-last.pt").exists()
+    # A test split of its own, whose images are not even readable: training (and its threshold analysis)
+    # never opens them, so it runs.
+    (data / "splits" / "train.txt").write_text("\n".join(train_ids[2:]) + "\n")
+    (data / "splits" / "test.txt").write_text("\n".join(train_ids[:2]) + "\n")
+    for sample_id in train_ids[:2]:
+        (data / "ISIC2018_Task1-2_Training_Input" / f"{sample_id}.jpg").write_bytes(b"not an image")
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_card(tmp_path / "run").provenance.train_images == len(train_ids) - 2
