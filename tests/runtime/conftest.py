@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import cv2
@@ -57,3 +58,14 @@ def image_folder(tmp_path: Path) -> Path:
     cv2.imwrite(str(folder / "visit3.jpg"), lesion_image(160, 120, seed=3))
     (folder / "ISIC_0000009.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     return folder
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (b"" when it closed without answering)."""
+    data = b""
+    try:
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    except ConnectionResetError:  # closed with the request unread
+        pass
+    return data

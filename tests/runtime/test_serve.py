@@ -23,6 +23,8 @@ import pytest
 from edgeseg.runtime.serve import (BOUNDARY, STREAM_MAX_FPS, LiveServer, LiveView, ServeAddress, ServeError, ServeLimits,
                                    encode_jpeg, parse_serve_address)
 
+from .conftest import read_until_closed
+
 LOCAL = ServeAddress("127.0.0.1", 0)
 OTHER_MACHINES = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: 127.0.0.2 and up as other machines")
 # The rates are tested on their own; elsewhere a test may ask as fast as it likes.
@@ -138,12 +140,7 @@ def send_request(port: int, target: bytes = b"/", headers: dict[bytes, bytes] | 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """Status, headers (lower-case names) and body of a response that ends when the server closes."""
-    data = b""
-    try:
-        while chunk := sock.recv(1 << 16):
-            data += chunk
-    except ConnectionResetError:  # closed with the request unread
-        pass
+    data = read_until_closed(sock)
     sock.close()
     if not data:
         return 0, {}, b""  # closed without an answer
