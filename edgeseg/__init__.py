@@ -32,14 +32,14 @@ def _limit_opencv_decoders() -> None:
     entry point (the edgeseg command, ``python -m edgeseg``, ``import edgeseg.runtime``) imports this
     package first, so it is set here. When a program imported cv2 before edgeseg, OpenCV keeps its own
     limit (2**30 pixels), and the header check of ``edgeseg.files.read_image`` still refuses a bomb.
-    The rule is ``edgeseg.files.max_pixels``'s (which imports cv2, so it cannot be used here); a value
-    it would refuse leaves the default here, and ``max_pixels`` names the mistake at the first image.
+    The rule is ``edgeseg.pixel_limit``'s, as for ``edgeseg.files.max_pixels``; a value it refuses leaves the
+    default here, and ``max_pixels`` names the mistake at the first image.
     """
     import os
 
-    text = os.environ.get("EDGESEG_MAX_PIXELS", "").strip()
-    valid = text.isascii() and text.isdigit() and int(text) > 0
-    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(int(text)) if valid else "200000000"  # files.DEFAULT_MAX_PIXELS
+    from edgeseg.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels
+
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(configured_max_pixels() or DEFAULT_MAX_PIXELS)
 
 
 _limit_opencv_decoders()

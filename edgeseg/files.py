@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edgeseg.errors import EdgesegError
+from edgeseg.pixel_limit import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, configured_max_pixels
 
 try:
     import fcntl
@@ -266,8 +267,6 @@ def portable_command(argv: Sequence[str]) -> str:
     return shlex.join(["python", *(portable_argument(argument) for argument in argv)])
 
 
-DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above the largest dermoscopy camera, far below a decompression bomb
-MAX_PIXELS_VARIABLE = "EDGESEG_MAX_PIXELS"
 READ_FORMATS = "JPEG, PNG, BMP, TIFF or WebP"  # by content; every other decoder OpenCV has is refused
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, either byte order
@@ -281,15 +280,15 @@ TIFF_TYPE_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8 (BigTIFF): the types
 def max_pixels() -> int:
     """The most pixels edgeseg decodes from one image file: EDGESEG_MAX_PIXELS, or 200 million.
 
-    The package's __init__ gives OpenCV the same limit (OPENCV_IO_MAX_IMAGE_PIXELS) by the same rule.
+    The package's __init__ gives OpenCV the same limit (OPENCV_IO_MAX_IMAGE_PIXELS) by the same rule
+    (``edgeseg.pixel_limit``).
     """
-    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
+    limit = configured_max_pixels()
+    if limit is None:
+        text = os.environ[MAX_PIXELS_VARIABLE].strip()
         raise EdgesegError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a number of pixels: set it to a whole number written "
                            f"in digits, e.g. {MAX_PIXELS_VARIABLE}=300000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
-    return int(text)
+    return limit
 
 
 def image_format(data: bytes) -> str | None:

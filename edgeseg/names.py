@@ -67,14 +67,19 @@ class DefaultModelMissing(EdgesegError, FileNotFoundError):
     """This installation lacks the default model (a source checkout without models/, or a trimmed install)."""
 
 
-def default_model_path() -> Path:
-    """Where the default model is installed; DefaultModelMissing (with the fix) when it is not."""
+def shipped_path(relative: str) -> Path | None:
+    """Where a file or folder of edgeseg.models' package data is installed; None where the package is missing."""
     from importlib.resources import files
 
     try:
-        path = Path(str(files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE))
+        return Path(str(files(DEFAULT_MODEL_PACKAGE) / relative))
     except ModuleNotFoundError:
-        path = None
+        return None
+
+
+def default_model_path() -> Path:
+    """Where the default model is installed; DefaultModelMissing (with the fix) when it is not."""
+    path = shipped_path(DEFAULT_MODEL_FILE)
     if path is None or not path.is_file():
         raise DefaultModelMissing(
             "edgeseg's default model is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
@@ -84,12 +89,7 @@ def default_model_path() -> Path:
 
 def reference_set_path() -> Path:
     """Where the reference set is installed; DefaultModelMissing (with the fix) when it is not."""
-    from importlib.resources import files
-
-    try:
-        path = Path(str(files(DEFAULT_MODEL_PACKAGE) / REFERENCE_SET_DIR))
-    except ModuleNotFoundError:
-        path = None
+    path = shipped_path(REFERENCE_SET_DIR)
     if path is None or not (path / "splits" / "val.txt").is_file():
         raise DefaultModelMissing(
             f"{REFERENCE_SET_NAME} is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "

@@ -233,14 +233,11 @@ class Attack:
 
 
 def fetch(port: int, target: str, source: str) -> tuple[int, bytes]:
+    from .conftest import read_until_closed  # here, not at the top: run as a script (the child) this file has no package
+
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
         sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        data = b""
-        try:
-            while chunk := sock.recv(1 << 16):
-                data += chunk
-        except ConnectionResetError:  # closed with the request unread
-            pass
+        data = read_until_closed(sock)
     head, _, body = data.partition(b"\r\n\r\n")
     return (int(head.split()[1]) if head else 0), body  # 0: closed unanswered (pushed out of a full waiting list)
 
