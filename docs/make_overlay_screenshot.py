@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edgeseg.runtime.backends import open_segmenter
-from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
+from edgeseg.drawing import HudInfo, OverlayRenderer
 from edgeseg.synthetic import make_sample
 
 model = sys.argv[1]

@@ -28,7 +28,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
 from edgeseg.preprocess import as_bgr8
-from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
+from edgeseg.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.segmenter import Pending, Segmentation, Segmenter

@@ -13,7 +13,7 @@ from edgeseg.card import ModelCard
 from edgeseg.postprocess import NEAR_TIE_AREA_SHARE, activate, inside_contour, lesion_contour, probability_at
 from edgeseg.preprocess import FrameError, preprocess
 from edgeseg.lesion_measurements import max_feret_diameter, measure
-from edgeseg.runtime.overlay import HudInfo, OverlayRenderer
+from edgeseg.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.backends import open_segmenter
 from edgeseg.segmenter import Segmentation, Segmenter
 

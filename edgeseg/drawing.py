@@ -1,7 +1,9 @@
 """The overlay a clinician reads at a glance: translucent lesion fill, crisp contour, and a HUD.
 
-The HUD shows speed (FPS, latency), what runs (backend, precision) and the lesion's size. Sizes are
-descriptive measurements, never a diagnosis. Buffers are allocated once per frame size and reused.
+The HUD shows the lesion's size and, on a live feed, speed (FPS, latency) and what runs (backend,
+precision); a photo's overlay has the size only. Sizes are descriptive measurements, never a diagnosis.
+Buffers are allocated once per frame size and reused. It lives in the core (cv2 and numpy only) so that
+the live runtime, `edgeseg run` on photos and ``Segmentation.overlay()`` draw the same picture.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def lesion_text(measurements: Measurements) -> str:
         return "no lesion found"
     if measurements.max_diameter_mm is not None:
         return f"lesion {measurements.max_diameter_mm:.1f} mm max, {measurements.area_mm2:.1f} mm2"
-    return f"lesion {measurements.max_diameter_px:.0f} px max, {measurements.area_px:,} px"
+    return f"lesion {measurements.max_diameter_px:.0f} px max, {measurements.area_px:,} px2"
 
 
 class OverlayRenderer:
@@ -53,7 +55,8 @@ class OverlayRenderer:
             self._solid[:] = FILL_BGR
             self._blend = np.empty(shape, dtype=np.uint8)
 
-    def render(self, bgr: np.ndarray, segmentation: Segmentation, hud: HudInfo) -> np.ndarray:
+    def render(self, bgr: np.ndarray, segmentation: Segmentation, hud: HudInfo | None = None) -> np.ndarray:
+        """The overlay of ``segmentation`` on ``bgr``; ``hud`` adds the live lines (speed, backend) above the size."""
         self._buffers_for(bgr.shape)
         canvas = self._canvas
         np.copyto(canvas, bgr)
@@ -78,12 +81,10 @@ class OverlayRenderer:
         cv2.drawContours(canvas, [contour], 0, OUTLINE_BGR, thickness + 2, cv2.LINE_AA)
         cv2.drawContours(canvas, [contour], 0, CONTOUR_BGR, thickness, cv2.LINE_AA)
 
-    def _draw_hud(self, canvas: np.ndarray, hud: HudInfo, measurements: Measurements) -> None:
-        lines = [
-            f"{hud.fps:.1f} FPS   {hud.latency_ms:.0f} ms",
-            f"{hud.backend}  {hud.precision}",
-            lesion_text(measurements),
-        ]
+    def _draw_hud(self, canvas: np.ndarray, hud: HudInfo | None, measurements: Measurements) -> None:
+        lines = [lesion_text(measurements)]
+        if hud is not None:
+            lines = [f"{hud.fps:.1f} FPS   {hud.latency_ms:.0f} ms", f"{hud.backend}  {hud.precision}", *lines]
         scale = max(0.45, canvas.shape[0] / 900)
         thickness = max(1, round(scale * 1.6))
         line_height = int(32 * scale) + 6
