@@ -10,18 +10,33 @@ The layers are checked by import-linter (``.importlinter``).
 This module is also the Python front door, for notebooks and scripts::
 
     import edgeseg
-    segmenter = edgeseg.load()                  # the default model; or a model.onnx, an engine, a run directory
-    result = segmenter.segment_file("lesion.jpg")   # or segmenter.segment(bgr_array)
-    result.mask, result.probability, result.measurements.area_px
+    segmenter = edgeseg.load()            # the default model; or a model.onnx, an engine, a run directory
+    result = segmenter.segment("lesion.jpg")    # or a numpy array (BGR; rgb=True for RGB), or a PIL image
+    result.mask, result.probability, result.measurements.max_diameter_px
+    result.save("results/")               # results/lesion_overlay.jpg and results/lesion_segmentation.png
 
 ``load`` opens any model form through ``edgeseg.evaluate.models.open_model`` (imported when called, so
-``import edgeseg`` stays light and never imports torch). The parts never import this facade (they take
-the version from ``edgeseg.version``), so it may reach every layer without bending the layering.
+``import edgeseg`` stays light: no OpenCV, no onnxruntime, never torch). The names in ``__all__`` are
+imported when first used. The parts never import this facade (they take the version from
+``edgeseg.version``), so it may reach every layer without bending the layering.
 """
 
 from edgeseg.version import __version__
 
-__all__ = ["Segmentation", "Segmenter", "load", "__version__"]
+__all__ = ["load", "Segmenter", "Segmentation", "Measurements", "ModelCard", "EdgesegError", "BackendUnavailable",
+           "ImageReadError", "TTA_MODES", "__version__"]
+
+# Each public name and the module that defines it, imported when the name is first used.
+_LAZY = {
+    "Segmenter": "edgeseg.segmenter",
+    "Segmentation": "edgeseg.segmenter",
+    "BackendUnavailable": "edgeseg.segmenter",
+    "TTA_MODES": "edgeseg.segmenter",
+    "Measurements": "edgeseg.lesion_measurements",
+    "ModelCard": "edgeseg.card",
+    "EdgesegError": "edgeseg.errors",
+    "ImageReadError": "edgeseg.files",
+}
 
 
 def _limit_opencv_decoders() -> None:
@@ -45,29 +60,59 @@ def _limit_opencv_decoders() -> None:
 _limit_opencv_decoders()
 
 
-def load(model=None, backend: str = "auto", **options):
-    """A Segmenter for ``model`` (default: the model that ships with edgeseg) on ``backend``.
+def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: bool | None = None,
+         fill_holes: bool | None = None, mm_per_px: float | None = None, keep_largest: bool | None = None,
+         threads: int | None = None, size: tuple[int, int] | None = None):
+    """A ready Segmenter for ``model`` on ``backend``; use it in a ``with`` block, or call its ``close()``.
 
-    ``model`` is an edgeseg ONNX, a TensorRT engine with its sidecar, or a training run directory
-    (needs PyTorch); ``backend`` one of ``edgeseg.names.BACKENDS``; ``options`` go to
-    ``edgeseg.evaluate.models.open_model`` (size, keep_largest, mm_per_px, threads).
+    - ``model``: an edgeseg ONNX, a TensorRT engine with its sidecar, or a training run directory
+      (needs PyTorch); None: the model that ships with edgeseg.
+    - ``backend``: one of ``edgeseg.names.BACKENDS``; "auto" picks the fastest this host can run.
+    - ``tta``: flip test-time augmentation, one of ``TTA_MODES`` ("hflip": 2 network runs an image,
+      "hvflip": 4).
+    - ``refine``: the closer look at a lesion that is small in the frame (a second network run there).
+    - ``fill_holes``: fill the holes inside the kept lesion region.
+    - ``mm_per_px``: the image's scale (from the dermatoscope's calibration); adds millimetre values to
+      the measurements.
+    - ``keep_largest``: keep only the largest lesion region (None: as the model card says; it keeps it).
+    - ``threads``: onnxruntime's threads (None: its own choice).
+    - ``size``: (height, width) of the network input, for a run directory or a dynamic-shape ONNX.
+
+    ``tta``, ``refine`` and ``fill_holes`` left at None take the Segmenter's defaults,
+    ``edgeseg.segmenter.TTA_DEFAULT``, ``REFINE_DEFAULT`` and ``FILL_HOLES_DEFAULT``:
+
+    >>> from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
+    >>> TTA_DEFAULT, REFINE_DEFAULT, FILL_HOLES_DEFAULT
+    ('none', True, False)
+
+    A setting that does not exist is a TypeError, a value it cannot take a ValueError that lists the
+    choices; a backend that cannot run here raises ``BackendUnavailable`` with what to install.
 
     >>> import numpy as np, edgeseg
-    >>> with edgeseg.load(backend="onnxruntime-cpu") as segmenter:
+    >>> with edgeseg.load(backend="onnxruntime-cpu", tta="hflip", mm_per_px=0.02) as segmenter:
     ...     result = segmenter.segment(np.full((480, 640, 3), 180, np.uint8))
-    >>> result.mask.shape
-    (480, 640)
+    >>> result.mask.shape, result.overlay().shape
+    ((480, 640), (480, 640, 3))
+    >>> segmenter
+    <Segmenter model.onnx on onnxruntime-cpu (fp32): input 256x256, threshold 0.4, tta 'hflip', refine True, 0.02 mm/px>
     """
     from edgeseg.evaluate.models import open_model
     from edgeseg.names import default_model_path
 
-    return open_model(default_model_path() if model is None else model, backend, **options)
+    given = {"tta": tta, "refine": refine, "fill_holes": fill_holes}
+    settings = {name: value for name, value in given.items() if value is not None}  # the rest: open_model's defaults
+    return open_model(default_model_path() if model is None else model, backend, size=size, keep_largest=keep_largest,
+                      mm_per_px=mm_per_px, threads=threads, **settings)
 
 
 def __getattr__(name: str):
-    # The Segmenter pulls in OpenCV; import it only when asked for, so `edgeseg --version` stays fast.
-    if name in ("Segmenter", "Segmentation"):
-        import edgeseg.segmenter
+    # OpenCV (the Segmenter, the card) is imported only when asked for: `import edgeseg` stays fast.
+    if name in _LAZY:
+        import importlib
 
-        return getattr(edgeseg.segmenter, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'edgeseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

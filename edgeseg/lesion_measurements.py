@@ -27,6 +27,15 @@ class Measurements:
     perimeter_mm: float | None = None
     max_diameter_mm: float | None = None
 
+    def __repr__(self) -> str:
+        if not self.lesion_present:
+            return "<Measurements: no lesion>"
+        regions = f"{self.regions} region{'s' if self.regions != 1 else ''}"
+        text = f"{regions}, area {self.area_px:,} px2, max diameter {self.max_diameter_px:.1f} px"
+        if self.max_diameter_mm is not None:
+            text += f" ({self.area_mm2:.2f} mm2, {self.max_diameter_mm:.2f} mm)"
+        return f"<Measurements lesion: {text}>"
+
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["bbox"] = list(self.bbox) if self.bbox else None

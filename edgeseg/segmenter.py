@@ -22,26 +22,33 @@ probability with the first look's there (averaging beat replacing on val and cam
 benchmarks/results/levers-postprocess-cpu.md). A camera frame's small, off-centre lesion is then also
 seen as the training crops show one. Both backend calls happen in ``infer``, on the caller's thread.
 
-``segment(bgr)`` runs all three. The stages are separate so that callers can overlap them (the live
+``segment(image)`` runs all three, on an image file's path, a numpy array (BGR as OpenCV gives, or RGB
+with ``rgb=True``) or a PIL image. The stages are separate so that callers can overlap them (the live
 runtime finishes frame N on another thread while the backend infers frame N+1), or keep a form's
 logits and finish them later (export parity), without reaching into the Segmenter.
+
+The result, a ``Segmentation``, keeps the image it was made from (a reference, not a copy), so
+``result.overlay()`` draws the overlay and ``result.save(folder)`` writes it with the mask.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.lesion_measurements import Measurements, measure
 from edgeseg.postprocess import activate, closer_look_box, lesion_mask, probability_at
-from edgeseg.preprocess import as_bgr8, normalize, resize_to_input
+from edgeseg.preprocess import FrameError, as_bgr8, normalize, resize_to_input
 
 
 # Test-time augmentation: the flips (axes of an (..., H, W) array) whose predictions are averaged.
@@ -64,6 +71,19 @@ REFINE_DEFAULT = True
 
 class BackendUnavailable(EdgesegError, RuntimeError):
     """A backend that cannot run on this host; the message says why and what to install."""
+
+
+class ImageTypeError(FrameError, TypeError):
+    """``segment()`` was given something that is not an image: not a path, a numpy array or a PIL image."""
+
+
+def check_settings(tta: str = TTA_DEFAULT, mm_per_px: float | None = None) -> None:
+    """ValueError, saying what is accepted, for a test-time augmentation or scale the Segmenter cannot use."""
+    if tta not in TTA_FLIPS:
+        raise ValueError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
+    if mm_per_px is not None and not (isinstance(mm_per_px, numbers.Real) and mm_per_px > 0):
+        raise ValueError(f"mm_per_px {mm_per_px!r}: give the scale as a positive number of millimetres per pixel, "
+                         "or None for measurements in pixels only")
 
 
 class Backend(Protocol):
@@ -89,11 +109,58 @@ class Backend(Protocol):
 
 @dataclass
 class Segmentation:
+    """One image's result: probability, mask, the lesion's contour and measurements, and each stage's time.
+
+    ``image`` is the BGR image it was made from (the caller's own array where that was BGR uint8: not a
+    copy; None where a caller finished logits without it), ``name`` the file's stem where it came from a
+    file. ``overlay()`` draws the lesion on the image; ``save(folder)`` writes that and the mask.
+    """
+
     probability: np.ndarray  # (H, W) float32 lesion probability at the image's own resolution
     mask: np.ndarray  # (H, W) bool, after post-processing (see Segmenter)
     contour: np.ndarray | None  # outer contour of the lesion's region (OpenCV points), None if no lesion
     measurements: Measurements
     timings_ms: dict[str, float] = field(default_factory=dict)  # "preprocess", "inference", "postprocess"
+    image: np.ndarray | None = None
+    name: str | None = None
+
+    def __repr__(self) -> str:
+        height, width = self.mask.shape[:2]
+        named = f" {self.name!r}" if self.name else ""
+        found = self.measurements
+        if not found.lesion_present:
+            return f"<Segmentation{named} {width}x{height}: no lesion>"
+        diameter = f"{found.max_diameter_px:.1f} px"
+        if found.max_diameter_mm is not None:
+            diameter += f" ({found.max_diameter_mm:.2f} mm)"
+        share = found.area_px / (height * width)
+        return f"<Segmentation{named} {width}x{height}: lesion in {share:.1%} of the image, max diameter {diameter}>"
+
+    def overlay(self) -> np.ndarray:
+        """The BGR overlay of the lesion on the image (a new array): the fill, the contour and the size line."""
+        from edgeseg.drawing import OverlayRenderer  # drawing imports this module
+
+        if self.image is None:
+            raise ValueError("this Segmentation has no image to draw on (its logits were finished without one): "
+                             "draw it with edgeseg.drawing.OverlayRenderer().render(image, segmentation)")
+        return OverlayRenderer().render(self.image, self)
+
+    def save(self, folder: str | os.PathLike) -> list[Path]:
+        """Write NAME_overlay.jpg and the mask NAME_segmentation.png (0/255, ISIC naming) into ``folder``.
+
+        NAME is the image file's stem, or "image". The folder is made if need be; files of the same
+        names are replaced, each atomically. Returns the paths written: the overlay's, then the mask's.
+        """
+        from edgeseg.files import write_bytes_atomic, write_mask
+
+        ok, overlay = cv2.imencode(".jpg", self.overlay())
+        if not ok:
+            raise OSError(f"{folder}: OpenCV could not encode the overlay as JPEG")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = self.name or "image"
+        overlay_path = write_bytes_atomic(folder / f"{stem}_overlay.jpg", overlay.tobytes())
+        return [overlay_path, write_mask(folder / f"{stem}_segmentation.png", self.mask)]
 
 
 @dataclass
@@ -123,12 +190,14 @@ class Segmenter:
     ``tta`` averages the predictions of the image and its flips (one of ``TTA_MODES``); both may
     also be set on the attribute of an open Segmenter, as may ``refine`` (the closer look at a lesion
     that is small in the frame). The probability map is never altered after averaging and the closer
-    look. ``mm_per_px`` adds millimetre values to the measurements.
+    look. ``mm_per_px`` adds millimetre values to the measurements. ``model_path`` is where the
+    model came from, for the repr.
     """
 
     def __init__(self, backend: Backend, card: ModelCard | None = None, keep_largest: bool | None = None,
                  mm_per_px: float | None = None, fill_holes: bool = FILL_HOLES_DEFAULT, tta: str = TTA_DEFAULT,
-                 refine: bool = REFINE_DEFAULT) -> None:
+                 refine: bool = REFINE_DEFAULT, model_path: str | os.PathLike | None = None) -> None:
+        check_settings(tta, mm_per_px)
         card = backend.card if card is None else card
         if keep_largest is not None:
             card = card.replace(output=dataclasses.replace(card.output, keep_largest_region=keep_largest))
@@ -137,8 +206,16 @@ class Segmenter:
         self.mm_per_px = mm_per_px
         self.fill_holes = fill_holes
         self.refine = refine
+        self.model_path = None if model_path is None else Path(model_path)
         self._batched: bool | None = None  # whether the backend takes a batch of views: learnt on first use
         self.tta = tta
+
+    def __repr__(self) -> str:
+        model = self.model_path.name if self.model_path else f"{self.card.architecture}/{self.card.encoder}"
+        height, width = self.card.input_size
+        scale = f", {self.mm_per_px} mm/px" if self.mm_per_px else ""
+        return (f"<Segmenter {model} on {self.backend.name} ({self.backend.precision}): input {height}x{width}, "
+                f"threshold {self.card.output.threshold}, tta {self._tta!r}, refine {self.refine}{scale}>")
 
     @property
     def tta(self) -> str:
@@ -146,8 +223,7 @@ class Segmenter:
 
     @tta.setter
     def tta(self, mode: str) -> None:
-        if mode not in TTA_FLIPS:
-            raise ValueError(f"unknown test-time augmentation {mode!r}: use one of {', '.join(TTA_MODES)}")
+        check_settings(tta=mode)
         self._tta = mode
         height, width = self.card.input_size
         self._input = np.empty((len(TTA_FLIPS[mode]), 3, height, width), dtype=np.float32)  # reused for every image
@@ -222,7 +298,7 @@ class Segmenter:
         mask, contour, regions = lesion_mask(probability, self.card, fill_holes=self.fill_holes)
         measurements = measure(mask, contour, regions, self.mm_per_px)
         timings = {**pending.timings_ms, "postprocess": _ms_since(started)}
-        return Segmentation(probability, mask, contour, measurements, timings)
+        return Segmentation(probability, mask, contour, measurements, timings, image=pending.image)
 
     def _averaged_views(self, logits: np.ndarray) -> np.ndarray:
         """The (h, w) probability: each view's sigmoid flipped back, then the mean (probability space)."""
@@ -234,15 +310,46 @@ class Segmenter:
             probability = probability + np.flip(activate(logits[view, 0], self.card), axis=axes)
         return probability / np.float32(len(flips)) if len(flips) > 1 else probability
 
-    def segment(self, bgr: np.ndarray) -> Segmentation:
-        """All three stages for one image."""
-        return self.finish(self.infer(self.prepare(bgr)))
+    def segment(self, image: str | os.PathLike | np.ndarray | Any, rgb: bool = False) -> Segmentation:
+        """All three stages for one image: a file's path, a numpy array or a PIL image.
+
+        An array is BGR, as OpenCV gives it; pass ``rgb=True`` for an RGB (or RGBA) array, as PIL,
+        matplotlib or imageio give. Grey, 4-channel and 16-bit arrays are taken too (``as_bgr8``). A
+        file is read as the data and the runtime read it (ImageReadError names a bad one), and a PIL
+        image by its own mode; ``rgb`` concerns arrays only.
+        """
+        bgr, name = image_as_bgr(image, rgb)
+        result = self.finish(self.infer(self.prepare(bgr)))
+        result.name = name
+        return result
 
     def segment_file(self, path: str | os.PathLike) -> Segmentation:
         """Segment an image file (read as the data and the runtime read it); ImageReadError names a bad file."""
+        return self.segment(Path(path))
+
+
+def image_as_bgr(image: str | os.PathLike | np.ndarray | Any, rgb: bool = False) -> tuple[np.ndarray, str | None]:
+    """(BGR uint8 image, the file's stem or None) for whatever ``Segmenter.segment`` takes."""
+    if isinstance(image, str | os.PathLike):
         from edgeseg.files import read_image
 
-        return self.segment(read_image(path))
+        return read_image(image), Path(image).stem
+    if isinstance(image, np.ndarray):
+        bgr = as_bgr8(image)  # a 4-channel array loses its 4th channel: RGBA becomes RGB
+        return (np.ascontiguousarray(bgr[..., ::-1]) if rgb else bgr), None
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image, told by its look: PIL is no dependency
+        return pil_as_bgr(image), None
+    raise ImageTypeError(f"segment() takes an image file's path (str or os.PathLike), a numpy array (H, W, 3) BGR as "
+                         f"OpenCV gives it (rgb=True for RGB), or a PIL image; got {type(image).__name__}")
+
+
+def pil_as_bgr(image: Any) -> np.ndarray:
+    """A PIL image as BGR uint8: 16-bit grey by its top byte (as ``as_bgr8``), every 8-bit mode through RGB."""
+    if image.mode.startswith("I;16"):
+        return as_bgr8(np.asarray(image).astype(np.uint16))
+    if image.mode in ("I", "F"):
+        return as_bgr8(np.asarray(image))  # 32-bit pixels have no clear scale: FrameError says what to do
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
 
 
 def _ms_since(started: float) -> float:

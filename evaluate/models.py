@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
-from edgeseg.names import BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
-from edgeseg.segmenter import BackendUnavailable, Segmenter
+from edgeseg.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
+from edgeseg.segmenter import (FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, BackendUnavailable, Segmenter,
+                               check_settings)
 
 
 class ModelPathError(EdgesegError, ValueError):
@@ -28,15 +29,22 @@ NOT_A_MODEL = (
 
 
 def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, int] | None = None,
-               keep_largest: bool | None = None, mm_per_px: float | None = None, threads: int | None = None) -> Segmenter:
+               keep_largest: bool | None = None, mm_per_px: float | None = None, threads: int | None = None,
+               tta: str = TTA_DEFAULT, refine: bool = REFINE_DEFAULT,
+               fill_holes: bool = FILL_HOLES_DEFAULT) -> Segmenter:
     """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.names.BACKENDS``).
 
     ``size`` (height, width) changes the input size where the form allows it: a run directory (FPN
     takes any multiple of 32) or a dynamic-shape ONNX; other forms keep their card's size.
-    ``threads`` sets onnxruntime's threads (PyTorch keeps its own setting).
-    Raises BackendUnavailable when the backend cannot run here (with what to install), and
-    ModelPathError when ``path`` is not a model form.
+    ``threads`` sets onnxruntime's threads (PyTorch keeps its own setting). ``keep_largest``,
+    ``mm_per_px``, ``tta``, ``refine`` and ``fill_holes`` go to the Segmenter (see there).
+    Raises ValueError for a backend name or setting that does not exist (before anything is opened),
+    BackendUnavailable when the backend cannot run here (with what to install), and ModelPathError
+    when ``path`` is not a model form.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    check_settings(tta, mm_per_px)
     path = Path(path)
     kind = model_kind(path)
     if kind is None:
@@ -53,7 +61,8 @@ def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, 
     card = opened.card  # a run directory's already at ``size``: TorchBackend checks its input against it
     if size is not None and takes_any_size(opened):
         card = card.replace(input_size=size)
-    return Segmenter(opened, card, keep_largest=keep_largest, mm_per_px=mm_per_px)
+    return Segmenter(opened, card, keep_largest=keep_largest, mm_per_px=mm_per_px, fill_holes=fill_holes, tta=tta,
+                     refine=refine, model_path=path)
 
 
 def describe_kind(kind: str) -> str:
