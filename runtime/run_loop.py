@@ -29,6 +29,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
 from edgeseg.preprocess import as_bgr8
 from edgeseg.drawing import HudInfo, OverlayRenderer
+from edgeseg.runtime.photos import PhotoOutputs, PhotoResults
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.segmenter import Pending, Segmentation, Segmenter
@@ -57,6 +58,7 @@ class RunOptions:
     max_frames: int | None = None
     snapshot_dir: Path = Path(".")  # where `s` in the window saves snapshots
     live_view: LiveView | None = None  # --serve: the overlay and figures for browsers
+    photos: PhotoOutputs | None = None  # photos: a line per image, and overlays, masks and results.csv
 
 
 @dataclass
@@ -129,6 +131,7 @@ class _Finisher:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._renderer = OverlayRenderer()
+        self.photos = PhotoResults(options.photos) if options.photos is not None else None
         self._video: Recording | None = None
         self._first_timestamp: float | None = None
         self._video_size: tuple[int, int] | None = None
@@ -139,7 +142,8 @@ class _Finisher:
 
     @property
     def needs_overlay(self) -> bool:
-        return self.options.save_video is not None or self.options.show or self.options.live_view is not None
+        photos = self.options.photos is not None and self.options.photos.needs_overlay
+        return self.options.save_video is not None or self.options.show or self.options.live_view is not None or photos
 
     def put(self, item: _Item) -> None:
         if self.error is not None:
@@ -161,6 +165,8 @@ class _Finisher:
         try:
             with ExitStack() as outputs:
                 jsonl = self._open_jsonl(outputs)
+                if self.photos is not None:
+                    outputs.callback(self.photos.close)  # results.csv, also after Ctrl-C: a row per image done
                 if self.options.save_masks is not None:
                     self.options.save_masks.mkdir(parents=True, exist_ok=True)
                 while (item := self._queue.get()) is not None:
@@ -192,13 +198,19 @@ class _Finisher:
         self._previous = now
         latency_ms = (now - item.frame.captured) * 1000
         backend = self.segmenter.backend
+        overlay = None
         if self.needs_overlay:
-            hud = HudInfo(self._fps_estimate, latency_ms, backend.name, backend.precision)
+            # A photo's overlay has the lesion's size only: speed lines mean nothing on a still image.
+            hud = None
+            if self.photos is None:
+                hud = HudInfo(self._fps_estimate, latency_ms, backend.name, backend.precision)
             overlay = self._renderer.render(image, segmentation, hud)
             if self.options.show:
                 with self._lock:
                     self.latest_overlay = (item.frame, overlay.copy())  # the renderer reuses its canvas
         drawn = time.perf_counter()
+        if self.photos is not None:
+            self.photos.add(item.frame, segmentation, overlay)
         if self.options.save_video is not None:
             if self._video is None:
                 self._open_video(outputs, overlay.shape)

@@ -4,8 +4,12 @@ The page shows the overlay as MJPEG (an <img> every browser plays without plugin
 figures as JSON a few times a second. One ``LiveView`` holds only the newest frame: the pipeline
 replaces it and never waits for a viewer, and each viewer's thread sends whatever is newest when it
 is ready, so a slow browser skips frames instead of queueing them. The JPEG is encoded once per
-frame, only while someone watches, at most at a camera's rate; the snapshot PNG at most once per
-frame and a few times a second, one encode at a time, whoever asks.
+frame, only while someone watches, at most at a camera's rate. The newest overlay is kept (a copy)
+whether or not anyone watches, and the snapshot PNG is encoded from it only when asked: at most once
+per frame and a few times a second, one encode at a time, whoever asks.
+
+Served on every interface (0.0.0.0 or ::), the run prints this machine's LAN addresses, which a
+tablet can open (``lan_addresses``), not its host name, which a clinic's network may not resolve.
 
 The server is edgeseg's own, on the standard library, because the live view must hold on a clinic's
 network against clients that do not play fair, and neither werkzeug's development server (a thread
@@ -39,6 +43,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from importlib import resources
 from string import Template
@@ -125,14 +130,14 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 class LiveView:
-    """The newest overlay (as JPEG, while anyone watches) and its figures, shared with every viewer."""
+    """The newest overlay (kept always; as JPEG while anyone watches) and its figures, shared with every viewer."""
 
     def __init__(self, snapshot_min_interval_s: float = SNAPSHOT_MIN_INTERVAL_S) -> None:
         self._condition = threading.Condition()
         self._sequence = 0  # JPEGs made so far
         self._last_encoded = float("-inf")
         self._jpeg: bytes | None = None
-        self._snapshot: np.ndarray | None = None  # the newest full-size overlay, a fresh copy per JPEG, never changed after
+        self._snapshot: np.ndarray | None = None  # the newest full-size overlay: a fresh copy per frame, never changed
         self._figures: dict[str, Any] = {}
         self._viewers = 0
         self._closed = False
@@ -152,18 +157,19 @@ class LiveView:
     def publish(self, overlay: np.ndarray, figures: dict[str, Any]) -> None:
         """Replace the newest frame; never waits for a viewer.
 
-        The JPEG (and the snapshot copy) is made only while someone watches, and at most
-        STREAM_MAX_FPS times a second: a camera's rate is all a browser needs, and a pipeline running
-        faster on a file keeps its speed. The figures are replaced every frame.
+        The JPEG is made only while someone watches, and at most STREAM_MAX_FPS times a second: a
+        camera's rate is all a browser needs, and a pipeline running faster on a file keeps its speed.
+        The overlay is copied every frame (a copy costs far less than an encode), for the snapshot,
+        which is encoded only when asked; the figures are replaced every frame.
         """
         now = time.monotonic()
         encode = self.viewers > 0 and now - self._last_encoded >= 1.0 / STREAM_MAX_FPS
         jpeg = encode_jpeg(overlay) if encode else None
-        snapshot = overlay.copy() if encode else None
+        snapshot = overlay.copy()  # the caller reuses its buffer
         with self._condition:
             if encode:
-                self._snapshot = snapshot
                 self._jpeg, self._sequence, self._last_encoded = jpeg, self._sequence + 1, now
+            self._snapshot = snapshot
             self._figures = figures
             self.frames_published += 1
             self._condition.notify_all()
@@ -181,7 +187,7 @@ class LiveView:
         thread at a time; every other request waits for that encode and takes the same bytes."""
         with self._snapshot_lock:
             with self._condition:
-                sequence, overlay = self._sequence, self._snapshot
+                sequence, overlay = self.frames_published, self._snapshot
             if overlay is None:
                 return None
             now = time.monotonic()
@@ -384,6 +390,57 @@ def raise_open_files_limit() -> None:
             log.debug("live view: could not raise the open-files limit from %d", soft)
 
 
+EVERY_INTERFACE = ("0.0.0.0", "::")
+# Private addresses that a UDP socket is "connected" to: connecting a UDP socket sends nothing, it only makes the
+# system choose the interface (and so the address) it would send from: the one a tablet on that network reaches.
+ROUTE_PROBES = ("10.255.255.254", "172.31.255.254", "192.168.255.254")
+HOST_LOOKUP_TIMEOUT_S = 1.0  # a device with a broken resolver must still start
+
+
+def lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses that another machine can reach: the outgoing interface's for each private
+    network, then those its host name resolves to; never loopback. Empty without a network (a sandbox)."""
+    found = []
+    for text in [*outgoing_addresses(), *host_name_addresses()]:
+        try:
+            address = ipaddress.IPv4Address(text)
+        except ValueError:
+            continue
+        if not (address.is_loopback or address.is_unspecified or address.is_multicast) and text not in found:
+            found.append(text)
+    return found
+
+
+def outgoing_addresses() -> list[str]:
+    """The address of the interface this machine would reach each of ROUTE_PROBES' networks from."""
+    addresses = []
+    for probe in ROUTE_PROBES:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))  # the discard port; no packet leaves
+                addresses.append(udp.getsockname()[0])
+        except OSError:  # no route to that network
+            continue
+    return addresses
+
+
+def host_name_addresses(timeout: float = HOST_LOOKUP_TIMEOUT_S) -> list[str]:
+    """The IPv4 addresses the host name resolves to (/etc/hosts, mDNS, DNS), given up after ``timeout``."""
+    found: list[str] = []
+
+    def look_up() -> None:
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            return
+        found.extend(info[4][0] for info in infos)
+
+    thread = threading.Thread(target=look_up, name="edgeseg-host-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return list(found) if not thread.is_alive() else []
+
+
 def listening_socket(address: ServeAddress) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
@@ -456,16 +513,26 @@ class LiveServer:
             "/snapshot.png": ("requests", self._send_snapshot),
         }
 
+    @cached_property
+    def address_urls(self) -> list[str]:
+        """Where a browser opens the live view: on every interface, one URL per LAN address of this machine
+        (localhost where it has none), found once; else the address served."""
+        hosts = [self.address.host]
+        if self.address.host in EVERY_INTERFACE:
+            hosts = lan_addresses() or ["localhost"]
+        return [f"http://{f'[{host}]' if ':' in host else host}:{self.port}/" for host in hosts]
+
     @property
     def address_url(self) -> str:
-        host = socket.gethostname() if self.address.host in ("0.0.0.0", "::") else self.address.host
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        return self.address_urls[0]
+
+    def token_url(self, address_url: str) -> str:
+        """The address with the token: a browser that opens it once keeps the token in a cookie."""
+        return f"{address_url}?token={quote(token_bytes(self.token), safe='')}"
 
     @property
     def url(self) -> str:
-        """The address with the token: a browser that opens it once keeps the token in a cookie."""
-        return f"{self.address_url}?token={quote(token_bytes(self.token), safe='')}"
+        return self.token_url(self.address_url)
 
     @property
     def waiting(self) -> int:
@@ -683,7 +750,7 @@ class LiveServer:
     def _send_snapshot(self, connection: socket.socket) -> None:
         png = self.view.snapshot_png()
         if png is None:
-            connection.sendall(text_response(503, "no frame yet (the snapshot is kept while the stream is watched)"))
+            connection.sendall(text_response(503, "no frame yet", headers={"Retry-After": "1"}))
             return
         name = time.strftime("edgeseg-snapshot-%Y%m%d-%H%M%S.png")
         connection.sendall(http_response(200, png, "image/png", {"Content-Disposition": f'attachment; filename="{name}"'}))

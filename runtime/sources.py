@@ -6,6 +6,12 @@ pipeline; ``scheme://...`` is a stream URL (RTSP/HTTP); a glob is images; a char
 (``/dev/video0``, or a link to one such as ``/dev/v4l/by-id/...``) is a camera; then a folder, an
 image or a video file. (A file whose name is all digits is reached as ``./0``.)
 
+A folder is walked with its subfolders, as a glob's '**' is: hidden folders and files are skipped,
+and so are folders named ``edgeseg-results`` (edgeseg's own outputs) below it; a folder or file
+reached twice through links is read once. Each image is named after its path below the folder all
+the images share, without its suffix (``a/ISIC_0000001``), so outputs keep the subfolders and two
+images of the same name in different folders never write over each other's outputs.
+
 Files (a video, an image, a folder or glob of images) are read ahead by a thread and every frame is
 processed. Live sources (a camera, an RTSP/HTTP URL, a GStreamer pipeline) are read by a capture
 thread that keeps only the newest frame, so latency never builds up when the model is slower than
@@ -23,6 +29,7 @@ import re
 import stat
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -46,6 +53,7 @@ OPEN_TIMEOUT_S = 10.0
 MAX_GLOB_DEPTH = 32  # folders a '**' descends: deeper than any image collection, and a bound on a hostile tree
 RECURSIVE_PART = re.compile(r"(?:^|(?<=/))\*\*(?:/|$)")  # a '**' that is a whole path component
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+RESULTS_FOLDER = "edgeseg-results"  # where `edgeseg run` writes photos' results; never walked into as input
 
 
 class SourceError(EdgesegError, RuntimeError):
@@ -56,9 +64,10 @@ class SourceError(EdgesegError, RuntimeError):
 class Frame:
     index: int  # position in the source; gaps in a live source are dropped frames
     image: np.ndarray  # BGR uint8
-    name: str  # file stem for images, "frame_000123" otherwise
+    name: str  # images: the path below the shared folder without suffix ("a/ISIC_0000001"); else "frame_000123"
     timestamp: float  # wall-clock time of capture (seconds since the epoch)
     captured: float  # time.perf_counter() at capture, for latency
+    label: str | None = None  # images: the path below the shared folder ("a/ISIC_0000001.jpg"), as lines show it
 
 
 class Capture(Protocol):
@@ -112,8 +121,8 @@ class _ReadAhead(Source):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
-        """Each image of the source once, with its name (None: named after its frame number)."""
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
+        """Each image of the source once, with its name and label (None: named after its frame number)."""
         raise NotImplementedError
 
     def _rewind(self) -> None:
@@ -134,8 +143,9 @@ class _ReadAhead(Source):
         try:
             while True:
                 first = index
-                for image, name in self._one_pass():
-                    if not self._offer(Frame(index, image, name or f"frame_{index:06d}", time.time(), time.perf_counter())):
+                for image, name, label in self._one_pass():
+                    frame = Frame(index, image, name or f"frame_{index:06d}", time.time(), time.perf_counter(), label)
+                    if not self._offer(frame):
                         return
                     index += 1
                 if not self.loop or index == first:  # a pass that gave nothing would loop for ever
@@ -160,15 +170,19 @@ class _ReadAhead(Source):
 
 
 class ImageFiles(_ReadAhead):
-    """Still images; an unreadable one is reported once, recorded in ``skipped`` and passed over."""
+    """Still images; an unreadable one is reported once, recorded in ``skipped`` and passed over.
+
+    Each is named after its path below ``root``, the folder all of them share (``image_names``).
+    """
 
     def __init__(self, paths: list[Path], description: str, loop: bool = False) -> None:
         super().__init__(loop=loop)
         self.paths = paths
         self.description = description
+        self.root, self.names, self.labels = image_names(paths)
 
-    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
-        for path in self.paths:
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
+        for path, name, label in zip(self.paths, self.names, self.labels):
             try:
                 image = read_image(path)
             except ImageReadError as error:
@@ -176,7 +190,21 @@ class ImageFiles(_ReadAhead):
                     log.warning("skipped %s", error)
                     self.skipped.append(str(error))
                 continue
-            yield image, path.stem
+            yield image, name, label
+
+
+def image_names(paths: list[Path]) -> tuple[Path, list[str], list[str]]:
+    """The folder the images share, and each image's name and label: its path below that folder without its
+    suffix (photos/a/x.jpg, photos/b/x.jpg: a/x, b/x), and with it (a/x.jpg). Two images that differ only in
+    their suffix (x.jpg, x.png) keep it in their names (x_jpg, x_png), so their outputs differ too."""
+    if not paths:
+        return Path("."), [], []
+    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in paths]))
+    relative = [Path(os.path.relpath(os.path.abspath(path), root)) for path in paths]
+    stems = [path.with_suffix("").as_posix() for path in relative]
+    counts = Counter(stem.lower() for stem in stems)  # x.jpg and X.png share their outputs on a case-blind disk
+    names = [f"{stem}_{path.suffix[1:]}" if counts[stem.lower()] > 1 else stem for stem, path in zip(stems, relative)]
+    return root, names, [path.as_posix() for path in relative]
 
 
 class VideoFile(_ReadAhead):
@@ -189,7 +217,7 @@ class VideoFile(_ReadAhead):
             raise SourceError(f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg.")
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
-    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None]]:
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
         read = 0
         while True:
             ok, image = self._capture.read()
@@ -197,7 +225,7 @@ class VideoFile(_ReadAhead):
                 self._check_complete(read)
                 return
             read += 1
-            yield image, None
+            yield image, None, None
 
     def _check_complete(self, read: int) -> None:
         """A video that stops before the frame count its header gives is truncated or corrupt: said once."""
@@ -393,8 +421,15 @@ def has_gstreamer() -> bool:
     return bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
 
 
-def image_paths_in(folder: Path) -> list[Path]:
-    return unique_files(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def images_below(folder: Path) -> list[Path]:
+    """The images in ``folder`` and its subfolders (as ``folders_below`` walks them), each file once."""
+    found = []
+    for below in folders_below(str(folder)):
+        for name in _visible_names(below or os.curdir):
+            path = Path(below, name)
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return unique_files(found)
 
 
 def unique_files(paths: Iterable[Path]) -> list[Path]:
@@ -421,7 +456,8 @@ def matching_paths(pattern: str) -> list[str]:
 
 def folders_below(base: str) -> Iterator[str]:
     """``base`` ('' for the current folder) and the folders below it, links followed and hidden ones skipped as
-    glob's '**' does; each real folder once (by device and inode), at most MAX_GLOB_DEPTH below ``base``."""
+    glob's '**' does (and RESULTS_FOLDER); each real folder once (by device and inode), at most MAX_GLOB_DEPTH
+    below ``base``."""
     seen: set[tuple[int, int]] = set()
     stack = [(base, 0)]
     while stack:
@@ -440,8 +476,9 @@ def folders_below(base: str) -> Iterator[str]:
 
 
 def _visible_names(folder: str) -> list[str]:
+    """What a folder holds, as a walk takes it: hidden names and edgeseg's own results folders left out."""
     try:
-        return [name for name in os.listdir(folder) if not name.startswith(".")]
+        return [name for name in os.listdir(folder) if not name.startswith(".") and name != RESULTS_FOLDER]
     except OSError:
         return []
 
@@ -471,12 +508,59 @@ def open_source(
     return _file_source(source, width, height, fps, loop)
 
 
+def is_glob(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def glob_images(pattern: str) -> list[Path]:
+    """The images a glob matches (a '**' walks subfolders as ``folders_below`` does), each file once."""
+    matches = (Path(path) for path in matching_paths(os.path.expanduser(pattern)))
+    paths = unique_files(path for path in matches if path.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SourceError(f"no images match {pattern!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def folder_images(folder: Path) -> list[Path]:
+    paths = images_below(folder)
+    if not paths:
+        raise SourceError(f"{folder}: no images in this folder or below it "
+                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
+
+
+def is_image_input(text: str) -> bool:
+    """Whether a command-line word names images: a glob, a folder, or a file with an image suffix."""
+    path = Path(text).expanduser()
+    return is_glob(text) or path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_images(inputs: list[str], loop: bool = False) -> ImageFiles:
+    """Images named by several words (a shell's expansion of photos/*.jpg): image files, folders and globs."""
+    paths: list[Path] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if is_glob(text):
+            paths += glob_images(text)
+        elif path.is_dir():
+            paths += folder_images(path)
+        elif not path.exists():
+            raise SourceError(f"{path}: no such image, folder or model file")
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            paths.append(path)
+        else:
+            raise SourceError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); give a video or a camera "
+                              "with --source")
+    paths = unique_files(paths)
+    if len(paths) == 1:
+        return ImageFiles(paths, f"image {paths[0]}", loop)
+    return ImageFiles(paths, f"{len(paths)} images" + (f" in {inputs[0]}" if len(inputs) == 1 else ""), loop)
+
+
 def _file_source(source: str, width: int | None, height: int | None, fps: float | None, loop: bool) -> Source:
     """Image files (a glob, a folder, one image), a video, or a camera device given by its path."""
-    if any(char in source for char in "*?["):
-        paths = unique_files(Path(p) for p in matching_paths(os.path.expanduser(source)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise SourceError(f"no images match {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if is_glob(source):
+        paths = glob_images(source)
         return ImageFiles(paths, f"{len(paths)} images matching {source}", loop)
     path = Path(source).expanduser()
     if _is_char_device(path):
@@ -486,9 +570,7 @@ def _file_source(source: str, width: int | None, height: int | None, fps: float 
     if str(path).startswith("/dev/") and not path.exists():
         raise SourceError(f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N).")
     if path.is_dir():
-        paths = image_paths_in(path)
-        if not paths:
-            raise SourceError(f"{path}: no images in this folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        paths = folder_images(path)
         return ImageFiles(paths, f"{len(paths)} images in {path}", loop)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a camera "

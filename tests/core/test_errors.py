@@ -13,7 +13,7 @@ from edgeseg.errors import EXIT_BUG, EdgesegError
     ["eval", "{onnx}", "--data", "{empty}"],  # a folder with no data
     ["bench", "{onnx}", "--data", "{empty}"],  # a data folder with no data
     ["export", "{not_onnx}"],  # neither a run directory nor an ONNX
-    ["run", "{not_onnx}", "--source", "{empty}", "--no-show"],  # a folder without images
+    ["run", "{onnx}", "--source", "{empty}", "--no-show"],  # a folder without images
     ["data", "check", "{empty}"],
 ])
 def test_user_errors_are_one_line_with_exit_1(arguments, tiny_onnx, tmp_path):
@@ -23,6 +23,13 @@ def test_user_errors_are_one_line_with_exit_1(arguments, tiny_onnx, tmp_path):
     result = CliRunner().invoke(main, [argument.format(**values) for argument in arguments])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and "Error" in result.output
+
+
+def test_run_names_a_file_that_is_neither_model_nor_image(tmp_path):
+    (tmp_path / "model.txt").write_text("not a model")
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "model.txt"), "--no-show"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "model.txt: not a model" in result.output
 
 
 def test_every_edgeseg_error_derives_from_the_one_base():

@@ -42,6 +42,15 @@ def count_video_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return count, size
 
 
+@pytest.fixture(autouse=True)
+def not_quiet_after_the_test():
+    """-q/--quiet sets a process-wide switch: a command run in-process with -q must not silence the next test."""
+    yield
+    from edgeseg.progress import set_quiet
+
+    set_quiet(False)
+
+
 @pytest.fixture
 def video_20(tmp_path: Path) -> Path:
     """20 frames of 640x480 mp4v video with a moving lesion."""

@@ -48,11 +48,14 @@ def test_run_on_a_video_writes_every_frame_and_one_record_per_frame(tiny_onnx: P
     assert not list((tmp_path / "out").glob(".*tmp*")), "no temporary file may be left behind"
 
 
-def test_folder_with_a_corrupt_image_processes_the_rest_and_reports_it(tiny_onnx: Path, image_folder: Path, tmp_path: Path) -> None:
+def test_folder_with_a_corrupt_image_processes_the_rest_and_reports_it(tiny_onnx: Path, image_folder: Path,
+                                                                       tmp_path: Path, caplog) -> None:
     masks = tmp_path / "masks"
     result = run(str(tiny_onnx), "--source", str(image_folder), "--no-show", "--save-masks", str(masks))
     assert result.exit_code == 0, result.output
-    assert "ISIC_0000009.jpg" in result.output and "skipped" in result.output
+    skipped = [record.getMessage() for record in caplog.records if record.getMessage().startswith("skipped ")]
+    assert len(skipped) == 1 and "ISIC_0000009.jpg: " in skipped[0], "one line `skipped NAME: reason` per bad image"
+    assert "1 skipped" in result.output and "ISIC_0000009" not in result.output, "said once, when it was met"
     names = sorted(path.name for path in masks.iterdir())
     assert names == ["ISIC_0000001_segmentation.png", "ISIC_0000002_segmentation.png", "visit3_segmentation.png"]
     assert cv2.imread(str(masks / "ISIC_0000001_segmentation.png"), cv2.IMREAD_UNCHANGED).shape == (90, 120)
@@ -92,6 +95,18 @@ def test_serve_prints_the_live_view_address_and_the_run_ends_cleanly(tiny_onnx: 
     result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "127.0.0.1:0")
     assert result.exit_code == 0, result.output
     assert re.search(r"live view: http://127\.0\.0\.1:\d+/\n", result.output) and "20 frames" in result.output
+
+
+def test_serve_on_every_interface_prints_the_lan_addresses_a_tablet_opens(tiny_onnx: Path, video_20: Path,
+                                                                          monkeypatch) -> None:
+    from edgeseg.runtime import serve
+
+    monkeypatch.setattr(serve, "outgoing_addresses", lambda: ["192.168.1.23"])
+    monkeypatch.setattr(serve, "host_name_addresses", lambda: ["127.0.1.1"])
+    result = run(str(tiny_onnx), "-s", str(video_20), "--no-show", "--max-frames", "2", "--serve", "0.0.0.0:0")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"live view: http://192\.168\.1\.23:\d+/\n", result.output)
+    assert re.search(r"http://192\.168\.1\.23:\d+/\?token=\S+", result.output)
 
 
 def test_a_bad_serve_address_is_a_usage_error_naming_the_option(tiny_onnx: Path, video_20: Path) -> None:

@@ -6,6 +6,7 @@ Requests go over raw sockets, so a test can send any bytes a hostile client woul
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import resource
@@ -57,12 +58,15 @@ def test_bad_serve_addresses_say_what_to_give(text):
         parse_serve_address(text)
 
 
-def test_nothing_is_encoded_while_nobody_watches():
+def test_nothing_is_encoded_while_nobody_watches_but_the_newest_overlay_is_kept_for_a_snapshot():
     view = LiveView()
+    assert view.snapshot_png() is None, "no frame yet"
     view.publish(overlay(1), figures(1))
+    view.publish(overlay(2), figures(2))
     assert view.next_jpeg(0, timeout=0.05) == (0, None)
-    assert view.snapshot() is None and view.snapshot_png() is None
-    assert view.figures()["index"] == 1 and view.figures()["viewers"] == 0
+    assert view.snapshot_encodes == 0, "nothing is encoded until a snapshot is asked for"
+    assert np.array_equal(view.snapshot(), overlay(2))
+    assert view.figures()["index"] == 2 and view.figures()["viewers"] == 0
 
 
 def test_a_viewer_gets_only_the_newest_frame_and_publishing_never_waits_for_it():
@@ -520,3 +524,78 @@ def test_a_port_in_use_is_a_clear_error():
             LiveServer(LiveView(), ServeAddress("127.0.0.1", taken.getsockname()[1]))
     finally:
         taken.close()
+
+
+def test_the_snapshot_answers_with_the_newest_frame_when_nobody_watches_the_stream(video_20):
+    from edgeseg.names import default_model_path
+    from edgeseg.runtime.backends import open_segmenter
+    from edgeseg.runtime.run_loop import RunOptions, run_pipeline
+    from edgeseg.runtime.sources import open_source
+
+    view = LiveView()
+    with LiveServer(view, LOCAL, FAST) as server:
+        with open_segmenter(default_model_path(), "onnxruntime-cpu") as segmenter:
+            summary = run_pipeline(segmenter, open_source(str(video_20)), RunOptions(live_view=view, max_frames=6))
+        status, headers, png = get(server.port, with_token(server, b"/snapshot.png"))
+    assert summary.frames == 6 and view.viewers == 0 and view.figures()["index"] == 5
+    assert status == 200 and headers["content-type"] == "image/png" and png.startswith(b"\x89PNG")
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+    assert view.snapshot_encodes == 1 and view.next_jpeg(0, timeout=0.01) == (0, None), "no JPEG while nobody watches"
+
+
+def test_lan_addresses_are_this_machines_reachable_ipv4_addresses():
+    from edgeseg.runtime.serve import lan_addresses
+
+    found = lan_addresses()
+    assert all(not ipaddress.IPv4Address(address).is_loopback for address in found)
+    try:
+        listed = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                                timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("no `ip` command to list this machine's addresses with")
+    interfaces = set(re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", listed))
+    if interfaces:
+        assert set(found) & interfaces, f"none of {found} is an address of this machine's interfaces {interfaces}"
+
+
+def test_lan_addresses_leave_out_loopback_and_every_interface_serves_them(monkeypatch):
+    from edgeseg.runtime import serve
+
+    monkeypatch.setattr(serve, "outgoing_addresses", lambda: ["192.168.1.23", "192.168.1.23", "10.0.0.5"])
+    monkeypatch.setattr(serve, "host_name_addresses", lambda: ["127.0.1.1", "10.0.0.5", "not-an-address"])
+    assert serve.lan_addresses() == ["192.168.1.23", "10.0.0.5"]
+    with LiveServer(LiveView(), ServeAddress("0.0.0.0", 0)) as server:
+        assert server.address_urls == [f"http://192.168.1.23:{server.port}/", f"http://10.0.0.5:{server.port}/"]
+        assert server.url.startswith(f"http://192.168.1.23:{server.port}/?token=")
+    with LiveServer(LiveView(), LOCAL) as server:
+        assert server.address_urls == [f"http://127.0.0.1:{server.port}/"], "a named host is served as given"
+
+
+def test_without_a_network_every_interface_falls_back_to_localhost(monkeypatch):
+    from edgeseg.runtime import serve
+
+    monkeypatch.setattr(serve, "outgoing_addresses", lambda: [])
+    monkeypatch.setattr(serve, "host_name_addresses", lambda: ["127.0.0.1"])
+    with LiveServer(LiveView(), ServeAddress("0.0.0.0", 0)) as server:
+        assert server.address_urls == [f"http://localhost:{server.port}/"]
+
+
+SANDBOX_CHECK = (
+    "from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress, lan_addresses\n"
+    "assert lan_addresses() == [], lan_addresses()\n"
+    "with LiveServer(LiveView(), ServeAddress('0.0.0.0', 0)) as server:\n"
+    "    print(server.address_urls[0])\n"
+)
+
+
+def test_in_a_sandbox_without_a_network_the_address_is_localhost():
+    """A network namespace of its own (unshare -rn): no interface but a loopback that is down."""
+    try:
+        done = subprocess.run(["unshare", "-rn", sys.executable, "-c", SANDBOX_CHECK], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("unshare is not available here")
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"this machine allows no network namespace: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"http://localhost:\d+/\n", done.stdout), done.stdout
