@@ -1,3 +1,4 @@
 from edgeseg.cli import main
 
-main()
+# The program name shell completion keys on, the same as the installed `edgeseg` command.
+main(prog_name="edgeseg")

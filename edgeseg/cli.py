@@ -19,6 +19,7 @@ import click
 
 from edgeseg.version import __version__
 from edgeseg.errors import EXIT_BUG, EdgesegError
+from edgeseg.progress import set_quiet
 
 BUG_REPORT = (
     "This is a bug in edgeseg, not a problem with your input: please report it with the command you ran and the "
@@ -36,14 +37,15 @@ COMMANDS: dict[str, str] = {
     "run": "edgeseg.runtime.cli:run_command",
     "bench": "edgeseg.evaluate.bench_cli:bench_command",
     "doctor": "edgeseg.install_check:doctor_command",
+    "info": "edgeseg.info:info_command",
 }
 
 EPILOG = """\b
 The whole flow (`edgeseg demo` runs it on synthetic data):
-  edgeseg synth data/synth --n 200                          dermoscopy-like demo data
-  edgeseg data check ../shared/data/isic2018                check a data set
-  edgeseg train --data ../shared/data/isic2018 --out runs/lite0 --time-budget 60
-  edgeseg eval runs/lite0 --data ../shared/data/isic2018
+  edgeseg synth data/synth --images 200                     dermoscopy-like demo data
+  edgeseg data check data/isic2018                check a data set
+  edgeseg train --data data/isic2018 --out runs/lite0 --time-budget 60
+  edgeseg eval runs/lite0 --data data/isic2018
   edgeseg export runs/lite0 --fp16                          ONNX forms, parity-gated
   edgeseg run runs/lite0/model.onnx --camera 0              live overlay, no torch
   edgeseg bench runs/lite0                                  latency of every form
@@ -66,6 +68,10 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         """Run the command; turn the errors a user can fix into `Error: ...`, and show real bugs as bugs."""
         debug = ctx.params.get("debug") or os.environ.get("EDGESEG_DEBUG") == "1"
+        set_quiet(False)  # each command starts with its notes on; its -q/--quiet turns them off
+        before = os.environ.get("EDGESEG_DEBUG")
+        if debug:
+            os.environ["EDGESEG_DEBUG"] = "1"  # read by every part (onnxruntime's log too) and the demo's steps
         try:
             return super().invoke(ctx)
         except EdgesegError as error:
@@ -80,17 +86,39 @@ class LazyGroup(click.Group):
             click.echo(traceback.format_exc().rstrip(), err=True)
             click.echo(BUG_REPORT, err=True)
             ctx.exit(EXIT_BUG)
+        finally:  # a caller in this process (a test, a notebook) gets back its notes and its own EDGESEG_DEBUG
+            set_quiet(False)
+            restore_environment("EDGESEG_DEBUG", before)
+
+
+def restore_environment(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeseg")
-@click.option("--debug", is_flag=True, help="Show the traceback of every error (also: EDGESEG_DEBUG=1).")
+@click.option("--debug", is_flag=True,
+              help="Show the traceback of every error, and onnxruntime's own warnings (also: EDGESEG_DEBUG=1).")
 def main(debug: bool) -> None:
     """edgeseg: skin-lesion segmentation from labelled images to a verified engine on the device.
 
-    Run `edgeseg COMMAND --help` for each command's options and an example. Exit status: 0 done;
+    Run `edgeseg COMMAND -h` for each command's options and an example. Every command takes
+    -q/--quiet: no progress and no notes, only results, warnings and errors. Exit status: 0 done;
     1 an error (the message says what and how to fix it) or a failed check; 2 a wrong command line;
     70 a bug in edgeseg (with its traceback).
+
+    \b
+    Short flags, one meaning in every command that has the option:
+      -o --out (run: --save)   -d --data   -b --backend   -n --images   -j --json   -q --quiet   -h --help
+
+    \b
+    Shell completion: add the line for your shell to its start-up file (~/.bashrc, ~/.zshrc, ...):
+      eval "$(_EDGESEG_COMPLETE=bash_source edgeseg)"     bash
+      eval "$(_EDGESEG_COMPLETE=zsh_source edgeseg)"      zsh
+      _EDGESEG_COMPLETE=fish_source edgeseg | source      fish (~/.config/fish/completions/edgeseg.fish)
     """
 
 

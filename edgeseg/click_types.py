@@ -8,7 +8,8 @@ import click
 from click.core import ParameterSource
 
 from edgeseg.card import CardError, parse_input_size
-from edgeseg.names import BACKENDS
+from edgeseg.names import BACKENDS, TORCH_BACKENDS
+from edgeseg.progress import note
 
 
 class InputSize(click.ParamType):
@@ -44,8 +45,13 @@ def model_or_default(model):
         path = default_model_path()
     except DefaultModelMissing as error:
         raise click.UsageError(str(error)) from None
-    click.echo(f"no model named: using edgeseg's default model ({path})", err=True)
+    note(f"no model named: using edgeseg's default model ({path})")
     return path
+
+
+def long_flag(param: click.Parameter) -> str:
+    """An option as messages name it: its long flag (--backend, not -b)."""
+    return max(param.opts, key=len)
 
 
 # Spellings of --backend from before every command shared edgeseg.names.BACKENDS: still accepted, with a note.
@@ -62,7 +68,7 @@ class BackendChoice(click.Choice):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value in self.old_names:
             new = self.old_names[value]
-            flag = param.opts[0] if param is not None and param.opts else "--backend"
+            flag = long_flag(param) if param is not None and param.opts else "--backend"
             click.echo(f"note: {flag} {value} is now spelled {flag} {new}", err=True)
             return new
         return super().convert(value, param, ctx)
@@ -70,6 +76,13 @@ class BackendChoice(click.Choice):
 
 # --backend of `eval` and `bench`: every backend name; the old cpu/cuda/torch spellings still taken.
 BACKEND_CHOICE = BackendChoice(BACKENDS, old_names=OLD_BACKEND_NAMES)
+# --backend of `train`: the PyTorch backends alone, by the same names (auto: CUDA where PyTorch sees a GPU).
+TORCH_BACKEND_CHOICE = BackendChoice(("auto", *TORCH_BACKENDS), old_names=OLD_BACKEND_NAMES)
+
+# Short flags: one letter, one meaning, in every command that has the option (-h/--help and -q/--quiet in all).
+# -o is where a command writes its outputs: --out, and `run`'s --save (an image, a folder or a video).
+SHORT_FLAGS = {"-o": ("--out", "--save"), "-d": ("--data",), "-b": ("--backend",), "-n": ("--images",),
+               "-q": ("--quiet",), "-j": ("--json",), "-h": ("--help",)}
 
 
 def old_spelling(flag: str, note: str, **attrs):
@@ -93,7 +106,7 @@ def renamed(ctx: click.Context, new: str, old: str):
     if old_value is None:
         return value
     if ctx.get_parameter_source(new) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-        spelling = {param.name: param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+        spelling = {param.name: long_flag(param) if isinstance(param, click.Option) else param.human_readable_name
                     for param in ctx.command.params}
         raise click.UsageError(f"{spelling[old]} is the old spelling of {spelling[new]}: give one of them, not both")
     return old_value

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +31,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from edgeseg.errors import EdgesegError
 from edgeseg.files import header_refusal
 from edgeseg.names import IMAGE_SUFFIXES
+from edgeseg.progress import progress as track
 
 MASK_SUFFIX = ".png"
 MASK_TAG = "_segmentation"
@@ -276,19 +275,19 @@ def discover_samples(root: str | os.PathLike, split: str | None = None, split_di
     return [Sample(sample_id, files.images[sample_id][0], files.masks[sample_id][0]) for sample_id in ids]
 
 
-def split_ids(ids: list[str], val_share: float, seed: int) -> tuple[list[str], list[str]]:
+def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """A random train/val split of ``ids`` (the same for the same ids and seed), each part sorted."""
-    if not 0.0 < val_share < 1.0:
-        raise DataError(f"the validation share must lie strictly between 0 and 1, got {val_share}")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"the validation share must lie strictly between 0 and 1, got {val_fraction}")
     if len(ids) < 2:
         raise DataError(f"{len(ids)} image/mask pair(s): a split needs at least one for training and one for validation")
     shuffled = sorted(ids)
     np.random.default_rng(seed).shuffle(shuffled)
-    val_count = min(len(shuffled) - 1, max(1, round(len(shuffled) * val_share)))
+    val_count = min(len(shuffled) - 1, max(1, round(len(shuffled) * val_fraction)))
     return sorted(shuffled[val_count:]), sorted(shuffled[:val_count])
 
 
-def write_splits(root: str | os.PathLike, val_share: float = 0.1, seed: int = 0, split_dir: Path | None = None,
+def write_splits(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, split_dir: Path | None = None,
                  overwrite: bool = False) -> dict[str, Path]:
     """Write <split_dir>/train.txt and val.txt for a data set that has none (never over existing ones unless asked)."""
     from edgeseg.files import write_text_atomic
@@ -299,8 +298,9 @@ def write_splits(root: str | os.PathLike, val_share: float = 0.1, seed: int = 0,
     existing = [str(path) for path in paths.values() if path.exists()]
     if existing and not overwrite:
         raise DataError(f"{', '.join(existing)} already exist(s); keep them, or pass --overwrite to replace them")
-    train_ids, val_ids = split_ids([sample.id for sample in discover_samples(root)], val_share, seed)
-    header = f"# edgeseg data split --val {val_share:g} --seed {seed}: {len(train_ids)} train, {len(val_ids)} val\n"
+    train_ids, val_ids = split_ids([sample.id for sample in discover_samples(root)], val_fraction, seed)
+    header = (f"# edgeseg data split --val-fraction {val_fraction:g} --seed {seed}: "
+              f"{len(train_ids)} train, {len(val_ids)} val\n")
     for name, ids in (("train", train_ids), ("val", val_ids)):
         write_text_atomic(paths[name], header + "".join(f"{sample_id}\n" for sample_id in ids))
     return paths
@@ -533,8 +533,8 @@ def check_dataset(
         if len(files.images[sample_id]) == 1 and len(files.masks[sample_id]) == 1
     ]
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        checks = list(tqdm(pool.map(_check_pair, candidates), total=len(candidates), desc="checking pairs",
-                           unit="pair", file=sys.stderr, disable=None if progress else True))
+        checks = list(track(pool.map(_check_pair, candidates), total=len(candidates), desc="checking pairs",
+                            unit="pair", enabled=progress))
 
     samples, digests = [], {}
     for sample, check in zip(candidates, checks):

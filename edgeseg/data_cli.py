@@ -7,6 +7,10 @@ from pathlib import Path
 import click
 
 from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
+from edgeseg.progress import quiet_option
+
+
+SHARE = click.FloatRange(0, 1, min_open=True, max_open=True)
 
 
 @click.group("data")
@@ -15,8 +19,8 @@ def data_command() -> None:
 
     \b
     Examples:
-      edgeseg data check ../shared/data/isic2018
-      edgeseg data split DATA --val 0.1 --seed 0     # splits/train.txt and val.txt for a download without them
+      edgeseg data check data/isic2018
+      edgeseg data split DATA --val-fraction 0.1 --seed 0   # splits/train.txt and val.txt for a download without them
     """
 
 
@@ -28,11 +32,12 @@ def data_command() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Folder of <split>.txt files (one id a line). Default: ROOT/splits.",
 )
-@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write the report as JSON to FILE {JSON_HELP}.")
+@click.option("-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Also write the report as JSON to FILE {JSON_HELP}.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads that decode files. Default: cores + 2, at most 8.")
 @overwrite_option
 @old_spelling("--workers", "--workers of `data check` is now spelled --threads (decoding threads; "
               "--workers means worker processes in every command)", type=click.IntRange(min=1))
+@quiet_option
 @click.pass_context
 def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: Path | None, json_path: Path | None,
                   threads: int | None, overwrite: bool, old_workers: int | None) -> None:
@@ -46,7 +51,7 @@ def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: 
 
     \b
     Example:
-      edgeseg data check ../shared/data/isic2018 --json data-report.json
+      edgeseg data check data/isic2018 --json data-report.json
     """
     from edgeseg.click_types import json_to_stdout, renamed, write_json
     from edgeseg.data import check_dataset
@@ -65,13 +70,17 @@ def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: 
 
 @data_command.command("split")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--val", "val_share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
-              show_default=True, help="Share of the pairs that go to the validation split.")
+@click.option("--val-fraction", type=SHARE, default=0.1, show_default=True,
+              help="Share of the pairs that go to the validation split.")
+@old_spelling("--val", "--val of `data split` is now spelled --val-fraction (as in `edgeseg synth`)", type=SHARE)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same split.")
 @click.option("--split-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write train.txt and val.txt. Default: ROOT/splits.")
 @click.option("--overwrite", is_flag=True, help="Replace split files that already exist.")
-def split_command(root: Path, val_share: float, seed: int, split_dir: Path | None, overwrite: bool) -> None:
+@quiet_option
+@click.pass_context
+def split_command(ctx: click.Context, root: Path, val_fraction: float, seed: int, split_dir: Path | None,
+                  overwrite: bool, old_val: float | None) -> None:
     """Write train.txt and val.txt (one id a line) for a data set that has no split, e.g. the ISIC download.
 
     Every complete image/mask pair under ROOT is assigned at random, reproducibly for a seed; existing
@@ -79,11 +88,13 @@ def split_command(root: Path, val_share: float, seed: int, split_dir: Path | Non
 
     \b
     Example:
-      edgeseg data split ~/isic2018 --val 0.1 --seed 0
+      edgeseg data split ~/isic2018 --val-fraction 0.1 --seed 0
       edgeseg train --data ~/isic2018 --out runs/mine --time-budget 60
     """
+    from edgeseg.click_types import renamed
     from edgeseg.data import read_split, write_splits
 
-    paths = write_splits(root, val_share=val_share, seed=seed, split_dir=split_dir, overwrite=overwrite)
+    val_fraction = renamed(ctx, "val_fraction", "old_val")
+    paths = write_splits(root, val_fraction=val_fraction, seed=seed, split_dir=split_dir, overwrite=overwrite)
     counts = {name: len(read_split(path)) for name, path in paths.items()}
     click.echo(f"wrote {paths['train']} ({counts['train']} ids) and {paths['val']} ({counts['val']} ids)")

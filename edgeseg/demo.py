@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 
 from edgeseg.card import CARD_FILENAME
-from edgeseg.click_types import INPUT_SIZE, size_text
+from edgeseg.click_types import INPUT_SIZE, old_spelling, renamed, size_text
 from edgeseg.names import ONNX_FILENAMES
 from edgeseg.files import read_image, write_bytes_atomic, write_text_atomic
+from edgeseg.progress import is_quiet, note, quiet_option
 
 VIDEO_SIZE = (640, 480)  # a typical dermatoscope camera frame
 MARKER = ".edgeseg-demo"  # marks a folder the demo made, so --overwrite never deletes anything else
@@ -44,7 +45,7 @@ class DemoPlan:
     images: int
     image_size: int
     input_size: tuple[int, int]
-    train_minutes: float
+    time_budget_minutes: float
     epochs: int
     encoder_weights: str
     decoder_channels: str
@@ -66,8 +67,10 @@ def edgeseg_command(*arguments: str) -> list[str]:
 
 
 def run_step(plan: DemoPlan, name: str, command: list[str], allowed_exit_codes: tuple[int, ...] = (0,)) -> Step:
-    """Run one edgeseg command with its own progress output; stop the demo if it fails unexpectedly."""
-    click.secho(f"\n== {name}: {' '.join(command[2:])}", fg="cyan", err=True)
+    """Run one edgeseg command with its own progress output (-q passed on); stop the demo if it fails unexpectedly."""
+    if is_quiet():
+        command = [*command, "-q"]
+    note(click.style(f"\n== {name}: {' '.join(command[2:])}", fg="cyan"))
     step = Step(name, command)
     started = time.perf_counter()
     step.exit_code = subprocess.run(command).returncode
@@ -305,22 +308,24 @@ def steps_section(steps: list[Step]) -> str:
 
 EXAMPLE = """\b
 Examples:
-  edgeseg demo                                        synthetic data, about 10 minutes on 2 CPU cores
-  edgeseg demo --out demo-out --train-minutes 5
-  edgeseg demo --data ../shared/data/isic2018 --train-minutes 30
+  edgeseg demo                                        synthetic data; a few minutes on a laptop CPU
+  edgeseg demo --out demo-out --time-budget 5
+  edgeseg demo --data data/isic2018 --time-budget 30
 """
 
 
 @click.command("demo", epilog=EXAMPLE)
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("-d", "--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A real ISIC-layout folder with splits (default: generate synthetic data).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
               show_default=True, help="Folder for everything the demo makes.")
-@click.option("--train-minutes", type=click.FloatRange(min=0.05), default=4.0, show_default=True,
-              help="Training time budget.")
+@click.option("--time-budget", "time_budget_minutes", type=click.FloatRange(min=0.05), default=4.0, show_default=True,
+              help="Minutes of training (as `edgeseg train --time-budget`).")
+@old_spelling("--train-minutes", "--train-minutes of `demo` is now spelled --time-budget (minutes, as in "
+              "`edgeseg train`)", type=click.FloatRange(min=0.05))
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Most epochs training may run inside the time budget.")
-@click.option("--images", type=click.IntRange(min=8), default=160, show_default=True,
+@click.option("-n", "--images", type=click.IntRange(min=8), default=160, show_default=True,
               help="Synthetic images to generate (without --data).")
 @click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True,
               help="Side of the synthetic images in px.")
@@ -333,9 +338,11 @@ Examples:
 @click.option("--bench-runs", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed runs per form in the benchmark.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's output in --out.")
-def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int, images: int, image_size: int,
-                 input_size: tuple[int, int], encoder_weights: str, decoder_channels: str, parity_n: int,
-                 bench_runs: int, overwrite: bool) -> None:
+@quiet_option
+@click.pass_context
+def demo_command(ctx: click.Context, data: Path | None, out: Path, time_budget_minutes: float, epochs: int, images: int,
+                 image_size: int, input_size: tuple[int, int], encoder_weights: str, decoder_channels: str,
+                 parity_n: int, bench_runs: int, overwrite: bool, old_train_minutes: float | None) -> None:
     """Run the whole toolchain: data, train, eval, export (parity-gated), bench, run; then a summary.
 
     Without --data it generates synthetic dermoscopy-like images first. Everything lands in --out:
@@ -343,41 +350,12 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
     summary.md, a page with the key figures, curves and overlay frames.
     """
     plan = DemoPlan(out=out, data=data, images=images, image_size=image_size, input_size=input_size,
-                    train_minutes=train_minutes, epochs=epochs, encoder_weights=encoder_weights,
-                    decoder_channels=decoder_channels, parity_n=parity_n, bench_runs=bench_runs)
-    if overwrite and (out / MARKER).is_file():
-        shutil.rmtree(out)
-    if plan.run_dir.exists() and any(plan.run_dir.iterdir()):
-        hint = " (or --overwrite)" if (out / MARKER).is_file() else ""
-        raise click.ClickException(f"{plan.run_dir} already holds a run; pick another --out{hint} or remove it")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by edgeseg demo; `edgeseg demo --overwrite` may delete this folder\n")
+                    time_budget_minutes=renamed(ctx, "time_budget_minutes", "old_train_minutes"), epochs=epochs,
+                    encoder_weights=encoder_weights, decoder_channels=decoder_channels, parity_n=parity_n,
+                    bench_runs=bench_runs)
+    prepare_out(plan, overwrite)
     started = time.perf_counter()
-
-    if data is None:
-        run_step(plan, "synthesise data", edgeseg_command(
-            "synth", str(plan.data_dir), "--n", str(images), "--image-size", str(image_size), "--seed", "0",
-            "--overwrite"))
-    run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
-    run_step(plan, "train", edgeseg_command(
-        "train", "--data", str(plan.data_dir), "--out", str(plan.run_dir), "--size", size_text(input_size),
-        "--epochs", str(epochs), "--time-budget", str(train_minutes), "--encoder-weights", encoder_weights,
-        "--decoder-channels", decoder_channels, "--seed", "0"))
-    run_step(plan, "evaluate", edgeseg_command(
-        "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val",
-        "--json", str(out / "eval.json")))
-    # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
-    run_step(plan, "export", edgeseg_command(
-        "export", str(plan.run_dir), "--parity-data", str(plan.data_dir), "--parity-n", str(parity_n), "--calib-n", "32"),
-        allowed_exit_codes=(0, 1))
-    run_step(plan, "benchmark", edgeseg_command(
-        "bench", str(plan.run_dir), "--runs", str(bench_runs), "--warmup", "5",
-        "--json", str(out / "bench.json"), "--md", str(out / "bench.md")))
-    make_video(val_images(plan.data_dir, limit=12), out / "video.mp4")
-    run_step(plan, "run the runtime", edgeseg_command(
-        "run", str(plan.run_dir / ONNX_FILENAMES["onnx"]), "--source", str(out / "video.mp4"), "--no-show",
-        "--save", str(out / "overlay.mp4"), "--jsonl", str(out / "frames.jsonl")))
-
+    run_steps(plan)
     strip = overlay_strip(out / "overlay.mp4")
     if strip is not None:
         ok, png = cv2.imencode(".png", strip)
@@ -387,3 +365,43 @@ def demo_command(data: Path | None, out: Path, train_minutes: float, epochs: int
     write_text_atomic(out / "summary.md", page)
     click.echo("\n" + terminal)
     click.echo(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; summary: {out / 'summary.md'}")
+
+
+def prepare_out(plan: DemoPlan, overwrite: bool) -> None:
+    """The output folder, marked as the demo's; an earlier demo's replaced only with --overwrite."""
+    out = plan.out
+    if overwrite and (out / MARKER).is_file():
+        shutil.rmtree(out)
+    if plan.run_dir.exists() and any(plan.run_dir.iterdir()):
+        hint = " (or --overwrite)" if (out / MARKER).is_file() else ""
+        raise click.ClickException(f"{plan.run_dir} already holds a run; pick another --out{hint} or remove it")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by edgeseg demo; `edgeseg demo --overwrite` may delete this folder\n")
+
+
+def run_steps(plan: DemoPlan) -> None:
+    """Every step of the flow, each the edgeseg command a user would type."""
+    out = plan.out
+    if plan.data is None:
+        run_step(plan, "synthesise data", edgeseg_command(
+            "synth", str(plan.data_dir), "--images", str(plan.images), "--image-size", str(plan.image_size),
+            "--seed", "0", "--overwrite"))
+    run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
+    run_step(plan, "train", edgeseg_command(
+        "train", "--data", str(plan.data_dir), "--out", str(plan.run_dir), "--size", size_text(plan.input_size),
+        "--epochs", str(plan.epochs), "--time-budget", str(plan.time_budget_minutes),
+        "--encoder-weights", plan.encoder_weights, "--decoder-channels", plan.decoder_channels, "--seed", "0"))
+    run_step(plan, "evaluate", edgeseg_command(
+        "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val",
+        "--json", str(out / "eval.json")))
+    # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
+    run_step(plan, "export", edgeseg_command(
+        "export", str(plan.run_dir), "--data", str(plan.data_dir), "--parity-n", str(plan.parity_n), "--calib-n", "32"),
+        allowed_exit_codes=(0, 1))
+    run_step(plan, "benchmark", edgeseg_command(
+        "bench", str(plan.run_dir), "--runs", str(plan.bench_runs), "--warmup", "5",
+        "--json", str(out / "bench.json"), "--md", str(out / "bench.md")))
+    make_video(val_images(plan.data_dir, limit=12), out / "video.mp4")
+    run_step(plan, "run the runtime", edgeseg_command(
+        "run", str(plan.run_dir / ONNX_FILENAMES["onnx"]), "--source", str(out / "video.mp4"), "--no-show",
+        "--save", str(out / "overlay.mp4"), "--jsonl", str(out / "frames.jsonl")))

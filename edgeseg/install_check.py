@@ -14,7 +14,12 @@ for the CUDA software and TensorRT installed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
+import logging
+import os
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,10 +28,11 @@ import click
 
 from edgeseg import host
 from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, write_json
+from edgeseg.progress import quiet_option
 from edgeseg.segmenter import BackendUnavailable
 
 EXTRAS_HINT = ("pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
-               "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (README, Support matrix)")
+               "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (docs/gpu-and-jetson.md, Support matrix)")
 BOTH_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'edgeseg[gpu]'"
 CUDA_EXTRAS = {12: "gpu", 13: "gpu-cu13"}
 TENSORRT_CUDA = {"tensorrt-cu12": 12, "tensorrt-cu13": 13}
@@ -35,7 +41,7 @@ ONNXRUNTIME_TENSORRT_MAJOR = 10
 ONNXRUNTIME_TENSORRT_LIBRARY = "libnvinfer.so.10"
 TENSORRT_PROVIDER_FIX = ("install TensorRT 10 beside onnxruntime-gpu, which its TensorRT provider is built against: "
                          "pip install 'edgeseg[gpu]' (CUDA 12) or 'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson it is "
-                         "JetPack's TensorRT (README, Support matrix). `edgeseg doctor` says whether the provider can start")
+                         "JetPack's TensorRT (docs/gpu-and-jetson.md, Support matrix). `edgeseg doctor` says whether the provider can start")
 _preloaded = False
 
 
@@ -97,6 +103,71 @@ def import_onnxruntime(gpu: bool = False) -> Any:
         onnxruntime.preload_dlls()
         _preloaded = True
     return onnxruntime
+
+
+# onnxruntime's log severities: 0 verbose, 1 info, 2 warning (its default), 3 error, 4 fatal.
+ONNXRUNTIME_WARNINGS = 2
+ONNXRUNTIME_ERRORS_ONLY = 3
+
+
+def debugging() -> bool:
+    """EDGESEG_DEBUG=1 (`edgeseg --debug` sets it): tracebacks of every error, and onnxruntime's own warnings."""
+    return os.environ.get("EDGESEG_DEBUG") == "1"
+
+
+def session_options(ort: Any) -> Any:
+    """SessionOptions for a session edgeseg makes: onnxruntime logs its errors only, unless debugging.
+
+    Its warnings (the coloured "Could not find a CPU kernel and hence can't constant fold Ceil node" of an
+    FP16 graph, for one) say nothing a user can act on, and would reach the terminal of every command.
+    """
+    options = ort.SessionOptions()
+    if not debugging():
+        options.log_severity_level = ONNXRUNTIME_ERRORS_ONLY
+    return options
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime_tools() -> Iterator[None]:
+    """Keep what onnxruntime's Python tools (the quantizer and its calibration) print off the terminal.
+
+    The quantizer prints its steps on stdout (which `--json -` keeps for the JSON alone), warns through the
+    root logger ("WARNING:root:Axis 1 is out-of-range ..."), and its calibration sessions log at onnxruntime's
+    default severity. Inside this block: errors only. Unchanged when debugging.
+    """
+    try:
+        import onnxruntime
+    except ImportError:  # a build that needs no onnxruntime (a TensorRT engine from an ONNX)
+        onnxruntime = None
+    if debugging() or onnxruntime is None:
+        yield
+        return
+    root, tools = logging.getLogger(), logging.getLogger("onnxruntime")
+    errors_only, tools_level = _ErrorsOnly(), tools.level
+    # logging.warning() gives a root logger without handlers a stderr handler for good: give it one for now that
+    # prints as Python does without any (edgeseg's own warnings still show).
+    stand_in = logging.lastResort if not root.handlers and logging.lastResort is not None else None
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    root.addFilter(errors_only)
+    tools.setLevel(logging.ERROR)
+    onnxruntime.set_default_logger_severity(ONNXRUNTIME_ERRORS_ONLY)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        onnxruntime.set_default_logger_severity(ONNXRUNTIME_WARNINGS)
+        tools.setLevel(tools_level)
+        root.removeFilter(errors_only)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
+
+
+class _ErrorsOnly(logging.Filter):
+    """Records logged on the root logger itself (onnxruntime's tools use logging.warning()) pass from ERROR up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 def _load_library(name: str) -> None:
@@ -277,7 +348,9 @@ def doctor_lines(findings: dict[str, Any]) -> list[str]:
 
 
 @click.command("doctor")
-@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Also write the findings as JSON to FILE {JSON_HELP}.")
+@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
+              help=f"Also write the findings as JSON to FILE {JSON_HELP}.")
+@quiet_option
 def doctor_command(json_path: Path | None) -> None:
     """Check this install: one onnxruntime build, its providers, the GPU and its driver.
 

@@ -93,7 +93,7 @@ def reference_set_path() -> Path:
     if path is None or not (path / "splits" / "val.txt").is_file():
         raise DefaultModelMissing(
             f"{REFERENCE_SET_NAME} is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
-            "or name a data folder with images and masks: --parity-data DIR")
+            "or name a data folder with images and masks: --data DIR")
     return path
 
 

@@ -119,8 +119,7 @@ class PlainProgress:
 def quiet_option(command):
     """-q/--quiet, spelt and explained one way for every command."""
     def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            set_quiet(True)
+        set_quiet(value)  # set either way: one process may run several commands (tests, the demo)
         return value
 
     return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=remember,

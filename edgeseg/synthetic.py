@@ -25,6 +25,8 @@ import numpy as np
 from edgeseg.click_types import old_spelling, renamed
 from edgeseg.data import Sample
 from edgeseg.files import write_bytes_atomic, write_text_atomic
+from edgeseg.progress import progress as track
+from edgeseg.progress import quiet_option
 
 IMAGE_FOLDER = "ISIC2018_Task1-2_Training_Input"
 MASK_FOLDER = "ISIC2018_Task1_Training_GroundTruth"
@@ -333,7 +335,7 @@ SYNTHETIC images, not photographs of skin: made by `edgeseg synth` to feed the d
 They are not a substitute for real dermoscopy data in any accuracy work.
 
 - {n} images of {size}x{size} px, seed {seed}; regenerate with
-  `edgeseg synth <this folder> --n {n} --image-size {size} --seed {seed}` (image k is the same for any n).
+  `edgeseg synth <this folder> --images {n} --image-size {size} --seed {seed}` (image k is the same for any n).
 - Ids ISIC_{FIRST_ID:07d} upwards: real ISIC ids are far below 9000000, so none is a real image.
 - Official ISIC 2018 layout: {IMAGE_FOLDER}/ISIC_nnnnnnn.jpg (JPEG quality {JPEG_QUALITY}) and
   {MASK_FOLDER}/ISIC_nnnnnnn_segmentation.png (0 = skin, 255 = lesion; the lesion's exact shape,
@@ -356,8 +358,6 @@ def generate_dataset(
     Refuses (FileExistsError) a non-empty folder that is not an earlier synthetic output unless
     ``overwrite``. Pairs of an earlier run that this one does not write are removed.
     """
-    from tqdm import tqdm
-
     if not 1 <= n <= MAX_IMAGES:
         raise ValueError(f"n must be between 1 and {MAX_IMAGES}, got {n}")
     if size < MIN_SIZE:
@@ -368,7 +368,7 @@ def generate_dataset(
     check_output_folder(out_dir, overwrite)
 
     samples = []
-    for index in tqdm(range(n), desc="synth", unit="img", disable=not progress):
+    for index in track(range(n), desc="synth", unit="img", enabled=progress):
         image, mask = make_sample(seed, index, size)
         name = sample_id(index)
         sample = Sample(name, out_dir / IMAGE_FOLDER / f"{name}.jpg", out_dir / MASK_FOLDER / f"{name}_segmentation.png")
@@ -387,7 +387,10 @@ def generate_dataset(
 
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--n", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True, help="Number of images.")
+@click.option("-n", "--images", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True,
+              help="Number of images.")
+@old_spelling("--n", "--n of `synth` is now spelled -n/--images (as in `edgeseg demo`)",
+              type=click.IntRange(1, MAX_IMAGES))
 @click.option("--image-size", type=click.IntRange(MIN_SIZE), default=256, show_default=True,
               help="Side of the square images, px.")
 @old_spelling("--size", "--size of `synth` is now spelled --image-size (--size means the network input size "
@@ -398,9 +401,10 @@ def generate_dataset(
     help="Share of the ids listed in splits/val.txt.",
 )
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty folder that is not an earlier synth output.")
+@quiet_option
 @click.pass_context
 def synth_command(ctx: click.Context, out: Path, n: int, image_size: int, seed: int, val_fraction: float,
-                  overwrite: bool, old_size: int | None) -> None:
+                  overwrite: bool, old_size: int | None, old_n: int | None) -> None:
     """Make synthetic dermoscopy-like images with exact lesion masks in the ISIC 2018 layout.
 
     Skin-tone texture, an irregular variegated lesion (some running off the image), hairs, bubbles,
@@ -409,10 +413,11 @@ def synth_command(ctx: click.Context, out: Path, n: int, image_size: int, seed: 
 
     \b
     Example:
-      edgeseg synth data/synth --n 200 --image-size 256 --seed 0
+      edgeseg synth data/synth --images 200 --image-size 256 --seed 0
       edgeseg data check data/synth
     """
     size = renamed(ctx, "image_size", "old_size")
+    n = renamed(ctx, "n", "old_n")
     started = time.perf_counter()
     try:
         samples = generate_dataset(out, n, size, seed, val_fraction, overwrite=overwrite, progress=True)

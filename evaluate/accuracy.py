@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from edgeseg.files import portable_path, read_image, read_mask, write_mask
 from edgeseg.metrics import (BOOTSTRAP_RESAMPLES, METRIC_NAMES, Interval, bootstrap_interval, image_scores,
                              mean_scores, paired_differences)
+from edgeseg.progress import progress as track
 
 WORST_CASES = 6
 
@@ -127,11 +127,9 @@ def evaluate(segmenter, samples, model_name: str, split: str, save_masks: Path |
 def evaluate_images(segmenter, images: Iterable[LabelledImage], model_name: str, split: str,
                     save_masks: Path | None = None, progress: bool = True, total: int | None = None) -> Evaluation:
     """Segment every image and score it against its truth, each at the image's own resolution."""
-    from tqdm import tqdm
-
     result = Evaluation(model=model_name, backend=_backend_label(segmenter), split=split,
                         postprocess=_postprocess_options(segmenter))
-    for item in tqdm(images, desc=f"eval {split}", unit="img", total=total, disable=not progress, file=sys.stderr):
+    for item in track(images, desc=f"eval {split}", unit="img", total=total, enabled=progress):
         segmentation = segmenter.segment(item.image)
         if item.truth.shape != segmentation.mask.shape:
             raise ValueError(
@@ -185,8 +183,14 @@ def summary_table(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+TRUTH_COLOUR = (0, 255, 0)  # BGR green: the ground truth's outline
+PREDICTION_COLOUR = (0, 0, 255)  # BGR red: the prediction's outline
+LEGEND_HEIGHT = 26
+
+
 def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.ndarray:
-    """A strip per worst image (lowest Jaccard): the image, the truth outline, the prediction outline."""
+    """A strip per worst image (lowest Jaccard): the image, the truth outline, the prediction outline; a legend
+    on top."""
     by_id = {sample.id: sample for sample in samples}
     worst = sorted((row for row in evaluation.per_image if row["id"] in evaluation.worst_masks),
                    key=lambda row: row["jaccard"])
@@ -196,12 +200,27 @@ def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.nd
         image = read_image(sample.image)
         truth = read_mask(sample.mask)
         predicted = evaluation.worst_masks[row["id"]][1]
-        panels = [image, _outlined(image, truth, (0, 255, 0)), _outlined(image, predicted, (0, 0, 255))]
+        panels = [image, _outlined(image, truth, TRUTH_COLOUR), _outlined(image, predicted, PREDICTION_COLOUR)]
         panels = [cv2.resize(panel, (tile, tile), interpolation=cv2.INTER_AREA) for panel in panels]
         caption = f"{row['id']}  Jaccard {row['jaccard']:.3f}  Dice {row['dice']:.3f}"
         cv2.putText(panels[0], caption, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(np.hstack(panels))
-    return np.vstack(rows)
+    return np.vstack([legend_band(tile), *rows])
+
+
+def legend_band(tile: int) -> np.ndarray:
+    """What each column shows, above them: each outline's colour drawn beside its name."""
+    band = np.zeros((LEGEND_HEIGHT, 3 * tile, 3), np.uint8)
+    columns = [("image, worst Jaccard first", None), ("ground truth (green outline)", TRUTH_COLOUR),
+               ("prediction (red outline)", PREDICTION_COLOUR)]
+    for index, (text, colour) in enumerate(columns):
+        x = index * tile + 6
+        if colour is not None:
+            cv2.line(band, (x, LEGEND_HEIGHT // 2), (x + 18, LEGEND_HEIGHT // 2), colour, 3, cv2.LINE_AA)
+            x += 24
+        cv2.putText(band, text, (x, LEGEND_HEIGHT // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour or (255, 255, 255),
+                    1, cv2.LINE_AA)
+    return band
 
 
 def _outlined(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:

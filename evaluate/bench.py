@@ -17,7 +17,6 @@ directory, PyTorch) is imported only when a form is opened. The report's text an
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ import numpy as np
 from edgeseg.evaluate.models import Form, discover_forms, open_model
 from edgeseg.files import portable_path
 from edgeseg.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
+from edgeseg.progress import progress as track
 from edgeseg.segmenter import BackendUnavailable
 
 STAGES = ("preprocess", "inference", "postprocess", "end_to_end")
@@ -137,11 +137,8 @@ def synthetic_frame(seed: int = FRAME_SEED) -> np.ndarray:
 
 def time_interleaved(results: list[Result], frame: np.ndarray, runs: int, warmup: int, progress: bool = True) -> None:
     """Run the frame through every open form in turn, ``warmup`` + ``runs`` times, recording the timed runs."""
-    from tqdm import tqdm
-
     active = [result for result in results if result.status == "ok"]
-    for iteration in tqdm(range(warmup + runs), desc="bench", unit="round", disable=not progress or not active,
-                          file=sys.stderr):
+    for iteration in track(range(warmup + runs), desc="bench", unit="round", enabled=progress and bool(active)):
         start = iteration % len(active) if active else 0
         for result in active[start:] + active[:start]:
             if result.status != "ok":

@@ -11,6 +11,7 @@ import click
 from edgeseg.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT, overwrite_option
 from edgeseg.evaluate.bench import DEFAULT_RUNS, DEFAULT_WARMUP
 from edgeseg.files import portable_path
+from edgeseg.progress import quiet_option
 
 
 def command_line(models: tuple[Path, ...], options: dict[str, Any]) -> str:
@@ -46,7 +47,7 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
 
 @click.command("bench", epilog=EXAMPLE)
 @click.argument("models", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--backend", "backends", multiple=True, default=("auto",), show_default=True,
+@click.option("-b", "--backend", "backends", multiple=True, default=("auto",), show_default=True,
               type=BACKEND_CHOICE,
               help="Backend(s) to run each form on (repeat to compare); each form runs on those that apply to it.")
 @click.option("--runs", default=DEFAULT_RUNS, show_default=True, type=click.IntRange(min=1),
@@ -57,15 +58,16 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
               help="256 or HEIGHTxWIDTH: input size for PyTorch and dynamic-shape ONNX forms; static forms keep their card's size.")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A real frame to time on (default: a synthetic 640x480 dermoscopy frame).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("-d", "--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Data set folder (ISIC layout or images/ + masks/): adds Dice and thresholded Jaccard per form.")
 @click.option("--split", default="val", show_default=True, help="Split of --data to score, or 'all'.")
 @click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of split files (default: DATA/splits).")
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
-@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write the results as JSON here {JSON_HELP}.")
+@click.option("-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Write the results as JSON here {JSON_HELP}.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown results file here.")
 @overwrite_option
+@quiet_option
 @click.pass_context
 def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], runs: int, warmup: int,
                   size: tuple[int, int] | None, image: Path | None, data: Path | None, split: str, split_dir: Path | None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgeseg.click_types import BACKEND_CHOICE, JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
+from edgeseg.progress import note, quiet_option
 from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 EXAMPLE = """\b
@@ -23,13 +24,21 @@ LOCKED_NOTE = ("note: scoring the locked test split. Score it once, for a model 
                "its interval; every choice (epoch, threshold, lever, model) is made on val, never on this split.")
 
 
+OUT_HELP = ("Folder for per-image.csv and worst-cases.png. Default: eval-<split>/ beside MODEL (inside a run "
+            "directory; in the folder of a model file); for edgeseg's default model, which lies inside the "
+            "installation, eval-<split>/ in the current folder.")
+
+
 def default_out_dir(model: Path, split: str) -> Path:
-    """Beside the model, eval-<split>/; for the default model (inside the installation), ./eval-<split>/."""
+    """Beside the model, eval-<split>/; for the default model (inside the installation) ./eval-<split>/, in a note."""
     from edgeseg.names import DefaultModelMissing, default_model_path
 
     try:
-        if model == default_model_path():
-            return Path(f"eval-{split}")
+        if model.resolve() == default_model_path().resolve():
+            out_dir = Path(f"eval-{split}")
+            note(f"the default model's folder belongs to the installation: outputs go to ./{out_dir}/ "
+                 "(--out picks another folder)")
+            return out_dir
     except DefaultModelMissing:
         pass
     return (model if model.is_dir() else model.parent) / f"eval-{split}"
@@ -39,17 +48,17 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.argument("model", required=False, type=click.Path(exists=True, path_type=Path))
 @old_spelling("--model", "--model is now the positional MODEL argument: edgeseg eval MODEL --data ...",
               type=click.Path(exists=True, path_type=Path))
-@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("-d", "--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Data set folder (ISIC layout or images/ + masks/).")
 @click.option("--split", default="val", show_default=True,
               help="Split to evaluate (a file <split>.txt in the split folder), or 'all'.")
 @click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of split files (default: DATA/splits).")
-@click.option("--backend", default="auto", show_default=True, type=BACKEND_CHOICE,
+@click.option("-b", "--backend", default="auto", show_default=True, type=BACKEND_CHOICE,
               help="auto picks the fastest backend that runs the model here.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for per-image.csv and worst-cases.png (default: beside the model, eval-<split>/).")
-@click.option("--json", "json_path", type=JSON_OUTPUT, help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help=OUT_HELP)
+@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
+              help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
 @click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
               help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.")
 @click.option("--against", type=click.Path(exists=True, path_type=Path),
@@ -64,6 +73,7 @@ def default_out_dir(model: Path, split: str) -> Path:
 @click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
               help="Look again, closer: where the lesion is small in the image, segment a square around it a second "
                    "time at the network's full input and use that outline (a second network run on those images).")
+@quiet_option
 @click.pass_context
 def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
                  backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
@@ -92,7 +102,7 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
                      ("--save-masks", save_masks)], overwrite)
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     if split == LOCKED_SPLIT:  # edgeseg.data.LOCKED_SPLIT
-        click.echo(LOCKED_NOTE, err=True)
+        note(LOCKED_NOTE)
     options = {"tta": tta, "fill_holes": fill_holes, "refine": refine}
     evaluation = score(model, backend, options, samples, split, save_masks)
     baseline = score(against, backend, options, samples, split, None) if against is not None else None

@@ -39,7 +39,7 @@ ORT_GPU_FIX = (
     "pip install 'edgeseg[gpu]' (CUDA 12, with TensorRT for the TensorRT provider) or 'edgeseg[cuda12]' (CUDA 12, "
     "without TensorRT); 'edgeseg[gpu-cu13]' / 'edgeseg[cuda13]' for CUDA 13; remove the CPU build first "
     "(pip uninstall -y onnxruntime), one build per environment. On a Jetson, NVIDIA's onnxruntime-gpu wheel for your "
-    "JetPack (README, Support matrix). `edgeseg doctor` checks the install"
+    "JetPack (docs/gpu-and-jetson.md, Support matrix). `edgeseg doctor` checks the install"
 )
 TENSORRT_FIX = "install TensorRT's Python bindings (pip install 'edgeseg[gpu]' on x86; part of JetPack on a Jetson)"
 
@@ -102,7 +102,7 @@ class OnnxRuntimeBackend(_ContextManager):
             )
         if device == "tensorrt":
             self._load_tensorrt_libraries()
-        options = ort.SessionOptions()
+        options = install_check.session_options(ort)  # onnxruntime: errors only, unless debugging
         if threads:
             options.intra_op_num_threads = threads
         # Idle worker threads sleep instead of spinning: on a small CPU the spinning steals the cores

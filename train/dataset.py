@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from edgeseg.card import ModelCard, Preprocessing
 from edgeseg.data import Sample
 from edgeseg.files import read_image, read_mask
 from edgeseg.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
 from edgeseg.preprocess import preprocess, resize_to_input
+from edgeseg.progress import progress as track
 
 
 @dataclass
@@ -54,7 +54,7 @@ def decode_train(samples: list[Sample], card: ModelCard, progress: bool = True) 
     height, width = card.input_size
     images = torch.empty((len(samples), 3, height, width), dtype=torch.uint8)
     masks = torch.empty((len(samples), 1, height, width), dtype=torch.uint8)
-    for index, sample in enumerate(tqdm(samples, desc="decode train", unit="img", disable=not progress)):
+    for index, sample in enumerate(track(samples, desc="decode train", unit="img", enabled=progress)):
         resized = resize_to_input(read_image(sample.image), card)
         images[index] = torch.from_numpy(np.ascontiguousarray(resized[:, :, ::-1].transpose(2, 0, 1)))  # BGR -> RGB
         masks[index, 0] = torch.from_numpy(resize_mask(read_mask(sample.mask), card))
@@ -66,7 +66,7 @@ def decode_train(samples: list[Sample], card: ModelCard, progress: bool = True) 
 def decode_val(samples: list[Sample], card: ModelCard, progress: bool = True) -> ValImages:
     inputs = torch.empty((len(samples), 3, *card.input_size), dtype=torch.float32)
     truths = []
-    for index, sample in enumerate(tqdm(samples, desc="decode val", unit="img", disable=not progress)):
+    for index, sample in enumerate(track(samples, desc="decode val", unit="img", enabled=progress)):
         inputs[index] = torch.from_numpy(preprocess(read_image(sample.image), card)[0])
         truths.append(read_mask(sample.mask))
     return ValImages([sample.id for sample in samples], inputs, truths)

@@ -51,8 +51,7 @@ import torch
 
 from edgeseg.card import Preprocessing
 from edgeseg.errors import EdgesegError
-
-LITE0_ENCODER = "tu-tf_efficientnet_lite0"
+from edgeseg.train.config import LITE0_ENCODER  # defined once, torch-free, beside TrainConfig
 
 # Measured (module docstring): timm's config, x / 255 * 2 - 1, suits the lite0/1/2 weights best.
 LITE_PREPROCESSING = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

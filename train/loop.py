@@ -26,7 +26,6 @@ import math
 import os
 import pickle
 import random
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,13 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from edgeseg.card import ModelCard, load_card, save_card
 from edgeseg.data import LOCKED_SPLIT, Sample, locked_test_ids, require_usable
 from edgeseg.errors import EdgesegError
 from edgeseg.files import remove_stale_temporaries
 from edgeseg.names import WEIGHTS_FILENAME
+from edgeseg.progress import note
+from edgeseg.progress import progress as track
 from edgeseg.train.checkpoints import (
     CHECKPOINT_FILENAME,
     CHECKPOINT_KEYS,
@@ -59,6 +59,7 @@ from edgeseg.train.checkpoints import (
     write_config,
     write_threshold_log,
 )
+from edgeseg.train.config import TrainConfig
 from edgeseg.train.dataset import AugmentedImages, TrainImages, ValImages, decode_train, decode_val, normalize_batch
 from edgeseg.train.distributed import (
     Distributed,
@@ -68,56 +69,12 @@ from edgeseg.train.distributed import (
     setup_distributed,
     teardown_distributed,
 )
-from edgeseg.train.encoders import LITE0_ENCODER, encoder_preprocessing, load_encoder_weights
+from edgeseg.train.encoders import encoder_preprocessing, load_encoder_weights
 from edgeseg.train.losses import build_loss
 from edgeseg.train.model import build_model, initial_card, load_run_weights, save_weights
 from edgeseg.train.threshold import ThresholdSweep, scores_at, sweep_thresholds
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, float masks, dataset indices
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: str
-    out: str
-    split_dir: str | None = None
-    epochs: int = 40  # an upper bound when time_budget_minutes is set
-    batch_size: int = 8
-    size: tuple[int, int] = (256, 256)
-    lr: float = 1e-3
-    min_lr_factor: float = 0.01  # cosine ends at lr * this
-    warmup_epochs: int = 1  # cosine: linear warm-up from lr / 10 over this many epochs
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"  # adamw | adam
-    schedule: str = "cosine"  # cosine | step
-    step_epoch: int = 10  # step: lr * step_factor from this epoch on (1-based epochs after it)
-    step_factor: float = 0.1
-    loss: str = "dice+bce"
-    encoder: str = LITE0_ENCODER
-    encoder_weights: str = "imagenet"  # imagenet | none | path to a .safetensors state dict of the encoder
-    init_weights: str | None = None  # a trained run directory to fine-tune: every weight and its preprocessing
-    decoder_channels: tuple[int, int] = (128, 64)  # FPN pyramid, segmentation channels
-    augment: bool = True
-    camera_framing: float = 0.3  # share of training samples placed in a full camera frame (CameraFraming)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    time_budget_minutes: float | None = None
-    threads: int | None = None
-    workers: int = 0
-    stop_after_epochs: int | None = None  # leave the run as a kill would, after this many epochs (tests)
-    sample_log: str | None = None  # append "rank id" for every training sample drawn (tests)
-    progress: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        values = dict(data)
-        for name in ("size", "decoder_channels"):  # JSON and checkpoints store tuples as lists
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
 
 
 # Where --resume takes each TrainConfig field from. A run folder may come from anyone (a download, a
@@ -426,8 +383,7 @@ def train_epoch(run: Run, state: TrainState, clock: Clock, iteration_log: Iterat
     run.network.train()
     run.sampler.set_epoch(epoch)
     trained = EpochTraining()
-    bar = tqdm(run.loader, desc=f"epoch {epoch}/{state.planned_epochs}", unit="step", disable=not run.show,
-               dynamic_ncols=True)
+    bar = track(run.loader, desc=f"epoch {epoch}/{state.planned_epochs}", unit="step", enabled=run.show)
     for images, masks, _ in sample_log.batches(bar):
         trained.lr = learning_rate(run.config, state.step, len(run.loader), state.planned_epochs)
         loss, iou = train_step(run, images, masks, trained.lr)
@@ -446,8 +402,8 @@ def train_epoch(run: Run, state: TrainState, clock: Clock, iteration_log: Iterat
             break
     bar.close()
     if trained.out_of_time and run.show:
-        print(f"time budget of {run.config.time_budget_minutes} min spent during epoch {epoch}: "
-              f"validating what it trained, then stopping", file=sys.stderr)
+        note(f"time budget of {run.config.time_budget_minutes} min spent during epoch {epoch}: "
+             f"validating what it trained, then stopping")
     return trained
 
 
@@ -483,9 +439,9 @@ def validate(run: Run, state: TrainState, trained: EpochTraining, clock: Clock, 
     if metrics["jaccard"] > state.best_jaccard:
         keep_best(run, state, metrics)
     if run.show:
-        print(f"epoch {state.epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
-              f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
-              f"{(time.monotonic() - epoch_start) / 60:.1f} min)", file=sys.stderr)
+        note(f"epoch {state.epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
+             f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
+             f"{(time.monotonic() - epoch_start) / 60:.1f} min)")
 
 
 def keep_best(run: Run, state: TrainState, metrics: dict[str, float]) -> None:
@@ -591,13 +547,19 @@ def pick_device(name: str, ddp: Distributed) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise TrainingError(f"--device {name}: PyTorch sees no CUDA GPU here; use --device cpu")
+            raise TrainingError(f"{backend_flag(name)}: PyTorch sees no CUDA GPU here; use --backend torch-cpu")
         index = ddp.local_rank if name == "cuda" else torch.device(name).index
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     if name != "cpu":
-        raise TrainingError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+        raise TrainingError(f"{backend_flag(name)}: expected --backend auto, torch-cpu or torch-cuda")
     return torch.device("cpu")
+
+
+def backend_flag(device: str) -> str:
+    """How the command line names a device: `--backend torch-cuda` for "cuda"; the old --device for "cuda:N"."""
+    names = {"auto": "auto", "cpu": "torch-cpu", "cuda": "torch-cuda"}
+    return f"--backend {names[device]}" if device in names else f"--device {device}"
 
 
 def seed_everything(seed: int) -> None:

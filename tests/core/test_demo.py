@@ -95,8 +95,8 @@ def hand_written_demo(out):
     (out / "run" / "plots").mkdir()
     for name in ("threshold.png", "loss.png"):
         (out / "run" / "plots" / name).write_bytes(b"")
-    plan = DemoPlan(out=out, data=None, images=12, image_size=96, input_size=64, train_minutes=0.2, epochs=2,
-                    encoder_weights="none", decoder_channels="32,32", parity_n=2, bench_runs=3)
+    plan = DemoPlan(out=out, data=None, images=12, image_size=96, input_size=64, time_budget_minutes=0.2,
+                    epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2, bench_runs=3)
     plan.steps = [Step("train", ["python", "-m", "train", "--epochs", "2"], seconds=12.4, exit_code=0),
                   Step("export", ["python", "-m", "export", "run"], seconds=3.6, exit_code=1)]
     return plan
@@ -136,7 +136,7 @@ def test_summary_of_a_demo_that_wrote_nothing_yet(tmp_path):
     from edgeseg.demo import DemoPlan, summary_tables
 
     plan = DemoPlan(out=tmp_path, data=tmp_path / "isic", images=12, image_size=96, input_size=64,
-                    train_minutes=0.2, epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2,
+                    time_budget_minutes=0.2, epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2,
                     bench_runs=3)
     page, terminal = summary_tables(plan)
     assert f"Data: `{tmp_path / 'isic'}` (your data);" in page
