@@ -7,6 +7,7 @@
 #   python benchmarks/encoder_weights.py .gpu-data/lite0-imagenet-encoder.safetensors
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl segmentation-models-pytorch==0.6.0
 # There, with .gpu-data and .whl carried:
+#   bash benchmarks/device_session.sh gpu-check       # gpu_check.py alone (its record in $OUT)
 #   bash benchmarks/device_session.sh check           # gpu_check.py, then a one-epoch probe on ISIC
 #   bash benchmarks/device_session.sh train NAME MINUTES [edgeseg train options]
 #   bash benchmarks/device_session.sh recipe NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options]
@@ -45,8 +46,8 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
 train() {  # NAME MINUTES [options]: edgeseg train on the compact ISIC copy into /tmp/NAME, logged to /tmp/NAME.log
     local name=$1 minutes=$2
     shift 2
-    python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --device cuda --time-budget "$minutes" \
-        --encoder-weights "$ENCODER" --workers "$WORKERS" --no-progress "$@" 2>&1 | tee "/tmp/$name.log"
+    python3 -m edgeseg train --data "$DATA" --out "/tmp/$name" --backend torch-cuda --time-budget "$minutes" \
+        --encoder-weights "$ENCODER" --workers "$WORKERS" --quiet "$@" 2>&1 | tee "/tmp/$name.log"
     return "${PIPESTATUS[0]}"
 }
 
@@ -69,16 +70,24 @@ recipe() {  # NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options for both]
     return "$status"
 }
 
+gpu_check() {  # at most 8 minutes: its six parts' budgets and start-up (parts 1-4 took 113 s on an H100)
+    timeout 480 python3 benchmarks/gpu_check.py --out "$OUT"
+    echo "gpu_check exit $?"
+}
+
 case "${1:-}" in
     setup)
         setup
         ;;
+    gpu-check)
+        setup
+        gpu_check
+        ;;
     check)
         setup
-        timeout 300 python3 benchmarks/gpu_check.py --out "$OUT"
-        echo "gpu_check exit $?"
-        timeout 150 python3 -m edgeseg train --data "$DATA" --out /tmp/probe --device cuda --epochs 1 --batch-size 16 \
-            --encoder-weights "$ENCODER" --workers 12 --no-progress 2>&1 | tail -n 25
+        gpu_check
+        timeout 150 python3 -m edgeseg train --data "$DATA" --out /tmp/probe --backend torch-cuda --epochs 1 --batch-size 16 \
+            --encoder-weights "$ENCODER" --workers 12 --quiet 2>&1 | tail -n 25
         tail -n 3 /tmp/probe/logs/iterations.csv /tmp/probe/logs/epochs.csv
         ;;
     train)
@@ -94,7 +103,8 @@ case "${1:-}" in
         recipe "$@"
         ;;
     *)
-        echo "usage: bash benchmarks/device_session.sh setup | check | train NAME MINUTES [edgeseg train options]" \
+        echo "usage: bash benchmarks/device_session.sh setup | gpu-check | check" \
+             "| train NAME MINUTES [edgeseg train options]" \
              "| recipe NAME ENCODER WEIGHTS MINUTES FINETUNE_MINUTES [options] (after setup)" >&2
         exit 2
         ;;
