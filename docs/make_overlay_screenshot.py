@@ -1,9 +1,9 @@
-"""The README's overlay screenshot: a trained model through the runtime on synthetic 640x480 frames.
+"""The overlay screenshot of the docs (docs/overlay.jpg): a trained model through the runtime on synthetic 640x480 frames.
 
-    python docs/make_overlay_screenshot.py runs/accuracy-cpu/model.onnx docs/overlay.jpg 0,4
+    python docs/make_overlay_screenshot.py models/default/model.onnx docs/overlay.jpg 0,4
 
-Synthetic frames (edgeseg.synthetic, seed 5), so no ISIC pixels go into git; the model is the one the
-accuracy benchmark trained on real ISIC images.
+Synthetic frames (edgeseg.synthetic, seed 5), so no ISIC pixels go into git; the model (trained on real ISIC
+images) is the one named.
 """
 import sys
 

@@ -73,7 +73,7 @@ def test_the_jetson_recipe_uses_the_constraints_and_jetpack_6_1s_versions() -> N
 
 
 def test_the_support_matrix_states_tensorrts_driver_and_points_at_the_constraints() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "gpu-and-jetson.md").read_text()
     rows = {row.split("|")[1].strip(): row for row in readme.splitlines() if row.startswith("| ")}
     assert "constraints/jetpack6.txt" in rows["Jetson, JetPack 6.1 / 6.2 (L4T 36.4)"]
     assert "r535" in rows["x86 + NVIDIA GPU, CUDA 12"]
