@@ -9,7 +9,6 @@ be checked on full-size ISIC images in little memory.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from edgeseg.files import read_image, read_mask
 from edgeseg.metrics import image_scores
+from edgeseg.progress import progress as track
 from edgeseg.segmenter import Pending, Segmenter
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -235,41 +235,74 @@ def _mean(rows: Sequence[ImageComparison], name: str) -> float:
     return float(np.mean([getattr(row, name) for row in rows]))
 
 
-def breaches(parity: FormParity, tolerances: Tolerances) -> list[str]:
-    """Every rule the form breaks, each naming the form, the rule, the number and the image behind it."""
-    name = parity.form
-    found = []
-    if parity.nonfinite_images:
-        found.append(f"{name}: NaN or Inf in the probability of {len(parity.nonfinite_images)} image(s), "
-                     f"first {parity.nonfinite_images[0]}")
+@dataclass(frozen=True)
+class RuleCheck:
+    """One rule of the gate applied to a form: the form's figure against the rule's limit."""
+
+    rule: str  # what the limit bounds ("Dice lost on one image")
+    label: str  # the figure, as a verdict line names it ("worst image dDice")
+    shown: str  # the figure as shown (signed where the table signs it)
+    value: float  # what the rule compares with its limit
+    limit: float
+    breach: str  # the breach, said in full: the figure, where, and the limit it passed
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit  # False for NaN
+
+    @property
+    def share_of_limit(self) -> float:
+        """How near the figure came to the limit: 1.0 is at it."""
+        if self.limit > 0:
+            return self.value / self.limit
+        return 0.0 if self.value <= 0 else math.inf
+
+
+def rule_checks(parity: FormParity, tolerances: Tolerances) -> list[RuleCheck]:
+    """Every rule the form is judged by (the rules on a mean only from MEAN_RULES_MIN_IMAGES images), applied."""
     if parity.precision == "fp32":
-        if not parity.max_abs_probability <= tolerances.fp32_max_abs_probability:
-            found.append(f"{name}: max |delta probability| {parity.max_abs_probability:.3g} > "
-                         f"{tolerances.fp32_max_abs_probability:g} on {parity.max_abs_probability_image}")
-        return found
+        value, limit = parity.max_abs_probability, tolerances.fp32_max_abs_probability
+        return [RuleCheck("max |delta probability|", "max |dp|", f"{value:.3g}", value, limit,
+                          f"max |delta probability| {value:.3g} > {limit:g} on {parity.max_abs_probability_image}")]
     rules = tolerances.for_precision(parity.precision)
     margin = f"|p - threshold| >= {tolerances.confident_margin:g}"
-    per_image = [
-        (parity.max_image_confident_flip_share, rules["image_confident_flips"],
-         f"confident pixels flipped in one image: {parity.max_image_confident_flip_share:.4f} on "
-         f"{parity.max_image_confident_flip_image}"),
-        (parity.largest_dice_loss, rules["image_dice_loss"],
-         f"Dice lost on one image {parity.largest_dice_loss:.4f} on {parity.largest_dice_loss_image}"),
+    flips, loss = parity.max_image_confident_flip_share, parity.largest_dice_loss
+    checks = [
+        RuleCheck("confident pixels flipped in one image", "worst image confident flips", f"{flips:.4f}", flips,
+                  rules["image_confident_flips"], f"confident pixels flipped in one image: {flips:.4f} on "
+                  f"{parity.max_image_confident_flip_image} > {rules['image_confident_flips']:g}"),
+        RuleCheck("Dice lost on one image", "worst image dDice", f"{-loss:.4f}", loss, rules["image_dice_loss"],
+                  f"Dice lost on one image {loss:.4f} on {parity.largest_dice_loss_image} > "
+                  f"{rules['image_dice_loss']:g}"),
     ]
-    on_means = [
-        (parity.confident_flip_share, rules["confident_flips"],
-         f"confident pixels flipped ({margin}): {parity.confident_flip_share:.5f} of all"),
-        (abs(parity.delta_dice), rules["abs_delta_dice"],
-         f"|delta Dice| against the truth {abs(parity.delta_dice):.4f} (largest change "
-         f"{parity.largest_dice_change:+.4f} on {parity.largest_dice_change_image})"),
-        (abs(parity.delta_threshold_jaccard), rules["abs_delta_threshold_jaccard"],
-         f"|delta thresholded Jaccard| against the truth {abs(parity.delta_threshold_jaccard):.4f}"),
+    if parity.images >= MEAN_RULES_MIN_IMAGES:
+        checks += mean_rule_checks(parity, rules, margin)
+    return checks
+
+
+def mean_rule_checks(parity: FormParity, rules: dict[str, float], margin: str) -> list[RuleCheck]:
+    """The rules on a mean over the parity images (judged from MEAN_RULES_MIN_IMAGES images)."""
+    share, dice, jaccard = parity.confident_flip_share, parity.delta_dice, parity.delta_threshold_jaccard
+    return [
+        RuleCheck(f"confident pixels flipped ({margin}) of all", "confident flips", f"{share:.5f}", share,
+                  rules["confident_flips"],
+                  f"confident pixels flipped ({margin}): {share:.5f} of all > {rules['confident_flips']:g}"),
+        RuleCheck("|delta Dice| against the truth", "dDice", f"{dice:+.4f}", abs(dice), rules["abs_delta_dice"],
+                  f"|delta Dice| against the truth {abs(dice):.4f} (largest change {parity.largest_dice_change:+.4f} "
+                  f"on {parity.largest_dice_change_image}) > {rules['abs_delta_dice']:g}"),
+        RuleCheck("|delta thresholded Jaccard| against the truth", "dThrJ", f"{jaccard:+.4f}", abs(jaccard),
+                  rules["abs_delta_threshold_jaccard"], f"|delta thresholded Jaccard| against the truth "
+                  f"{abs(jaccard):.4f} > {rules['abs_delta_threshold_jaccard']:g}"),
     ]
-    checks = per_image + (on_means if parity.images >= MEAN_RULES_MIN_IMAGES else [])
-    for value, limit, text in checks:
-        if not value <= limit:
-            found.append(f"{name}: {text} > {limit:g}")
-    return found
+
+
+def breaches(parity: FormParity, tolerances: Tolerances) -> list[str]:
+    """Every rule the form breaks, each naming the form, the rule, the number and the image behind it."""
+    found = []
+    if parity.nonfinite_images:
+        found.append(f"{parity.form}: NaN or Inf in the probability of {len(parity.nonfinite_images)} image(s), "
+                     f"first {parity.nonfinite_images[0]}")
+    return found + [f"{parity.form}: {check.breach}" for check in rule_checks(parity, tolerances) if not check.passed]
 
 
 def unjudged_rules(parity: FormParity) -> list[str]:
@@ -278,7 +311,7 @@ def unjudged_rules(parity: FormParity) -> list[str]:
         return []
     return [f"{parity.form}: the rules on a mean over images (confident pixels flipped of all, |delta Dice|, "
             f"|delta thresholded Jaccard|) were not judged: {parity.images} parity image(s), and a mean needs at "
-            f"least {MEAN_RULES_MIN_IMAGES}; the per-image rules were. Pass --parity-data DIR with more images."]
+            f"least {MEAN_RULES_MIN_IMAGES}; the per-image rules were. Pass --data DIR with more images."]
 
 
 def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, str]], samples: Sequence,
@@ -288,8 +321,6 @@ def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, s
     ``candidates`` maps a form name to (segmenter, precision). Every Segmenter carries the same card,
     so only the backend differs.
     """
-    from tqdm import tqdm
-
     # Parity compares the network of each form; the closer look (refine) is that network again on a crop.
     for segmenter in (reference, *(segmenter for segmenter, _ in candidates.values())):
         segmenter.refine = False
@@ -298,13 +329,13 @@ def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, s
     # is kept as logits at network size (small) and finished per image below, as segment() would.
     reference_logits = [
         reference.infer(reference.prepare(read_image(sample.image))).logits.copy()
-        for sample in tqdm(samples, desc=f"parity: reference ({reference.backend.name})", unit="image",
-                           disable=not progress, file=sys.stderr, leave=False)
+        for sample in track(samples, desc=f"parity: reference ({reference.backend.name})", unit="image",
+                            enabled=progress, leave=False)
     ]
     rows: dict[str, list[ImageComparison]] = {name: [] for name in candidates}
     label = "parity: " + ", ".join(candidates)
-    for sample, logits in tqdm(list(zip(samples, reference_logits)), desc=label, unit="image", disable=not progress,
-                               file=sys.stderr, leave=False):
+    for sample, logits in track(list(zip(samples, reference_logits)), desc=label, unit="image", enabled=progress,
+                                leave=False):
         bgr = read_image(sample.image)
         truth = read_truth(sample, bgr.shape[:2])
         expected = reference.finish(Pending(bgr.shape[:2], logits=logits))

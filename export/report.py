@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseg.export.export_run import ExportReport, FormResult
+from edgeseg.export.parity import Tolerances, rule_checks
 from edgeseg.files import portable_path, write_text_atomic
 from edgeseg.host import describe_host
 from edgeseg.tables import markdown_table, text_table
@@ -128,6 +129,32 @@ def terminal_table(data: dict) -> str:
     return text_table([TABLE_HEADER, *table_rows(data)])
 
 
+def verdict_lines(report: ExportReport) -> list[str]:
+    """The gate's verdict, a line per form: PASS with the rule that came nearest its limit, FAIL with the rule
+    that decided (the first broken), SKIP with why."""
+    return [verdict_line(form, report.tolerances) for form in report.forms]
+
+
+def verdict_line(form: FormResult, tolerances: Tolerances) -> str:
+    advisory = " (advisory: a simulation, not part of the gate)" if form.simulation else ""
+    if form.status == "skipped":
+        return f"SKIP {form.name}: {first_line(form.reason)}"
+    if form.status == "failed":
+        return f"FAIL {form.name}: build failed: {first_line(form.reason)}"
+    if form.parity is None:
+        return f"FAIL {form.name}: built but not checked"
+    breaches = form.parity.breaches
+    if breaches:
+        more = f" (and {len(breaches) - 1} more in {MARKDOWN_NAME})" if len(breaches) > 1 else ""
+        return f"FAIL {breaches[0]}{more}{advisory}"
+    nearest = max(rule_checks(form.parity, tolerances), key=lambda check: check.share_of_limit)
+    return f"PASS {form.name}: {nearest.label} {nearest.shown} (rule: {nearest.rule} <= {nearest.limit:g}){advisory}"
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "-"
+
+
 def tolerance_lines(tolerances: dict) -> list[str]:
     lines = [f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
              f"- confident pixels: |p - threshold| >= {tolerances['confident_margin']:g}"]
@@ -152,7 +179,7 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         "",
         f"Parity images: {images['count']} from `{images['data']}` (split: {images['split']}), each through the same "
         "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32."
-        + (" That is the small set that ships with edgeseg: `--parity-data DIR` runs the full check on your data."
+        + (" That is the small set that ships with edgeseg: `--data DIR` runs the full check on your data."
            if images.get("reference_set") else ""),
         "",
         markdown_table([TABLE_HEADER, *table_rows(data)]),

@@ -72,7 +72,7 @@ def test_a_rule_on_a_mean_never_judges_a_handful_of_images_and_says_so():
     parity = summarize("int8", "int8", few, Tolerances())
     assert parity.passed and parity.delta_dice == pytest.approx(-0.04)
     assert len(parity.unjudged) == 1 and "2 parity image(s)" in parity.unjudged[0]
-    assert f"at least {MEAN_RULES_MIN_IMAGES}" in parity.unjudged[0] and "--parity-data" in parity.unjudged[0]
+    assert f"at least {MEAN_RULES_MIN_IMAGES}" in parity.unjudged[0] and "--data DIR" in parity.unjudged[0]
     # ...while the per-image rules judge any number of images...
     worse = summarize("int8", "int8", [row("a", dice=0.60, reference_dice=0.80)], Tolerances())
     assert worse.breaches == ["int8: Dice lost on one image 0.2000 on a > 0.1"]
