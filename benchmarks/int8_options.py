@@ -62,14 +62,17 @@ def build_options(onnx_path: Path, data: Path, out: Path, options) -> dict[str, 
     return forms
 
 
-def gate(run_dir: Path, forms: dict[str, Path], data: Path) -> dict:
+def gate(source: Path, forms: dict[str, Path], data: Path) -> dict:
+    """Every form through the export's parity gate on the whole val split, against ``source``: a run directory
+    on PyTorch fp32, or an fp32 ONNX on onnxruntime's CPU provider (as `edgeseg export MODEL.onnx` checks)."""
     from edgeseg.data import discover_samples
     from edgeseg.evaluate.models import open_model
     from edgeseg.export.parity import Tolerances, run_parity
+    from edgeseg.names import is_onnx
 
     val = discover_samples(data, split="val")
     with contextlib.ExitStack() as stack:
-        reference = stack.enter_context(open_model(run_dir, "torch-cpu"))
+        reference = stack.enter_context(open_model(source, "onnxruntime-cpu" if is_onnx(source) else "torch-cpu"))
         candidates = {label: (stack.enter_context(open_model(path, "onnxruntime-cpu")), "int8")
                       for label, path in forms.items()}
         return run_parity(reference, candidates, val, Tolerances())

@@ -107,6 +107,7 @@ SUBJECTS = {
                                              "a tiny FPN trained on synthetic data"),
     "int8-float-layers-cpu.json": ("INT8 with the leading layers float or not: gate and speed", None),
     "int8-options-cpu.json": ("INT8 calibration options: gate and speed", None),
+    "int8-sensitivity-cpu.json": ("INT8 float blocks chosen by a sensitivity pass: gate and speed", "the default model"),
     "levers-postprocess-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "gpu-ft-lovasz"),
     "levers-postprocess-lite2-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "lite2-ft"),
     "runtime_throughput_model_onnxruntime-cpu.json": ("`edgeseg run` throughput against the bare model", None),

@@ -17,6 +17,7 @@ from pathlib import Path
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.files import portable_path, remove_stale_temporaries
+from edgeseg.install_check import quiet_onnxruntime_tools
 from edgeseg.evaluate.models import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.names import ONNX_FILENAMES, REFERENCE_SET_NAME, is_onnx
@@ -155,7 +156,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
     echo(f"exporting {run_dir} -> {out_dir}")
     if parity_data.reference_set:
         echo(f"  parity and INT8 calibration on {REFERENCE_SET_NAME} ({len(samples)} ISIC images for parity): a small "
-             f"set; --parity-data DIR checks on your own data")
+             f"set; --data DIR checks on your own data")
     results, calibration = build_forms(source, model, card, out_dir, options, calibration_data, engine_reason, echo)
     built = [form for form in results.values() if form.status == "built"]
     reference_row = check_parity(source, built, samples, options, echo)
@@ -210,6 +211,7 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
                 images, calibration = calibration_images(calibration_data, options.calib_n)
             results[name] = attempt(
                 name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card)
+            results[name].notes.extend(int8_float_notes(results[name]))
         else:
             results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
         echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
@@ -301,7 +303,8 @@ def attempt(name: str, build: Callable[[], Path], card: ModelCard) -> FormResult
     """Run one format's builder; a failure becomes a "failed" row with the error, not a crash."""
     result = FormResult(name, FORM_PRECISION[name])
     try:
-        result.path = Path(build())
+        with quiet_onnxruntime_tools():  # the quantizer's prints and warnings: nothing a user can act on
+            result.path = Path(build())
         if result.path.suffix == ".onnx":
             check_embedded_card(result.path, card)
     except Exception as error:  # the report must show every form, whatever went wrong with one
@@ -324,11 +327,24 @@ def build_fp16(onnx_path: Path, card: ModelCard, out_dir: Path, keep_norm_fp32: 
 
 
 def build_int8(name: str, onnx_path: Path, card: ModelCard, out_dir: Path, images: list[Path], progress: bool) -> Path:
-    """The CPU's INT8 form ("int8") or the S8S8 one made for TensorRT ("int8-trt"), from the same calibration."""
+    """The CPU's INT8 form ("int8": float32 where a sensitivity pass measures it matters) or the S8S8 one made for
+    TensorRT ("int8-trt": float32 down to a quarter of the input), from the same calibration images."""
     from edgeseg.export.int8_export import export_int8, export_int8_tensorrt
 
-    build = export_int8_tensorrt if name == "int8-trt" else export_int8
-    return build(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress)
+    if name == "int8-trt":
+        return export_int8_tensorrt(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress)
+    return export_int8(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress,
+                       measure_float_blocks=True)
+
+
+def int8_float_notes(form: FormResult) -> list[str]:
+    """Which layers of a built INT8 form stayed float32 and why, as its file records it."""
+    from edgeseg.export.int8_export import float_choice_note, read_float_choice
+
+    if form.status != "built" or form.path is None:
+        return []
+    note = float_choice_note(read_float_choice(form.path))
+    return [note] if note else []
 
 
 def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions,
@@ -366,9 +382,9 @@ def data_sources(parity_data: Path | None, calib: Path | None) -> tuple[DataSour
             root = reference_set_path()
         except DefaultModelMissing as error:
             raise ExportError(str(error)) from None
-        reference = DataSource(root, REFERENCE_SET_NAME, "--parity-data", reference_set=True)
+        reference = DataSource(root, REFERENCE_SET_NAME, "--data", reference_set=True)
         return reference, reference
-    return (data_source(parity_data or calib, "--parity-data"), data_source(calib or parity_data, "--calib"))
+    return (data_source(parity_data or calib, "--data"), data_source(calib or parity_data, "--calib"))
 
 
 def data_source(root: Path, option: str) -> DataSource:

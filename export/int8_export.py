@@ -13,12 +13,17 @@ Ranges come from percentile calibration (default), MinMax or entropy: on the def
 lost the least (benchmarks/results/int8-options-cpu.md), at the same speed; S8 activations were 2x
 slower than U8 on an AVX2 CPU, so the S8S8 form is for TensorRT only. Calibration images go through the
 same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
-Both forms keep the network's leading layers, down to a quarter of the input's resolution, in float32
-(``FLOAT_UNTIL_STRIDE``).
+Which layers stay float32: by default (and in the TensorRT form) the network's leading layers, down to a
+quarter of the input's resolution (``FLOAT_UNTIL_STRIDE``); with ``measure_float_blocks`` (what `edgeseg
+export` builds model.int8.onnx with) the few blocks a sensitivity pass on the calibration images finds to
+move the output most (``edgeseg.export.int8_sensitivity``). Either way the file says which, and why, in its
+metadata under ``FLOAT_CHOICE_KEY`` (``read_float_choice``).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +31,7 @@ from pathlib import Path
 from edgeseg.card import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.export.half_weights import float32_weights_file
-from edgeseg.export.onnx_export import set_card_metadata
+from edgeseg.export.onnx_export import set_card_metadata, set_metadata
 from edgeseg.export.shape_folding import fold_shape_arithmetic
 from edgeseg.files import atomic_output, read_image
 from edgeseg.preprocess import preprocess
@@ -38,8 +43,12 @@ CALIBRATIONS = ("minmax", "entropy", "percentile")
 # EfficientNet, its first two blocks), stay float32: they have few channels, so INT8 saves little work
 # there, and their rounding reaches every later layer. Quantized, they flipped the lite2 default model's
 # mask on one val image (Dice 0.77 -> 0); kept float, its CPU INT8 form passes the gate, at 1.49x the
-# fp32 ONNX's speed instead of 1.68x (benchmarks/results/int8-float-layers-cpu.md).
+# fp32 ONNX's speed instead of 1.68x (benchmarks/results/int8-float-layers-cpu.md). The CPU form now keeps
+# float only the blocks it measures to matter (benchmarks/results/int8-sensitivity-cpu.md); this rule remains
+# for the TensorRT form and where onnxruntime cannot reuse a calibration (``calibration_reusable``).
 FLOAT_UNTIL_STRIDE = 4
+# The metadata_props key of an INT8 ONNX's float32 layers: which were kept float and why (JSON).
+FLOAT_CHOICE_KEY = "edgeseg_int8_float"
 # onnxruntime's calibrators hold every activation of every calibration image at once, and then a merged
 # copy: measured on the default model, 98.6 MiB of activations per image, 24 GiB resident at 227 images.
 CALIBRATION_MEMORY_FACTOR = 1.1
@@ -59,56 +68,148 @@ def export_int8(
     calibration: str = "percentile",
     float_bias: bool = False,
     float_until_stride: int = FLOAT_UNTIL_STRIDE,
+    measure_float_blocks: bool = False,
 ) -> Path:
     """Quantize the fp32 ONNX at ``onnx_path`` to a QDQ INT8 model at ``path``, with the card embedded.
 
     ``float_bias`` leaves biases float32 (onnxruntime's ``QuantizeBias=False``) instead of int32 behind a
     DequantizeLinear. With "s8" activations that is the TensorRT form, checked before it is written.
     ``float_until_stride`` keeps the leading layers float32 (``leading_fine_nodes``); 1 quantizes them all.
+    ``measure_float_blocks`` keeps float32 instead the blocks the sensitivity pass chooses on the calibration
+    images (``edgeseg.export.int8_sensitivity``), where this onnxruntime can reuse one calibration.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not calibration_images:
         raise ValueError("INT8 calibration needs at least one image; pass --calib DIR with images in it")
     if activations not in ACTIVATIONS or calibration not in CALIBRATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS} and calibration one of {CALIBRATIONS}")
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    symmetric = activations == "s8"
-    options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not float_bias}
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as scratch:
-        # Shape inference and graph folding first, as onnxruntime advises: quantization then sees
-        # the plain Conv chain instead of the shape arithmetic of the "same" padding.
-        prepared = Path(scratch) / "prepared.onnx"
-        float32 = float32_weights_file(onnx_path, Path(scratch) / "float32-weights.onnx")
-        # The "same" padding's shape arithmetic as constants: older onnxruntimes would quantize it (shape_folding).
-        folded = fold_shape_arithmetic(float32, Path(scratch) / "folded.onnx")
-        quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
+        prepared = prepare_for_quantization(onnx_path, Path(scratch))
         require_calibration_memory(prepared, len(calibration_images))
         reader = _calibration_reader(calibration_images, card, progress)
+        quantize = Quantizer(prepared, Path(scratch) / "calibration.json", reader, activations, calibration, float_bias)
+        float_nodes, choice = kept_float(quantize, prepared, card, calibration_images, float_until_stride,
+                                           measure_float_blocks, progress)
         with atomic_output(path) as temporary:
-            quantize_static(
-                str(prepared),
-                str(temporary),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=methods[calibration],
-                nodes_to_exclude=leading_fine_nodes(prepared, card, float_until_stride),
-                extra_options=options,
-            )
+            quantize(temporary, exclude=float_nodes)
             proto = onnx.load(str(temporary))
             onnx.checker.check_model(proto, full_check=True)
-            if symmetric and float_bias:
+            if quantize.symmetric and float_bias:
                 _require_tensorrt_qdq(proto, path)
             set_card_metadata(proto, card)
+            set_metadata(proto, FLOAT_CHOICE_KEY, json.dumps(choice))
             onnx.save(proto, str(temporary))
     return path
+
+
+def prepare_for_quantization(onnx_path: str | Path, scratch: Path) -> Path:
+    """The fp32 ONNX as quantization should see it: float32 weights, shapes inferred, the graph folded."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # Shape inference and graph folding first, as onnxruntime advises: quantization then sees
+    # the plain Conv chain instead of the shape arithmetic of the "same" padding.
+    prepared = scratch / "prepared.onnx"
+    float32 = float32_weights_file(onnx_path, scratch / "float32-weights.onnx")
+    # The "same" padding's shape arithmetic as constants: older onnxruntimes would quantize it (shape_folding).
+    folded = fold_shape_arithmetic(float32, scratch / "folded.onnx")
+    quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def calibration_reusable() -> bool:
+    """Whether this onnxruntime's quantize_static can keep its calibration for later calls (1.32 and later)."""
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+class Quantizer:
+    """onnxruntime's quantize_static of one prepared model with one set of options, calibrated on the first call.
+
+    Later calls reuse the first call's ranges (onnxruntime's calibration cache), so variants that keep
+    different layers float cost a quantization each, not a calibration. Without that cache only one call is made.
+    """
+
+    def __init__(self, prepared: Path, cache: Path, reader, activations: str, calibration: str,
+                 float_bias: bool) -> None:
+        self.prepared, self.reader, self.calibration = prepared, reader, calibration
+        self.cache = cache if calibration_reusable() else None
+        self.symmetric = activations == "s8"
+        self.options = {"ActivationSymmetric": self.symmetric, "WeightSymmetric": True, "QuantizeBias": not float_bias}
+        self.calibrated = False
+
+    def __call__(self, out: Path, exclude: Sequence[str] = (), only: Sequence[str] | None = None) -> Path:
+        """Quantize to ``out``: every node but ``exclude`` or, given ``only``, those nodes alone."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        if self.calibrated and self.cache is None:
+            raise RuntimeError("this onnxruntime cannot reuse a calibration: quantize once per Quantizer")
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        cache = {} if self.cache is None else {"calibration_cache_path": str(self.cache)}
+        quantize_static(
+            str(self.prepared),
+            str(out),
+            self.reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if self.symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=methods[self.calibration],
+            nodes_to_exclude=list(exclude),
+            nodes_to_quantize=list(only) if only else None,
+            extra_options=self.options,
+            **cache,
+        )
+        self.calibrated = True
+        return Path(out)
+
+
+def kept_float(quantize: Quantizer, prepared: Path, card: ModelCard, images: Sequence[Path], float_until_stride: int,
+                 measure: bool, progress: bool) -> tuple[list[str], dict]:
+    """The nodes kept float32, by the sensitivity pass (``measure``) or the stride rule, and the record of why."""
+    if measure and quantize.cache is not None:
+        from edgeseg.export.int8_sensitivity import choose_float_blocks
+
+        choice = choose_float_blocks(quantize, prepared, card, images, progress=progress)
+        return choice.float_nodes, choice.to_dict()
+    nodes = leading_fine_nodes(prepared, card, float_until_stride)
+    record = {"rule": "stride", "float_until_stride": float_until_stride, "float_nodes": len(nodes)}
+    if measure:
+        import onnxruntime
+
+        record["why"] = (f"the sensitivity pass needs onnxruntime 1.32 or later (its calibration cache); this is "
+                         f"{onnxruntime.__version__}, so the leading layers stay float32")
+    return nodes, record
+
+
+def read_float_choice(path: str | Path) -> dict | None:
+    """Which layers of an INT8 ONNX stayed float32 and why, as its export recorded it (None if not recorded)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    entry = next((entry.value for entry in proto.metadata_props if entry.key == FLOAT_CHOICE_KEY), None)
+    return None if entry is None else json.loads(entry)
+
+
+def float_choice_note(choice: dict | None) -> str | None:
+    """One line for the export report on which layers stayed float32 and why."""
+    if not choice:
+        return None
+    if choice.get("rule") != "measured":
+        reason = f" ({choice['why']})" if choice.get("why") else ""
+        if not choice.get("float_nodes"):
+            return f"layers kept float32: none, every layer is INT8{reason}"
+        return (f"layers kept float32: the leading ones, down to 1/{choice.get('float_until_stride')} of the input "
+                f"({choice.get('float_nodes')} nodes){reason}")
+    blocks = ", ".join(choice["float_blocks"]) or "none"
+    share = choice["chosen_rms"] / choice["all_int8_rms"] if choice["all_int8_rms"] else 0.0
+    return (f"layers kept float32, chosen by a sensitivity pass on {len(choice['images'])} calibration images "
+            f"({len(choice['blocks'])} blocks measured): {blocks}; the INT8 error left is "
+            f"{share:.2f} of the all-INT8 one (RMS probability change {choice['chosen_rms']:.4f} against "
+            f"{choice['all_int8_rms']:.4f})")
 
 
 def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[str]:
@@ -227,7 +328,8 @@ def _require_tensorrt_qdq(proto, path: Path) -> None:
 
 def _calibration_reader(images: Sequence[Path], card: ModelCard, progress: bool):
     from onnxruntime.quantization import CalibrationDataReader
-    from tqdm import tqdm
+
+    from edgeseg.progress import progress as track
 
     input_name = card.tensor_names.input
 
@@ -235,7 +337,7 @@ def _calibration_reader(images: Sequence[Path], card: ModelCard, progress: bool)
         """Feeds one preprocessed image at a time; quantize_static reads it once."""
 
         def __init__(self) -> None:
-            self.images = iter(tqdm(images, desc="INT8 calibration", unit="image", disable=not progress, leave=False))
+            self.images = iter(track(images, desc="INT8 calibration", unit="image", enabled=progress, leave=False))
 
         def get_next(self) -> dict | None:
             image = next(self.images, None)
