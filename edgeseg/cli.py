@@ -43,12 +43,14 @@ COMMANDS: dict[str, str] = {
 EPILOG = """\b
 The whole flow (`edgeseg demo` runs it on synthetic data):
   edgeseg synth data/synth --images 200                     dermoscopy-like demo data
-  edgeseg data check data/isic2018                check a data set
-  edgeseg train --data data/isic2018 --out runs/lite0 --time-budget 60
-  edgeseg eval runs/lite0 --data data/isic2018
+  edgeseg data check data/isic2018                          check a data set
+  edgeseg train -d data/isic2018 -o runs/lite0 --time-budget 60   train within 60 minutes
+  edgeseg eval runs/lite0 -d data/isic2018                  ISIC metrics with intervals
   edgeseg export runs/lite0 --fp16                          ONNX forms, parity-gated
   edgeseg run runs/lite0/model.onnx --camera 0              live overlay, no torch
+  edgeseg run photos/                                       overlays, masks and figures per photo
   edgeseg bench runs/lite0                                  latency of every form
+  edgeseg info runs/lite0/model.onnx                        the card, the forms, what runs it here
 """
 
 
