@@ -110,6 +110,8 @@ SUBJECTS = {
     "int8-sensitivity-cpu.json": ("INT8 float blocks chosen by a sensitivity pass: gate and speed", "the default model"),
     "levers-postprocess-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "gpu-ft-lovasz"),
     "levers-postprocess-lite2-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "lite2-ft"),
+    "runtime_throughput_default-lite2_onnxruntime-cpu.json": ("`edgeseg run` throughput with the thread plan, "
+                                                              "against the bare model", "lite2-ft"),
     "runtime_throughput_model_onnxruntime-cpu.json": ("`edgeseg run` throughput against the bare model", None),
     "serve-load-cpu.json": ("the live view's frame rate with viewers and snapshot loops", "lite2-ft"),
     "soak-cpu.json": ("ten minutes of `edgeseg run`, and a stream that drops out", "default-v1"),

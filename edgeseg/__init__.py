@@ -75,7 +75,7 @@ def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: b
     - ``mm_per_px``: the image's scale (from the dermatoscope's calibration); adds millimetre values to
       the measurements.
     - ``keep_largest``: keep only the largest lesion region (None: as the model card says; it keeps it).
-    - ``threads``: onnxruntime's threads (None: its own choice).
+    - ``threads``: onnxruntime's threads (None: one per usable core, edgeseg.runtime.thread_plan).
     - ``size``: (height, width) of the network input, for a run directory or a dynamic-shape ONNX.
 
     ``tta``, ``refine`` and ``fill_holes`` left at None take the Segmenter's defaults,

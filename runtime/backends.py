@@ -29,6 +29,7 @@ from edgeseg.runtime.model_file import (
     read_onnx_info,
     sha256_of,
 )
+from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
 from edgeseg.segmenter import Backend, BackendUnavailable, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
@@ -82,6 +83,17 @@ def tensorrt_engine_precision(name: str, precision: str) -> str:
     return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
 
 
+def session_options(ort, threads: int | None, plan: ThreadPlan):
+    """onnxruntime's SessionOptions: ``threads`` intra-op threads (None: the plan's), spinning as planned."""
+    options = install_check.session_options(ort)  # onnxruntime: errors only, unless debugging
+    options.intra_op_num_threads = threads or plan.inference_threads
+    # Idle worker threads sleep instead of spinning unless the plan leaves the other threads cores of their
+    # own: spinning steals the cores that capture, overlay, the encoder (and, in a benchmark or parity run,
+    # PyTorch) need between two runs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if plan.inference_spinning else "0")
+    return options
+
+
 class OnnxRuntimeBackend(_ContextManager):
     """An edgeseg ONNX on one onnxruntime execution provider ("cpu", "cuda" or "tensorrt")."""
 
@@ -102,12 +114,7 @@ class OnnxRuntimeBackend(_ContextManager):
             )
         if device == "tensorrt":
             self._load_tensorrt_libraries()
-        options = install_check.session_options(ort)  # onnxruntime: errors only, unless debugging
-        if threads:
-            options.intra_op_num_threads = threads
-        # Idle worker threads sleep instead of spinning: on a small CPU the spinning steals the cores
-        # that capture, overlay (and, in a benchmark or parity run, PyTorch) need between two runs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(ort, threads, this_host_plan())
         try:
             self.session = ort.InferenceSession(str(path), options, providers=self._providers(device, path))
         except Exception as error:  # onnxruntime raises its own exception types for every failure

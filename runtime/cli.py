@@ -111,7 +111,7 @@ class Outputs:
 @click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
               help="Look again, closer: where the lesion is small in the frame, segment a square around it a second "
                    "time at the network's full input and draw that outline (a second network run on those frames).")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: onnxruntime's choice].")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: one per usable core, runtime/thread_plan.py].")
 @click.option("--serve", "serve", metavar="[HOST:]PORT", callback=lambda ctx, param, value: serve_address(value),
               help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
                    "e.g. 0.0.0.0:8080 for every interface: the run prints this machine's LAN addresses); every browser "

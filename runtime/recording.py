@@ -17,13 +17,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
+
 log = logging.getLogger("edgeseg.runtime")
 
 RECORDING_SUFFIXES = (".mp4", ".webm")
 TIME_BASE = Fraction(1, 1000)  # timestamps in milliseconds
-# (codec, container format, encoder options): fast enough to keep up with a live run on a small CPU.
+# (codec, container format, encoder options); the threads, and x264's preset, come from the thread plan.
 BROWSER_CODECS = {
-    ".mp4": ("libx264", "mp4", {"preset": "veryfast", "crf": "23"}),
+    ".mp4": ("libx264", "mp4", {"crf": "23"}),
     ".webm": ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "32", "b": "0"}),
 }
 
@@ -110,12 +112,26 @@ def browser_codec_problem(suffix: str) -> str | None:
     return None
 
 
-def open_recording(path: Path, temporary: Path, size: tuple[int, int], fps: float) -> Recording:
-    """A recording for ``path`` (its suffix picks the format), written to ``temporary`` until it is complete."""
+def encoder_options(suffix: str, plan: ThreadPlan) -> dict[str, str]:
+    """The encoder's options for a recording of this suffix under ``plan``: its threads, and x264's preset."""
+    codec, _, options = BROWSER_CODECS[suffix]
+    planned = {"threads": str(plan.encoder_threads)}  # FFmpeg's default: a thread per core, taken from inference
+    if codec == "libx264":
+        planned["preset"] = plan.x264_preset
+    return {**options, **planned}
+
+
+def open_recording(path: Path, temporary: Path, size: tuple[int, int], fps: float,
+                   plan: ThreadPlan | None = None) -> Recording:
+    """A recording for ``path`` (its suffix picks the format), written to ``temporary`` until it is complete.
+
+    ``plan`` sets the encoder's threads and preset (default: this host's plan).
+    """
     suffix = path.suffix.lower()
     problem = browser_codec_problem(suffix)
     if problem is None:
-        codec, container_format, options = BROWSER_CODECS[suffix]
+        codec, container_format, _ = BROWSER_CODECS[suffix]
+        options = encoder_options(suffix, plan or this_host_plan())
         return PyAVRecording(temporary, size, fps, codec, container_format, options)
     if suffix == ".webm":
         raise OSError(f"{path}: cannot write WebM: {problem}; or save to a .mp4 path")

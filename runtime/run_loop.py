@@ -3,7 +3,8 @@
 Three threads overlap the work: the source's reader (capture, decoding), the main thread
 (preprocess and inference, and the window, which must live on the main thread), and a finisher
 (postprocess, overlay, video encoding, masks, JSONL) that works on frame N while the model runs
-on frame N+1. Ctrl-C, `q` in the window and the end of the
+on frame N+1, at a lower priority so that it takes the gaps between the model's runs rather than
+the model's cores (edgeseg.runtime.thread_plan). Ctrl-C, `q` in the window and the end of the
 stream all stop it the same way: the writer drains its queue and every output is closed properly.
 """
 
@@ -32,6 +33,7 @@ from edgeseg.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.photos import PhotoOutputs, PhotoResults
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
+from edgeseg.runtime.thread_plan import ThreadPlan, lower_this_thread_priority, this_host_plan
 from edgeseg.segmenter import Pending, Segmentation, Segmenter
 
 if TYPE_CHECKING:  # the server loads only when --serve asks for it
@@ -59,6 +61,7 @@ class RunOptions:
     snapshot_dir: Path = Path(".")  # where `s` in the window saves snapshots
     live_view: LiveView | None = None  # --serve: the overlay and figures for browsers
     photos: PhotoOutputs | None = None  # photos: a line per image, and overlays, masks and results.csv
+    thread_plan: ThreadPlan | None = None  # the encoder's threads and the finisher's priority; None: this host's
 
 
 @dataclass
@@ -124,6 +127,7 @@ class _Finisher:
         self.segmenter = segmenter
         self.live = live
         self.options = options
+        self.plan = options.thread_plan or this_host_plan()
         self.fps = fps
         self.stage_ms: dict[str, float] = defaultdict(float)
         self.error: BaseException | None = None
@@ -162,6 +166,7 @@ class _Finisher:
             raise OutputError(f"post-processing or writing the outputs failed: {self.error}") from self.error
 
     def _run(self) -> None:
+        lower_this_thread_priority(self.plan.finisher_nice)  # before the encoder starts: its threads inherit it
         try:
             with ExitStack() as outputs:
                 jsonl = self._open_jsonl(outputs)
@@ -233,7 +238,7 @@ class _Finisher:
         temporary = outputs.enter_context(atomic_output(self.options.save_video))
         height, width = shape[:2]
         self._video_size = even_size(width, height)
-        self._video = open_recording(self.options.save_video, temporary, self._video_size, self.fps)
+        self._video = open_recording(self.options.save_video, temporary, self._video_size, self.fps, self.plan)
         outputs.callback(self._video.close)  # closed (and flushed) before atomic_output renames the file
         log.info("recording %s as %s", self.options.save_video, self._video.codec)
 
