@@ -32,6 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ENCODERS = {"lite0": "tu-tf_efficientnet_lite0", "lite1": "tu-tf_efficientnet_lite1", "lite2": "tu-tf_efficientnet_lite2"}
 SIZES = (256, 320)
 CALIBRATION_IMAGES = 32
+ONE_PASS_NOTE = ("one network pass a frame: the closer look (refine) is off, since random weights would decide whether a "
+                 "frame gets a second pass; `edgeseg run` adds that pass on frames where the lesion is small")
 INT8_NOTE = ("INT8 keeps float the layers down to a quarter of the input (the stride rule): which blocks `edgeseg "
              "export`'s sensitivity pass keeps float depends on trained weights; on the default model its choice ran "
              "1.58x fp32 where the stride rule ran 1.48x (int8-sensitivity-cpu.md)")
@@ -142,6 +144,24 @@ def rows_from_bench(bench: dict[str, Any], sizes: list[dict[str, Any]]) -> list[
     return rows
 
 
+def time_one_pass(forms: list[Path], runs: int) -> dict[str, Any]:
+    """`edgeseg bench`'s interleaved timing of every form, with the closer look off (ONE_PASS_NOTE)."""
+    from contextlib import ExitStack
+
+    from edgeseg.evaluate.bench import plan, result_record, synthetic_frame, time_interleaved
+    from edgeseg.evaluate.models import discover_forms, open_model
+    from edgeseg.host import host_info
+
+    results = plan(discover_forms(forms), ("onnxruntime-cpu",))
+    with ExitStack() as stack:
+        for result in results:
+            result.segmenter = stack.enter_context(open_model(result.form.path, result.backend, refine=False))
+            result.backend, result.precision = result.segmenter.backend.name, result.segmenter.backend.precision
+            result.input_size = tuple(result.segmenter.card.input_size)
+        time_interleaved(results, synthetic_frame(), runs, warmup=10)
+        return {"results": [result_record(result) for result in results], "host": host_info(), "warnings": []}
+
+
 def draw_plot(report: dict[str, Any], path: Path) -> bool:
     """Latency (x) against test Dice (y), one point per scored form with its interval; False when nothing is scored."""
     import cv2
@@ -203,7 +223,6 @@ def main(encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str,
     """Time every size's fp32 and INT8 ONNX in one interleaved run; add test accuracy where scored; record it all."""
     from datetime import datetime, timezone
 
-    from edgeseg.evaluate.bench import run_bench
     from edgeseg.files import portable_command, write_text_atomic
     from edgeseg.host import cpu_model
     from edgeseg.names import ONNX_FILENAMES, REFERENCE_SET_NAME
@@ -222,13 +241,13 @@ def main(encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str,
                            "int8_path": str(scratch / label / "forms" / ONNX_FILENAMES["int8"]),
                            "accuracy": scored_accuracy(scored_records[label]) if label in scored_records else None})
         forms = [Path(size[key]) for size in chosen for key in ("fp32_path", "int8_path")]
-        bench = run_bench(forms, ("onnxruntime-cpu",), runs, 10)
+        bench = time_one_pass(forms, runs)
         report = {"command": portable_command(sys.argv), "cpu": cpu_model()[0] or "unknown CPU",
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": runs,
                   "calibration": f"the first {CALIBRATION_IMAGES} train images of {REFERENCE_SET_NAME}",
                   "rows": rows_from_bench(bench, chosen), "host": bench["host"], "warnings": bench["warnings"],
                   "notes": [f"{size['label']}: weights {'trained: ' + trained_runs[size['label']].name if size['label'] in trained_runs else 'random (seed 0)'}"
-                            for size in chosen] + [INT8_NOTE, NOT_SCORED.capitalize() + " where a row says not measured."]}
+                            for size in chosen] + [ONE_PASS_NOTE, INT8_NOTE, NOT_SCORED.capitalize() + " where a row says not measured."]}
     write_text_atomic(out_stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_stem.with_suffix(".md"), markdown(report))
     plotted = draw_plot(report, out_stem.with_suffix(".png"))

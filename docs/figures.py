@@ -114,6 +114,8 @@ SUBJECTS = {
                                                               "against the bare model", "lite2-ft"),
     "runtime_throughput_model_onnxruntime-cpu.json": ("`edgeseg run` throughput against the bare model", None),
     "serve-load-cpu.json": ("the live view's frame rate with viewers and snapshot loops", "lite2-ft"),
+    "speed-accuracy-cpu.json": ("lite0, lite1, lite2 at 256 and 320: latency of fp32 and INT8 (accuracy where scored)",
+                                "random weights (seed 0)"),
     "soak-cpu.json": ("ten minutes of `edgeseg run`, and a stream that drops out", "default-v1"),
 }
 
@@ -456,6 +458,18 @@ def bench_forms(name: str) -> str:
     return table(["form", "backend", "precision", "MB", "inference p50 ms", "end to end p50 ms", "FPS"], rows)
 
 
+def model_sizes(name: str) -> str:
+    """benchmarks/speed_accuracy.py: each encoder and input size, fp32 and INT8, timed in one interleaved run."""
+    rows = []
+    for row in record(name)["rows"]:
+        accuracy = row["accuracy"]
+        dice = f"{accuracy['dice']:.3f}" if accuracy else "not yet"
+        rows.append([row["size"], f"{row['parameters'] / 1e6:.2f} M", f"{row['fp32_mb']:.1f}", f"{row['fp32_ms']:.1f}",
+                     f"{row['int8_ms']:.1f}", f"{row['fp32_ms'] / row['int8_ms']:.2f}x", dice])
+    return table(["encoder@input", "parameters", "fp32 MB", "fp32 p50 ms", "INT8 p50 ms", "INT8 speed-up",
+                  "test Dice"], rows)
+
+
 def records_table(_: str = "") -> str:
     """Every JSON record: what it measures, which model, where and when."""
     rows = []
@@ -471,6 +485,7 @@ def records_table(_: str = "") -> str:
 BLOCKS: dict[str, Callable[[str], str]] = {
     "accuracy-views": accuracy_views, "accuracy-models": accuracy_models, "levers": postprocess_levers,
     "parity": parity_forms, "int8": int8_options, "bench": bench_forms, "records": records_table,
+    "sizes": model_sizes,
 }
 
 
