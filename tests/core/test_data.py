@@ -290,7 +290,7 @@ def test_a_folder_without_data_is_a_clear_error(tmp_path: Path) -> None:
 def test_help_explains_with_an_example() -> None:
     result = CliRunner().invoke(main, ["data", "check", "--help"])
     assert result.exit_code == 0
-    assert "edgeseg data check ../shared/data/isic2018" in result.output
+    assert "edgeseg data check data/isic2018" in result.output
 
 
 def test_data_split_writes_a_reproducible_split_and_never_overwrites(tmp_path):
