@@ -117,11 +117,11 @@ def open_and_fusion(path: Path, scratch: Path) -> dict:
 
 
 def cpu_flags() -> list[str]:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        flags = next(line for line in lines if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
+    """The instruction sets of ISA_FLAGS this CPU has, from /proc/cpuinfo (none where it cannot be read)."""
+    from edgeseg.host import CPUINFO, read_text
+
+    text, _ = read_text(CPUINFO)
+    flags = next((line.split() for line in (text or "").splitlines() if line.startswith("flags")), [])
     return [flag for flag in ISA_FLAGS if flag in flags]
 
 

@@ -9,6 +9,7 @@ the live runtime, `edgeseg run` on photos and ``Segmentation.overlay()`` draw th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ CONTOUR_BGR = (255, 255, 0)
 OUTLINE_BGR = (0, 0, 0)
 TEXT_BGR = (255, 255, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+JPEG_QUALITY = 92  # an overlay saved as JPEG (a photo's, Segmentation.save's)
 
 
 @dataclass
@@ -96,3 +98,14 @@ class OverlayRenderer:
         for number, line in enumerate(lines, start=1):
             origin = (margin, number * line_height)
             cv2.putText(canvas, line, origin, FONT, scale, TEXT_BGR, thickness, cv2.LINE_AA)
+
+
+def encode_overlay(path: Path, overlay: np.ndarray) -> bytes:
+    """An overlay's file bytes, as ``path``'s suffix asks: PNG for .png, else JPEG."""
+    if path.suffix.lower() == ".png":
+        ok, encoded = cv2.imencode(".png", overlay)
+    else:
+        ok, encoded = cv2.imencode(".jpg", overlay, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the overlay")
+    return encoded.tobytes()

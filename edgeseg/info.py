@@ -26,9 +26,6 @@ Examples:
   edgeseg info runs/lite0/model.int8.onnx --json - | python -m json.tool
 """
 
-# The backends `auto` tries, fastest first (edgeseg.runtime.backends.open_backend; a run directory runs on
-# PyTorch's CPU unless torch-cuda is asked for).
-FASTEST_FIRST = ("tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "torch-cpu")
 # The figures shown in the text (the JSON holds every one the card records), with their names for people.
 SHOWN_METRICS = {"dice": "Dice", "jaccard": "Jaccard", "threshold_jaccard": "thr. Jaccard"}
 KIND_NAMES = {"torch": "training run (PyTorch)", "onnx": "ONNX", "engine": "TensorRT engine"}
@@ -59,6 +56,14 @@ def info_command(model: Path | None, json_path: Path | None) -> None:
 # --- gathering ------------------------------------------------------------------------------------
 
 
+def fastest_first() -> tuple[str, ...]:
+    """The backends `auto` tries, fastest first: an engine's TensorRT, then onnxruntime's providers in
+    open_backend's order; a run directory runs on PyTorch's CPU unless torch-cuda is asked for."""
+    from edgeseg.runtime.backends import AUTO_ONNXRUNTIME_DEVICES
+
+    return ("tensorrt", *(f"onnxruntime-{device}" for device in AUTO_ONNXRUNTIME_DEVICES), "torch-cpu")
+
+
 def model_info(path: Path) -> dict[str, Any]:
     """Everything `info` says about the model at ``path``, JSON-ready; an EdgesegError names a bad model file."""
     from edgeseg.install_check import doctor_findings
@@ -77,7 +82,7 @@ def model_info(path: Path) -> dict[str, Any]:
                  "gpus": findings["gpus"], "gpus_reason": findings["gpus_reason"], "tensorrt": findings["tensorrt"],
                  "torch": findings["torch"], "jetson": findings["jetson"]},
         "backends": backends,
-        "auto": next((backend for backend in FASTEST_FIRST if backend in runnable), None),
+        "auto": next((backend for backend in fastest_first() if backend in runnable), None),
     }
 
 

@@ -31,6 +31,11 @@ WEIGHTS_STORED_FLOAT16 = "float16, cast to float32"
 # TensorRT engine files (serialized plans); each has a JSON sidecar beside it.
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
+# What edgeseg writes for a segmented image NAME (`edgeseg run` on photos and --save-masks, Segmentation.save):
+# its overlay, and its mask (0/255 at the image's size) in ISIC's naming, ISIC_0000000_segmentation.png.
+OVERLAY_SUFFIX = "_overlay.jpg"
+MASK_SUFFIX = "_segmentation.png"
+
 # Images edgeseg reads, as data (with masks) or as frames to segment. Masks are always PNG.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

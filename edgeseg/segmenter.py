@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from edgeseg.card import ModelCard
@@ -151,16 +150,16 @@ class Segmentation:
         NAME is the image file's stem, or "image". The folder is made if need be; files of the same
         names are replaced, each atomically. Returns the paths written: the overlay's, then the mask's.
         """
+        from edgeseg.drawing import encode_overlay  # drawing imports this module
         from edgeseg.files import write_bytes_atomic, write_mask
+        from edgeseg.names import MASK_SUFFIX, OVERLAY_SUFFIX
 
-        ok, overlay = cv2.imencode(".jpg", self.overlay())
-        if not ok:
-            raise OSError(f"{folder}: OpenCV could not encode the overlay as JPEG")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         stem = self.name or "image"
-        overlay_path = write_bytes_atomic(folder / f"{stem}_overlay.jpg", overlay.tobytes())
-        return [overlay_path, write_mask(folder / f"{stem}_segmentation.png", self.mask)]
+        overlay_path = folder / (stem + OVERLAY_SUFFIX)
+        overlay = encode_overlay(overlay_path, self.overlay())
+        folder.mkdir(parents=True, exist_ok=True)
+        return [write_bytes_atomic(overlay_path, overlay), write_mask(folder / (stem + MASK_SUFFIX), self.mask)]
 
 
 @dataclass

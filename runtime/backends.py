@@ -83,6 +83,10 @@ def tensorrt_engine_precision(name: str, precision: str) -> str:
     return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
 
 
+# The onnxruntime providers `auto` tries for an ONNX, fastest first (open_backend; `edgeseg info` says which it picks).
+AUTO_ONNXRUNTIME_DEVICES = ("tensorrt", "cuda", "cpu")
+
+
 def session_options(ort, threads: int | None, plan: ThreadPlan):
     """onnxruntime's SessionOptions: ``threads`` intra-op threads (None: the plan's), spinning as planned."""
     options = install_check.session_options(ort)  # onnxruntime: errors only, unless debugging
@@ -352,7 +356,7 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
     if backend != "auto":
         return OnnxRuntimeBackend(path, device=backend.removeprefix("onnxruntime-"), threads=threads)
     skipped = []
-    for device in ("tensorrt", "cuda", "cpu"):
+    for device in AUTO_ONNXRUNTIME_DEVICES:
         try:
             chosen = OnnxRuntimeBackend(path, device=device, threads=threads)
         except install_check.OnnxRuntimeInstallError:

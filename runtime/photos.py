@@ -17,18 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import cv2
 import numpy as np
 
+from edgeseg.drawing import encode_overlay
 from edgeseg.files import write_bytes_atomic, write_mask, write_text_atomic
+from edgeseg.names import MASK_SUFFIX, OVERLAY_SUFFIX
 from edgeseg.runtime.sources import RESULTS_FOLDER, Frame
 from edgeseg.segmenter import Segmentation
 
 RESULTS_CSV = "results.csv"
-OVERLAY_SUFFIX = "_overlay.jpg"
-MASK_SUFFIX = "_segmentation.png"  # ISIC's naming: ISIC_0000000_segmentation.png
 OVERLAY_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what --save may name for a single image's overlay
-JPEG_QUALITY = 92
 CSV_COLUMNS = ("image", "overlay", "mask", "width", "height", "lesion_present", "regions", "area_px", "area_percent",
                "bbox_x", "bbox_y", "bbox_width", "bbox_height", "perimeter_px", "max_diameter_px", "mm_per_px",
                "area_mm2", "perimeter_mm", "max_diameter_mm", "ms")
@@ -104,17 +102,6 @@ def csv_row(label: str, names: tuple[str, str] | None, segmentation: Segmentatio
     }
 
 
-def encode_image(path: Path, image: np.ndarray) -> bytes:
-    """An overlay as the file's suffix asks: PNG, else JPEG."""
-    if path.suffix.lower() == ".png":
-        ok, encoded = cv2.imencode(".png", image)
-    else:
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode the overlay")
-    return encoded.tobytes()
-
-
 class PhotoResults:
     """Writes each photo's outputs and line as it is finished (on the run loop's finisher thread); ``close``
     writes results.csv with a row for every image finished."""
@@ -130,10 +117,10 @@ class PhotoResults:
         folder = self.outputs.folder
         if folder is not None:
             names = (frame.name + OVERLAY_SUFFIX, frame.name + MASK_SUFFIX)
-            write_bytes_atomic(folder / names[0], encode_image(folder / names[0], overlay))
+            write_bytes_atomic(folder / names[0], encode_overlay(folder / names[0], overlay))
             write_mask(folder / names[1], segmentation.mask)
         if self.outputs.overlay_file is not None:
-            write_bytes_atomic(self.outputs.overlay_file, encode_image(self.outputs.overlay_file, overlay))
+            write_bytes_atomic(self.outputs.overlay_file, encode_overlay(self.outputs.overlay_file, overlay))
         self.rows.append(csv_row(label, names, segmentation, width, height))
         click.echo(image_line(label, segmentation, width, height), err=self.outputs.lines_to_stderr)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
+from edgeseg.names import MASK_SUFFIX
 from edgeseg.preprocess import as_bgr8
 from edgeseg.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.photos import PhotoOutputs, PhotoResults
@@ -89,7 +90,7 @@ def display_available() -> bool:
 
 def mask_filename(frame: Frame) -> str:
     """ISIC ids keep the official naming (ISIC_0000000_segmentation.png); other names get the same suffix."""
-    return f"{frame.name}_segmentation.png"
+    return frame.name + MASK_SUFFIX
 
 
 def frame_record(number: int, frame: Frame, segmentation: Segmentation, latency_ms: float) -> dict[str, Any]:

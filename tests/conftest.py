@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +115,17 @@ def trained_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCa
     save_weights(model.eval(), run_dir / WEIGHTS_FILENAME)
     save_card(card, run_dir)
     return run_dir
+
+
+@pytest.fixture
+def fresh_venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A new virtual environment (tmp_path/venv) and the environment variables that run inside it alone:
+    nothing of this interpreter's path, user site or display leaks in."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "DISPLAY", "WAYLAND_DISPLAY"}}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    env["PYTHONNOUSERSITE"] = "1"
+    return venv, env

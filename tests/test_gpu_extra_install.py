@@ -21,11 +21,9 @@ It skips only where pip cannot fetch from the index.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -86,15 +84,6 @@ def cpu_stand_ins(extra: str) -> tuple[list[str], list[str]]:
     return kept, dropped
 
 
-def clean_env(venv: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "DISPLAY", "WAYLAND_DISPLAY"}}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
-
-
 def package_source(destination: Path) -> Path:
     """The repo's top-level files and package folders, copied: a regular build writes build/ and *.egg-info
     into the tree it builds, and this tree is someone's working copy."""
@@ -110,11 +99,11 @@ def package_source(destination: Path) -> Path:
 
 
 class Environment:
-    def __init__(self, venv: Path, work: Path, extra: str, requirements: list[str], dropped: list[str]):
-        self.venv, self.work, self.extra = venv, work, extra
+    def __init__(self, venv: Path, env: dict[str, str], work: Path, extra: str, requirements: list[str],
+                 dropped: list[str]):
+        self.venv, self.env, self.work, self.extra = venv, env, work, extra
         self.requirements, self.dropped = requirements, dropped
         self.python = venv / "bin" / "python"
-        self.env = clean_env(venv)
         self.freeze = ""
 
     def context(self) -> str:
@@ -148,12 +137,11 @@ class Environment:
         return done.stdout.strip()
 
 
-def build_environment(extra: str, tmp_path: Path) -> Environment:
+def build_environment(extra: str, tmp_path: Path, fresh_venv: tuple[Path, dict[str, str]]) -> Environment:
     requirements, dropped = cpu_stand_ins(extra)
-    venv, work = tmp_path / "venv", tmp_path / "work"
+    work = tmp_path / "work"
     work.mkdir()
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    environment = Environment(venv, work, extra, requirements, dropped)
+    environment = Environment(*fresh_venv, work, extra, requirements, dropped)
     print(f"\nedgeseg[{extra}] less its GPU libraries:{environment.context()}")
     environment.pip(*requirements)
     environment.pip("--no-deps", str(package_source(tmp_path / "source")))
@@ -167,9 +155,10 @@ def build_environment(extra: str, tmp_path: Path) -> Environment:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", ["gpu", "gpu-cu13"])
-def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(extra: str, tmp_path: Path) -> None:
+def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(extra: str, tmp_path: Path,
+                                                                              fresh_venv) -> None:
     started = time.monotonic()
-    env = build_environment(extra, tmp_path)
+    env = build_environment(extra, tmp_path, fresh_venv)
     names = {canonicalize_name(Requirement(line).name) for line in env.requirements}
     installed = {canonicalize_name(line.split("==")[0].split(" @ ")[0]) for line in env.freeze.split()}
     gpu_installed = sorted(name for name in installed if GPU_ONLY.match(name) or name in {"onnxruntime-gpu", "torch"})
