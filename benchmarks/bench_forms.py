@@ -1,6 +1,6 @@
 """Latency of the default model's forms on this machine: PyTorch eager, ONNX fp32, fp16 and INT8.
 
-Builds (or takes, with --run) the default model of ``edgeseg.card.ModelCard()``, exports it to the fp32,
+Builds (or takes, with --run) the default model of ``edgeseg.core.card.ModelCard()``, exports it to the fp32,
 FP16 and INT8 ONNX with the export functions, and measures all four forms with ``edgeseg bench``'s
 measurement, interleaved, from one process run. Writes benchmarks/results/bench-cpu.json and .md with
 the exact command and the host.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import click
 
-from edgeseg.names import ONNX_FILENAMES
+from edgeseg.core.names import ONNX_FILENAMES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATION_IMAGES = 32
@@ -38,9 +38,9 @@ def default_run(directory: Path) -> Path:
     """A run directory holding the card's default model with random weights (seed 0)."""
     import torch
 
-    from edgeseg.card import ModelCard, save_card
-    from edgeseg.names import WEIGHTS_FILENAME
-    from edgeseg.train.model import build_model, save_weights
+    from edgeseg.core.card import ModelCard, save_card
+    from edgeseg.core.names import WEIGHTS_FILENAME
+    from edgeseg.train.network import build_model, save_weights
 
     torch.manual_seed(0)
     card = ModelCard()
@@ -52,13 +52,13 @@ def default_run(directory: Path) -> Path:
 
 def calibration_images(calib: Path | None, scratch: Path) -> tuple[list[Path], str]:
     """Images to calibrate INT8 on: spread over --calib's train split (or all of it), else synthetic ones."""
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
 
     if calib is None:
-        from edgeseg.synthetic import generate_dataset
+        from edgeseg.core.synthetic import generate_dataset
 
         samples = generate_dataset(scratch / "calibration", n=CALIBRATION_IMAGES, size=256, seed=11)
-        return [sample.image for sample in samples], f"{CALIBRATION_IMAGES} synthetic images (edgeseg.synthetic, seed 11)"
+        return [sample.image for sample in samples], f"{CALIBRATION_IMAGES} synthetic images (edgeseg.core.synthetic, seed 11)"
     try:
         samples = discover_samples(calib, split="train")
     except (FileNotFoundError, ValueError):
@@ -73,8 +73,8 @@ def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
     from edgeseg.export.fp16_export import export_fp16
     from edgeseg.export.int8_export import export_int8
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.names import ONNX_FILENAMES
-    from edgeseg.train.model import load_model
+    from edgeseg.core.names import ONNX_FILENAMES
+    from edgeseg.train.network import load_model
 
     model, card = load_model(run_dir)
     onnx_path = export_onnx(model, card, out_dir / ONNX_FILENAMES["onnx"])
@@ -98,9 +98,9 @@ def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
 def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str, limit: int | None, runs: int,
          warmup: int, out_stem: Path) -> None:
     """Measure PyTorch eager, ONNX fp32, FP16 and INT8 of one model, interleaved, and record the results."""
-    from edgeseg.evaluate.bench import run_bench
-    from edgeseg.evaluate.bench_report import terminal_text, write_report
-    from edgeseg.files import portable_command, portable_path
+    from edgeseg.evaluate.latency import run_bench
+    from edgeseg.evaluate.latency_report import terminal_text, write_report
+    from edgeseg.core.files import portable_command, portable_path
 
     command = portable_command(sys.argv)
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
@@ -119,14 +119,14 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
             export_forms(run_dir, forms[-1], images)
         samples = None
         if data is not None:
-            from edgeseg.data import require_usable
+            from edgeseg.core.data import require_usable
 
             samples = require_usable(data, split=None if split == "all" else split)[:limit]
         report = run_bench(forms, ("auto",), runs, warmup, data=data, samples=samples, split=split,
                            command=command)
     report["model"] = {
         "weights": "random (seed 0)" if random_weights else portable_path(run_dir),
-        "card": "edgeseg.card.ModelCard() defaults" if random_weights else portable_path(run_dir / "card.json"),
+        "card": "edgeseg.core.card.ModelCard() defaults" if random_weights else portable_path(run_dir / "card.json"),
         "int8_calibration": calibration,
     }
     report["notes"].insert(0, f"model: weights {report['model']['weights']}, card {report['model']['card']}; "

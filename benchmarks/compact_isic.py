@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from edgeseg.card import ModelCard
-from edgeseg.data import discover_samples, require_usable
-from edgeseg.files import read_image, read_mask, write_bytes_atomic
-from edgeseg.preprocess import resize_to_input
+from edgeseg.core.card import ModelCard
+from edgeseg.core.data import discover_samples, require_usable
+from edgeseg.core.files import read_image, read_mask, write_bytes_atomic
+from edgeseg.core.preprocess import resize_to_input
 from edgeseg.train.dataset import resize_mask
 
 

@@ -20,7 +20,7 @@ import segmentation_models_pytorch as smp
 import torch
 from safetensors.torch import save_file
 
-from edgeseg.files import atomic_output
+from edgeseg.core.files import atomic_output
 from edgeseg.train.encoders import LITE0_ENCODER, load_encoder_weights
 
 

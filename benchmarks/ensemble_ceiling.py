@@ -64,7 +64,7 @@ class AveragingBackend:
         self.name, self.precision = members[0].name, members[0].precision
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        from edgeseg.postprocess import activate
+        from edgeseg.core.postprocess import activate
 
         probability = np.mean([activate(member.infer(batch), member.card) for member in self.members], axis=0)
         probability = np.clip(probability, 1e-7, 1 - 1e-7)
@@ -81,7 +81,7 @@ def combinations(names: list[str]) -> list[tuple[str, ...]]:
 
 
 def open_members(runs: list[Path]) -> dict[str, RememberingBackend]:
-    from edgeseg.evaluate.models import open_model
+    from edgeseg.loading.open import open_model
 
     members = {run.name: RememberingBackend(open_model(run, "torch-cpu").backend) for run in runs}
     sizes = {name: tuple(member.card.input_size) for name, member in members.items()}
@@ -94,9 +94,9 @@ def score_grid(members: dict[str, RememberingBackend], thresholds: list[float], 
                split_dir: Path | None) -> list[dict]:
     import dataclasses
 
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import evaluate
-    from edgeseg.segmenter import TTA_FLIPS, Segmenter
+    from edgeseg.core.segmenter import TTA_FLIPS, Segmenter
 
     val = discover_samples(data, split="val", split_dir=split_dir)
     rows = []
@@ -130,8 +130,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from edgeseg.files import portable_command, portable_path, write_text_atomic
-    from edgeseg.host import host_info
+    from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+    from edgeseg.core.host import host_info
 
     started = time.monotonic()
     rows = score_grid(open_members(args.runs), args.thresholds, args.data, args.split_dir)

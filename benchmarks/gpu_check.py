@@ -56,8 +56,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeseg import host
-from edgeseg.files import portable_path, write_text_atomic
+from edgeseg.core import host
+from edgeseg.core.files import portable_path, write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGETS_S = {"buffers": 30.0, "train": 200.0, "eval": 60.0, "bench": 45.0, "torch_forms": 45.0,
@@ -313,9 +313,9 @@ def onnxruntime_cuda_skip_reason() -> str | None:
 
 def val_batches(data: Path, card: Any) -> list[np.ndarray]:
     """Part 2's val images, each a float32 (1, 3, H, W) batch as the runtime preprocesses it."""
-    from edgeseg.data import discover_samples
-    from edgeseg.files import read_image
-    from edgeseg.preprocess import preprocess
+    from edgeseg.core.data import discover_samples
+    from edgeseg.core.files import read_image
+    from edgeseg.core.preprocess import preprocess
 
     return [preprocess(read_image(sample.image), card) for sample in discover_samples(data, split="val")]
 
@@ -517,7 +517,7 @@ def forms_part(plan: dict[str, str | None], builders: dict[str, tuple[str, Calla
 def part_torch_forms(budget_s: float, run: Path, data: Path, device: str) -> dict[str, Any]:
     import torch
 
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
 
     deadline = time.monotonic() + budget_s - 5.0
     model, card = load_model(run)
@@ -537,7 +537,7 @@ def part_onnxruntime_cuda(budget_s: float, run: Path, data: Path, work: Path, de
         return {"status": "skipped", "reason": why}
     import onnxruntime as ort
 
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
 
     deadline = time.monotonic() + budget_s - 5.0
     model, card = load_model(run)

@@ -46,10 +46,10 @@ OPTION_SETS = {  # name -> (label, activations, calibration, calibration images,
 
 
 def build_options(onnx_path: Path, data: Path, out: Path, options) -> dict[str, Path]:
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.export.export_run import spread
     from edgeseg.export.int8_export import export_int8
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     card = read_card(onnx_path)
     train = [sample.image for sample in discover_samples(data, split="train")]
@@ -65,10 +65,10 @@ def build_options(onnx_path: Path, data: Path, out: Path, options) -> dict[str, 
 def gate(source: Path, forms: dict[str, Path], data: Path) -> dict:
     """Every form through the export's parity gate on the whole val split, against ``source``: a run directory
     on PyTorch fp32, or an fp32 ONNX on onnxruntime's CPU provider (as `edgeseg export MODEL.onnx` checks)."""
-    from edgeseg.data import discover_samples
-    from edgeseg.evaluate.models import open_model
+    from edgeseg.core.data import discover_samples
+    from edgeseg.loading.open import open_model
     from edgeseg.export.parity import Tolerances, run_parity
-    from edgeseg.names import is_onnx
+    from edgeseg.core.names import is_onnx
 
     val = discover_samples(data, split="val")
     with contextlib.ExitStack() as stack:
@@ -80,8 +80,8 @@ def gate(source: Path, forms: dict[str, Path], data: Path) -> dict:
 
 def latency(onnx_path: Path, forms: dict[str, Path], runs: int) -> dict[str, float]:
     """Inference p50 (ms) of the fp32 ONNX and every option, interleaved in one run."""
-    from edgeseg.evaluate.bench import run_bench
-    from edgeseg.files import portable_path
+    from edgeseg.evaluate.latency import run_bench
+    from edgeseg.core.files import portable_path
 
     report = run_bench([onnx_path, *forms.values()], runs=runs, warmup=10)
     by_path = {record["path"]: record["stages"]["inference"]["p50_ms"] for record in report["results"]}
@@ -113,9 +113,9 @@ def table(parities: dict, p50: dict[str, float]) -> list[list[str]]:
               help="Results stem [results/int8-options-cpu, or results/int8-float-layers-cpu with --options float-layers].")
 def main(run_dir: Path, data: Path, runs: int, option_set: str, out_stem: Path | None) -> None:
     """Quantize one trained model every way in one of OPTION_SETS; gate and time each against its fp32 ONNX."""
-    from edgeseg.files import portable_command, portable_path, write_text_atomic
-    from edgeseg.host import describe_host, host_info
-    from edgeseg.tables import markdown_table
+    from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+    from edgeseg.core.host import describe_host, host_info
+    from edgeseg.core.tables import markdown_table
 
     out_stem = out_stem or RESULTS / ("int8-options-cpu" if option_set == "calibration" else "int8-float-layers-cpu")
     onnx_path = run_dir / "model.onnx"

@@ -43,8 +43,8 @@ OPENS = 7
 def build_forms(onnx_path: Path, images: list[Path], out: Path) -> tuple[dict[str, Path], dict[str, float]]:
     """Every form of FORMS from the same calibration images, and the seconds each build took."""
     from edgeseg.export.int8_export import export_int8
-    from edgeseg.install_check import quiet_onnxruntime_tools
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.core.install_check import quiet_onnxruntime_tools
+    from edgeseg.runtime.loaders import read_card
 
     card = read_card(onnx_path)
     forms, seconds = {}, {}
@@ -118,7 +118,7 @@ def open_and_fusion(path: Path, scratch: Path) -> dict:
 
 def cpu_flags() -> list[str]:
     """The instruction sets of ISA_FLAGS this CPU has, from /proc/cpuinfo (none where it cannot be read)."""
-    from edgeseg.host import CPUINFO, read_text
+    from edgeseg.core.host import CPUINFO, read_text
 
     text, _ = read_text(CPUINFO)
     flags = next((line.split() for line in (text or "").splitlines() if line.startswith("flags")), [])
@@ -170,10 +170,10 @@ def block_rows(choice: dict) -> list[list[str]]:
               show_default=True, help="Results stem: .json and .md are written.")
 def main(source: Path, data: Path, calib_n: int, runs: int, repeats: int, out_stem: Path) -> None:
     """Build, gate and time the INT8 forms of one model; record the sensitivity pass's choice and its cost."""
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.export.export_run import spread
     from edgeseg.export.int8_export import read_float_choice
-    from edgeseg.names import is_onnx
+    from edgeseg.core.names import is_onnx
 
     onnx_path = source if is_onnx(source) else source / "model.onnx"
     if not onnx_path.is_file():
@@ -190,8 +190,8 @@ def main(source: Path, data: Path, calib_n: int, runs: int, repeats: int, out_st
 
 def write_record(out_stem: Path, source: Path, data: Path, calibration_images: int, choice: dict, parities: dict,
                  seconds: dict[str, float], rounds: list[dict[str, float]], opening: dict, runs: int) -> None:
-    from edgeseg.files import portable_command, portable_path, write_text_atomic
-    from edgeseg.host import host_info
+    from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+    from edgeseg.core.host import host_info
 
     host = host_info()
     command = portable_command(sys.argv)
@@ -208,8 +208,8 @@ def write_record(out_stem: Path, source: Path, data: Path, calibration_images: i
 
 
 def record_text(record: dict, parities: dict, runs: int) -> list[str]:
-    from edgeseg.host import describe_host
-    from edgeseg.tables import markdown_table
+    from edgeseg.core.host import describe_host
+    from edgeseg.core.tables import markdown_table
 
     choice, opening = record["choice"], record
     calibration = f"{record['calibration_images']} images of the train split of `{record['data']}`"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from edgeseg.data import discover_samples, read_split
-from edgeseg.files import write_text_atomic
+from edgeseg.core.data import discover_samples, read_split
+from edgeseg.core.files import write_text_atomic
 
 SEED = 20261206
 PARITY_IMAGES = 40  # from val: the rules on a mean judge from 20 (edgeseg.export.parity.MEAN_RULES_MIN_IMAGES)

@@ -3,7 +3,7 @@
     python benchmarks/postprocess_levers.py [--model models/default/model.onnx] [--data ../shared/data/isic2018]
                                             [--timing-images 12] [--timing-rounds 5] [--threads N]
 
-Every lever runs through the real ``edgeseg.segmenter.Segmenter`` (what `edgeseg eval` and `edgeseg run`
+Every lever runs through the real ``edgeseg.core.segmenter.Segmenter`` (what `edgeseg eval` and `edgeseg run`
 use) over the model on onnxruntime CPU, and is scored on the rows of the accuracy benchmark
 (benchmarks/train_accuracy.py), built by the same functions: val (``edgeseg.evaluate.accuracy.evaluate``),
 val camera-framed and the full-resolution images of val and train (``edgeseg.evaluate.device_views``),
@@ -12,7 +12,7 @@ each image at its own resolution with the ISIC-exact metrics, mean over images.
 Levers: ``fill_holes`` (holes inside the kept lesion region filled), ``tta`` (``hflip``: the image and
 its horizontal flip; ``hvflip``: also the vertical and the double flip; probabilities flipped back and
 averaged after the sigmoid) and ``refine`` (the closer look: where the lesion is small in the frame, a
-square around it segmented again at the network's full input, ``edgeseg.postprocess.closer_look_box``). Cost: end-to-end ms per frame (prepare + infer + finish,
+square around it segmented again at the network's full input, ``edgeseg.core.postprocess.closer_look_box``). Cost: end-to-end ms per frame (prepare + infer + finish,
 image decoding excluded) of each setting, interleaved on the same images, on val crops and on camera frames.
 
 A lever helps when Jaccard rises and neither Jaccard nor thresholded Jaccard falls, on val and on val
@@ -54,7 +54,7 @@ REPORTED = ("dice", "jaccard", "threshold_jaccard", "sensitivity", "specificity"
 
 def score_rows(segmenter, data: Path, split_dir: Path | None) -> dict[str, object]:
     """The accuracy benchmark's rows for this Segmenter as it is set (each an Evaluation)."""
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import evaluate, evaluate_images
     from edgeseg.evaluate.device_views import camera_framed, full_resolution
 
@@ -104,7 +104,7 @@ def timing_images(data: Path, split_dir: Path | None, count: int) -> dict[str, l
     """The first ``count`` val crops, and as many camera frames (the camera-framed view), decoded once."""
     from itertools import islice
 
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import read_samples
     from edgeseg.evaluate.device_views import camera_framed
 
@@ -197,10 +197,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    from edgeseg.evaluate.models import open_model
-    from edgeseg.files import portable_command, portable_path, write_text_atomic
-    from edgeseg.host import host_info
-    from edgeseg.names import default_model_path
+    from edgeseg.loading.open import open_model
+    from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+    from edgeseg.core.host import host_info
+    from edgeseg.core.names import default_model_path
 
     model = args.model or default_model_path()
     started = time.monotonic()

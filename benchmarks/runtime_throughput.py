@@ -36,15 +36,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.drawing import OverlayRenderer
-from edgeseg.evaluate.models import open_model
-from edgeseg.files import portable_command, portable_path, write_text_atomic
-from edgeseg.names import RUNTIME_BACKENDS
+from edgeseg.core.drawing import OverlayRenderer
+from edgeseg.loading.open import open_model
+from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+from edgeseg.core.names import RUNTIME_BACKENDS
 from edgeseg.runtime.recording import PyAVRecording, encoder_options
 from edgeseg.runtime.run_loop import STAGES, RunOptions, run_pipeline
 from edgeseg.runtime.sources import open_source
 from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
-from edgeseg.segmenter import Segmenter
+from edgeseg.core.segmenter import Segmenter
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WIDTH, HEIGHT = 640, 480
@@ -281,7 +281,7 @@ def main() -> int:
 
 def host_summary() -> dict:
     try:
-        from edgeseg.host import host_info
+        from edgeseg.core.host import host_info
     except ImportError:
         return {}
     return host_info()

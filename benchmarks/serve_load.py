@@ -42,9 +42,9 @@ from pathlib import Path
 
 import cv2
 
-from edgeseg.files import portable_command, portable_path, write_text_atomic
-from edgeseg.host import host_info
-from edgeseg.synthetic import make_sample
+from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+from edgeseg.core.host import host_info
+from edgeseg.core.synthetic import make_sample
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READERS = 5

@@ -28,8 +28,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.files import atomic_output, portable_path, write_text_atomic
-from edgeseg.host import host_info
+from edgeseg.core.files import atomic_output, portable_path, write_text_atomic
+from edgeseg.core.host import host_info
 from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -59,11 +59,11 @@ def build_run(directory: Path, encoder: str, size: int, trained: Path | None) ->
     """A run directory of this size (random weights, seed 0, unless a trained run is given) and its parameter count."""
     import torch
 
-    from edgeseg.card import ModelCard, save_card
-    from edgeseg.names import WEIGHTS_FILENAME
-    from edgeseg.names import default_model_path
-    from edgeseg.runtime.model_file import read_card
-    from edgeseg.train.model import build_model, load_model, save_weights
+    from edgeseg.core.card import ModelCard, save_card
+    from edgeseg.core.names import WEIGHTS_FILENAME
+    from edgeseg.core.names import default_model_path
+    from edgeseg.runtime.loaders import read_card
+    from edgeseg.train.network import build_model, load_model, save_weights
 
     if trained is not None:
         model, _ = load_model(trained)
@@ -83,8 +83,8 @@ def export_cpu_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
     """model.onnx and model.int8.onnx of ``run_dir`` in ``out_dir``, with export's own functions and defaults."""
     from edgeseg.export.int8_export import export_int8
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.names import ONNX_FILENAMES
-    from edgeseg.train.model import load_model
+    from edgeseg.core.names import ONNX_FILENAMES
+    from edgeseg.train.network import load_model
 
     model, card = load_model(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +94,8 @@ def export_cpu_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
 
 
 def calibration_images() -> list[Path]:
-    from edgeseg.data import discover_samples
-    from edgeseg.names import reference_set_path
+    from edgeseg.core.data import discover_samples
+    from edgeseg.core.names import reference_set_path
 
     samples = discover_samples(reference_set_path(), split="train")
     return [sample.image for sample in samples[:CALIBRATION_IMAGES]]
@@ -148,9 +148,9 @@ def time_one_pass(forms: list[Path], runs: int) -> dict[str, Any]:
     """`edgeseg bench`'s interleaved timing of every form, with the closer look off (ONE_PASS_NOTE)."""
     from contextlib import ExitStack
 
-    from edgeseg.evaluate.bench import plan, result_record, synthetic_frame, time_interleaved
-    from edgeseg.evaluate.models import discover_forms, open_model
-    from edgeseg.host import host_info
+    from edgeseg.evaluate.latency import plan, result_record, synthetic_frame, time_interleaved
+    from edgeseg.loading.open import discover_forms, open_model
+    from edgeseg.core.host import host_info
 
     results = plan(discover_forms(forms), ("onnxruntime-cpu",))
     with ExitStack() as stack:
@@ -192,14 +192,14 @@ def draw_plot(report: dict[str, Any], path: Path) -> bool:
     cv2.putText(canvas, f"x: 0 to {x_range[1]:.0f} ms; y: {y_range[0]:.3f} to {y_range[1]:.3f}",
                 (margin, height - margin // 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     ok, encoded = cv2.imencode(".png", canvas)
-    from edgeseg.files import write_bytes_atomic
+    from edgeseg.core.files import write_bytes_atomic
 
     write_bytes_atomic(path, encoded.tobytes())
     return ok
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from edgeseg.tables import markdown_table
+    from edgeseg.core.tables import markdown_table
 
     lines = ["# Speed against accuracy: lite0, lite1, lite2 at 256 and 320", "",
              f"Command: `{report['command']}`", "", f"- CPU: {report['cpu']}; {report['date']}",
@@ -223,9 +223,9 @@ def main(encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str,
     """Time every size's fp32 and INT8 ONNX in one interleaved run; add test accuracy where scored; record it all."""
     from datetime import datetime, timezone
 
-    from edgeseg.files import portable_command, write_text_atomic
-    from edgeseg.host import cpu_model
-    from edgeseg.names import ONNX_FILENAMES, REFERENCE_SET_NAME
+    from edgeseg.core.files import portable_command, write_text_atomic
+    from edgeseg.core.host import cpu_model
+    from edgeseg.core.names import ONNX_FILENAMES, REFERENCE_SET_NAME
 
     trained_runs, scored_records = parse_pairs(trained, "--trained"), parse_pairs(scored, "--scored")
     labels = [size_label(encoder, int(size)) for encoder in encoders.split(",") for size in sizes.split(",")]

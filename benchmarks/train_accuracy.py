@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.names import LOSSES
+from edgeseg.core.names import LOSSES
 
 REPO = Path(__file__).resolve().parents[1]
 ISIC_LICENCE = ("ISIC 2018 Task 1-2 training input: CC0 1.0 (public domain), with the Task 1 ground-truth masks; "
@@ -43,11 +43,11 @@ def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, di
     """Mean ISIC metrics of the run's best model on each view, at each image's own resolution."""
     import dataclasses
 
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import evaluate, evaluate_images
     from edgeseg.evaluate.device_views import camera_framed, full_resolution
-    from edgeseg.evaluate.models import open_model
-    from edgeseg.segmenter import Segmenter
+    from edgeseg.loading.open import open_model
+    from edgeseg.core.segmenter import Segmenter
 
     val = discover_samples(data, split="val", split_dir=split_dir)
     train = discover_samples(data, split="train", split_dir=split_dir)
@@ -142,7 +142,7 @@ def training_record(run_dir: Path) -> dict:
 def logged_training_record(run_dir: Path) -> dict:
     """The same from the run's logs, config and card, for a run that came back without its checkpoint
     (benchmarks/device_session.sh leaves it behind); the planned epoch count is not logged."""
-    from edgeseg.card import load_card
+    from edgeseg.core.card import load_card
 
     epochs = read_csv_numbers(run_dir / "logs" / "epochs.csv")
     seconds = [row["seconds"] for row in read_csv_numbers(run_dir / "logs" / "iterations.csv")]
@@ -168,7 +168,7 @@ def record_in_card(run_dir: Path, scores: dict[str, dict], data_licence: str):
     """The views' figures and the data's licence go into the run's card, so every export carries them."""
     import dataclasses
 
-    from edgeseg.card import load_card, save_card
+    from edgeseg.core.card import load_card, save_card
 
     card = load_card(run_dir)
     evaluations = {name: {key: round(value, 6) for key, value in view.items()} for name, view in scores.items()}
@@ -183,7 +183,7 @@ CONFIG_PATHS = ("data", "out", "split_dir", "encoder_weights", "init_weights")
 
 def portable_training_record(record: dict) -> dict:
     """The training record with the run's config naming its folders as a committed record may (portable_path)."""
-    from edgeseg.files import portable_path
+    from edgeseg.core.files import portable_path
 
     config = {name: portable_path(value) if name in CONFIG_PATHS and value else value
               for name, value in record["config"].items()}
@@ -192,8 +192,8 @@ def portable_training_record(record: dict) -> dict:
 
 def main() -> int:
     args = parse_args()
-    from edgeseg.files import portable_command, portable_path, write_text_atomic
-    from edgeseg.host import host_info
+    from edgeseg.core.files import portable_command, portable_path, write_text_atomic
+    from edgeseg.core.host import host_info
     from edgeseg.train.loop import train
 
     started = time.monotonic()

@@ -178,8 +178,8 @@ def size_mb(path: str) -> float:
 def parameters_m(encoder: str) -> float:
     """Millions of parameters of edgeseg's FPN (decoder 128/64) with this encoder."""
     try:
-        from edgeseg.card import ModelCard
-        from edgeseg.train.model import build_model
+        from edgeseg.core.card import ModelCard
+        from edgeseg.train.network import build_model
     except ImportError as error:
         raise NotCheckedHere(f"counting parameters needs PyTorch ({error})") from None
     card = ModelCard(encoder=encoder, architecture_kwargs={"decoder_pyramid_channels": 128,
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; list the problems, exit 1 if any")
     arguments = parser.parse_args(argv)
     if not arguments.check:
-        from edgeseg.files import write_text_atomic
+        from edgeseg.core.files import write_text_atomic
 
         for path in pages():
             text = path.read_text(encoding="utf-8")

@@ -2,7 +2,7 @@
 
     python docs/make_overlay_screenshot.py models/default/model.onnx docs/overlay.jpg 0,4
 
-Synthetic frames (edgeseg.synthetic, seed 5), so no ISIC pixels go into git; the model (trained on real ISIC
+Synthetic frames (edgeseg.core.synthetic, seed 5), so no ISIC pixels go into git; the model (trained on real ISIC
 images) is the one named.
 """
 import sys
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from edgeseg.runtime.backends import open_segmenter
-from edgeseg.drawing import HudInfo, OverlayRenderer
-from edgeseg.synthetic import make_sample
+from edgeseg.core.drawing import HudInfo, OverlayRenderer
+from edgeseg.core.synthetic import make_sample
 
 model = sys.argv[1]
 tiles = []

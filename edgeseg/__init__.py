@@ -15,27 +15,27 @@ This module is also the Python front door, for notebooks and scripts::
     result.mask, result.probability, result.measurements.max_diameter_px
     result.save("results/")               # results/lesion_overlay.jpg and results/lesion_segmentation.png
 
-``load`` opens any model form through ``edgeseg.evaluate.models.open_model`` (imported when called, so
+``load`` opens any model form through ``edgeseg.loading.open.open_model`` (imported when called, so
 ``import edgeseg`` stays light: no OpenCV, no onnxruntime, never torch). The names in ``__all__`` are
 imported when first used. The parts never import this facade (they take the version from
-``edgeseg.version``), so it may reach every layer without bending the layering.
+``edgeseg.core.version``), so it may reach every layer without bending the layering.
 """
 
-from edgeseg.version import __version__
+from edgeseg.core.version import __version__
 
 __all__ = ["load", "Segmenter", "Segmentation", "Measurements", "ModelCard", "EdgesegError", "BackendUnavailable",
            "ImageReadError", "TTA_MODES", "__version__"]
 
 # Each public name and the module that defines it, imported when the name is first used.
 _LAZY = {
-    "Segmenter": "edgeseg.segmenter",
-    "Segmentation": "edgeseg.segmenter",
-    "BackendUnavailable": "edgeseg.segmenter",
-    "TTA_MODES": "edgeseg.segmenter",
-    "Measurements": "edgeseg.lesion_measurements",
-    "ModelCard": "edgeseg.card",
-    "EdgesegError": "edgeseg.errors",
-    "ImageReadError": "edgeseg.files",
+    "Segmenter": "edgeseg.core.segmenter",
+    "Segmentation": "edgeseg.core.segmenter",
+    "BackendUnavailable": "edgeseg.core.segmenter",
+    "TTA_MODES": "edgeseg.core.segmenter",
+    "Measurements": "edgeseg.core.lesion_measurements",
+    "ModelCard": "edgeseg.core.card",
+    "EdgesegError": "edgeseg.core.errors",
+    "ImageReadError": "edgeseg.core.files",
 }
 
 
@@ -46,13 +46,13 @@ def _limit_opencv_decoders() -> None:
     format, any entry point) refuses a larger image before allocating it; set later it is ignored. Every
     entry point (the edgeseg command, ``python -m edgeseg``, ``import edgeseg.runtime``) imports this
     package first, so it is set here. When a program imported cv2 before edgeseg, OpenCV keeps its own
-    limit (2**30 pixels), and the header check of ``edgeseg.files.read_image`` still refuses a bomb.
-    The rule is ``edgeseg.pixel_limit``'s, as for ``edgeseg.files.max_pixels``; a value it refuses leaves the
+    limit (2**30 pixels), and the header check of ``edgeseg.core.files.read_image`` still refuses a bomb.
+    The rule is ``edgeseg.core.pixel_limit``'s, as for ``edgeseg.core.files.max_pixels``; a value it refuses leaves the
     default here, and ``max_pixels`` names the mistake at the first image.
     """
     import os
 
-    from edgeseg.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels
+    from edgeseg.core.pixel_limit import DEFAULT_MAX_PIXELS, configured_max_pixels
 
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(configured_max_pixels() or DEFAULT_MAX_PIXELS)
 
@@ -67,7 +67,7 @@ def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: b
 
     - ``model``: an edgeseg ONNX, a TensorRT engine with its sidecar, or a training run directory
       (needs PyTorch); None: the model that ships with edgeseg.
-    - ``backend``: one of ``edgeseg.names.BACKENDS``; "auto" picks the fastest this host can run.
+    - ``backend``: one of ``edgeseg.core.names.BACKENDS``; "auto" picks the fastest this host can run.
     - ``tta``: flip test-time augmentation, one of ``TTA_MODES`` ("hflip": 2 network runs an image,
       "hvflip": 4).
     - ``refine``: the closer look at a lesion that is small in the frame (a second network run there).
@@ -79,9 +79,9 @@ def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: b
     - ``size``: (height, width) of the network input, for a run directory or a dynamic-shape ONNX.
 
     ``tta``, ``refine`` and ``fill_holes`` left at None take the Segmenter's defaults,
-    ``edgeseg.segmenter.TTA_DEFAULT``, ``REFINE_DEFAULT`` and ``FILL_HOLES_DEFAULT``:
+    ``edgeseg.core.segmenter.TTA_DEFAULT``, ``REFINE_DEFAULT`` and ``FILL_HOLES_DEFAULT``:
 
-    >>> from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
+    >>> from edgeseg.core.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
     >>> TTA_DEFAULT, REFINE_DEFAULT, FILL_HOLES_DEFAULT
     ('none', True, False)
 
@@ -96,8 +96,8 @@ def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: b
     >>> segmenter
     <Segmenter model.onnx on onnxruntime-cpu (fp32): input 256x256, threshold 0.4, tta 'hflip', refine True, 0.02 mm/px>
     """
-    from edgeseg.evaluate.models import open_model
-    from edgeseg.names import default_model_path
+    from edgeseg.loading.open import open_model
+    from edgeseg.core.names import default_model_path
 
     given = {"tta": tta, "refine": refine, "fill_holes": fill_holes}
     settings = {name: value for name, value in given.items() if value is not None}  # the rest: open_model's defaults

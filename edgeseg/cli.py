@@ -4,7 +4,7 @@ Each command lives beside the part it drives and is imported only when it runs (
 shown), so `edgeseg run` on a device never imports torch, and a missing optional dependency is
 reported by the command that needs it, naming the extra to install.
 
-Errors are handled here, once, for every command (edgeseg.errors): an ``EdgesegError`` becomes
+Errors are handled here, once, for every command (edgeseg.core.errors): an ``EdgesegError`` becomes
 ``Error: <message>`` and exit code 1; any other exception is a bug, shown with its traceback and a
 request to report it (exit code 70). ``edgeseg --debug COMMAND`` shows the traceback of every error.
 """
@@ -17,9 +17,9 @@ import traceback
 
 import click
 
-from edgeseg.version import __version__
-from edgeseg.errors import EXIT_BUG, EdgesegError
-from edgeseg.progress import set_quiet
+from edgeseg.core.version import __version__
+from edgeseg.core.errors import EXIT_BUG, EdgesegError
+from edgeseg.core.progress import set_quiet
 
 BUG_REPORT = (
     "This is a bug in edgeseg, not a problem with your input: please report it with the command you ran and the "
@@ -29,14 +29,14 @@ BUG_REPORT = (
 # name -> "module:attribute" of a click command. A part that is not built has no entry here.
 COMMANDS: dict[str, str] = {
     "demo": "edgeseg.demo:demo_command",
-    "synth": "edgeseg.synthetic:synth_command",
-    "data": "edgeseg.data_cli:data_command",
+    "synth": "edgeseg.core.cli:synth_command",
+    "data": "edgeseg.core.cli:data_command",
     "train": "edgeseg.train.cli:train_command",
-    "eval": "edgeseg.evaluate.eval_cli:eval_command",
+    "eval": "edgeseg.evaluate.cli:eval_command",
     "export": "edgeseg.export.cli:export_command",
     "run": "edgeseg.runtime.cli:run_command",
-    "bench": "edgeseg.evaluate.bench_cli:bench_command",
-    "doctor": "edgeseg.install_check:doctor_command",
+    "bench": "edgeseg.evaluate.cli:bench_command",
+    "doctor": "edgeseg.doctor:doctor_command",
     "info": "edgeseg.info:info_command",
 }
 

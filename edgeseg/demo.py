@@ -19,11 +19,11 @@ import click
 import cv2
 import numpy as np
 
-from edgeseg.card import CARD_FILENAME
-from edgeseg.click_types import INPUT_SIZE, old_spelling, renamed, size_text
-from edgeseg.names import ONNX_FILENAMES
-from edgeseg.files import read_image, write_bytes_atomic, write_text_atomic
-from edgeseg.progress import is_quiet, note, quiet_option
+from edgeseg.core.card import CARD_FILENAME
+from edgeseg.core.click_types import INPUT_SIZE, old_spelling, renamed, size_text
+from edgeseg.core.names import ONNX_FILENAMES
+from edgeseg.core.files import read_image, write_bytes_atomic, write_text_atomic
+from edgeseg.core.progress import is_quiet, note, quiet_option
 
 VIDEO_SIZE = (640, 480)  # a typical dermatoscope camera frame
 MARKER = ".edgeseg-demo"  # marks a folder the demo made, so --overwrite never deletes anything else
@@ -136,7 +136,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def val_images(data_dir: Path, limit: int) -> list[Path]:
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
 
     samples = discover_samples(data_dir, split="val")
     return [sample.image for sample in samples[:limit]]

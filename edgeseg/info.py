@@ -2,7 +2,7 @@
 
 It only reads: the card from an ONNX's metadata, an engine's sidecar or a run directory's card.json (never
 PyTorch, never an inference session), the sizes of the forms beside it and their verdicts in the export
-report, and what `edgeseg doctor` finds on this host (edgeseg.install_check). The parts it reads through
+report, and what `edgeseg doctor` finds on this host (edgeseg.core.install_check). The parts it reads through
 (evaluate, runtime, export) are imported inside the functions, so `edgeseg --help` stays light.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from edgeseg.card import ModelCard
-from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, model_or_default, write_json
-from edgeseg.names import BACKENDS_FOR_KIND, model_kind
-from edgeseg.progress import quiet_option
+from edgeseg.core.card import ModelCard
+from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, model_or_default, write_json
+from edgeseg.core.names import BACKENDS_FOR_KIND, model_kind
+from edgeseg.core.progress import quiet_option
 
 EXAMPLES = """\b
 Examples:
@@ -66,7 +66,7 @@ def fastest_first() -> tuple[str, ...]:
 
 def model_info(path: Path) -> dict[str, Any]:
     """Everything `info` says about the model at ``path``, JSON-ready; an EdgesegError names a bad model file."""
-    from edgeseg.install_check import doctor_findings
+    from edgeseg.doctor import doctor_findings
 
     path, kind = resolve_model(path)
     card, precision, engine = read_form(path, kind)
@@ -88,7 +88,7 @@ def model_info(path: Path) -> dict[str, Any]:
 
 def resolve_model(path: Path) -> tuple[Path, str]:
     """The model form at ``path`` and its kind; a folder of exported forms speaks through its first one."""
-    from edgeseg.evaluate.models import NOT_A_MODEL, ModelPathError, forms_in_directory
+    from edgeseg.loading.open import NOT_A_MODEL, ModelPathError, forms_in_directory
 
     kind = model_kind(path)
     if kind is not None:
@@ -104,10 +104,10 @@ def resolve_model(path: Path) -> tuple[Path, str]:
 def read_form(path: Path, kind: str) -> tuple[ModelCard, str, dict[str, str] | None]:
     """(card, precision, the engine's build or None) of one form, read from its files alone."""
     if kind == "torch":
-        from edgeseg.card import load_card
+        from edgeseg.core.card import load_card
 
         return load_card(path), "fp32", None
-    from edgeseg.runtime.model_file import read_engine_info, read_onnx_info
+    from edgeseg.runtime.loaders import read_engine_info, read_onnx_info
 
     if kind == "onnx":
         info = read_onnx_info(path)
@@ -120,10 +120,10 @@ def read_form(path: Path, kind: str) -> tuple[ModelCard, str, dict[str, str] | N
 
 def form_rows(directory: Path, asked: Path) -> list[dict[str, Any]]:
     """Each form in ``directory``: name, kind, precision, size, its export-report verdict, whether it is ``asked``."""
-    from edgeseg.errors import EdgesegError
-    from edgeseg.evaluate.bench import size_bytes
-    from edgeseg.evaluate.models import forms_in_directory
-    from edgeseg.runtime.model_file import sidecar_path
+    from edgeseg.core.errors import EdgesegError
+    from edgeseg.evaluate.latency import size_bytes
+    from edgeseg.loading.open import forms_in_directory
+    from edgeseg.runtime.loaders import sidecar_path
 
     verdicts = gate_verdicts(directory)
     rows = []
@@ -187,7 +187,7 @@ def onnxruntime_problem(backend: str, findings: dict[str, Any]) -> str | None:
 def tensorrt_problem(findings: dict[str, Any], engine: Path, no_gpu: str | None) -> str | None:
     """Why the TensorRT backend cannot run ``engine`` here: no TensorRT, no GPU, or an engine built for another."""
     from edgeseg.runtime.backends import TENSORRT_FIX
-    from edgeseg.runtime.model_file import RuntimeModelError, check_engine_host, engine_host, read_engine_info
+    from edgeseg.runtime.loaders import RuntimeModelError, check_engine_host, engine_host, read_engine_info
 
     if not findings["tensorrt"]:
         return f"TensorRT is not installed; {TENSORRT_FIX}"

@@ -1,6 +1,6 @@
 """Accuracy of a model on a data set: the ISIC metrics per image at its own resolution, then the mean.
 
-The model is any Segmenter (``edgeseg.evaluate.models.open_model``): a run directory through PyTorch,
+The model is any Segmenter (``edgeseg.loading.open.open_model``): a run directory through PyTorch,
 an ONNX file or a TensorRT engine through the runtime. Every form therefore shares the same
 preprocessing, upsampling and threshold: the card's. `edgeseg eval` and `edgeseg bench --data` use it.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.files import portable_path, read_image, read_mask, write_mask
-from edgeseg.metrics import (BOOTSTRAP_RESAMPLES, METRIC_NAMES, Interval, bootstrap_interval, image_scores,
+from edgeseg.core.files import portable_path, read_image, read_mask, write_mask
+from edgeseg.core.metrics import (BOOTSTRAP_RESAMPLES, METRIC_NAMES, Interval, bootstrap_interval, image_scores,
                              mean_scores, paired_differences)
-from edgeseg.progress import progress as track
+from edgeseg.core.progress import progress as track
 
 WORST_CASES = 6
 

@@ -1,7 +1,7 @@
 """Views of a data set that look like the device's camera, to score a model on what it will see.
 
 - ``camera_framed``: each image placed in a full 4:3 or 3:2 camera frame, its lesion smaller and
-  off-centre (``edgeseg.framing``), image and mask alike, scored at the frame's resolution. Each image
+  off-centre (``edgeseg.core.framing``), image and mask alike, scored at the frame's resolution. Each image
   gets one of ``FRAMINGS`` in turn, so the view has as many images as the split (less those whose
   lesion is cut by the crop's edge: they cannot be framed truthfully, and are left out).
 - ``full_resolution``: the images kept at their original camera resolution (not 512 px crops).
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from edgeseg.evaluate.accuracy import LabelledImage, read_samples
-from edgeseg.framing import Framing, place_in_frame, touches_border
+from edgeseg.core.framing import Framing, place_in_frame, touches_border
 
 # Zoom (frame height / crop height), aspect (width / height) and where the crop sits, one per image in turn.
 FRAMINGS = (

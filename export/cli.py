@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
-from edgeseg.progress import note, quiet_option
+from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
+from edgeseg.core.progress import note, quiet_option
 
 EXAMPLES = """\b
 Examples:
@@ -60,8 +60,8 @@ def refuse_an_earlier_export(source: Path, out_dir: Path | None, json_path: Path
     """The overwrite rule for an export: a folder holds an earlier export when its report is there (written last).
     The forms an export killed before its report left are rebuilt, as a run killed before its checkpoint restarts."""
     from edgeseg.export.report import JSON_NAME, MARKDOWN_NAME
-    from edgeseg.files import prepare_outputs
-    from edgeseg.names import is_onnx
+    from edgeseg.core.files import prepare_outputs
+    from edgeseg.core.names import is_onnx
 
     out_dir = out_dir or (source.parent if is_onnx(source) else source)
     prepare_outputs([("--out: an earlier export", out_dir / JSON_NAME), ("--out: an earlier export", out_dir / MARKDOWN_NAME),
@@ -123,7 +123,7 @@ def export_command(ctx: click.Context, run_dir: Path | None, out_dir: Path | Non
     Given an exported model.onnx instead of a run directory, the other forms are built from it and
     checked against it (onnxruntime fp32 on the CPU): no PyTorch needed, as on a Jetson.
     """
-    from edgeseg.click_types import model_or_default, renamed
+    from edgeseg.core.click_types import model_or_default, renamed
     from edgeseg.export.export_run import ExportOptions, export_run, select_forms
     from edgeseg.export.parity import Tolerances
 
@@ -146,7 +146,7 @@ def tell_the_verdict(report, json_path: Path | None) -> None:
     """Write the report files; print the table, a PASS/FAIL line per form and the warnings; exit 1 on a failure."""
     import json
 
-    from edgeseg.click_types import json_to_stdout, write_json
+    from edgeseg.core.click_types import json_to_stdout, write_json
     from edgeseg.export.report import report_dict, terminal_table, verdict_lines, write_report
 
     report_json, markdown_path = write_report(report)

@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
-from edgeseg.files import portable_path, remove_stale_temporaries
-from edgeseg.install_check import quiet_onnxruntime_tools
-from edgeseg.evaluate.models import open_model
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import portable_path, remove_stale_temporaries
+from edgeseg.core.install_check import quiet_onnxruntime_tools
+from edgeseg.loading.open import open_model
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
-from edgeseg.names import ONNX_FILENAMES, REFERENCE_SET_NAME, is_onnx
-from edgeseg.segmenter import Segmenter
+from edgeseg.core.names import ONNX_FILENAMES, REFERENCE_SET_NAME, is_onnx
+from edgeseg.core.segmenter import Segmenter
 
 # Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine. "int8" is the CPU's
 # INT8 ONNX (U8 activations, int32 biases: fast on onnxruntime's CPU provider); "int8-trt" the symmetric S8S8 one
@@ -314,7 +314,7 @@ def attempt(name: str, build: Callable[[], Path], card: ModelCard) -> FormResult
 
 def check_embedded_card(path: Path, card: ModelCard) -> None:
     """The runtime reads the card from the file: it must be the run's card, unchanged."""
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     if read_card(path) != card:
         raise RuntimeError(f"{path}: the card embedded in the model differs from the run's card")
@@ -376,7 +376,7 @@ def data_sources(parity_data: Path | None, calib: Path | None) -> tuple[DataSour
     Never a folder recorded in the model's card: that names the machine that trained it, not this one.
     """
     if parity_data is None and calib is None:
-        from edgeseg.names import DefaultModelMissing, reference_set_path
+        from edgeseg.core.names import DefaultModelMissing, reference_set_path
 
         try:
             root = reference_set_path()
@@ -395,7 +395,7 @@ def data_source(root: Path, option: str) -> DataSource:
 
 def discover(root: Path, split: str, option: str) -> tuple[list, str]:
     """Samples of ``split`` when root/splits/<split>.txt exists, else every pair under root."""
-    from edgeseg.data import DataError, discover_samples
+    from edgeseg.core.data import DataError, discover_samples
 
     chosen = split if (root / "splits" / f"{split}.txt").is_file() else None
     try:
@@ -439,11 +439,11 @@ def open_form(form: FormResult) -> Segmenter:
 def load_reference(source: Path):
     """What every form is checked against: the run's PyTorch model, or (for an ONNX source) its path."""
     if is_onnx(source):
-        from edgeseg.runtime.model_file import read_card
+        from edgeseg.runtime.loaders import read_card
 
         return source, read_card(source)
     try:
-        from edgeseg.train.model import load_model
+        from edgeseg.train.network import load_model
     except ImportError as error:
         raise ExportError(
             f"exporting a run directory needs PyTorch ({error.name} is missing): pip install 'edgeseg[export]', "
@@ -541,7 +541,7 @@ def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions,
 
 def latency_ms(segmenter: Segmenter, sample, runs: int) -> float:
     """Median milliseconds of the inference stage on one image (a quick figure, not a benchmark)."""
-    from edgeseg.files import read_image
+    from edgeseg.core.files import read_image
 
     segmenter.refine = False  # the network's own time, whatever the image
     prepared = segmenter.prepare(read_image(sample.image))
@@ -551,8 +551,8 @@ def latency_ms(segmenter: Segmenter, sample, runs: int) -> float:
 
 
 def report_host(engine_reason: str | None) -> dict:
-    """What this report's figures were measured on (edgeseg.host), and whether engines could be built here."""
-    from edgeseg.host import host_info
+    """What this report's figures were measured on (edgeseg.core.host), and whether engines could be built here."""
+    from edgeseg.core.host import host_info
 
     info = host_info()
     info["engines"] = engine_reason or "buildable"

@@ -12,7 +12,7 @@ Two forms, the same calibration images and method, the same nodes quantized:
 Ranges come from percentile calibration (default), MinMax or entropy: on the default model percentile
 lost the least (benchmarks/results/int8-options-cpu.md), at the same speed; S8 activations were 2x
 slower than U8 on an AVX2 CPU, so the S8S8 form is for TensorRT only. Calibration images go through the
-same ``edgeseg.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
+same ``edgeseg.core.preprocess.preprocess`` the runtime uses, so the ranges fit what the model will see.
 Which layers stay float32: by default (and in the TensorRT form) the network's leading layers, down to a
 quarter of the input's resolution (``FLOAT_UNTIL_STRIDE``); with ``measure_float_blocks`` (what `edgeseg
 export` builds model.int8.onnx with) the few blocks a sensitivity pass on the calibration images finds to
@@ -28,13 +28,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
 from edgeseg.export.half_weights import float32_weights_file
 from edgeseg.export.onnx_export import set_card_metadata, set_metadata
 from edgeseg.export.shape_folding import fold_shape_arithmetic
-from edgeseg.files import atomic_output, read_image
-from edgeseg.preprocess import preprocess
+from edgeseg.core.files import atomic_output, read_image
+from edgeseg.core.preprocess import preprocess
 
 DEFAULT_CALIBRATION_IMAGES = 64
 ACTIVATIONS = ("u8", "s8")
@@ -329,7 +329,7 @@ def _require_tensorrt_qdq(proto, path: Path) -> None:
 def _calibration_reader(images: Sequence[Path], card: ModelCard, progress: bool):
     from onnxruntime.quantization import CalibrationDataReader
 
-    from edgeseg.progress import progress as track
+    from edgeseg.core.progress import progress as track
 
     input_name = card.tensor_names.input
 

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.files import read_image
-from edgeseg.postprocess import activate
-from edgeseg.preprocess import preprocess
-from edgeseg.progress import progress as track
+from edgeseg.core.card import ModelCard
+from edgeseg.core.files import read_image
+from edgeseg.core.postprocess import activate
+from edgeseg.core.preprocess import preprocess
+from edgeseg.core.progress import progress as track
 
 BLOCK_DEPTH = 4
 MAX_BLOCKS = 64  # more than this are measured in runs of neighbours: the pass stays a few minutes at most

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeseg.card import ModelCard
-from edgeseg.files import atomic_output
-from edgeseg.names import CARD_METADATA_KEY
+from edgeseg.core.card import ModelCard
+from edgeseg.core.files import atomic_output
+from edgeseg.core.names import CARD_METADATA_KEY
 
 if TYPE_CHECKING:
     import torch

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgeseg.files import read_image, read_mask
-from edgeseg.metrics import image_scores
-from edgeseg.progress import progress as track
-from edgeseg.segmenter import Pending, Segmenter
+from edgeseg.core.files import read_image, read_mask
+from edgeseg.core.metrics import image_scores
+from edgeseg.core.progress import progress as track
+from edgeseg.core.segmenter import Pending, Segmenter
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # A rule on a mean over images (|delta Dice|, |delta thresholded Jaccard|, confident pixels flipped of all)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from edgeseg.export.export_run import ExportReport, FormResult
 from edgeseg.export.parity import Tolerances, rule_checks
-from edgeseg.files import portable_path, write_text_atomic
-from edgeseg.host import describe_host
-from edgeseg.tables import markdown_table, text_table
+from edgeseg.core.files import portable_path, write_text_atomic
+from edgeseg.core.host import describe_host
+from edgeseg.core.tables import markdown_table, text_table
 
 JSON_NAME = "export-report.json"
 MARKDOWN_NAME = "export-report.md"

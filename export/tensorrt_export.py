@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
-from edgeseg.files import write_bytes_atomic, write_text_atomic
-from edgeseg.runtime.model_file import read_onnx_info, sha256_of, sidecar_path
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import write_bytes_atomic, write_text_atomic
+from edgeseg.runtime.loaders import read_onnx_info, sha256_of, sidecar_path
 from edgeseg.runtime.cuda import Device
 
 log = logging.getLogger("edgeseg.export")

@@ -7,7 +7,7 @@
 - ``open_backend(path, backend="auto")`` picks the fastest one this host can run and logs which;
   ``open_segmenter`` wraps it in a Segmenter with the card read from the model file.
 
-Each implements ``edgeseg.segmenter.Backend``: ``name``, ``precision`` ("fp32"/"fp16"/"int8"), ``card``
+Each implements ``edgeseg.core.segmenter.Backend``: ``name``, ``precision`` ("fp32"/"fp16"/"int8"), ``card``
 and ``infer`` from float32 (N, 3, H, W) to float32 logits (N, 1, H, W).
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg import install_check
-from edgeseg.names import RUNTIME_BACKENDS, is_engine
-from edgeseg.runtime.model_file import (
+from edgeseg.core import install_check
+from edgeseg.core.names import RUNTIME_BACKENDS, is_engine
+from edgeseg.runtime.loaders import (
     REBUILD_FIX,
     RuntimeModelError,
     check_engine_host,
@@ -30,7 +30,7 @@ from edgeseg.runtime.model_file import (
     sha256_of,
 )
 from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
-from edgeseg.segmenter import Backend, BackendUnavailable, Segmenter
+from edgeseg.core.segmenter import Backend, BackendUnavailable, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
 

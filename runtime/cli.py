@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgeseg.click_types import overwrite_option
-from edgeseg.names import ENGINE_SUFFIXES, RUNTIME_BACKENDS
-from edgeseg.progress import is_quiet, note, quiet_option
-from edgeseg.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
+from edgeseg.core.click_types import overwrite_option
+from edgeseg.core.names import ENGINE_SUFFIXES, RUNTIME_BACKENDS
+from edgeseg.core.progress import is_quiet, note, quiet_option
+from edgeseg.core.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 
 if TYPE_CHECKING:  # the runtime parts load when the command runs
     from edgeseg.runtime.photos import PhotoOutputs
@@ -124,7 +124,7 @@ def run_command(inputs: tuple[str, ...], camera: int | None, source: str | None,
                 width: int | None, height: int | None, fps: float | None, max_frames: int | None, all_regions: bool,
                 tta: str, refine: bool, threads: int | None, serve, snapshot_dir: Path, loop: bool,
                 overwrite: bool) -> None:
-    from edgeseg.click_types import model_or_default
+    from edgeseg.core.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.photos import numbered_results_folder
     from edgeseg.runtime.run_loop import RunOptions, run_pipeline
@@ -160,7 +160,7 @@ def run_command(inputs: tuple[str, ...], camera: int | None, source: str | None,
 
 def split_inputs(inputs: tuple[str, ...]) -> tuple[Path | None, list[str]]:
     """MODEL and the IMAGES: the first word is the model unless it names images (an image file, a folder or a glob)."""
-    from edgeseg.card import CARD_FILENAME
+    from edgeseg.core.card import CARD_FILENAME
     from edgeseg.runtime.sources import is_image_input
 
     if not inputs:
@@ -225,7 +225,7 @@ def plan_outputs(frames, save: Path | None, save_kind: str | None, save_masks: P
                  loop: bool, overwrite: bool) -> Outputs:
     """What the run writes: for photos (image files read once) their results, else what the options name; then the
     overwrite rule (which also removes what a killed run left), before anything opens."""
-    from edgeseg.files import prepare_outputs
+    from edgeseg.core.files import prepare_outputs
     from edgeseg.runtime.photos import PhotoOutputs
     from edgeseg.runtime.sources import ImageFiles
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg import host
-from edgeseg.errors import EdgesegError
+from edgeseg.core import host
+from edgeseg.core.errors import EdgesegError
 
 GPU_EXTRA_FIX = (
     "install NVIDIA's cuda-python: pip install 'edgeseg[gpu]' on an x86 GPU host, or the cuda-python matching "

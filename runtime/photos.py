@@ -19,11 +19,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edgeseg.drawing import encode_overlay
-from edgeseg.files import write_bytes_atomic, write_mask, write_text_atomic
-from edgeseg.names import MASK_SUFFIX, OVERLAY_SUFFIX
+from edgeseg.core.drawing import encode_overlay
+from edgeseg.core.files import write_bytes_atomic, write_mask, write_text_atomic
+from edgeseg.core.names import MASK_SUFFIX, OVERLAY_SUFFIX
 from edgeseg.runtime.sources import RESULTS_FOLDER, Frame
-from edgeseg.segmenter import Segmentation
+from edgeseg.core.segmenter import Segmentation
 
 RESULTS_CSV = "results.csv"
 OVERLAY_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what --save may name for a single image's overlay

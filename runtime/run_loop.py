@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
-from edgeseg.names import MASK_SUFFIX
-from edgeseg.preprocess import as_bgr8
-from edgeseg.drawing import HudInfo, OverlayRenderer
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
+from edgeseg.core.names import MASK_SUFFIX
+from edgeseg.core.preprocess import as_bgr8
+from edgeseg.core.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.photos import PhotoOutputs, PhotoResults
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.runtime.thread_plan import ThreadPlan, lower_this_thread_priority, this_host_plan
-from edgeseg.segmenter import Pending, Segmentation, Segmenter
+from edgeseg.core.segmenter import Pending, Segmentation, Segmenter
 
 if TYPE_CHECKING:  # the server loads only when --serve asks for it
     from edgeseg.runtime.serve import LiveView

@@ -53,7 +53,7 @@ from urllib.parse import quote, unquote_to_bytes
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.core.errors import EdgesegError
 
 log = logging.getLogger("edgeseg.runtime")
 

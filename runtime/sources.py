@@ -39,9 +39,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.files import ImageReadError, read_image
-from edgeseg.names import IMAGE_SUFFIXES
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import ImageReadError, read_image
+from edgeseg.core.names import IMAGE_SUFFIXES
 
 log = logging.getLogger("edgeseg.runtime")
 

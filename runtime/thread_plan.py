@@ -26,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from edgeseg import host
+from edgeseg.core import host
 
 log = logging.getLogger("edgeseg.runtime")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard, Provenance, save_card
+from edgeseg.core.card import ModelCard, Provenance, save_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ISIC_DIR = REPO_ROOT.parent / "shared" / "data" / "isic2018"
@@ -40,7 +40,7 @@ def tiny_card() -> ModelCard:
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 synthetic dermoscopy images (96 px) in the ISIC layout with splits, made once per session."""
-    from edgeseg.synthetic import generate_dataset
+    from edgeseg.core.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_dataset(root, n=24, size=96, seed=7)
@@ -51,8 +51,8 @@ def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCard) -> Path:
     """A run directory (card.json + weights) of an untrained tiny FPN with fixed random weights."""
     torch = pytest.importorskip("torch")
-    from edgeseg.card import save_card
-    from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
+    from edgeseg.core.card import save_card
+    from edgeseg.train.network import WEIGHTS_FILENAME, build_model, save_weights
 
     torch.manual_seed(0)
     run_dir = tmp_path_factory.mktemp("tiny_run")
@@ -65,7 +65,7 @@ def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCard)
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_run_dir: Path) -> Path:
     """The tiny run exported to fp32 ONNX."""
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
 
     model, card = load_model(tiny_run_dir)
     return export_onnx(model, card, tmp_path_factory.mktemp("tiny_onnx") / "model.onnx")
@@ -83,10 +83,10 @@ def trained_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCa
     torch = pytest.importorskip("torch")
     import cv2
 
-    from edgeseg.data import discover_samples
-    from edgeseg.files import read_image, read_mask
-    from edgeseg.preprocess import preprocess
-    from edgeseg.train.model import WEIGHTS_FILENAME, build_model, save_weights
+    from edgeseg.core.data import discover_samples
+    from edgeseg.core.files import read_image, read_mask
+    from edgeseg.core.preprocess import preprocess
+    from edgeseg.train.network import WEIGHTS_FILENAME, build_model, save_weights
 
     card = tiny_card.replace(provenance=Provenance(data=synthetic_dir.name, notes="test fixture: 60 Adam steps"))
     samples = discover_samples(synthetic_dir, split="train")

@@ -178,8 +178,8 @@ def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(ex
         f"edgeseg doctor (exit {doctor.returncode}):\n{doctor.stdout}{doctor.stderr}{env.context()}"
 
     # The package data: the default model and the reference set came with a regular install.
-    model = Path(env.python_says("from edgeseg.names import default_model_path; print(default_model_path())"))
-    reference = Path(env.python_says("from edgeseg.names import reference_set_path; print(reference_set_path())"))
+    model = Path(env.python_says("from edgeseg.core.names import default_model_path; print(default_model_path())"))
+    reference = Path(env.python_says("from edgeseg.core.names import reference_set_path; print(reference_set_path())"))
     for path in (model, reference):
         assert path.is_relative_to(env.venv), f"{path} is not the installed package data{env.context()}"
     assert model.read_bytes() == (REPO_ROOT / "models" / "default" / "model.onnx").read_bytes()

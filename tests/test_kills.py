@@ -136,7 +136,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthet
 
 @pytest.mark.slow
 def test_a_killed_export_leaves_only_complete_models(trained_run_dir, synthetic_dir, tmp_path):
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     out, rng = tmp_path / "export", random.Random(1)
     command = edgeseg("export", str(trained_run_dir), "--out", str(out), "--fp16", "--int8", "--calib", str(synthetic_dir),

@@ -81,7 +81,7 @@ def write_photos(folder: Path) -> None:
     """A few synthetic dermoscopy-like photos, one in a subfolder (made with this checkout's edgeseg)."""
     import cv2
 
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     for index, name in enumerate(PHOTOS):
         path = folder / f"{name}.jpg"

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from edgeseg.card import ModelCard, Provenance, data_name
-from edgeseg.data import Sample
-from edgeseg.files import atomic_output, write_text_atomic
+from edgeseg.core.card import ModelCard, Provenance, data_name
+from edgeseg.core.data import Sample
+from edgeseg.core.files import atomic_output, write_text_atomic
 
 if TYPE_CHECKING:
     from edgeseg.train.loop import TrainConfig, TrainState
@@ -185,7 +185,7 @@ def versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    from edgeseg.version import __version__
+    from edgeseg.core.version import __version__
 
     return {"edgeseg": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "torchvision": torchvision.__version__, "segmentation_models_pytorch": segmentation_models_pytorch.__version__,

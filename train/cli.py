@@ -10,10 +10,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from edgeseg.click_types import (INPUT_SIZE, TORCH_BACKEND_CHOICE, long_flag, old_spelling, overwrite_option, renamed,
+from edgeseg.core.click_types import (INPUT_SIZE, TORCH_BACKEND_CHOICE, long_flag, old_spelling, overwrite_option, renamed,
                                  size_text)
-from edgeseg.names import LOSSES
-from edgeseg.progress import is_quiet, quiet_option, set_quiet
+from edgeseg.core.names import LOSSES
+from edgeseg.core.progress import is_quiet, quiet_option, set_quiet
 from edgeseg.train.config import default_of
 
 # --backend as TrainConfig.device (which the old --device named directly, cuda:N included)
@@ -115,9 +115,9 @@ def started_with(resume_dir: Path) -> str:
 def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
     """The overwrite rule for a run directory: one that holds a run (its checkpoint) is refused; with --overwrite
     the files that run wrote are removed first, by name (nothing else in the folder)."""
-    from edgeseg.card import CARD_FILENAME
-    from edgeseg.files import prepare_outputs
-    from edgeseg.names import WEIGHTS_FILENAME
+    from edgeseg.core.card import CARD_FILENAME
+    from edgeseg.core.files import prepare_outputs
+    from edgeseg.core.names import WEIGHTS_FILENAME
     from edgeseg.train.checkpoints import CHECKPOINT_FILENAME, CONFIG_FILENAME
 
     prepare_outputs([(f"--out: a training run, which `--resume {out}` continues", out / CHECKPOINT_FILENAME)], overwrite)

@@ -1,8 +1,8 @@
 """Training and validation data: every image decoded once into memory, then augmented on the fly.
 
-Images are resized once, with ``edgeseg.preprocess.resize_to_input`` (the runtime's own geometry), to
+Images are resized once, with ``edgeseg.core.preprocess.resize_to_input`` (the runtime's own geometry), to
 the card's input size and kept as uint8. Training samples are augmented from there and normalised
-with the card's mean/std; validation tensors are made by ``edgeseg.preprocess.preprocess`` itself,
+with the card's mean/std; validation tensors are made by ``edgeseg.core.preprocess.preprocess`` itself,
 so validation sees exactly what the runtime will feed the network.
 
 Augmentation uses torchvision.transforms.v2 rather than albumentations: albumentations pulls in
@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edgeseg.card import ModelCard, Preprocessing
-from edgeseg.data import Sample
-from edgeseg.files import read_image, read_mask
-from edgeseg.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
-from edgeseg.preprocess import preprocess, resize_to_input
-from edgeseg.progress import progress as track
+from edgeseg.core.card import ModelCard, Preprocessing
+from edgeseg.core.data import Sample
+from edgeseg.core.files import read_image, read_mask
+from edgeseg.core.framing import CAMERA_ASPECTS, Framing, place_in_frame, resize_pair, touches_border, vignette
+from edgeseg.core.preprocess import preprocess, resize_to_input
+from edgeseg.core.progress import progress as track
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ValImages:
     """Validation inputs exactly as the runtime makes them, and the truth at each image's own resolution."""
 
     ids: list[str]
-    inputs: torch.Tensor  # float32 (N, 3, H, W), edgeseg.preprocess.preprocess of each image
+    inputs: torch.Tensor  # float32 (N, 3, H, W), edgeseg.core.preprocess.preprocess of each image
     truths: list[np.ndarray]  # bool (h, w) per image, as the ISIC scorer reads the mask
 
 
@@ -73,7 +73,7 @@ def decode_val(samples: list[Sample], card: ModelCard, progress: bool = True) ->
 
 
 def normalize_batch(images: torch.Tensor, card: ModelCard) -> torch.Tensor:
-    """uint8 (N, 3, H, W) in the card's colour order -> float32 network input, as edgeseg.preprocess.normalize."""
+    """uint8 (N, 3, H, W) in the card's colour order -> float32 network input, as edgeseg.core.preprocess.normalize."""
     prep = card.preprocessing
     std = torch.tensor(prep.std, dtype=torch.float32, device=images.device)
     mean = torch.tensor(prep.mean, dtype=torch.float32, device=images.device)
@@ -113,7 +113,7 @@ def build_augmentation(square: bool, strength: float = 1.0, camera_framing: floa
 
 
 class CameraFraming(torch.nn.Module):
-    """With probability ``p``, put the crop inside a camera frame (edgeseg.framing) and stretch it back.
+    """With probability ``p``, put the crop inside a camera frame (edgeseg.core.framing) and stretch it back.
 
     The frame is 1 to 2.5 times the crop's height, of aspect 1:1, 4:3 or 3:2, with the crop anywhere
     in it; a third of the framed samples also get a dermoscope's darkened corners. Crops whose lesion

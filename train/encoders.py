@@ -49,8 +49,8 @@ from pathlib import Path
 
 import torch
 
-from edgeseg.card import Preprocessing
-from edgeseg.errors import EdgesegError
+from edgeseg.core.card import Preprocessing
+from edgeseg.core.errors import EdgesegError
 from edgeseg.train.config import LITE0_ENCODER  # defined once, torch-free, beside TrainConfig
 
 # Measured (module docstring): timm's config, x / 255 * 2 - 1, suits the lite0/1/2 weights best.

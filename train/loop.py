@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from edgeseg.card import ModelCard, load_card, save_card
-from edgeseg.data import LOCKED_SPLIT, Sample, locked_test_ids, require_usable
-from edgeseg.errors import EdgesegError
-from edgeseg.files import remove_stale_temporaries
-from edgeseg.names import WEIGHTS_FILENAME
-from edgeseg.progress import note
-from edgeseg.progress import progress as track
+from edgeseg.core.card import ModelCard, load_card, save_card
+from edgeseg.core.data import LOCKED_SPLIT, Sample, locked_test_ids, require_usable
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import remove_stale_temporaries
+from edgeseg.core.names import WEIGHTS_FILENAME
+from edgeseg.core.progress import note
+from edgeseg.core.progress import progress as track
 from edgeseg.train.checkpoints import (
     CHECKPOINT_FILENAME,
     CHECKPOINT_KEYS,
@@ -71,7 +71,7 @@ from edgeseg.train.distributed import (
 )
 from edgeseg.train.encoders import encoder_preprocessing, load_encoder_weights
 from edgeseg.train.losses import build_loss
-from edgeseg.train.model import build_model, initial_card, load_run_weights, save_weights
+from edgeseg.train.network import build_model, initial_card, load_run_weights, save_weights
 from edgeseg.train.threshold import ThresholdSweep, scores_at, sweep_thresholds
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, float masks, dataset indices

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from edgeseg.names import LOSSES
+from edgeseg.core.names import LOSSES
 
 
 class DiceBCELoss(torch.nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeseg.files import atomic_output
+from edgeseg.core.files import atomic_output
 from edgeseg.train.threshold import HISTOGRAM_BINS, ThresholdSweep
 
 

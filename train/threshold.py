@@ -1,9 +1,9 @@
 """Threshold analysis (the paper's section 5.1): how Dice and thresholded Jaccard move with the threshold.
 
 Every score here is ISIC-exact: the probability map is resized back to the image's own resolution
-and turned into a mask as the runtime does it (``edgeseg.postprocess.probability_at`` and
+and turned into a mask as the runtime does it (``edgeseg.core.postprocess.probability_at`` and
 ``lesion_mask``: threshold, then the card's largest-region rule), and scored per image with
-``edgeseg.metrics``; means are over images.
+``edgeseg.core.metrics``; means are over images.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
-from edgeseg.postprocess import lesion_mask, probability_at
+from edgeseg.core.card import ModelCard
+from edgeseg.core.metrics import METRIC_NAMES, image_scores, mean_scores
+from edgeseg.core.postprocess import lesion_mask, probability_at
 
 THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))  # 0.05 .. 0.95
 HISTOGRAM_BINS = 50

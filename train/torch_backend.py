@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgeseg.card import ModelCard
+from edgeseg.core.card import ModelCard
 
 
 class TorchBackend:
-    """``edgeseg.segmenter.Backend`` over an eager PyTorch model: a context manager with one ``infer()``.
+    """``edgeseg.core.segmenter.Backend`` over an eager PyTorch model: a context manager with one ``infer()``.
 
     ``precision="fp16"`` runs the network in float16 (on the CPU too, where PyTorch emulates it
     slowly): a reference for what an FP16 export should give. Inputs and outputs stay float32.
@@ -20,7 +20,7 @@ class TorchBackend:
             raise ValueError(f"TorchBackend precision must be 'fp32' or 'fp16', got {precision!r}")
         self.card = card
         self.device = torch.device(device)
-        self.name = f"torch-{self.device.type}"  # torch-cpu or torch-cuda, as edgeseg.names.TORCH_BACKENDS
+        self.name = f"torch-{self.device.type}"  # torch-cpu or torch-cuda, as edgeseg.core.names.TORCH_BACKENDS
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.model = model.eval().to(self.device, dtype=self.dtype)
@@ -39,7 +39,7 @@ class TorchBackend:
         height, width = self.card.input_size
         if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2:] != (height, width):
             raise ValueError(
-                f"expected a float32 batch (N, 3, {height}, {width}) as edgeseg.preprocess makes it, got {batch.shape}"
+                f"expected a float32 batch (N, 3, {height}, {width}) as edgeseg.core.preprocess makes it, got {batch.shape}"
             )
         inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, dtype=self.dtype)
         with torch.inference_mode():

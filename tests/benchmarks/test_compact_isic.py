@@ -21,8 +21,8 @@ def compact(source: Path, target: Path, *args: str) -> subprocess.CompletedProce
 def test_train_decodes_to_the_same_masks_and_nearly_the_same_images_and_val_is_copied_unchanged(synthetic_dir: Path,
                                                                                                tmp_path: Path):
     pytest.importorskip("torch")
-    from edgeseg.card import ModelCard
-    from edgeseg.data import discover_samples
+    from edgeseg.core.card import ModelCard
+    from edgeseg.core.data import discover_samples
     from edgeseg.train.dataset import decode_train
 
     target = tmp_path / "compact"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
+from edgeseg.core.card import ModelCard
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ensemble_ceiling.py"
 
@@ -43,9 +43,9 @@ def test_averaging_means_the_probabilities_and_remembering_runs_each_input_once(
 def test_a_run_alone_without_tta_scores_as_edgeseg_eval(trained_run_dir: Path, tiny_run_dir: Path, synthetic_dir: Path,
                                                        tmp_path: Path):
     pytest.importorskip("torch")
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import evaluate
-    from edgeseg.evaluate.models import open_model
+    from edgeseg.loading.open import open_model
 
     out = tmp_path / "ceiling.json"
     done = subprocess.run([sys.executable, str(SCRIPT), str(trained_run_dir), str(tiny_run_dir), "--data",

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import edgeseg
-from edgeseg.files import read_image, read_mask, write_bytes_atomic
-from edgeseg.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
-from edgeseg.synthetic import make_sample
+from edgeseg.core.files import read_image, read_mask, write_bytes_atomic
+from edgeseg.core.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
+from edgeseg.core.synthetic import make_sample
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_the_public_names_resolve_and_import_edgeseg_stays_light():
     assert done.returncode == 0, done.stderr
     assert {"load", "Segmenter", "Segmentation", "Measurements", "ModelCard", "EdgesegError", "__version__"} <= set(
         edgeseg.__all__)
-    assert edgeseg.Segmentation.__module__ == "edgeseg.segmenter" and issubclass(edgeseg.BackendUnavailable,
+    assert edgeseg.Segmentation.__module__ == "edgeseg.core.segmenter" and issubclass(edgeseg.BackendUnavailable,
                                                                                  edgeseg.EdgesegError)
     with pytest.raises(AttributeError, match="no attribute 'segment'"):
         edgeseg.segment  # noqa: B018

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from edgeseg.card import SCHEMA_VERSION, CardError, ModelCard, Provenance, load_card, parse_input_size, save_card
+from edgeseg.core.card import SCHEMA_VERSION, CardError, ModelCard, Provenance, load_card, parse_input_size, save_card
 
 
 def test_card_round_trips_through_json(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.click_types import BACKEND_CHOICE, size_text, write_json
-from edgeseg.names import BACKENDS
+from edgeseg.core.click_types import BACKEND_CHOICE, size_text, write_json
+from edgeseg.core.names import BACKENDS
 
 SYNTH_NOTE = "note: --size of `synth` is now spelled --image-size"
 WORKERS_NOTE = "note: --workers of `data check` is now spelled --threads"

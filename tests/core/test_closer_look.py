@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
-from edgeseg.metrics import image_scores
-from edgeseg.postprocess import CLOSER_LOOK_MAX_SHARE, CLOSER_LOOK_SCALE, closer_look_box
-from edgeseg.segmenter import Pending, Segmenter
+from edgeseg.core.card import ModelCard
+from edgeseg.core.metrics import image_scores
+from edgeseg.core.postprocess import CLOSER_LOOK_MAX_SHARE, CLOSER_LOOK_SCALE, closer_look_box
+from edgeseg.core.segmenter import Pending, Segmenter
 
 
 class DarknessBackend:

@@ -1,4 +1,4 @@
-"""Data discovery and validation: edgeseg.data and `edgeseg data check`."""
+"""Data discovery and validation: edgeseg.core.data and `edgeseg data check`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.data import DataError, Sample, check_dataset, discover_samples, read_split, require_usable
+from edgeseg.core.data import DataError, Sample, check_dataset, discover_samples, read_split, require_usable
 
 IMAGES = "ISIC2018_Task1-2_Training_Input"
 MASKS = "ISIC2018_Task1_Training_GroundTruth"
@@ -297,8 +297,8 @@ def test_data_split_writes_a_reproducible_split_and_never_overwrites(tmp_path):
     from click.testing import CliRunner
 
     from edgeseg.cli import main
-    from edgeseg.data import discover_samples, read_split
-    from edgeseg.synthetic import generate_dataset
+    from edgeseg.core.data import discover_samples, read_split
+    from edgeseg.core.synthetic import generate_dataset
 
     root = tmp_path / "download"
     generate_dataset(root, n=20, size=48, seed=3)

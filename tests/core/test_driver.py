@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeseg.host import CUDA_DRIVER_MINIMUM, TENSORRT_DRIVER_MINIMUM, driver_problem, tensorrt_driver_problem
+from edgeseg.core.host import CUDA_DRIVER_MINIMUM, TENSORRT_DRIVER_MINIMUM, driver_problem, tensorrt_driver_problem
 
 
 @pytest.mark.parametrize("driver, major", [

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.errors import EXIT_BUG, EdgesegError
+from edgeseg.core.errors import EXIT_BUG, EdgesegError
 
 
 @pytest.mark.parametrize("arguments", [
@@ -33,17 +33,17 @@ def test_run_names_a_file_that_is_neither_model_nor_image(tmp_path):
 
 
 def test_every_edgeseg_error_derives_from_the_one_base():
-    from edgeseg.card import CardError
-    from edgeseg.data import DataError
-    from edgeseg.evaluate.models import ModelPathError
+    from edgeseg.core.card import CardError
+    from edgeseg.core.data import DataError
+    from edgeseg.loading.open import ModelPathError
     from edgeseg.export.export_run import ExportError
     from edgeseg.export.tensorrt_export import EngineUnavailable
-    from edgeseg.files import ImageReadError
-    from edgeseg.names import DefaultModelMissing
-    from edgeseg.runtime.model_file import RuntimeModelError
+    from edgeseg.core.files import ImageReadError
+    from edgeseg.core.names import DefaultModelMissing
+    from edgeseg.runtime.loaders import RuntimeModelError
     from edgeseg.runtime.run_loop import OutputError
     from edgeseg.runtime.sources import SourceError
-    from edgeseg.segmenter import BackendUnavailable
+    from edgeseg.core.segmenter import BackendUnavailable
 
     for kind in (CardError, DataError, ModelPathError, ExportError, EngineUnavailable, ImageReadError,
                  DefaultModelMissing, RuntimeModelError, OutputError, SourceError, BackendUnavailable):
@@ -51,17 +51,17 @@ def test_every_edgeseg_error_derives_from_the_one_base():
 
 
 def test_a_bug_is_shown_as_a_bug_and_debug_shows_any_traceback(monkeypatch, tmp_path):
-    import edgeseg.data
+    import edgeseg.core.data
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("an injected bug")
 
-    monkeypatch.setattr(edgeseg.data, "check_dataset", broken)
+    monkeypatch.setattr(edgeseg.core.data, "check_dataset", broken)
     result = CliRunner().invoke(main, ["data", "check", str(tmp_path)])
     assert result.exit_code == EXIT_BUG
     assert "ZeroDivisionError: an injected bug" in result.output and "bug in edgeseg" in result.output
 
-    monkeypatch.setattr(edgeseg.data, "check_dataset", lambda *a, **k: (_ for _ in ()).throw(EdgesegError("fixable")))
+    monkeypatch.setattr(edgeseg.core.data, "check_dataset", lambda *a, **k: (_ for _ in ()).throw(EdgesegError("fixable")))
     assert CliRunner().invoke(main, ["data", "check", str(tmp_path)]).output.strip() == "Error: fixable"
     debug = CliRunner().invoke(main, ["--debug", "data", "check", str(tmp_path)])
     assert isinstance(debug.exception, EdgesegError)
@@ -83,7 +83,7 @@ def test_image_headers_are_read_without_decoding():
     import cv2
     import numpy as np
 
-    from edgeseg.files import header_size
+    from edgeseg.core.files import header_size
 
     image = np.zeros((37, 53, 3), np.uint8)
     for suffix in (".png", ".jpg"):

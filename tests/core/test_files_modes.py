@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.files import atomic_output, current_umask, new_file_mode, write_mask, write_text_atomic
-from edgeseg.synthetic import make_sample
+from edgeseg.core.files import atomic_output, current_umask, new_file_mode, write_mask, write_text_atomic
+from edgeseg.core.synthetic import make_sample
 
 UMASKS = [0o077, 0o022]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeseg.files import portable_command, portable_path
+from edgeseg.core.files import portable_command, portable_path
 
 
 @pytest.mark.parametrize("path", ["runs/lite0", "../shared/data/isic2018", "model.onnx", "~/data", "."])

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.framing import Framing, frame_size, place_in_frame, resize_pair, touches_border, vignette
+from edgeseg.core.framing import Framing, frame_size, place_in_frame, resize_pair, touches_border, vignette
 
 
 def crop_with_lesion(size: int = 96) -> tuple[np.ndarray, np.ndarray]:

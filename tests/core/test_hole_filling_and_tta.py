@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
-from edgeseg.postprocess import lesion_mask
-from edgeseg.segmenter import TTA_MODES, Segmenter
+from edgeseg.core.card import ModelCard
+from edgeseg.core.postprocess import lesion_mask
+from edgeseg.core.segmenter import TTA_MODES, Segmenter
 
 
 class FunctionBackend:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg import host
-from edgeseg.host import clocks_locked, host_info, parse_jetson_clocks
+from edgeseg.core import host
+from edgeseg.core.host import clocks_locked, host_info, parse_jetson_clocks
 
 # `jetson_clocks --show` on a Jetson Nano whose CPUs were pinned but GPU left to scale (public example).
 NANO_SHOW = """SOC family:tegra210  Machine:NVIDIA Jetson Nano Developer Kit
@@ -63,7 +63,7 @@ def test_onnxruntime_providers_include_the_cpu() -> None:
 
 
 def test_host_info_does_not_import_torch() -> None:
-    code = "import sys; from edgeseg.host import host_info; host_info(); assert 'torch' not in sys.modules"
+    code = "import sys; from edgeseg.core.host import host_info; host_info(); assert 'torch' not in sys.modules"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 

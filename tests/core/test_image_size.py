@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.errors import EdgesegError
-from edgeseg.files import DEFAULT_MAX_PIXELS, ImageReadError, header_refusal, header_size, read_image
-from edgeseg.names import IMAGE_SUFFIXES
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import DEFAULT_MAX_PIXELS, ImageReadError, header_refusal, header_size, read_image
+from edgeseg.core.names import IMAGE_SUFFIXES
 
 WIDTH, HEIGHT = 53, 37
 RANDOM = np.random.default_rng(0)
@@ -186,7 +186,7 @@ def small_png(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("first", ["import edgeseg", "import edgeseg.runtime", "import edgeseg.files"])
+@pytest.mark.parametrize("first", ["import edgeseg", "import edgeseg.runtime", "import edgeseg.core.files"])
 def test_importing_edgeseg_gives_every_opencv_decoder_its_limit(first, small_png):
     limited = python(["-c", f"{first}\n{DECODE}", str(small_png)], EDGESEG_MAX_PIXELS=str(WIDTH * HEIGHT - 1))
     assert limited.returncode != 0 and "CV_IO_MAX_IMAGE_PIXELS" in limited.stderr, limited.stderr
@@ -209,7 +209,7 @@ def test_python_dash_m_edgeseg_imports_the_package_before_opencv():
 
 
 def test_when_cv2_was_imported_first_the_header_check_still_refuses(small_png):
-    code = ("import cv2, sys\nimport edgeseg.runtime\nfrom edgeseg.files import read_image\n"
+    code = ("import cv2, sys\nimport edgeseg.runtime\nfrom edgeseg.core.files import read_image\n"
             "print('opencv decodes it' if cv2.imread(sys.argv[1]) is not None else 'opencv refuses it')\n"
             "try:\n    read_image(sys.argv[1])\nexcept Exception as error:\n    print(type(error).__name__, error)\n")
     result = python(["-c", code, str(small_png)], EDGESEG_MAX_PIXELS=str(WIDTH * HEIGHT - 1))

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.card import ModelCard, save_card
+from edgeseg.core.card import ModelCard, save_card
 from edgeseg.cli import main
 from edgeseg.info import why_not
-from edgeseg.names import WEIGHTS_FILENAME, default_model_path
-from edgeseg.progress import set_quiet
-from edgeseg.runtime.model_file import read_onnx_info
+from edgeseg.core.names import WEIGHTS_FILENAME, default_model_path
+from edgeseg.core.progress import set_quiet
+from edgeseg.runtime.loaders import read_onnx_info
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def export_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def not_quiet_after():
-    """-q sets a process-wide switch (edgeseg.progress): leave it off for the tests that follow."""
+    """-q sets a process-wide switch (edgeseg.core.progress): leave it off for the tests that follow."""
     yield
     set_quiet(False)
 

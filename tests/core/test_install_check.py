@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeseg import host, install_check
+from edgeseg.core import host, install_check
 from edgeseg.cli import main
-from edgeseg.install_check import (
+from edgeseg.core.install_check import (
     BOTH_FIX,
     OnnxRuntimeInstallError,
     check_onnxruntime_install,
     import_onnxruntime,
     onnxruntime_distributions,
 )
-from edgeseg.segmenter import BackendUnavailable
+from edgeseg.core.segmenter import BackendUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ONNXRUNTIME_BUILDS = {"onnxruntime", "onnxruntime-gpu"}

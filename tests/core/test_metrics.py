@@ -1,4 +1,4 @@
-"""edgeseg.metrics against the official ISIC scorer (isic-challenge-scoring), to 1e-9."""
+"""edgeseg.core.metrics against the official ISIC scorer (isic-challenge-scoring), to 1e-9."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.files import read_mask, write_mask
-from edgeseg.metrics import METRIC_NAMES, Confusion, confusion, image_scores, mean_scores
+from edgeseg.core.files import read_mask, write_mask
+from edgeseg.core.metrics import METRIC_NAMES, Confusion, confusion, image_scores, mean_scores
 
 scoring = pytest.importorskip("isic_challenge_scoring.segmentation", reason="pip install 'edgeseg[dev]'")
 load_image = pytest.importorskip("isic_challenge_scoring.load_image")
@@ -162,7 +162,7 @@ def test_real_isic_masks_match_the_official_scorer_from_files(isic_dir: Path, tm
 
 
 def test_bootstrap_interval_of_a_constant_is_the_constant_and_of_a_coin_is_about_two_standard_errors():
-    from edgeseg.metrics import bootstrap_interval
+    from edgeseg.core.metrics import bootstrap_interval
 
     constant = bootstrap_interval([0.25] * 50)
     assert (constant.mean, constant.low, constant.high, constant.images) == (0.25, 0.25, 0.25, 50)
@@ -174,7 +174,7 @@ def test_bootstrap_interval_of_a_constant_is_the_constant_and_of_a_coin_is_about
 
 
 def test_paired_differences_pair_images_by_id_and_tell_a_real_gain_from_noise():
-    from edgeseg.metrics import paired_differences
+    from edgeseg.core.metrics import paired_differences
 
     rng = np.random.default_rng(1)
     base = {f"ISIC_{i}": {"dice": float(value)} for i, value in enumerate(rng.uniform(0.5, 1.0, 300))}

@@ -2,7 +2,7 @@
 mounted folder, POSIX or Windows, in model metadata, package data, docs or benchmark records.
 
 A path of the machine that made a file means nothing on the next one (and names a user); records name a
-data set by name and paths relative to the checkout (``edgeseg.files.portable_path``).
+data set by name and paths relative to the checkout (``edgeseg.core.files.portable_path``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_no_doc_record_or_package_file_holds_a_machine_path() -> None:
             continue  # an image: no text to hold a path
         found += [f"{name}:{number}: {path}" for number, path in machine_paths(data.decode("utf-8", "replace"))]
     assert not found, ("absolute paths of a machine in committed files (name a data set by name, a path relative "
-                       "to the checkout: edgeseg.files.portable_path):\n" + "\n".join(found))
+                       "to the checkout: edgeseg.core.files.portable_path):\n" + "\n".join(found))
 
 
 def test_no_model_metadata_holds_a_machine_path() -> None:

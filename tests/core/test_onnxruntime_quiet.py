@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.install_check import ONNXRUNTIME_ERRORS_ONLY, quiet_onnxruntime_tools, session_options
+from edgeseg.core.install_check import ONNXRUNTIME_ERRORS_ONLY, quiet_onnxruntime_tools, session_options
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -61,7 +61,7 @@ def test_without_logging_set_up_the_root_warning_leaves_no_handler_behind(tmp_pa
     import sys
 
     code = ("import logging\n"
-            "from edgeseg.install_check import quiet_onnxruntime_tools\n"
+            "from edgeseg.core.install_check import quiet_onnxruntime_tools\n"
             "with quiet_onnxruntime_tools():\n"
             "    logging.warning('Axis 1 is out-of-range')\n"
             "    logging.getLogger('edgeseg.export').warning('ours')\n"
@@ -81,11 +81,11 @@ def test_debug_lets_onnxruntime_speak(capsys, monkeypatch):
 
 
 def test_the_debug_flag_reaches_every_part_while_the_command_runs(monkeypatch, tmp_path):
-    import edgeseg.synthetic
+    import edgeseg.core.cli
 
     monkeypatch.setenv("EDGESEG_DEBUG", "0")
     seen = []
-    monkeypatch.setattr(edgeseg.synthetic, "generate_dataset",
+    monkeypatch.setattr(edgeseg.core.cli, "generate_dataset",
                         lambda *args, **kwargs: seen.append(os.environ.get("EDGESEG_DEBUG")) or [])
     result = CliRunner().invoke(main, ["--debug", "synth", str(tmp_path), "-n", "2"])
     assert seen == ["1"], result.output

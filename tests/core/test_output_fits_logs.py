@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import COMMANDS, main
-from edgeseg.click_types import SHORT_FLAGS
+from edgeseg.core.click_types import SHORT_FLAGS
 
 SHELLS = ("bash", "zsh", "fish")
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.files import OutputExistsError, atomic_output, prepare_outputs
+from edgeseg.core.files import OutputExistsError, atomic_output, prepare_outputs
 
 EARLIER = "an earlier output\n"
 

@@ -19,7 +19,7 @@ def test_importing_the_runtime_does_not_import_torch():
     code = (
         "import sys, pkgutil, importlib, edgeseg.runtime as r\n"
         "for m in pkgutil.iter_modules(r.__path__): importlib.import_module('edgeseg.runtime.' + m.name)\n"
-        "import edgeseg.card, edgeseg.preprocess, edgeseg.metrics, edgeseg.data, edgeseg.cli\n"
+        "import edgeseg.core.card, edgeseg.core.preprocess, edgeseg.core.metrics, edgeseg.core.data, edgeseg.cli\n"
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in {'torch', 'segmentation_models_pytorch', 'timm'}"
         " or n.startswith(('edgeseg.train', 'edgeseg.export')))\n"
         "assert not bad, bad\n"
@@ -65,7 +65,7 @@ def test_wheel_holds_the_parts_as_subpackages(tmp_path):
     )
     (wheel,) = tmp_path.glob("edgeseg-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("edgeseg/cli.py", "edgeseg/card.py", "edgeseg/train/__init__.py",
+    for module in ("edgeseg/cli.py", "edgeseg/core/card.py", "edgeseg/loading/open.py", "edgeseg/train/__init__.py",
                    "edgeseg/export/__init__.py", "edgeseg/runtime/__init__.py"):
         assert module in names, f"{module} missing from the wheel"
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)

@@ -1,8 +1,8 @@
 import numpy as np
 
-from edgeseg.card import ModelCard, Output, Preprocessing
-from edgeseg.postprocess import activate, binarize, lesion_mask, probability_at
-from edgeseg.preprocess import preprocess
+from edgeseg.core.card import ModelCard, Output, Preprocessing
+from edgeseg.core.postprocess import activate, binarize, lesion_mask, probability_at
+from edgeseg.core.preprocess import preprocess
 
 
 def test_preprocess_follows_the_card():

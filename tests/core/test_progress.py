@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from click.testing import CliRunner
 
-from edgeseg import progress as progress_module
-from edgeseg.progress import note, progress, quiet_option, set_quiet
+from edgeseg.core import progress as progress_module
+from edgeseg.core.progress import note, progress, quiet_option, set_quiet
 
 
 def test_a_log_gets_a_plain_line_at_each_tenth_not_bar_updates(capsys):

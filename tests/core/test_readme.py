@@ -34,7 +34,7 @@ def python_example(text: str) -> str:
 def write_photo(path: Path) -> None:
     import cv2
 
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     path.parent.mkdir(parents=True, exist_ok=True)
     image, _ = make_sample(3, 1, 320)

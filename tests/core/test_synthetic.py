@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.synthetic import IMAGE_FOLDER, MASK_FOLDER, generate_dataset, make_sample
+from edgeseg.core.synthetic import IMAGE_FOLDER, MASK_FOLDER, generate_dataset, make_sample
 
 N_VARIETY = 30  # enough images to see the variety (border contact, vignettes, hairs)
 
@@ -102,7 +102,7 @@ def test_cli_writes_the_isic_layout_and_splits(tmp_path: Path) -> None:
 
 
 def test_the_data_module_accepts_the_output(synthetic_dir: Path) -> None:
-    from edgeseg.data import discover_samples, require_usable
+    from edgeseg.core.data import discover_samples, require_usable
 
     train = require_usable(synthetic_dir, split="train")
     val = discover_samples(synthetic_dir, split="val")

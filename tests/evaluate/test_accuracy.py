@@ -7,9 +7,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.data import discover_samples
-from edgeseg.files import read_mask
-from edgeseg.metrics import METRIC_NAMES, image_scores, mean_scores
+from edgeseg.core.data import discover_samples
+from edgeseg.core.files import read_mask
+from edgeseg.core.metrics import METRIC_NAMES, image_scores, mean_scores
 
 
 def run_eval(model, data, tmp_path):

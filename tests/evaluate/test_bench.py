@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.evaluate.bench import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
+from edgeseg.evaluate.latency import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
 from edgeseg.cli import main
-from edgeseg.evaluate.bench_cli import command_line
-from edgeseg.evaluate.models import Form
+from edgeseg.evaluate.cli import command_line
+from edgeseg.loading.open import Form
 
 RESULT_KEYS = {"form", "backend", "status", "reason", "size_bytes", "stages", "fps", "accuracy", "accuracy_reason"}
 FAST = ["--runs", "3", "--warmup", "1"]
@@ -50,8 +50,8 @@ def check_measured(record: dict) -> None:
 
 def fake_engine(directory: Path) -> Path:
     """An engine file with a sound sidecar: only TensorRT could tell that its bytes are no engine."""
-    from edgeseg.card import ModelCard
-    from edgeseg.runtime.model_file import sha256_of, sidecar_path
+    from edgeseg.core.card import ModelCard
+    from edgeseg.runtime.loaders import sha256_of, sidecar_path
 
     engine = directory / "model.trt10.3.sm87-orin.fp16.engine"
     engine.write_bytes(b"not a real engine")
@@ -232,7 +232,7 @@ def test_benching_an_onnx_never_imports_torch(tiny_onnx: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from edgeseg.evaluate.bench import run_bench\n"
+        "from edgeseg.evaluate.latency import run_bench\n"
         f"report = run_bench([Path({str(tiny_onnx)!r})], runs=2, warmup=0, progress=False)\n"
         "assert report['results'][0]['status'] == 'ok', report['results'][0]\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.files import portable_path
-from edgeseg.names import BACKENDS, default_model_path
+from edgeseg.core.files import portable_path
+from edgeseg.core.names import BACKENDS, default_model_path
 
 MODEL_NOTE = "note: --model is now the positional MODEL argument: edgeseg eval MODEL --data ..."
 FAST_BENCH = ["--runs", "2", "--warmup", "0"]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from edgeseg.cli import main
 from edgeseg.evaluate.accuracy import LEGEND_HEIGHT, PREDICTION_COLOUR, TRUTH_COLOUR, legend_band
-from edgeseg.names import default_model_path
+from edgeseg.core.names import default_model_path
 
 DEFAULT_MODEL_NOTE = "the default model's folder belongs to the installation: outputs go to ./eval-val/"
 

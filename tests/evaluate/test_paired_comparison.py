@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.metrics import METRIC_NAMES
+from edgeseg.core.metrics import METRIC_NAMES
 
 
 def eval_json(*arguments: str) -> tuple[dict, str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.card import ModelCard, load_card
+from edgeseg.core.card import ModelCard, load_card
 from edgeseg.cli import main
 from edgeseg.export.parity import MEAN_RULES_MIN_IMAGES
 
@@ -155,7 +155,7 @@ def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(tra
     assert any(point.dtype == np.uint8 and point.any() for point in cpu["zero_points"])
     assert onnx.TensorProto.INT32 in cpu["dequantized"]
 
-    from edgeseg.runtime.model_file import precision_of, read_card
+    from edgeseg.runtime.loaders import precision_of, read_card
 
     assert precision_of(tmp_path / "model.int8-trt.onnx") == "int8" and read_card(tmp_path / "model.int8-trt.onnx") == \
         load_card(trained_run_dir)
@@ -233,15 +233,15 @@ def test_unknown_format_is_a_usage_error(trained_run_dir: Path):
 def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, trained_run_dir: Path, synthetic_dir: Path):
     """The tensor each exported form got in parity is the runtime's, and training's for the same image."""
     torch = pytest.importorskip("torch")
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.export.parity import Tolerances, run_parity
-    from edgeseg.files import read_image
-    from edgeseg.preprocess import preprocess, resize_to_input
+    from edgeseg.core.files import read_image
+    from edgeseg.core.preprocess import preprocess, resize_to_input
     from edgeseg.runtime.backends import OnnxRuntimeBackend
-    from edgeseg.runtime.model_file import read_card
-    from edgeseg.segmenter import Segmenter
+    from edgeseg.runtime.loaders import read_card
+    from edgeseg.core.segmenter import Segmenter
     from edgeseg.train.dataset import normalize_batch
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
     from edgeseg.train.torch_backend import TorchBackend
 
     _, out, report = exported

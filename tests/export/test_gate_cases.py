@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.data import discover_samples
-from edgeseg.evaluate.models import open_model
+from edgeseg.core.data import discover_samples
+from edgeseg.loading.open import open_model
 from edgeseg.export.parity import Tolerances, run_parity
 
 onnx = pytest.importorskip("onnx")
@@ -27,7 +27,7 @@ RELAXED_INT8 = Tolerances(int8_confident_flips=0.05, int8_image_confident_flips=
 @pytest.fixture(scope="module")
 def fp32_onnx(trained_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
 
     model, card = load_model(trained_run_dir)
     return export_onnx(model, card, tmp_path_factory.mktemp("gate") / "model.onnx")
@@ -72,7 +72,7 @@ def test_weights_perturbed_until_dice_drops_about_001_fail_every_reduced_precisi
 def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passes(
         trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
     from edgeseg.export.int8_export import export_int8
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     card = read_card(fp32_onnx)
     val = discover_samples(synthetic_dir, split="val")
@@ -94,7 +94,7 @@ def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passe
 def test_symmetric_int8_has_only_zero_points_of_zero(fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
     """TensorRT's ONNX parser takes only symmetric Q/DQ: the "s8" form must have no other zero point."""
     from edgeseg.export.int8_export import export_int8
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     card = read_card(fp32_onnx)
     images = [sample.image for sample in discover_samples(synthetic_dir, split="train")[:4]]
@@ -122,8 +122,8 @@ def scaled_norm_inputs_copy(run_dir: Path, path: Path, scale: float) -> Path:
     """A copy of the run whose every convolution that feeds a GroupNorm is ``scale`` times larger."""
     import torch
 
-    from edgeseg.card import save_card
-    from edgeseg.train.model import WEIGHTS_FILENAME, load_model, save_weights
+    from edgeseg.core.card import save_card
+    from edgeseg.train.network import WEIGHTS_FILENAME, load_model, save_weights
 
     model, card = load_model(run_dir)
     pairs = [(conv, norm) for block in model.modules() if isinstance(block, torch.nn.Sequential)
@@ -200,9 +200,9 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
 
     from edgeseg.cli import main
     from edgeseg.export import export_run, fp16_export
-    from edgeseg.files import read_image
-    from edgeseg.preprocess import preprocess
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.core.files import read_image
+    from edgeseg.core.preprocess import preprocess
+    from edgeseg.runtime.loaders import read_card
 
     from .naive_fp16_norm import with_naive_fp16_norms
 
@@ -251,7 +251,7 @@ def test_int8_keeps_the_layers_down_to_a_quarter_of_the_input_float(fp32_onnx: P
                                                                       tmp_path: Path):
     """The stem and first blocks stay float32 (their rounding flipped a real model's mask); the rest is INT8."""
     from edgeseg.export.int8_export import FLOAT_UNTIL_STRIDE, export_int8
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     card = read_card(fp32_onnx)
     images = [sample.image for sample in discover_samples(synthetic_dir, split="train")[:4]]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg.runtime.model_file import read_onnx_info
+from edgeseg.runtime.loaders import read_onnx_info
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

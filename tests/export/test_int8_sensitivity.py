@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
+from edgeseg.core.card import ModelCard
 from edgeseg.export.int8_sensitivity import (
     BlockSensitivity,
     block_name,

@@ -49,9 +49,9 @@ def test_a_model_without_static_input_or_without_shape_arithmetic_is_left_as_it_
 
 
 def test_the_int8_form_puts_no_quantization_on_shapes_or_pads(tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path):
-    from edgeseg.data import discover_samples
+    from edgeseg.core.data import discover_samples
     from edgeseg.export.int8_export import export_int8
-    from edgeseg.runtime.model_file import read_card
+    from edgeseg.runtime.loaders import read_card
 
     images = [sample.image for sample in discover_samples(synthetic_dir, split="train")][:4]
     proto = onnx.load(str(export_int8(tiny_onnx, read_card(tiny_onnx), tmp_path / "model.int8.onnx", images)))

@@ -15,7 +15,7 @@ from edgeseg.export.parity import (MEAN_RULES_MIN_IMAGES, ImageComparison, Toler
                                    summarize)
 from edgeseg.export.tensorrt_export import (Gpu, builds_strongly_typed, engine_filename, engine_unavailable_reason,
                                              gpu_slug, timing_cache_filename)
-from edgeseg.runtime.model_file import sidecar_path
+from edgeseg.runtime.loaders import sidecar_path
 
 
 def row(image: str, iou: float = 1.0, dice: float = 0.8, reference_dice: float = 0.8, dp: float = 0.0, finite: bool = True,
@@ -186,11 +186,11 @@ needs_engine = pytest.mark.skipif(engine_unavailable_reason() is not None,
 def test_engine_build_naming_and_sidecar(trained_run_dir: Path, tmp_path: Path):
     import tensorrt as trt
 
-    from edgeseg.card import load_card
+    from edgeseg.core.card import load_card
     from edgeseg.export.onnx_export import export_onnx
     from edgeseg.export.tensorrt_export import build_engine, gpu_properties
-    from edgeseg.runtime.model_file import read_card, sha256_of
-    from edgeseg.train.model import load_model
+    from edgeseg.runtime.loaders import read_card, sha256_of
+    from edgeseg.train.network import load_model
 
     model, card = load_model(trained_run_dir)
     onnx_path = export_onnx(model, card, tmp_path / "model.onnx")

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg import host
-from edgeseg.card import ModelCard, Provenance
+from edgeseg.core import host
+from edgeseg.core.card import ModelCard, Provenance
 from edgeseg.cli import main
 from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
-from edgeseg.names import default_model_path
+from edgeseg.core.names import default_model_path
 from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
 from edgeseg.runtime.cuda import CudaError
-from edgeseg.runtime.model_file import RuntimeModelError, read_card, sha256_of, sidecar_path
+from edgeseg.runtime.loaders import RuntimeModelError, read_card, sha256_of, sidecar_path
 
 from .trt_double import ApiMisuse, GpuDouble, cudaError_t, cudaStream_t, gpu_double  # noqa: F401 - gpu_double is a fixture
 

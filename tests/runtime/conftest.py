@@ -46,7 +46,7 @@ def count_video_frames(path: Path) -> tuple[int, tuple[int, int]]:
 def not_quiet_after_the_test():
     """-q/--quiet sets a process-wide switch: a command run in-process with -q must not silence the next test."""
     yield
-    from edgeseg.progress import set_quiet
+    from edgeseg.core.progress import set_quiet
 
     set_quiet(False)
 

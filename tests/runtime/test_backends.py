@@ -12,10 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeseg import host, install_check
-from edgeseg.card import CardError, ModelCard
+from edgeseg.core import host, install_check
+from edgeseg.core.card import CardError, ModelCard
 from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
-from edgeseg.runtime.model_file import RuntimeModelError, read_onnx_info, sha256_of, sidecar_path
+from edgeseg.runtime.loaders import RuntimeModelError, read_onnx_info, sha256_of, sidecar_path
 
 
 def random_batch(card: ModelCard, n: int = 1, seed: int = 0) -> np.ndarray:

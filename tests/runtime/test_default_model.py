@@ -9,8 +9,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.names import default_model_path
-from edgeseg.runtime.model_file import read_card
+from edgeseg.core.names import default_model_path
+from edgeseg.runtime.loaders import read_card
 
 
 MAX_SHIPPED_BYTES = 16 * 10**6
@@ -33,7 +33,7 @@ def test_the_default_model_runs_without_torch():
         "import sys\n"
         "sys.modules['torch'] = None  # an import of torch now fails, as on a Jetson without PyTorch\n"
         "import numpy as np\n"
-        "from edgeseg.names import default_model_path\n"
+        "from edgeseg.core.names import default_model_path\n"
         "from edgeseg.runtime import open_segmenter\n"
         "image = np.full((480, 640, 3), (150, 170, 205), np.uint8)\n"
         "with open_segmenter(default_model_path(), 'onnxruntime-cpu') as segmenter:\n"
@@ -50,7 +50,7 @@ def test_the_default_model_finds_lesions():
     current model), 0.42 (the lite0 before it); a model that outlines nothing, or the wrong place, scores
     near 0. (A flat dark ellipse on flat skin is no test: lite2 gives it probability 0.02, lite0 0.57.)"""
     from edgeseg.runtime import open_segmenter
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     ious = []
     with open_segmenter(default_model_path(), "onnxruntime-cpu") as segmenter:

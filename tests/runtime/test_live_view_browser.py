@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.synthetic import make_sample
+from edgeseg.core.synthetic import make_sample
 
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
 CHROMEDRIVER = shutil.which("chromedriver")

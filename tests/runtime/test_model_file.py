@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeseg.card import CardError, ModelCard
-from edgeseg.runtime.model_file import (
+from edgeseg.core.card import CardError, ModelCard
+from edgeseg.runtime.loaders import (
     EngineInfo,
     RuntimeModelError,
     check_engine_host,

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.lesion_measurements import Measurements
-from edgeseg.names import default_model_path
+from edgeseg.core.lesion_measurements import Measurements
+from edgeseg.core.names import default_model_path
 from edgeseg.runtime.photos import RESULTS_CSV, image_line, numbered_results_folder
-from edgeseg.segmenter import Segmentation
-from edgeseg.synthetic import make_sample
+from edgeseg.core.segmenter import Segmentation
+from edgeseg.core.synthetic import make_sample
 
 LINE = re.compile(r"^(?P<label>\S+)  (?:lesion (?P<percent>[\d.]+)% of image(?: \(\d+ regions\))?, "
                   r"(?P<box>\d+x\d+) px box, max diameter (?P<diameter>\d+) px(?: \((?P<mm>[\d.]+) mm\))?"

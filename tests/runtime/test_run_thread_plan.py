@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from edgeseg.names import default_model_path
+from edgeseg.core.names import default_model_path
 from edgeseg.runtime import thread_plan
 from edgeseg.runtime.backends import OnnxRuntimeBackend, session_options
 from edgeseg.runtime.recording import encoder_options, open_recording

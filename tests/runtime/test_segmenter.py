@@ -9,13 +9,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeseg.card import ModelCard
-from edgeseg.postprocess import NEAR_TIE_AREA_SHARE, activate, inside_contour, lesion_contour, probability_at
-from edgeseg.preprocess import FrameError, preprocess
-from edgeseg.lesion_measurements import max_feret_diameter, measure
-from edgeseg.drawing import HudInfo, OverlayRenderer
+from edgeseg.core.card import ModelCard
+from edgeseg.core.postprocess import NEAR_TIE_AREA_SHARE, activate, inside_contour, lesion_contour, probability_at
+from edgeseg.core.preprocess import FrameError, preprocess
+from edgeseg.core.lesion_measurements import max_feret_diameter, measure
+from edgeseg.core.drawing import HudInfo, OverlayRenderer
 from edgeseg.runtime.backends import open_segmenter
-from edgeseg.segmenter import Segmentation, Segmenter
+from edgeseg.core.segmenter import Segmentation, Segmenter
 
 from .conftest import lesion_image
 
@@ -151,7 +151,7 @@ def test_overlay_fills_the_lesion_draws_the_hud_and_reuses_its_canvas() -> None:
 @pytest.mark.isic
 def test_segmenter_masks_agree_with_pytorch_on_real_images(isic_dir: Path, tiny_run_dir: Path, tiny_onnx: Path) -> None:
     pytest.importorskip("torch")
-    from edgeseg.train.model import load_model
+    from edgeseg.train.network import load_model
     from edgeseg.train.torch_backend import TorchBackend
 
     images = sorted((isic_dir / "ISIC2018_Task1-2_Training_Input").glob("ISIC_*.jpg"))[:4]

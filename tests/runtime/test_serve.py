@@ -527,7 +527,7 @@ def test_a_port_in_use_is_a_clear_error():
 
 
 def test_the_snapshot_answers_with_the_newest_frame_when_nobody_watches_the_stream(video_20):
-    from edgeseg.names import default_model_path
+    from edgeseg.core.names import default_model_path
     from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.run_loop import RunOptions, run_pipeline
     from edgeseg.runtime.sources import open_source

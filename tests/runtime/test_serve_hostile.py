@@ -307,7 +307,7 @@ def test_the_pipeline_keeps_its_speed_viewers_their_frames_and_every_output_comp
 
 
 def lesion_video(path: Path, frames: int = 30) -> Path:
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 320))
     for index in range(frames):

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
+from edgeseg.core.card import ModelCard
 from edgeseg.runtime.run_loop import RunOptions, run_pipeline
-from edgeseg.segmenter import Segmenter
+from edgeseg.core.segmenter import Segmenter
 from edgeseg.runtime.sources import ImageFiles, LiveSource, SourceError, VideoFile, open_source
 
 

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.data import discover_samples  # noqa: E402
-from edgeseg.files import read_image, read_mask  # noqa: E402
-from edgeseg.preprocess import preprocess, resize_to_input  # noqa: E402
+from edgeseg.core.data import discover_samples  # noqa: E402
+from edgeseg.core.files import read_image, read_mask  # noqa: E402
+from edgeseg.core.preprocess import preprocess, resize_to_input  # noqa: E402
 from edgeseg.train.dataset import AugmentedImages, TrainImages, decode_train, decode_val, normalize_batch  # noqa: E402
 
 

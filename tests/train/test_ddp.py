@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgeseg.data import discover_samples  # noqa: E402
+from edgeseg.core.data import discover_samples  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
 
 

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 smp = pytest.importorskip("segmentation_models_pytorch")
 
-from edgeseg.card import ModelCard  # noqa: E402
+from edgeseg.core.card import ModelCard  # noqa: E402
 from edgeseg.train.encoders import (  # noqa: E402
     IMAGENET_PREPROCESSING,
     LITE0_ENCODER,
@@ -18,7 +18,7 @@ from edgeseg.train.encoders import (  # noqa: E402
     lite_timm_state_dict,
     load_encoder_weights,
 )
-from edgeseg.train.model import build_model  # noqa: E402
+from edgeseg.train.network import build_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_encoder_features_equal_full_timm_network(full_timm, tiny_card):
 def _grace_hopper_probability(network, preprocessing) -> tuple[int, float]:
     from matplotlib import cbook
 
-    from edgeseg.files import read_image
-    from edgeseg.preprocess import preprocess
+    from edgeseg.core.files import read_image
+    from edgeseg.core.preprocess import preprocess
 
     image = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     height, width = image.shape[:2]

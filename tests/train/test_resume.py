@@ -18,9 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
-from edgeseg.card import load_card  # noqa: E402
+from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
-from edgeseg.data import read_split  # noqa: E402
+from edgeseg.core.data import read_split  # noqa: E402
 from edgeseg.train.checkpoints import CONFIG_FILENAME  # noqa: E402
 from edgeseg.train.loop import (  # noqa: E402
     CHECKPOINT_FILENAME,

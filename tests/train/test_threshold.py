@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.card import ModelCard
-from edgeseg.metrics import image_scores, mean_scores
-from edgeseg.postprocess import probability_at
+from edgeseg.core.card import ModelCard
+from edgeseg.core.metrics import image_scores, mean_scores
+from edgeseg.core.postprocess import probability_at
 
 pytest.importorskip("torch")
 from edgeseg.train.threshold import THRESHOLDS, choose_threshold, scores_at, sweep_thresholds  # noqa: E402

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.train.model import load_model  # noqa: E402
+from edgeseg.train.network import load_model  # noqa: E402
 from edgeseg.train.torch_backend import TorchBackend  # noqa: E402
 
 

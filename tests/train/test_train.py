@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from edgeseg.card import load_card  # noqa: E402
+from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME, TrainConfig, learning_rate, plan_epochs  # noqa: E402
-from edgeseg.train.model import load_model  # noqa: E402
+from edgeseg.train.network import load_model  # noqa: E402
 from edgeseg.train.threshold import THRESHOLDS  # noqa: E402
 
 TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",

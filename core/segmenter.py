@@ -16,7 +16,7 @@ batch, else one call per view), and ``finish`` flips each probability map back a
 (in probability space, after the sigmoid) before the mask is made.
 
 The closer look (``refine``) is done inside them too: ``infer`` finds the lesion in the first look's
-output and, where it is small in the frame (``edgeseg.postprocess.closer_look_box``), runs the network
+output and, where it is small in the frame (``edgeseg.core.postprocess.closer_look_box``), runs the network
 again on a square crop around it, at the network's full input; ``finish`` averages that crop's
 probability with the first look's there (averaging beat replacing on val and camera-framed val,
 benchmarks/results/levers-postprocess-cpu.md). A camera frame's small, off-centre lesion is then also
@@ -43,11 +43,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
-from edgeseg.lesion_measurements import Measurements, measure
-from edgeseg.postprocess import activate, closer_look_box, lesion_mask, probability_at
-from edgeseg.preprocess import FrameError, as_bgr8, normalize, resize_to_input
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.lesion_measurements import Measurements, measure
+from edgeseg.core.postprocess import activate, closer_look_box, lesion_mask, probability_at
+from edgeseg.core.preprocess import FrameError, as_bgr8, normalize, resize_to_input
 
 
 # Test-time augmentation: the flips (axes of an (..., H, W) array) whose predictions are averaged.
@@ -88,7 +88,7 @@ def check_settings(tta: str = TTA_DEFAULT, mm_per_px: float | None = None) -> No
 class Backend(Protocol):
     """One model form on one engine: a context manager with one ``infer()``.
 
-    ``name`` is one of ``edgeseg.names.BACKENDS``; ``precision`` is "fp32", "fp16" or "int8";
+    ``name`` is one of ``edgeseg.core.names.BACKENDS``; ``precision`` is "fp32", "fp16" or "int8";
     ``card`` is the model card that belongs to the weights. ``infer`` takes float32 (N, 3, H, W)
     at the card's input size and returns float32 logits (N, 1, H, W).
     """
@@ -137,11 +137,11 @@ class Segmentation:
 
     def overlay(self) -> np.ndarray:
         """The BGR overlay of the lesion on the image (a new array): the fill, the contour and the size line."""
-        from edgeseg.drawing import OverlayRenderer  # drawing imports this module
+        from edgeseg.core.drawing import OverlayRenderer  # drawing imports this module
 
         if self.image is None:
             raise ValueError("this Segmentation has no image to draw on (its logits were finished without one): "
-                             "draw it with edgeseg.drawing.OverlayRenderer().render(image, segmentation)")
+                             "draw it with edgeseg.core.drawing.OverlayRenderer().render(image, segmentation)")
         return OverlayRenderer().render(self.image, self)
 
     def save(self, folder: str | os.PathLike) -> list[Path]:
@@ -150,9 +150,9 @@ class Segmentation:
         NAME is the image file's stem, or "image". The folder is made if need be; files of the same
         names are replaced, each atomically. Returns the paths written: the overlay's, then the mask's.
         """
-        from edgeseg.drawing import encode_overlay  # drawing imports this module
-        from edgeseg.files import write_bytes_atomic, write_mask
-        from edgeseg.names import MASK_SUFFIX, OVERLAY_SUFFIX
+        from edgeseg.core.drawing import encode_overlay  # drawing imports this module
+        from edgeseg.core.files import write_bytes_atomic, write_mask
+        from edgeseg.core.names import MASK_SUFFIX, OVERLAY_SUFFIX
 
         folder = Path(folder)
         stem = self.name or "image"
@@ -183,7 +183,7 @@ class Pending:
 class Segmenter:
     """Segment BGR uint8 images with a backend and the model card that belongs to it.
 
-    Masks are made as the card says (``edgeseg.postprocess.lesion_mask``): by default only the
+    Masks are made as the card says (``edgeseg.core.postprocess.lesion_mask``): by default only the
     largest lesion region is kept. ``keep_largest`` overrides the card (``edgeseg run
     --all-regions`` passes False). ``fill_holes`` fills the holes inside the kept region(s).
     ``tta`` averages the predictions of the image and its flips (one of ``TTA_MODES``); both may
@@ -330,7 +330,7 @@ class Segmenter:
 def image_as_bgr(image: str | os.PathLike | np.ndarray | Any, rgb: bool = False) -> tuple[np.ndarray, str | None]:
     """(BGR uint8 image, the file's stem or None) for whatever ``Segmenter.segment`` takes."""
     if isinstance(image, str | os.PathLike):
-        from edgeseg.files import read_image
+        from edgeseg.core.files import read_image
 
         return read_image(image), Path(image).stem
     if isinstance(image, np.ndarray):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
-from edgeseg.names import CARD_METADATA_KEY, ONNX_FILENAMES, WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16, is_engine
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.names import CARD_METADATA_KEY, ONNX_FILENAMES, WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16, is_engine
 
 log = logging.getLogger("edgeseg.runtime")
 

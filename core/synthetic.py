@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 
-import click
 import cv2
 import numpy as np
-
-from edgeseg.click_types import old_spelling, renamed
-from edgeseg.data import Sample
-from edgeseg.files import write_bytes_atomic, write_text_atomic
-from edgeseg.progress import progress as track
-from edgeseg.progress import quiet_option
+from edgeseg.core.data import Sample
+from edgeseg.core.files import write_bytes_atomic, write_text_atomic
+from edgeseg.core.progress import progress as track
 
 IMAGE_FOLDER = "ISIC2018_Task1-2_Training_Input"
 MASK_FOLDER = "ISIC2018_Task1_Training_GroundTruth"
@@ -383,49 +378,3 @@ def generate_dataset(
     write_text_atomic(out_dir / "splits" / "val.txt", "".join(f"{i}\n" for i in val))
     write_text_atomic(out_dir / "README.md", readme_text(n, size, seed, len(train), len(val)))
     return samples
-
-
-@click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "--images", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True,
-              help="Number of images.")
-@old_spelling("--n", "--n of `synth` is now spelled -n/--images (as in `edgeseg demo`)",
-              type=click.IntRange(1, MAX_IMAGES))
-@click.option("--image-size", type=click.IntRange(MIN_SIZE), default=256, show_default=True,
-              help="Side of the square images, px.")
-@old_spelling("--size", "--size of `synth` is now spelled --image-size (--size means the network input size "
-              "in every command)", type=click.IntRange(MIN_SIZE))
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same files.")
-@click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-    help="Share of the ids listed in splits/val.txt.",
-)
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty folder that is not an earlier synth output.")
-@quiet_option
-@click.pass_context
-def synth_command(ctx: click.Context, out: Path, n: int, image_size: int, seed: int, val_fraction: float,
-                  overwrite: bool, old_size: int | None, old_n: int | None) -> None:
-    """Make synthetic dermoscopy-like images with exact lesion masks in the ISIC 2018 layout.
-
-    Skin-tone texture, an irregular variegated lesion (some running off the image), hairs, bubbles,
-    glare and the dark circular rim of a dermatoscope; OUT/splits/train.txt and val.txt; a README
-    saying the data are synthetic. For the demo and fast tests, not for accuracy work.
-
-    \b
-    Example:
-      edgeseg synth data/synth --images 200 --image-size 256 --seed 0
-      edgeseg data check data/synth
-    """
-    size = renamed(ctx, "image_size", "old_size")
-    n = renamed(ctx, "n", "old_n")
-    started = time.perf_counter()
-    try:
-        samples = generate_dataset(out, n, size, seed, val_fraction, overwrite=overwrite, progress=True)
-    except FileExistsError as error:
-        raise click.ClickException(str(error)) from None
-    seconds = time.perf_counter() - started
-    val = (out / "splits" / "val.txt").read_text(encoding="utf-8").split()
-    click.echo(
-        f"wrote {len(samples)} synthetic pairs ({len(samples) - len(val)} train / {len(val)} val) "
-        f"of {size}x{size} px to {out} in {seconds:.1f} s"
-    )

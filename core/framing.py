@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edgeseg.preprocess import interpolation_flag
+from edgeseg.core.preprocess import interpolation_flag
 
 # The frame shapes of dermatoscope cameras (width / height); 1.0 is the square crop itself.
 CAMERA_ASPECTS = (1.0, 4 / 3, 3 / 2)

@@ -1,6 +1,6 @@
 """The text of a bench report: a terminal summary, a markdown file, the JSON as measured.
 
-The report itself is the dict ``edgeseg.evaluate.bench.run_bench`` returns (``--json``'s content).
+The report itself is the dict ``edgeseg.evaluate.latency.run_bench`` returns (``--json``'s content).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeseg.evaluate.bench import STAGES, STAT_KEYS
-from edgeseg.files import write_text_atomic
-from edgeseg.tables import markdown_table, text_table
+from edgeseg.evaluate.latency import STAGES, STAT_KEYS
+from edgeseg.core.files import write_text_atomic
+from edgeseg.core.tables import markdown_table, text_table
 
 
 def _ms(stats: dict[str, float] | None, key: str) -> str:
@@ -62,7 +62,7 @@ def reasons(report: dict[str, Any]) -> list[str]:
 
 
 def terminal_text(report: dict[str, Any]) -> str:
-    from edgeseg.host import describe_host
+    from edgeseg.core.host import describe_host
 
     parts = [text_table(summary_rows(report)), "", "latency per stage (ms, over "
              f"{report['runs']} runs after {report['warmup']} warm-up):", text_table(stage_rows(report)), ""]
@@ -75,7 +75,7 @@ def terminal_text(report: dict[str, Any]) -> str:
 
 
 def markdown_text(report: dict[str, Any], title: str = "edgeseg bench") -> str:
-    from edgeseg.host import describe_host
+    from edgeseg.core.host import describe_host
 
     lines = [f"# {title}", "", "Command:", "", "```", report["command"], "```", "",
              f"Measured {report['date']} on:", ""]

@@ -9,9 +9,9 @@ the same thermal state, the same background load. Warm-up iterations run first a
 A form that cannot run on this host (no TensorRT, no GPU provider, no PyTorch) is reported as
 "skipped" with the reason; one that should run but raised is "failed" with the error.
 
-Forms are opened through ``edgeseg.evaluate.models.open_model``, so the runtime (and, for a run
+Forms are opened through ``edgeseg.loading.open.open_model``, so the runtime (and, for a run
 directory, PyTorch) is imported only when a form is opened. The report's text and markdown are
-``edgeseg.evaluate.bench_report``'s; the command line is ``edgeseg.evaluate.bench_cli``'s.
+``edgeseg.evaluate.latency_report``'s; the command line is ``edgeseg.evaluate.cli``'s.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.evaluate.models import Form, discover_forms, open_model
-from edgeseg.files import portable_path
-from edgeseg.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
-from edgeseg.progress import progress as track
-from edgeseg.segmenter import BackendUnavailable
+from edgeseg.loading.open import Form, discover_forms, open_model
+from edgeseg.core.files import portable_path
+from edgeseg.core.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
+from edgeseg.core.progress import progress as track
+from edgeseg.core.segmenter import BackendUnavailable
 
 STAGES = ("preprocess", "inference", "postprocess", "end_to_end")
 STAT_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")
@@ -112,8 +112,8 @@ def open_result(result: Result, size: tuple[int, int] | None) -> None:
 
 def engine_for_another_host(path: Path) -> bool:
     """A sound engine (its sidecar and checksum hold) that would not open: built for another TensorRT or GPU."""
-    from edgeseg.card import CardError
-    from edgeseg.runtime.model_file import RuntimeModelError, read_engine_info
+    from edgeseg.core.card import CardError
+    from edgeseg.runtime.loaders import RuntimeModelError, read_engine_info
 
     try:
         read_engine_info(path)
@@ -127,7 +127,7 @@ def engine_for_another_host(path: Path) -> bool:
 
 def synthetic_frame(seed: int = FRAME_SEED) -> np.ndarray:
     """A dermoscopy-like BGR frame of FRAME_SIZE: the centre of a square synthetic image."""
-    from edgeseg.synthetic import make_sample
+    from edgeseg.core.synthetic import make_sample
 
     height, width = FRAME_SIZE
     image, _ = make_sample(seed, 0, width)
@@ -242,15 +242,15 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every form of ``models`` on every applicable backend and return the report (``--json``'s content).
 
-    ``samples`` (from ``edgeseg.data.require_usable``) adds accuracy on ``data``.
+    ``samples`` (from ``edgeseg.core.data.require_usable``) adds accuracy on ``data``.
     """
-    from edgeseg.host import host_info
+    from edgeseg.core.host import host_info
 
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     if frame is None:
         frame = synthetic_frame()
-        frame_source = (f"synthetic dermoscopy frame: edgeseg.synthetic.make_sample(seed={FRAME_SEED}, index=0, "
+        frame_source = (f"synthetic dermoscopy frame: edgeseg.core.synthetic.make_sample(seed={FRAME_SEED}, index=0, "
                         f"size={FRAME_SIZE[1]}), centre {FRAME_SIZE[1]}x{FRAME_SIZE[0]}")
     results = plan(discover_forms(models), backends)
     with contextlib.ExitStack() as stack:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.errors import EdgesegError
-from edgeseg.files import write_text_atomic
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import write_text_atomic
 
 SCHEMA_VERSION = 3
 # Versions this edgeseg reads: 2 added provenance.data_licence and provenance.evaluations; a version 1
@@ -34,7 +34,7 @@ class CardError(EdgesegError, ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes the network's input tensor (see ``edgeseg.preprocess``)."""
+    """How an image becomes the network's input tensor (see ``edgeseg.core.preprocess``)."""
 
     color_order: str = "RGB"  # channel order the network expects; images arrive from OpenCV as BGR
     scale: float = 1.0 / 255.0  # applied to uint8 pixel values before mean/std
@@ -53,7 +53,7 @@ class Output:
     upsample: str = "linear"  # interpolation of the probability map back to the image's resolution
     # A dermoscopy image frames one lesion: keep only the largest region (inside its outer contour,
     # holes kept), so stray islands neither flicker in a live overlay nor inflate the measured area. Of
-    # near-equal regions the most central is kept (edgeseg.postprocess.lesion_contour).
+    # near-equal regions the most central is kept (edgeseg.core.postprocess.lesion_contour).
     keep_largest_region: bool = True
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgeseg.card import CardError, parse_input_size
-from edgeseg.names import BACKENDS, TORCH_BACKENDS
-from edgeseg.progress import note
+from edgeseg.core.card import CardError, parse_input_size
+from edgeseg.core.names import BACKENDS, TORCH_BACKENDS
+from edgeseg.core.progress import note
 
 
 class InputSize(click.ParamType):
@@ -37,7 +37,7 @@ def size_text(size: tuple[int, int]) -> str:
 
 def model_or_default(model):
     """The model a command was given, or, when none was, edgeseg's default model, said in one line on stderr."""
-    from edgeseg.names import DefaultModelMissing, default_model_path
+    from edgeseg.core.names import DefaultModelMissing, default_model_path
 
     if model is not None:
         return Path(model)
@@ -54,12 +54,12 @@ def long_flag(param: click.Parameter) -> str:
     return max(param.opts, key=len)
 
 
-# Spellings of --backend from before every command shared edgeseg.names.BACKENDS: still accepted, with a note.
+# Spellings of --backend from before every command shared edgeseg.core.names.BACKENDS: still accepted, with a note.
 OLD_BACKEND_NAMES = {"cpu": "torch-cpu", "torch": "torch-cpu", "cuda": "torch-cuda"}
 
 
 class BackendChoice(click.Choice):
-    """One of edgeseg.names.BACKENDS (the help lists only these); an old spelling is taken with a one-line note."""
+    """One of edgeseg.core.names.BACKENDS (the help lists only these); an old spelling is taken with a one-line note."""
 
     def __init__(self, choices, old_names: dict[str, str] | None = None) -> None:
         super().__init__(tuple(choices))
@@ -132,7 +132,7 @@ def write_json(target, document) -> None:
     """Write ``document`` as indented JSON to the file ``target`` (atomically), or to stdout for '-'."""
     import json
 
-    from edgeseg.files import write_text_atomic
+    from edgeseg.core.files import write_text_atomic
 
     text = json.dumps(document, indent=2) + "\n"
     if json_to_stdout(target):
@@ -146,5 +146,5 @@ OVERWRITE_HELP = ("Replace outputs that exist already (in a folder of outputs, t
 
 
 def overwrite_option(command):
-    """--overwrite, spelt and explained one way for every command (the rule: edgeseg.files.prepare_outputs)."""
+    """--overwrite, spelt and explained one way for every command (the rule: edgeseg.core.files.prepare_outputs)."""
     return click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)(command)

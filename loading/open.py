@@ -2,7 +2,7 @@
 
 A form is a training run directory (run on PyTorch, through ``edgeseg.train``), an edgeseg ONNX or a
 TensorRT engine (run by the torch-free runtime). Whatever the form, the result is a
-``edgeseg.segmenter.Segmenter`` with the form's model card, so every form is fed and read alike.
+``edgeseg.core.segmenter.Segmenter`` with the form's model card, so every form is fed and read alike.
 PyTorch is imported only when a run directory is opened.
 """
 
@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeseg.errors import EdgesegError
-from edgeseg.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
-from edgeseg.segmenter import (FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, BackendUnavailable, Segmenter,
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
+from edgeseg.core.segmenter import (FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, BackendUnavailable, Segmenter,
                                check_settings)
 
 
@@ -32,7 +32,7 @@ def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, 
                keep_largest: bool | None = None, mm_per_px: float | None = None, threads: int | None = None,
                tta: str = TTA_DEFAULT, refine: bool = REFINE_DEFAULT,
                fill_holes: bool = FILL_HOLES_DEFAULT) -> Segmenter:
-    """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.names.BACKENDS``).
+    """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.core.names.BACKENDS``).
 
     ``size`` (height, width) changes the input size where the form allows it: a run directory (FPN
     takes any multiple of 32) or a dynamic-shape ONNX; other forms keep their card's size.
@@ -74,7 +74,7 @@ def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None):
     try:
         import torch
 
-        from edgeseg.train.model import load_model
+        from edgeseg.train.network import load_model
         from edgeseg.train.torch_backend import TorchBackend
     except ImportError as error:
         raise BackendUnavailable(

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.lesion_measurements import Measurements
-from edgeseg.segmenter import Segmentation
+from edgeseg.core.lesion_measurements import Measurements
+from edgeseg.core.segmenter import Segmentation
 
 FILL_BGR = (255, 200, 0)  # cyan-blue: far from the browns and pinks of skin and lesions
 CONTOUR_BGR = (255, 255, 0)

@@ -7,7 +7,7 @@ of whichever was installed last win, often the CPU build's, so no CUDA provider 
 `cuda12` for CUDA 12, `gpu-cu13` or `cuda13` for CUDA 13; on a Jetson, JetPack's onnxruntime-gpu wheel
 and no extra), and ``import_onnxruntime`` refuses both at once and none at all, with the fix.
 
-``edgeseg doctor`` prints the whole picture: the build, its CUDA major, its providers, whether
+``edgeseg doctor`` (edgeseg/doctor.py) prints the whole picture: the build, its CUDA major, its providers, whether
 onnxruntime's TensorRT provider can start (its libraries), the GPU and whether its driver is new enough
 for the CUDA software and TensorRT installed.
 """
@@ -21,15 +21,10 @@ import logging
 import os
 from collections.abc import Iterator
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-import click
-
-from edgeseg import host
-from edgeseg.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, write_json
-from edgeseg.progress import quiet_option
-from edgeseg.segmenter import BackendUnavailable
+from edgeseg.core import host
+from edgeseg.core.segmenter import BackendUnavailable
 
 EXTRAS_HINT = ("pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
                "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (docs/gpu-and-jetson.md, Support matrix)")
@@ -270,7 +265,7 @@ def tensorrt_provider_problem(build: dict[str, Any]) -> str | None:
     return load_tensorrt_libraries()
 
 
-def _pip_tensorrt_10() -> bool:
+def pip_tensorrt_10() -> bool:
     """Whether TensorRT 10 is pip-installed as the GPU extras install it (tensorrt-cu12 or tensorrt-cu13)."""
     return any(_major(host.package_version(name)[0]) == ONNXRUNTIME_TENSORRT_MAJOR for name in TENSORRT_CUDA)
 
@@ -290,83 +285,3 @@ def driver_problems(gpus: list[dict] | None, software: dict[str, int], tensorrt:
         if problem:
             problems.append(f"{problem} (TensorRT {tensorrt} is installed)")
     return problems
-
-
-def doctor_findings() -> dict[str, Any]:
-    """The install as the runtime sees it, the problems (each with its fix) and notes."""
-    build = onnxruntime_build()
-    gpus, gpu_reason = host.nvidia_smi_gpus()
-    software = cuda_software(build)
-    tensorrt = host.tensorrt_version()[0]
-    problems = [build["problem"]] if build["problem"] else []
-    problems += driver_problems(gpus, software, tensorrt)
-    provider_problem = tensorrt_provider_problem(build)
-    notes = []
-    if provider_problem and "TensorrtExecutionProvider" in (build["providers"] or []):
-        # With the gpu extra installed the provider is meant to start: then it is a problem, else a note.
-        (problems if _pip_tensorrt_10() else notes).append(
-            f"onnxruntime's TensorRT provider cannot start: {provider_problem}; {TENSORRT_PROVIDER_FIX}")
-    if gpus and build["providers"] and "CUDAExecutionProvider" not in build["providers"]:
-        notes.append("an NVIDIA GPU is here but this onnxruntime has no CUDA provider (the CPU build): for the GPU, "
-                     "pip uninstall -y onnxruntime && pip install 'edgeseg[gpu]'")
-    if len(set(software.values())) > 1:
-        notes.append("CUDA software for more than one CUDA major is installed ("
-                     + ", ".join(f"{what}: {major}" for what, major in software.items())
-                     + "); the driver must suit the newest; keep one major where you can (extras gpu or gpu-cu13)")
-    return {"onnxruntime": build, "cuda_software": software, "gpus": gpus, "gpus_reason": gpu_reason,
-            "tensorrt": tensorrt, "tensorrt_provider": {"can_start": provider_problem is None, "why_not": provider_problem},
-            "torch": host.package_version("torch")[0],
-            "jetson": host.is_jetson(), "problems": problems, "notes": notes}
-
-
-def doctor_lines(findings: dict[str, Any]) -> list[str]:
-    build = findings["onnxruntime"]
-    if build["version"]:
-        names = ", ".join(f"{name} {version}" for name, version in build["distributions"].items()) or "no pip metadata"
-        kind = f"built for CUDA {build['cuda']}" if build["cuda"] else "CPU build"
-        runtime = f"{build['version']} ({names}; {kind}); providers: {', '.join(build['providers'])}"
-    else:
-        runtime = "not installed"
-    gpus = "; ".join(f"{gpu['name']}, driver {gpu['driver']}" for gpu in findings["gpus"] or [])
-    provider = findings["tensorrt_provider"]
-    provider_line = (f"can start ({ONNXRUNTIME_TENSORRT_LIBRARY} loads; the GPU is checked when a model starts)"
-                     if provider["can_start"] else f"cannot start: {provider['why_not']}")
-    rows = [("onnxruntime", runtime), ("TensorRT", findings["tensorrt"] or "not installed"),
-            ("ORT TensorRT", provider_line),
-            ("CUDA builds", ", ".join(f"{what} (CUDA {major})" for what, major in findings["cuda_software"].items()) or "-"),
-            ("PyTorch", findings["torch"] or "not installed"),
-            ("GPU", gpus or f"none ({findings['gpus_reason']})"), ("Jetson", "yes" if findings["jetson"] else "no")]
-    lines = [f"  {name:<13}{value}" for name, value in rows]
-    lines += [f"problem: {problem}" for problem in findings["problems"]]
-    lines += [f"note: {note}" for note in findings["notes"]]
-    if findings["problems"]:
-        lines.append("Not OK: fix the problems above.")
-    else:
-        driver = "the driver suits the CUDA software installed" if findings["gpus"] else "no NVIDIA GPU, no driver to check"
-        lines.append(f"OK: one onnxruntime build; {driver}.")
-    return lines
-
-
-@click.command("doctor")
-@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
-              help=f"Also write the findings as JSON to FILE {JSON_HELP}.")
-@quiet_option
-def doctor_command(json_path: Path | None) -> None:
-    """Check this install: one onnxruntime build, its providers, the GPU and its driver.
-
-    Finds two onnxruntime builds in one environment (onnxruntime and onnxruntime-gpu install the same
-    module; the last one installed wins) or none, and an NVIDIA driver older than the CUDA software
-    or TensorRT installed needs, each with its fix. Says whether onnxruntime's TensorRT provider can
-    start (its libraries; no GPU needed to tell) and why not: a problem where the gpu extra's TensorRT
-    is installed, a note otherwise. Exit status 0 when nothing is wrong, 1 otherwise.
-
-    \b
-    Example:
-      edgeseg doctor
-      edgeseg doctor --json - | python -m json.tool
-    """
-    findings = doctor_findings()
-    click.echo("\n".join(doctor_lines(findings)), err=json_to_stdout(json_path))
-    if json_path is not None:
-        write_json(json_path, findings)
-    raise SystemExit(1 if findings["problems"] else 0)

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.pixel_limit import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, configured_max_pixels
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.pixel_limit import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, configured_max_pixels
 
 try:
     import fcntl
@@ -281,7 +281,7 @@ def max_pixels() -> int:
     """The most pixels edgeseg decodes from one image file: EDGESEG_MAX_PIXELS, or 200 million.
 
     The package's __init__ gives OpenCV the same limit (OPENCV_IO_MAX_IMAGE_PIXELS) by the same rule
-    (``edgeseg.pixel_limit``).
+    (``edgeseg.core.pixel_limit``).
     """
     limit = configured_max_pixels()
     if limit is None:

@@ -1,6 +1,6 @@
 """The most pixels edgeseg decodes from one image file, and how EDGESEG_MAX_PIXELS sets it.
 
-One rule for both places that enforce it: ``edgeseg.files.read_image``'s header check and OpenCV's own
+One rule for both places that enforce it: ``edgeseg.core.files.read_image``'s header check and OpenCV's own
 limit, which the package's ``__init__`` sets before anything imports cv2. So this module imports no cv2.
 """
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.preprocess import interpolation_flag
+from edgeseg.core.card import ModelCard
+from edgeseg.core.preprocess import interpolation_flag
 
 
 # Two regions this near in area (the smaller at least this share of the larger) are a near tie, and which is

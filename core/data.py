@@ -32,10 +32,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeseg.errors import EdgesegError
-from edgeseg.files import header_refusal
-from edgeseg.names import IMAGE_SUFFIXES
-from edgeseg.progress import progress as track
+from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import header_refusal
+from edgeseg.core.names import IMAGE_SUFFIXES
+from edgeseg.core.progress import progress as track
 
 MASK_SUFFIX = ".png"
 MASK_TAG = "_segmentation"
@@ -290,7 +290,7 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
 def write_splits(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, split_dir: Path | None = None,
                  overwrite: bool = False) -> dict[str, Path]:
     """Write <split_dir>/train.txt and val.txt for a data set that has none (never over existing ones unless asked)."""
-    from edgeseg.files import write_text_atomic
+    from edgeseg.core.files import write_text_atomic
 
     root = Path(root)
     folder = _splits_folder(root, split_dir)

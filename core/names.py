@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgeseg.card import CARD_FILENAME
-from edgeseg.errors import EdgesegError
+from edgeseg.core.card import CARD_FILENAME
+from edgeseg.core.errors import EdgesegError
 
-# A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.card.CARD_FILENAME).
+# A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.core.card.CARD_FILENAME).
 WEIGHTS_FILENAME = "model.safetensors"
 
 # The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed. "int8" is

@@ -36,7 +36,7 @@ class Confusion:
 def confusion(truth: np.ndarray, prediction: np.ndarray) -> Confusion:
     """Count the confusion matrix of two boolean masks of the same shape.
 
-    Binarise first (the scorer reads pixels above 128 as lesion; `edgeseg.files.read_mask` does the
+    Binarise first (the scorer reads pixels above 128 as lesion; `edgeseg.core.files.read_mask` does the
     same) and bring the prediction back to the truth's resolution.
     """
     for name, mask in (("truth", truth), ("prediction", prediction)):

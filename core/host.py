@@ -427,7 +427,7 @@ def _collect(probes: dict[str, Probe], prefix: str, reasons: dict[str, str]) -> 
 
 def host_info() -> dict[str, Any]:
     """The host, as a JSON-ready dict; ``reasons`` says why each null field is null."""
-    from edgeseg.version import __version__
+    from edgeseg.core.version import __version__
 
     reasons: dict[str, str] = {}
     info: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 Training, evaluation, export parity and the runtime all call these functions, so the network sees
 the same tensor for the same image wherever it runs (the way back, logits to a mask, is
-``edgeseg.postprocess``). Nothing here imports torch.
+``edgeseg.core.postprocess``). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeseg.card import ModelCard
-from edgeseg.errors import EdgesegError
+from edgeseg.core.card import ModelCard
+from edgeseg.core.errors import EdgesegError
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from edgeseg.card import CardError, ModelCard, load_card
-from edgeseg.files import atomic_output
-from edgeseg.names import WEIGHTS_FILENAME
+from edgeseg.core.card import CardError, ModelCard, load_card
+from edgeseg.core.files import atomic_output
+from edgeseg.core.names import WEIGHTS_FILENAME
 
 
 def build_model(card: ModelCard) -> torch.nn.Module:
