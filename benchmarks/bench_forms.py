@@ -58,7 +58,9 @@ def calibration_images(calib: Path | None, scratch: Path) -> tuple[list[Path], s
         from edgeseg.core.synthetic import generate_dataset
 
         samples = generate_dataset(scratch / "calibration", n=CALIBRATION_IMAGES, size=256, seed=11)
-        return [sample.image for sample in samples], f"{CALIBRATION_IMAGES} synthetic images (edgeseg.core.synthetic, seed 11)"
+        return [
+            sample.image for sample in samples
+        ], f"{CALIBRATION_IMAGES} synthetic images (edgeseg.core.synthetic, seed 11)"
     try:
         samples = discover_samples(calib, split="train")
     except (FileNotFoundError, ValueError):
@@ -70,10 +72,10 @@ def calibration_images(calib: Path | None, scratch: Path) -> tuple[list[Path], s
 
 def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
     """model.onnx, model.fp16.onnx and model.int8.onnx (the names `edgeseg export` writes) in out_dir."""
+    from edgeseg.core.names import ONNX_FILENAMES
     from edgeseg.export.fp16_export import export_fp16
     from edgeseg.export.int8_export import export_int8
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.core.names import ONNX_FILENAMES
     from edgeseg.train.network import load_model
 
     model, card = load_model(run_dir)
@@ -83,24 +85,48 @@ def export_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
 
 
 @click.command()
-@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A trained run directory (default: the card's default model with random weights).")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Data to calibrate INT8 on (its train split; default: synthetic images).")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Also score each form on this data's --split (only meaningful with --run).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A trained run directory (default: the card's default model with random weights).",
+)
+@click.option(
+    "--calib",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data to calibrate INT8 on (its train split; default: synthetic images).",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also score each form on this data's --split (only meaningful with --run).",
+)
 @click.option("--split", default="val", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images.")
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(min=50), help="Timed runs per form.")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--out", "out_stem", default=RESULTS / "bench-cpu", show_default=True, type=click.Path(path_type=Path),
-              help="Results path without extension: .json and .md are written.")
-def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str, limit: int | None, runs: int,
-         warmup: int, out_stem: Path) -> None:
+@click.option(
+    "--out",
+    "out_stem",
+    default=RESULTS / "bench-cpu",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Results path without extension: .json and .md are written.",
+)
+def main(
+    run_dir: Path | None,
+    calib: Path | None,
+    data: Path | None,
+    split: str,
+    limit: int | None,
+    runs: int,
+    warmup: int,
+    out_stem: Path,
+) -> None:
     """Measure PyTorch eager, ONNX fp32, FP16 and INT8 of one model, interleaved, and record the results."""
+    from edgeseg.core.files import portable_command, portable_path
     from edgeseg.evaluate.latency import run_bench
     from edgeseg.evaluate.latency_report import terminal_text, write_report
-    from edgeseg.core.files import portable_command, portable_path
 
     command = portable_command(sys.argv)
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as scratch:
@@ -122,19 +148,25 @@ def main(run_dir: Path | None, calib: Path | None, data: Path | None, split: str
             from edgeseg.core.data import require_usable
 
             samples = require_usable(data, split=None if split == "all" else split)[:limit]
-        report = run_bench(forms, ("auto",), runs, warmup, data=data, samples=samples, split=split,
-                           command=command)
+        report = run_bench(forms, ("auto",), runs, warmup, data=data, samples=samples, split=split, command=command)
     report["model"] = {
         "weights": "random (seed 0)" if random_weights else portable_path(run_dir),
         "card": "edgeseg.core.card.ModelCard() defaults" if random_weights else portable_path(run_dir / "card.json"),
         "int8_calibration": calibration,
     }
-    report["notes"].insert(0, f"model: weights {report['model']['weights']}, card {report['model']['card']}; "
-                              f"INT8 calibrated on {calibration}")
+    report["notes"].insert(
+        0,
+        f"model: weights {report['model']['weights']}, card {report['model']['card']}; "
+        f"INT8 calibrated on {calibration}",
+    )
     if random_weights:
         report["notes"].insert(0, RANDOM_WEIGHTS_NOTE)
-    write_report(report, out_stem.with_suffix(".json"), out_stem.with_suffix(".md"),
-                 title="edgeseg forms on this CPU: PyTorch eager, ONNX fp32, FP16, INT8")
+    write_report(
+        report,
+        out_stem.with_suffix(".json"),
+        out_stem.with_suffix(".md"),
+        title="edgeseg forms on this CPU: PyTorch eager, ONNX fp32, FP16, INT8",
+    )
     click.echo(terminal_text(report))
     click.echo(f"wrote {out_stem.with_suffix('.json')} and {out_stem.with_suffix('.md')}")
 

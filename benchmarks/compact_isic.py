@@ -39,8 +39,10 @@ def encoded(extension: str, pixels: np.ndarray, parameters: list[int]) -> bytes:
 def compact_pair(image: Path, mask: Path, target: Path, source: Path, card: ModelCard, quality: int) -> None:
     resized_image = resize_to_input(read_image(image), card)
     resized_mask = resize_mask(read_mask(mask), card).astype(np.uint8) * 255
-    write_bytes_atomic(target / image.relative_to(source).with_suffix(".jpg"),
-                       encoded(".jpg", resized_image, [cv2.IMWRITE_JPEG_QUALITY, quality]))
+    write_bytes_atomic(
+        target / image.relative_to(source).with_suffix(".jpg"),
+        encoded(".jpg", resized_image, [cv2.IMWRITE_JPEG_QUALITY, quality]),
+    )
     write_bytes_atomic(target / mask.relative_to(source).with_suffix(".png"), encoded(".png", resized_mask, []))
 
 
@@ -49,8 +51,9 @@ def main() -> int:
     parser.add_argument("source", type=Path, help="ISIC-layout folder with splits/train.txt and splits/val.txt")
     parser.add_argument("target", type=Path, help="folder to create (must not exist)")
     default_side = ModelCard().input_size[0]  # the card's default input, which `edgeseg train` uses unless --size
-    parser.add_argument("--size", type=int, default=default_side,
-                        help=f"the training input side the copy is made for [{default_side}]")
+    parser.add_argument(
+        "--size", type=int, default=default_side, help=f"the training input side the copy is made for [{default_side}]"
+    )
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the resized train images [90]")
     args = parser.parse_args()
     if args.target.exists():
@@ -68,7 +71,9 @@ def main() -> int:
             shutil.copy2(path, destination)
     shutil.copytree(args.source / "splits", args.target / "splits")
     size = sum(path.stat().st_size for path in args.target.rglob("*") if path.is_file())
-    print(f"{len(train)} train pairs at {args.size} px, {len(val)} val pairs as they are: {size / 1e6:.1f} MB in {args.target}")
+    print(
+        f"{len(train)} train pairs at {args.size} px, {len(val)} val pairs as they are: {size / 1e6:.1f} MB in {args.target}"
+    )
     return 0
 
 

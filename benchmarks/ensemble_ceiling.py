@@ -51,7 +51,9 @@ class RememberingBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         key = hashlib.blake2b(np.ascontiguousarray(batch).tobytes(), digest_size=16).digest()
         if key not in self._logits:
-            self._logits[key] = self.backend.infer(batch).astype(np.float16)  # half the memory; far below the threshold's grain
+            self._logits[key] = self.backend.infer(batch).astype(
+                np.float16
+            )  # half the memory; far below the threshold's grain
         return self._logits[key].astype(np.float32)
 
 
@@ -90,13 +92,14 @@ def open_members(runs: list[Path]) -> dict[str, RememberingBackend]:
     return members
 
 
-def score_grid(members: dict[str, RememberingBackend], thresholds: list[float], data: Path,
-               split_dir: Path | None) -> list[dict]:
+def score_grid(
+    members: dict[str, RememberingBackend], thresholds: list[float], data: Path, split_dir: Path | None
+) -> list[dict]:
     import dataclasses
 
     from edgeseg.core.data import discover_samples
-    from edgeseg.evaluate.accuracy import evaluate
     from edgeseg.core.segmenter import TTA_FLIPS, Segmenter
+    from edgeseg.evaluate.accuracy import evaluate
 
     val = discover_samples(data, split="val", split_dir=split_dir)
     rows = []
@@ -108,13 +111,20 @@ def score_grid(members: dict[str, RememberingBackend], thresholds: list[float], 
                 segmenter = Segmenter(backend, backend.card.replace(output=output), tta=tta)
                 started = time.monotonic()
                 mean = evaluate(segmenter, val, "+".join(combo), "val", progress=False).mean
-                row = {"runs": list(combo), "tta": tta, "threshold": threshold,
-                       "networks_per_frame": len(combo) * len(TTA_FLIPS[tta]),
-                       **{name: round(mean[name], 4) for name in VAL_TARGET}}
+                row = {
+                    "runs": list(combo),
+                    "tta": tta,
+                    "threshold": threshold,
+                    "networks_per_frame": len(combo) * len(TTA_FLIPS[tta]),
+                    **{name: round(mean[name], 4) for name in VAL_TARGET},
+                }
                 row["meets_val_target"] = all(row[name] >= goal for name, goal in VAL_TARGET.items())
                 rows.append(row)
-                print(f"{'+'.join(combo)} tta={tta} threshold={threshold}: Dice {row['dice']:.4f} J {row['jaccard']:.4f} "
-                      f"thr. J {row['threshold_jaccard']:.4f} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+                print(
+                    f"{'+'.join(combo)} tta={tta} threshold={threshold}: Dice {row['dice']:.4f} J {row['jaccard']:.4f} "
+                    f"thr. J {row['threshold_jaccard']:.4f} ({time.monotonic() - started:.0f} s)",
+                    file=sys.stderr,
+                )
     return rows
 
 
@@ -124,7 +134,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split-dir", type=Path)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.45, 0.5])
-    parser.add_argument("--out", type=Path, default=RESULTS / "ensemble-ceiling-cpu.json", help="the .md goes beside it")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "ensemble-ceiling-cpu.json", help="the .md goes beside it"
+    )
     return parser.parse_args()
 
 
@@ -140,8 +152,8 @@ def main() -> int:
         "runs": {run.name: portable_path(run) for run in args.runs},
         "val_target": VAL_TARGET,
         "labels": "val split, masks as `edgeseg run` makes them (closer look, largest region), ISIC scorer's rules, mean "
-                  "over images; probabilities averaged over members and flip views; threshold and combination picked on "
-                  "val: an upper bound for these models, not an estimate on unseen images",
+        "over images; probabilities averaged over members and flip views; threshold and combination picked on "
+        "val: an upper bound for these models, not an estimate on unseen images",
         "rows": rows,
         "command": portable_command(sys.argv),
         "host": host_info(),
@@ -157,22 +169,33 @@ def main() -> int:
 def markdown(report: dict) -> str:
     """The grid as one table, then the row with the best Jaccard (one meeting the target first)."""
     target = report["val_target"]
-    lines = ["# Ensemble and flip-TTA ceiling of the trained models on val", "",
-             f"Host: {report['host']['cpu'].get('model')}, PyTorch on the CPU. {report['labels']}.", "",
-             "Runs: " + ", ".join(f"`{name}` ({path})" for name, path in report["runs"].items()) + ".",
-             f"Val target: Dice >= {target['dice']}, Jaccard >= {target['jaccard']}, "
-             f"thresholded Jaccard >= {target['threshold_jaccard']}.", "",
-             "| runs averaged | TTA | networks per frame | threshold | Dice | Jaccard | thr. Jaccard | meets the val target |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "# Ensemble and flip-TTA ceiling of the trained models on val",
+        "",
+        f"Host: {report['host']['cpu'].get('model')}, PyTorch on the CPU. {report['labels']}.",
+        "",
+        "Runs: " + ", ".join(f"`{name}` ({path})" for name, path in report["runs"].items()) + ".",
+        f"Val target: Dice >= {target['dice']}, Jaccard >= {target['jaccard']}, "
+        f"thresholded Jaccard >= {target['threshold_jaccard']}.",
+        "",
+        "| runs averaged | TTA | networks per frame | threshold | Dice | Jaccard | thr. Jaccard | meets the val target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for row in report["rows"]:
-        lines.append(f"| {' + '.join(row['runs'])} | {row['tta']} | {row['networks_per_frame']} | {row['threshold']:g} | "
-                     f"{row['dice']:.4f} | {row['jaccard']:.4f} | {row['threshold_jaccard']:.4f} | "
-                     f"{'yes' if row['meets_val_target'] else 'no'} |")
+        lines.append(
+            f"| {' + '.join(row['runs'])} | {row['tta']} | {row['networks_per_frame']} | {row['threshold']:g} | "
+            f"{row['dice']:.4f} | {row['jaccard']:.4f} | {row['threshold_jaccard']:.4f} | "
+            f"{'yes' if row['meets_val_target'] else 'no'} |"
+        )
     best = max(report["rows"], key=lambda row: (row["meets_val_target"], row["jaccard"]))
-    lines += ["", f"Best Jaccard: {' + '.join(best['runs'])}, TTA {best['tta']}, threshold {best['threshold']:g}: "
-              f"Dice {best['dice']:.4f} / J {best['jaccard']:.4f} / thr. J {best['threshold_jaccard']:.4f}, "
-              f"{best['networks_per_frame']} networks per frame.", "",
-              f"`{report['command']}`, {report['date']}, {report['wall_minutes']} min."]
+    lines += [
+        "",
+        f"Best Jaccard: {' + '.join(best['runs'])}, TTA {best['tta']}, threshold {best['threshold']:g}: "
+        f"Dice {best['dice']:.4f} / J {best['jaccard']:.4f} / thr. J {best['threshold_jaccard']:.4f}, "
+        f"{best['networks_per_frame']} networks per frame.",
+        "",
+        f"`{report['command']}`, {report['date']}, {report['wall_minutes']} min.",
+    ]
     return "\n".join(lines) + "\n"
 
 

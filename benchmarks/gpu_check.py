@@ -50,9 +50,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,17 +61,33 @@ from edgeseg.core import host
 from edgeseg.core.files import portable_path, write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BUDGETS_S = {"buffers": 30.0, "train": 200.0, "eval": 60.0, "bench": 45.0, "torch_forms": 45.0,
-             "onnxruntime_cuda": 60.0}
+BUDGETS_S = {
+    "buffers": 30.0,
+    "train": 200.0,
+    "eval": 60.0,
+    "bench": 45.0,
+    "torch_forms": 45.0,
+    "onnxruntime_cuda": 60.0,
+}
 ROUND_TRIPS = 1000
 BUFFER_SHAPE = (1, 3, 256, 256)
 # The training set-up: a real one on a GPU; a tiny one for --simulate-on-cpu (the test of this script).
 # Random encoder weights: the check is of the mechanics (AMP, kill, resume), and a GPU host need not carry
 # the ImageNet weights package (its first run on an H100 failed there for want of it).
-GPU_SETUP = {"n": 96, "image_size": 192, "epochs": 6, "train": ["--size", "192", "--batch-size", "8", "--encoder-weights", "none"],
-             "bench": ["--runs", "50", "--warmup", "10"]}
-CPU_SETUP = {"n": 24, "image_size": 64, "epochs": 3, "bench": ["--runs", "5", "--warmup", "1"],
-             "train": ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none"]}
+GPU_SETUP = {
+    "n": 96,
+    "image_size": 192,
+    "epochs": 6,
+    "train": ["--size", "192", "--batch-size", "8", "--encoder-weights", "none"],
+    "bench": ["--runs", "50", "--warmup", "10"],
+}
+CPU_SETUP = {
+    "n": 24,
+    "image_size": 64,
+    "epochs": 3,
+    "bench": ["--runs", "5", "--warmup", "1"],
+    "train": ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none"],
+}
 
 
 def slug(name: str) -> str:
@@ -87,8 +104,11 @@ def timed_part(name: str, part: Callable[[float], dict[str, Any]]) -> dict[str, 
     except Exception as error:  # any failure of a part is recorded with its reason
         result = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
     result.update(seconds=round(time.monotonic() - start, 1), budget_s=budget)
-    print(f"gpu_check: {name}: {result['status']} in {result['seconds']} s"
-          + (f" ({result['reason']})" if result.get("reason") else ""), flush=True)
+    print(
+        f"gpu_check: {name}: {result['status']} in {result['seconds']} s"
+        + (f" ({result['reason']})" if result.get("reason") else ""),
+        flush=True,
+    )
     return result
 
 
@@ -99,8 +119,14 @@ class DeviceArray:
     """Device memory as PyTorch can wrap it without a copy (the CUDA Array Interface)."""
 
     def __init__(self, pointer: int, shape: tuple[int, ...]) -> None:
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (pointer, False),
-                                         "version": 3, "strides": None, "stream": None}
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": "<f4",
+            "data": (pointer, False),
+            "version": 3,
+            "strides": None,
+            "stream": None,
+        }
 
 
 def open_stream(cuda: Any) -> tuple[Any, int, Callable[[], None], Callable[[], None]]:
@@ -110,8 +136,12 @@ def open_stream(cuda: Any) -> tuple[Any, int, Callable[[], None], Callable[[], N
         return stream, stream.handle, stream.synchronize, stream.destroy
     runtime = cuda.cudart()
     raw = cuda.call(runtime.cudaStreamCreate())
-    return (raw, int(raw), lambda: cuda.call(runtime.cudaStreamSynchronize(raw)),
-            lambda: cuda.call(runtime.cudaStreamDestroy(raw)))
+    return (
+        raw,
+        int(raw),
+        lambda: cuda.call(runtime.cudaStreamSynchronize(raw)),
+        lambda: cuda.call(runtime.cudaStreamDestroy(raw)),
+    )
 
 
 def part_buffers(budget_s: float) -> dict[str, Any]:
@@ -147,13 +177,28 @@ def part_buffers(budget_s: float) -> dict[str, Any]:
         destroy()
     done = len(times_ms)
     passed = done == ROUND_TRIPS and wrong == 0 and zero_copy
-    reason = None if passed else (f"{wrong} of {done} round trips wrong (max abs error {worst:g})" if wrong else
-                                  f"{done} of {ROUND_TRIPS} round trips in the budget" if done < ROUND_TRIPS else
-                                  "PyTorch copied the device memory instead of wrapping it")
-    return {"status": "passed" if passed else "failed", "reason": reason, "round_trips": done, "wrong": wrong,
-            "max_abs_error": worst, "zero_copy": zero_copy, "shape": list(BUFFER_SHAPE),
-            "round_trip_ms_p50": round(float(np.percentile(times_ms, 50)), 4) if times_ms else None,
-            "round_trip_ms_p99": round(float(np.percentile(times_ms, 99)), 4) if times_ms else None}
+    reason = (
+        None
+        if passed
+        else (
+            f"{wrong} of {done} round trips wrong (max abs error {worst:g})"
+            if wrong
+            else f"{done} of {ROUND_TRIPS} round trips in the budget"
+            if done < ROUND_TRIPS
+            else "PyTorch copied the device memory instead of wrapping it"
+        )
+    )
+    return {
+        "status": "passed" if passed else "failed",
+        "reason": reason,
+        "round_trips": done,
+        "wrong": wrong,
+        "max_abs_error": worst,
+        "zero_copy": zero_copy,
+        "shape": list(BUFFER_SHAPE),
+        "round_trip_ms_p50": round(float(np.percentile(times_ms, 50)), 4) if times_ms else None,
+        "round_trip_ms_p99": round(float(np.percentile(times_ms, 99)), 4) if times_ms else None,
+    }
 
 
 # --- 2. train, killed, resumed --------------------------------------------------------------------
@@ -164,8 +209,13 @@ def edgeseg(*args: str, timeout: float, log: Path) -> subprocess.CompletedProces
     with open(log, "a") as stream:
         stream.write(f"\n$ edgeseg {' '.join(args)}\n")
         stream.flush()
-        return subprocess.run([sys.executable, "-m", "edgeseg", *args], stdout=stream, stderr=subprocess.STDOUT,
-                              timeout=max(timeout, 1.0), check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "edgeseg", *args],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            timeout=max(timeout, 1.0),
+            check=False,
+        )
 
 
 def epoch_rows(run: Path) -> list[dict[str, str]]:
@@ -181,7 +231,9 @@ def train_until_first_checkpoint(arguments: list[str], run: Path, deadline: floa
     with open(log, "a") as stream:
         stream.write(f"\n$ edgeseg {' '.join(arguments)}   (killed once checkpointed)\n")
         stream.flush()
-        process = subprocess.Popen([sys.executable, "-m", "edgeseg", *arguments], stdout=stream, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgeseg", *arguments], stdout=stream, stderr=subprocess.STDOUT
+        )
     start = time.monotonic()
     while process.poll() is None and not epoch_rows(run) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -191,9 +243,13 @@ def train_until_first_checkpoint(arguments: list[str], run: Path, deadline: floa
     process.wait()
     epochs = len(epoch_rows(run))
     reason = None if epochs else "no checkpoint within the budget"
-    return {"killed": True, "reason": reason, "epochs_before_kill": epochs,
-            "seconds_to_first_checkpoint": round(time.monotonic() - start, 1),
-            "finished_before_kill": (run / "logs" / "threshold.csv").exists()}
+    return {
+        "killed": True,
+        "reason": reason,
+        "epochs_before_kill": epochs,
+        "seconds_to_first_checkpoint": round(time.monotonic() - start, 1),
+        "finished_before_kill": (run / "logs" / "threshold.csv").exists(),
+    }
 
 
 def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) -> dict[str, Any]:
@@ -201,31 +257,73 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
 
     deadline, log = time.monotonic() + budget_s, work / "train.log"
     data, run = work / "synth", work / "run"
-    edgeseg("synth", str(data), "--images", str(setup["n"]), "--image-size", str(setup["image_size"]), "--seed", "0",
-            timeout=60, log=log).check_returncode()
+    edgeseg(
+        "synth",
+        str(data),
+        "--images",
+        str(setup["n"]),
+        "--image-size",
+        str(setup["image_size"]),
+        "--seed",
+        "0",
+        timeout=60,
+        log=log,
+    ).check_returncode()
     backend = "torch-cuda" if device == "cuda" else "torch-cpu"
-    arguments = ["train", "--data", str(data), "--out", str(run), "--backend", backend, "--epochs", str(setup["epochs"]),
-                 "--time-budget", "2", "--seed", "0", "--quiet", *setup["train"]]
+    arguments = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--backend",
+        backend,
+        "--epochs",
+        str(setup["epochs"]),
+        "--time-budget",
+        "2",
+        "--seed",
+        "0",
+        "--quiet",
+        *setup["train"],
+    ]
     result = train_until_first_checkpoint(arguments, run, deadline, log)
     if not result["killed"] or result["reason"] or result["finished_before_kill"]:
         return {"status": "failed", **result, "reason": result["reason"] or "the run had finished before the kill"}
-    resumed = edgeseg("train", "--resume", str(run), "--data", str(data), "--quiet", timeout=deadline - time.monotonic(),
-                      log=log)
+    resumed = edgeseg(
+        "train", "--resume", str(run), "--data", str(data), "--quiet", timeout=deadline - time.monotonic(), log=log
+    )
     epochs = [int(row["epoch"]) for row in epoch_rows(run)]
     card = json.loads((run / "card.json").read_text()) if (run / "card.json").exists() else {}
     scaler = torch.load(run / "checkpoint-last.pt", map_location="cpu", weights_only=True).get("scaler") or {}
     complete = all((run / name).exists() for name in ("model.safetensors", "card.json", "logs/threshold.csv"))
-    problems = [text for failed, text in (
-        (resumed.returncode != 0, f"the resumed run exited {resumed.returncode} (see train.log)"),
-        (epochs != list(range(1, len(epochs) + 1)) or len(epochs) <= result["epochs_before_kill"],
-         f"epochs after resume are {epochs}"),
-        (not complete, "the run directory is incomplete"),
-        (device == "cuda" and not scaler, "the checkpoint has no grad scaler state: mixed precision was off"),
-    ) if failed]
+    problems = [
+        text
+        for failed, text in (
+            (resumed.returncode != 0, f"the resumed run exited {resumed.returncode} (see train.log)"),
+            (
+                epochs != list(range(1, len(epochs) + 1)) or len(epochs) <= result["epochs_before_kill"],
+                f"epochs after resume are {epochs}",
+            ),
+            (not complete, "the run directory is incomplete"),
+            (device == "cuda" and not scaler, "the checkpoint has no grad scaler state: mixed precision was off"),
+        )
+        if failed
+    ]
     seconds = [float(row["seconds"]) for row in epoch_rows(run) if row.get("seconds")]
-    return {"status": "failed" if problems else "passed", "reason": "; ".join(problems) or None, **result,
-            "epochs": epochs, "amp_grad_scaler": bool(scaler), "val_metrics": card.get("provenance", {}).get("val_metrics"),
-            "epoch_seconds": seconds, "images": setup["n"], "image_size": setup["image_size"], "run": portable_path(run), "data": portable_path(data)}
+    return {
+        "status": "failed" if problems else "passed",
+        "reason": "; ".join(problems) or None,
+        **result,
+        "epochs": epochs,
+        "amp_grad_scaler": bool(scaler),
+        "val_metrics": card.get("provenance", {}).get("val_metrics"),
+        "epoch_seconds": seconds,
+        "images": setup["n"],
+        "image_size": setup["image_size"],
+        "run": portable_path(run),
+        "data": portable_path(data),
+    }
 
 
 # --- 3. eval and 4. bench -------------------------------------------------------------------------
@@ -237,9 +335,22 @@ def part_eval(budget_s: float, work: Path, backends: tuple[str, str]) -> dict[st
     deadline, runs = time.monotonic() + budget_s, []
     for index, backend in enumerate(backends):
         target = work / f"eval-{index}-{backend}.json"
-        done = edgeseg("eval", str(work / "run"), "--data", str(work / "synth"), "--split", "val", "--backend", backend,
-                       "--out", str(work / f"eval-{index}-{backend}"), "--json", str(target),
-                       timeout=deadline - time.monotonic(), log=work / "eval.log")
+        done = edgeseg(
+            "eval",
+            str(work / "run"),
+            "--data",
+            str(work / "synth"),
+            "--split",
+            "val",
+            "--backend",
+            backend,
+            "--out",
+            str(work / f"eval-{index}-{backend}"),
+            "--json",
+            str(target),
+            timeout=deadline - time.monotonic(),
+            log=work / "eval.log",
+        )
         if done.returncode != 0:
             return {"status": "failed", "reason": f"eval on {backend} exited {done.returncode} (see eval.log)"}
         evaluation = json.loads(target.read_text())
@@ -248,8 +359,13 @@ def part_eval(budget_s: float, work: Path, backends: tuple[str, str]) -> dict[st
     limits = {"dice": gate.fp16_abs_delta_dice, "threshold_jaccard": gate.fp16_abs_delta_threshold_jaccard}
     deltas = {name: abs(runs[0]["mean"][name] - runs[1]["mean"][name]) for name in limits}
     outside = [f"|delta {name}| {deltas[name]:.5f} > {limits[name]}" for name in limits if deltas[name] > limits[name]]
-    return {"status": "failed" if outside else "passed", "reason": "; ".join(outside) or None,
-            "runs": runs, "abs_delta": deltas, "tolerance": limits}
+    return {
+        "status": "failed" if outside else "passed",
+        "reason": "; ".join(outside) or None,
+        "runs": runs,
+        "abs_delta": deltas,
+        "tolerance": limits,
+    }
 
 
 def part_bench(budget_s: float, work: Path, backends: tuple[str, str], setup: dict[str, Any]) -> dict[str, Any]:
@@ -263,32 +379,49 @@ def part_bench(budget_s: float, work: Path, backends: tuple[str, str], setup: di
     for record in records:
         stages = record["stages"] or {}
         figures[record["backend"]] = {
-            "status": record["status"], "reason": record["reason"], "fps": record["fps"],
+            "status": record["status"],
+            "reason": record["reason"],
+            "fps": record["fps"],
             "inference_p50_ms": (stages.get("inference") or {}).get("p50_ms"),
             "end_to_end_p50_ms": (stages.get("end_to_end") or {}).get("p50_ms"),
-            "end_to_end_p99_ms": (stages.get("end_to_end") or {}).get("p99_ms")}
+            "end_to_end_p99_ms": (stages.get("end_to_end") or {}).get("p99_ms"),
+        }
     measured = [backend for backend in backends if figures.get(backend, {}).get("status") == "ok"]
     passed = done.returncode == 0 and len(measured) == len(backends)
     reason = None if passed else f"bench exited {done.returncode}; measured: {measured or 'none'} (see bench.log)"
     fast, slow = (figures.get(backend, {}).get("inference_p50_ms") for backend in backends)
-    return {"status": "passed" if passed else "failed", "reason": reason, "backends": figures,
-            "inference_speedup": round(slow / fast, 2) if fast and slow else None}
+    return {
+        "status": "passed" if passed else "failed",
+        "reason": reason,
+        "backends": figures,
+        "inference_speedup": round(slow / fast, 2) if fast and slow else None,
+    }
 
 
 # --- 5. PyTorch forms and 6. onnxruntime's CUDA provider ------------------------------------------
 
 # name -> (precision, captured in a CUDA graph); the first form of each is the reference of the others.
-TORCH_FORMS = {"eager fp32": ("fp32", False), "eager fp16": ("fp16", False),
-               "cuda graph fp32": ("fp32", True), "cuda graph fp16": ("fp16", True)}
-ORT_FORMS = {"fp32 io binding": ("fp32", False), "fp32 io binding + cuda graph": ("fp32", True),
-             "fp16 io binding": ("fp16", False), "fp16 io binding + cuda graph": ("fp16", True)}
+TORCH_FORMS = {
+    "eager fp32": ("fp32", False),
+    "eager fp16": ("fp16", False),
+    "cuda graph fp32": ("fp32", True),
+    "cuda graph fp16": ("fp16", True),
+}
+ORT_FORMS = {
+    "fp32 io binding": ("fp32", False),
+    "fp32 io binding + cuda graph": ("fp32", True),
+    "fp16 io binding": ("fp16", False),
+    "fp16 io binding + cuda graph": ("fp16", True),
+}
 FORM_ROUNDS = {"cuda": (20, 300), "cpu": (0, 3)}  # (warm-up runs, timed runs) of each form; the CPU only for tests
 
 
 def form_plan(forms: dict[str, tuple[str, bool]], device: str) -> dict[str, str | None]:
     """Which forms run on ``device``: None for each that runs, why not for each skipped (CUDA graphs off CUDA)."""
-    return {name: "CUDA graphs need a CUDA GPU" if graph and device != "cuda" else None
-            for name, (_, graph) in forms.items()}
+    return {
+        name: "CUDA graphs need a CUDA GPU" if graph and device != "cuda" else None
+        for name, (_, graph) in forms.items()
+    }
 
 
 def ort_cuda_skip_reason(providers: list[str]) -> str | None:
@@ -303,8 +436,10 @@ def onnxruntime_cuda_skip_reason() -> str | None:
     try:
         import onnxruntime
     except ImportError:
-        return ("onnxruntime not installed: CUDAExecutionProvider missing "
-                "(pip install 'edgeseg[gpu]' or 'edgeseg[gpu-cu13]')")
+        return (
+            "onnxruntime not installed: CUDAExecutionProvider missing "
+            "(pip install 'edgeseg[gpu]' or 'edgeseg[gpu-cu13]')"
+        )
     why = ort_cuda_skip_reason(onnxruntime.get_available_providers())
     if why is None and importlib.util.find_spec("onnx") is None:
         return "onnx not installed: the ONNX forms cannot be exported here (pip install 'edgeseg[export]')"
@@ -373,8 +508,10 @@ def ort_session(path: Path, device: str, cuda_graph: bool) -> Any:
     options = {"enable_cuda_graph": "1" if cuda_graph else "0"}
     session = ort.InferenceSession(str(path), providers=[("CUDAExecutionProvider", options), "CPUExecutionProvider"])
     if session.get_providers()[0] != "CUDAExecutionProvider":
-        raise RuntimeError(f"onnxruntime fell back to {session.get_providers()[0]}: its CUDA/cuDNN libraries "
-                           "are missing or do not match it")
+        raise RuntimeError(
+            f"onnxruntime fell back to {session.get_providers()[0]}: its CUDA/cuDNN libraries "
+            "are missing or do not match it"
+        )
     return session
 
 
@@ -434,8 +571,12 @@ def agreement(reference: list[np.ndarray], logits: list[np.ndarray], threshold: 
         sure = np.abs(expected - threshold) >= margin
         sure_pixels += int(sure.sum())
         sure_flips += int((sure & (mask != expected_mask)).sum())
-    return {"max_abs_dprob": worst, "mask_dice_mean": float(np.mean(dice)), "mask_dice_min": float(np.min(dice)),
-            "confident_flip_share": sure_flips / sure_pixels if sure_pixels else 0.0}
+    return {
+        "max_abs_dprob": worst,
+        "mask_dice_mean": float(np.mean(dice)),
+        "mask_dice_min": float(np.min(dice)),
+        "confident_flip_share": sure_flips / sure_pixels if sure_pixels else 0.0,
+    }
 
 
 def within_gate(precision: str, figures: dict[str, Any]) -> bool:
@@ -448,8 +589,9 @@ def within_gate(precision: str, figures: dict[str, Any]) -> bool:
     return figures["confident_flip_share"] <= gate.fp16_confident_flips
 
 
-def time_forms(infers: dict[str, Callable], batches: list[np.ndarray], rounds: tuple[int, int],
-               deadline: float) -> dict[str, list[float]]:
+def time_forms(
+    infers: dict[str, Callable], batches: list[np.ndarray], rounds: tuple[int, int], deadline: float
+) -> dict[str, list[float]]:
     """Milliseconds per call of each form, the forms interleaved image by image so drift hits them alike."""
     warmup, runs = rounds
     for infer in infers.values():
@@ -466,8 +608,9 @@ def time_forms(infers: dict[str, Callable], batches: list[np.ndarray], rounds: t
     return times
 
 
-def build_forms(builders: dict[str, tuple[str, Callable[[], Callable]]]) -> tuple[dict[str, tuple[str, Callable]],
-                                                                                   dict[str, dict[str, Any]]]:
+def build_forms(
+    builders: dict[str, tuple[str, Callable[[], Callable]]],
+) -> tuple[dict[str, tuple[str, Callable]], dict[str, dict[str, Any]]]:
     """({name: (precision, infer)} of the forms that built, {name: failure record} of those that did not)."""
     infers, failures = {}, {}
     for name, (precision, build) in builders.items():
@@ -478,8 +621,13 @@ def build_forms(builders: dict[str, tuple[str, Callable[[], Callable]]]) -> tupl
     return infers, failures
 
 
-def measure_forms(infers: dict[str, tuple[str, Callable]], batches: list[np.ndarray], threshold: float,
-                  rounds: tuple[int, int], deadline: float) -> dict[str, dict[str, Any]]:
+def measure_forms(
+    infers: dict[str, tuple[str, Callable]],
+    batches: list[np.ndarray],
+    threshold: float,
+    rounds: tuple[int, int],
+    deadline: float,
+) -> dict[str, dict[str, Any]]:
     """Each form's outputs on every image against the first form's, then all of them timed together."""
     from edgeseg.export.parity import Tolerances
 
@@ -488,9 +636,13 @@ def measure_forms(infers: dict[str, tuple[str, Callable]], batches: list[np.ndar
     times = time_forms({name: infer for name, (_, infer) in infers.items()}, batches, rounds, deadline)
     figures = {}
     for index, (name, (precision, _)) in enumerate(infers.items()):
-        record: dict[str, Any] = {"status": "measured", "precision": precision, "runs": len(times[name]),
-                                  "p50_ms": round(float(np.percentile(times[name], 50)), 4) if times[name] else None,
-                                  "p95_ms": round(float(np.percentile(times[name], 95)), 4) if times[name] else None}
+        record: dict[str, Any] = {
+            "status": "measured",
+            "precision": precision,
+            "runs": len(times[name]),
+            "p50_ms": round(float(np.percentile(times[name], 50)), 4) if times[name] else None,
+            "p95_ms": round(float(np.percentile(times[name], 95)), 4) if times[name] else None,
+        }
         if index:
             record.update(agreement(reference, outputs[name], threshold, Tolerances().confident_margin))
             record["within_gate"] = within_gate(precision, record)
@@ -498,20 +650,38 @@ def measure_forms(infers: dict[str, tuple[str, Callable]], batches: list[np.ndar
     return figures
 
 
-def forms_part(plan: dict[str, str | None], builders: dict[str, tuple[str, Callable[[], Callable]]],
-               batches: list[np.ndarray], threshold: float, device: str, deadline: float) -> dict[str, Any]:
+def forms_part(
+    plan: dict[str, str | None],
+    builders: dict[str, tuple[str, Callable[[], Callable]]],
+    batches: list[np.ndarray],
+    threshold: float,
+    device: str,
+    deadline: float,
+) -> dict[str, Any]:
     """Build, compare and time the planned forms; the part's record, forms in the plan's order."""
     if not batches:
         return {"status": "failed", "reason": "part 2's data has no val images"}
     infers, failures = build_forms({name: builders[name] for name, why in plan.items() if why is None})
     measured = measure_forms(infers, batches, threshold, FORM_ROUNDS[device], deadline) if infers else {}
-    forms = {name: measured.get(name) or failures.get(name) or {"status": "skipped", "reason": why}
-             for name, why in plan.items()}
+    forms = {
+        name: measured.get(name) or failures.get(name) or {"status": "skipped", "reason": why}
+        for name, why in plan.items()
+    }
     problems = [f"{name}: {form['reason']}" for name, form in forms.items() if form["status"] == "failed"]
-    problems += [f"{name}: outside the parity gate against {next(iter(plan))}" for name, form in forms.items()
-                 if form.get("within_gate") is False]
-    return {"status": "failed" if problems else "passed", "reason": "; ".join(problems) or None, "device": device,
-            "reference": next(iter(plan)), "images": len(batches), "input": list(batches[0].shape), "forms": forms}
+    problems += [
+        f"{name}: outside the parity gate against {next(iter(plan))}"
+        for name, form in forms.items()
+        if form.get("within_gate") is False
+    ]
+    return {
+        "status": "failed" if problems else "passed",
+        "reason": "; ".join(problems) or None,
+        "device": device,
+        "reference": next(iter(plan)),
+        "images": len(batches),
+        "input": list(batches[0].shape),
+        "forms": forms,
+    }
 
 
 def part_torch_forms(budget_s: float, run: Path, data: Path, device: str) -> dict[str, Any]:
@@ -523,9 +693,10 @@ def part_torch_forms(budget_s: float, run: Path, data: Path, device: str) -> dic
     model, card = load_model(run)
     batches = val_batches(data, card)
     shape = batches[0].shape if batches else (1, 3, *card.input_size)
-    builders = {name: (precision, lambda precision=precision, graph=graph:
-                       torch_form(model, precision, graph, device, shape))
-                for name, (precision, graph) in TORCH_FORMS.items()}
+    builders = {
+        name: (precision, lambda precision=precision, graph=graph: torch_form(model, precision, graph, device, shape))
+        for name, (precision, graph) in TORCH_FORMS.items()
+    }
     result = forms_part(form_plan(TORCH_FORMS, device), builders, batches, card.output.threshold, device, deadline)
     return {**result, "torch": torch.__version__, "tf32_convolutions": torch.backends.cudnn.allow_tf32}
 
@@ -544,9 +715,15 @@ def part_onnxruntime_cuda(budget_s: float, run: Path, data: Path, work: Path, de
     paths = onnx_forms(model, card, work / "onnx")
     batches = val_batches(data, card)
     shape = batches[0].shape if batches else (1, 3, *card.input_size)
-    builders = {name: (precision, lambda precision=precision, graph=graph:
-                       io_bound_form(ort_session(paths[precision], device, graph), device, shape))
-                for name, (precision, graph) in ORT_FORMS.items()}
+    builders = {
+        name: (
+            precision,
+            lambda precision=precision, graph=graph: io_bound_form(
+                ort_session(paths[precision], device, graph), device, shape
+            ),
+        )
+        for name, (precision, graph) in ORT_FORMS.items()
+    }
     result = forms_part(form_plan(ORT_FORMS, device), builders, batches, card.output.threshold, device, deadline)
     return {**result, "onnxruntime": ort.__version__, "providers": ort.get_available_providers()}
 
@@ -562,27 +739,55 @@ def cuda_gpu() -> tuple[dict[str, Any] | None, str | None, bool]:
         gpus, why = host.nvidia_smi_gpus()
         if not gpus:  # no GPU either: nothing this check could measure here
             return None, f"no CUDA GPU found (PyTorch not installed; nvidia-smi: {why})", False
-        return None, "PyTorch is not installed (this check needs PyTorch for CUDA and cuda-python: pip install 'edgeseg[gpu,train]')", True
+        return (
+            None,
+            "PyTorch is not installed (this check needs PyTorch for CUDA and cuda-python: pip install 'edgeseg[gpu,train]')",
+            True,
+        )
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         properties = torch.cuda.get_device_properties(index)
-        return {"name": torch.cuda.get_device_name(index), "compute_capability": f"{properties.major}.{properties.minor}",
-                "memory_gib": round(properties.total_memory / 1024**3, 1), "torch": torch.__version__,
-                "torch_cuda": torch.version.cuda}, None, False
+        return (
+            {
+                "name": torch.cuda.get_device_name(index),
+                "compute_capability": f"{properties.major}.{properties.minor}",
+                "memory_gib": round(properties.total_memory / 1024**3, 1),
+                "torch": torch.__version__,
+                "torch_cuda": torch.version.cuda,
+            },
+            None,
+            False,
+        )
     gpus, why = host.nvidia_smi_gpus()
     if not gpus:
-        return None, (f"no CUDA GPU found (PyTorch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}; "
-                      f"nvidia-smi: {why})"), False
+        return (
+            None,
+            (
+                f"no CUDA GPU found (PyTorch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}; "
+                f"nvidia-smi: {why})"
+            ),
+            False,
+        )
     listed = f"nvidia-smi lists {gpus[0]['name']} (driver {gpus[0]['driver']})"
     if torch.version.cuda is None:
         return None, f"{listed} but PyTorch {torch.__version__} is a CPU build: install PyTorch for CUDA", True
     problem = host.driver_problem(gpus[0]["driver"], int(torch.version.cuda.split(".")[0]))
-    return None, problem or (f"{listed} but PyTorch (CUDA {torch.version.cuda}) cannot use it "
-                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"), True
+    return (
+        None,
+        problem
+        or (
+            f"{listed} but PyTorch (CUDA {torch.version.cuda}) cannot use it "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        ),
+        True,
+    )
 
 
 def log_tails(work: Path, lines: int = 40) -> dict[str, str]:
-    return {path.name: "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) for path in sorted(work.glob("*.log"))}
+    return {
+        path.name: "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        for path in sorted(work.glob("*.log"))
+    }
 
 
 def run_parts(work: Path, simulate: bool) -> dict[str, dict[str, Any]]:
@@ -590,13 +795,18 @@ def run_parts(work: Path, simulate: bool) -> dict[str, dict[str, Any]]:
     backends = ("torch-cpu", "torch-cpu") if simulate else ("torch-cuda", "torch-cpu")
     run, data = work / "run", work / "synth"
     parts: dict[str, dict[str, Any]] = {}
-    parts["buffers"] = ({"status": "skipped", "reason": "simulated on the CPU: needs CUDA"} if simulate
-                        else timed_part("buffers", part_buffers))
+    parts["buffers"] = (
+        {"status": "skipped", "reason": "simulated on the CPU: needs CUDA"}
+        if simulate
+        else timed_part("buffers", part_buffers)
+    )
     parts["train"] = timed_part("train", lambda budget: part_train(budget, work, device, setup))
-    for name, part in (("eval", lambda budget: part_eval(budget, work, backends)),
-                       ("bench", lambda budget: part_bench(budget, work, backends, setup)),
-                       ("torch_forms", lambda budget: part_torch_forms(budget, run, data, device)),
-                       ("onnxruntime_cuda", lambda budget: part_onnxruntime_cuda(budget, run, data, work, device))):
+    for name, part in (
+        ("eval", lambda budget: part_eval(budget, work, backends)),
+        ("bench", lambda budget: part_bench(budget, work, backends, setup)),
+        ("torch_forms", lambda budget: part_torch_forms(budget, run, data, device)),
+        ("onnxruntime_cuda", lambda budget: part_onnxruntime_cuda(budget, run, data, work, device)),
+    ):
         if parts["train"]["status"] != "passed":
             parts[name] = {"status": "skipped", "reason": "needs the run that part 2 trains"}
             continue
@@ -617,29 +827,39 @@ def summary(name: str, part: dict[str, Any]) -> str:
     if part["status"] == "skipped" or (part["status"] == "failed" and part.get("seconds") is None):
         return part.get("reason") or "-"
     if name == "buffers" and part.get("round_trips"):
-        return (f"{part['round_trips']} round trips of {'x'.join(map(str, part['shape']))} float32, {part['wrong']} wrong "
-                f"(max abs error {part['max_abs_error']:g}), zero copy: {part['zero_copy']}; round trip p50 "
-                f"{part['round_trip_ms_p50']} ms, p99 {part['round_trip_ms_p99']} ms")
+        return (
+            f"{part['round_trips']} round trips of {'x'.join(map(str, part['shape']))} float32, {part['wrong']} wrong "
+            f"(max abs error {part['max_abs_error']:g}), zero copy: {part['zero_copy']}; round trip p50 "
+            f"{part['round_trip_ms_p50']} ms, p99 {part['round_trip_ms_p99']} ms"
+        )
     if name == "train" and part.get("epochs") is not None:
         dice = (part.get("val_metrics") or {}).get("dice")
-        return (f"killed (SIGKILL) after epoch {part['epochs_before_kill']} (first checkpoint after "
-                f"{part['seconds_to_first_checkpoint']} s), resumed to epochs {part['epochs'][0]}-{part['epochs'][-1]}; "
-                f"AMP grad scaler: {part['amp_grad_scaler']}; {part['images']} synthetic images at {part['image_size']} px; "
-                f"val Dice {dice if dice is None else round(dice, 4)}")
+        return (
+            f"killed (SIGKILL) after epoch {part['epochs_before_kill']} (first checkpoint after "
+            f"{part['seconds_to_first_checkpoint']} s), resumed to epochs {part['epochs'][0]}-{part['epochs'][-1]}; "
+            f"AMP grad scaler: {part['amp_grad_scaler']}; {part['images']} synthetic images at {part['image_size']} px; "
+            f"val Dice {dice if dice is None else round(dice, 4)}"
+        )
     if name == "eval" and part.get("runs"):
         first, second = part["runs"]
         return f"{first['images']} val images; " + "; ".join(
             f"mean {metric} {first['mean'][metric]:.5f} ({first['backend']}) vs {second['mean'][metric]:.5f} "
             f"({second['backend']}): difference {part['abs_delta'][metric]:.5f}, tolerance {part['tolerance'][metric]}"
-            for metric in part["abs_delta"])
+            for metric in part["abs_delta"]
+        )
     if name == "bench" and part.get("backends"):
-        rows = [f"{backend}: inference p50 {figures['inference_p50_ms']} ms, end to end p50 {figures['end_to_end_p50_ms']} "
-                f"ms (p99 {figures['end_to_end_p99_ms']}), {figures['fps']} FPS" for backend, figures in part["backends"].items()]
+        rows = [
+            f"{backend}: inference p50 {figures['inference_p50_ms']} ms, end to end p50 {figures['end_to_end_p50_ms']} "
+            f"ms (p99 {figures['end_to_end_p99_ms']}), {figures['fps']} FPS"
+            for backend, figures in part["backends"].items()
+        ]
         return "; ".join(rows) + f"; inference speed-up {part['inference_speedup']}x"
     if name in ("torch_forms", "onnxruntime_cuda") and part.get("forms"):
         measured = sum(form["status"] == "measured" for form in part["forms"].values())
-        return (f"{measured} of {len(part['forms'])} forms measured on {part['device']}, {part['images']} val images "
-                f"at {'x'.join(map(str, part['input']))}; reference {part['reference']} (see Forms)")
+        return (
+            f"{measured} of {len(part['forms'])} forms measured on {part['device']}, {part['images']} val images "
+            f"at {'x'.join(map(str, part['input']))}; reference {part['reference']} (see Forms)"
+        )
     return part.get("reason") or "-"
 
 
@@ -648,11 +868,15 @@ def header(report: dict[str, Any]) -> str:
     gpu, made = report["gpu"], f"{report['seconds']} s in all. Made by `{report['command']}`."
     if gpu.get("reason"):
         cpu = report["host"]["cpu"]
-        return (f"{report['date']}; {gpu['reason']}; every GPU part skipped. CPU: {cpu['model'] or 'unknown'} "
-                f"({cpu['logical_cores'] or '?'} logical cores). {made}")
-    return (f"{report['date']}; GPU {gpu['name']} (compute capability {gpu.get('compute_capability', '-')}, "
-            f"{gpu.get('memory_gib', '-')} GiB), driver {report['driver'] or '-'}; PyTorch {gpu.get('torch')} "
-            f"(CUDA {gpu.get('torch_cuda')}); cuda-python {report['cuda_python'] or '-'}; {made}")
+        return (
+            f"{report['date']}; {gpu['reason']}; every GPU part skipped. CPU: {cpu['model'] or 'unknown'} "
+            f"({cpu['logical_cores'] or '?'} logical cores). {made}"
+        )
+    return (
+        f"{report['date']}; GPU {gpu['name']} (compute capability {gpu.get('compute_capability', '-')}, "
+        f"{gpu.get('memory_gib', '-')} GiB), driver {report['driver'] or '-'}; PyTorch {gpu.get('torch')} "
+        f"(CUDA {gpu.get('torch_cuda')}); cuda-python {report['cuda_python'] or '-'}; {made}"
+    )
 
 
 def cell(text: str) -> str:
@@ -666,47 +890,75 @@ def form_row(part: str, name: str, form: dict[str, Any]) -> str:
     timing = f"{form['p50_ms']} | {form['p95_ms']} | {form['runs']}"
     if "within_gate" not in form:
         return f"| {part} | {name} | measured | {timing} | - | - | - | reference |"
-    return (f"| {part} | {name} | measured | {timing} | {form['max_abs_dprob']:.2e} | {form['mask_dice_mean']:.5f} "
-            f"({form['mask_dice_min']:.5f}) | {form['confident_flip_share']:.2e} | "
-            f"{'yes' if form['within_gate'] else 'NO'} |")
+    return (
+        f"| {part} | {name} | measured | {timing} | {form['max_abs_dprob']:.2e} | {form['mask_dice_mean']:.5f} "
+        f"({form['mask_dice_min']:.5f}) | {form['confident_flip_share']:.2e} | "
+        f"{'yes' if form['within_gate'] else 'NO'} |"
+    )
 
 
 def forms_table(parts: dict[str, dict[str, Any]]) -> list[str]:
     """Parts 5 and 6 form by form; nothing when neither measured a form."""
-    rows = [form_row(name, form_name, form) for name, part in parts.items()
-            for form_name, form in (part.get("forms") or {}).items()]
+    rows = [
+        form_row(name, form_name, form)
+        for name, part in parts.items()
+        for form_name, form in (part.get("forms") or {}).items()
+    ]
     if not rows:
         return []
-    return ["", "Forms: a float32 batch on the host to float32 logits on the host, interleaved; each compared with its "
-            "part's first form on the same images at the network's input size (probability, mask Dice, confident "
-            "pixels flipped) and judged by the export parity gate's fp32 or FP16 rule.", "",
-            "| part | form | status | p50 ms | p95 ms | runs | max abs dprob | mask Dice mean (min) "
-            "| confident flipped | within gate |", "| --- " * 10 + "|", *rows]
+    return [
+        "",
+        "Forms: a float32 batch on the host to float32 logits on the host, interleaved; each compared with its "
+        "part's first form on the same images at the network's input size (probability, mask Dice, confident "
+        "pixels flipped) and judged by the export parity gate's fp32 or FP16 rule.",
+        "",
+        "| part | form | status | p50 ms | p95 ms | runs | max abs dprob | mask Dice mean (min) "
+        "| confident flipped | within gate |",
+        "| --- " * 10 + "|",
+        *rows,
+    ]
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# GPU check: {report['gpu']['name']}", "", header(report), "",
-             "| part | status | seconds (budget) | figures |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"# GPU check: {report['gpu']['name']}",
+        "",
+        header(report),
+        "",
+        "| part | status | seconds (budget) | figures |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, part in report["parts"].items():
         spent = f"{part['seconds']} ({part['budget_s']:g})" if part.get("seconds") is not None else "-"
         lines.append(f"| {name} | {part['status']} | {spent} | {cell(summary(name, part))} |")
     lines += forms_table(report["parts"])
     failed = [f"- {name}: {part['reason']}" for name, part in report["parts"].items() if part["status"] == "failed"]
-    lines += (["", "Failed:", *failed] if failed else []) + ["", "Host:", *[f"- {line}" for line in host.describe_host(report["host"])]]
+    lines += (["", "Failed:", *failed] if failed else []) + [
+        "",
+        "Host:",
+        *[f"- {line}" for line in host.describe_host(report["host"])],
+    ]
     return "\n".join(lines) + "\n"
 
 
 NO_GPU = "no CUDA GPU"
 
 
-def write_record(gpu: dict[str, Any], parts: dict[str, dict[str, Any]], logs: dict[str, str], started: float,
-                 out: Path) -> None:
+def write_record(
+    gpu: dict[str, Any], parts: dict[str, dict[str, Any]], logs: dict[str, str], started: float, out: Path
+) -> None:
     gpus, _ = host.nvidia_smi_gpus()
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpu": gpu,
-              "driver": gpus[0]["driver"] if gpus else None,
-              "cuda_python": host.package_version("cuda-python")[0] or host.package_version("cuda-bindings")[0],
-              "command": "python benchmarks/gpu_check.py", "seconds": round(time.monotonic() - started, 1),
-              "parts": parts, "failed_logs": logs, "host": host.host_info()}
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gpu": gpu,
+        "driver": gpus[0]["driver"] if gpus else None,
+        "cuda_python": host.package_version("cuda-python")[0] or host.package_version("cuda-bindings")[0],
+        "command": "python benchmarks/gpu_check.py",
+        "seconds": round(time.monotonic() - started, 1),
+        "parts": parts,
+        "failed_logs": logs,
+        "host": host.host_info(),
+    }
     stem = out / f"gpu-check-{slug(gpu['name'])}"
     write_text_atomic(stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     write_text_atomic(stem.with_suffix(".md"), markdown(report))
@@ -715,7 +967,9 @@ def write_record(gpu: dict[str, Any], parts: dict[str, dict[str, Any]], logs: di
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for gpu-check-<gpu>.json and .md [%(default)s]")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="folder for gpu-check-<gpu>.json and .md [%(default)s]"
+    )
     parser.add_argument("--simulate-on-cpu", action="store_true", help=argparse.SUPPRESS)  # the test of parts 2-6
     args = parser.parse_args()
     started = time.monotonic()

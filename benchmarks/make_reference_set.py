@@ -42,8 +42,10 @@ def main(source: Path, target: Path) -> None:
     if target.exists():
         sys.exit(f"Error: {target} already exists; remove it or name another folder")
     rng = random.Random(SEED)
-    chosen = {"val": sorted(rng.sample(crop_ids(source, "val"), PARITY_IMAGES)),
-              "train": sorted(rng.sample(crop_ids(source, "train"), CALIBRATION_IMAGES))}
+    chosen = {
+        "val": sorted(rng.sample(crop_ids(source, "val"), PARITY_IMAGES)),
+        "train": sorted(rng.sample(crop_ids(source, "train"), CALIBRATION_IMAGES)),
+    }
     locked = set(read_split(source / "splits" / "test.txt"))
     assert not locked & {i for ids in chosen.values() for i in ids}, "the locked test split is never used"
     wanted = {i for ids in chosen.values() for i in ids}

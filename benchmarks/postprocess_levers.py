@@ -65,8 +65,9 @@ def score_rows(segmenter, data: Path, split_dir: Path | None) -> dict[str, objec
         "val": evaluate(segmenter, val, name, "val", progress=False),
         "val_camera_framed": evaluate_images(segmenter, camera_framed(val), name, "val camera-framed", progress=False),
         "full_resolution_val": evaluate_images(segmenter, full_resolution(val), name, "val full-res", progress=False),
-        "full_resolution_train": evaluate_images(segmenter, full_resolution(train), name, "train full-res",
-                                                 progress=False),
+        "full_resolution_train": evaluate_images(
+            segmenter, full_resolution(train), name, "train full-res", progress=False
+        ),
     }
 
 
@@ -74,8 +75,11 @@ def paired(evaluation, baseline) -> dict[str, int]:
     """Images whose Jaccard rose, fell or stayed (to 1e-6) against the baseline."""
     before = {row["id"]: row["jaccard"] for row in baseline.per_image}
     change = np.array([row["jaccard"] - before[row["id"]] for row in evaluation.per_image])
-    return {"better": int((change > 1e-6).sum()), "worse": int((change < -1e-6).sum()),
-            "same": int((np.abs(change) <= 1e-6).sum())}
+    return {
+        "better": int((change > 1e-6).sum()),
+        "worse": int((change < -1e-6).sum()),
+        "same": int((np.abs(change) <= 1e-6).sum()),
+    }
 
 
 def measure_accuracy(segmenter, data: Path, split_dir: Path | None) -> dict[str, dict]:
@@ -109,8 +113,10 @@ def timing_images(data: Path, split_dir: Path | None, count: int) -> dict[str, l
     from edgeseg.evaluate.device_views import camera_framed
 
     val = discover_samples(data, split="val", split_dir=split_dir)
-    return {"val crops (512x512)": [item.image for item in islice(read_samples(val), count)],
-            FRAMES: [item.image for item in islice(camera_framed(val), count)]}
+    return {
+        "val crops (512x512)": [item.image for item in islice(read_samples(val), count)],
+        FRAMES: [item.image for item in islice(camera_framed(val), count)],
+    }
 
 
 def measure_speed(segmenter, images: dict[str, list[np.ndarray]], rounds: int) -> dict[str, dict]:
@@ -129,17 +135,26 @@ def measure_speed(segmenter, images: dict[str, list[np.ndarray]], rounds: int) -
                     started = time.perf_counter()
                     segmenter.segment(frame)
                     times[kind][label].append((time.perf_counter() - started) * 1000.0)
-    return {kind: {label: {"median_ms": round(statistics.median(values), 2), "mean_ms": round(statistics.fmean(values), 2),
-                           "fps_at_median": round(1000.0 / statistics.median(values), 1), "frames": len(values)}
-                   for label, values in per_setting.items()}
-            for kind, per_setting in times.items()}
+    return {
+        kind: {
+            label: {
+                "median_ms": round(statistics.median(values), 2),
+                "mean_ms": round(statistics.fmean(values), 2),
+                "fps_at_median": round(1000.0 / statistics.median(values), 1),
+                "frames": len(values),
+            }
+            for label, values in per_setting.items()
+        }
+        for kind, per_setting in times.items()
+    }
 
 
 def helps(result: dict) -> bool:
     """Jaccard and thresholded Jaccard up, and neither down, on val and on val camera-framed."""
     changes = [result[row]["change"] for row in DECIDING_ROWS]
-    return (all(change["jaccard"] >= 0 and change["threshold_jaccard"] >= 0 for change in changes)
-            and all(change["jaccard"] > 0 for change in changes))
+    return all(change["jaccard"] >= 0 and change["threshold_jaccard"] >= 0 for change in changes) and all(
+        change["jaccard"] > 0 for change in changes
+    )
 
 
 # The closer look may cost the val crops at most this much Jaccard or thresholded Jaccard (module docstring).
@@ -149,19 +164,28 @@ REFINE_VAL_TOLERANCE = 0.005
 def refine_pays(result: dict) -> bool:
     """Up on camera-framed val (Jaccard and thresholded Jaccard), and at most REFINE_VAL_TOLERANCE down on val."""
     framed, val = result["val_camera_framed"]["change"], result["val"]["change"]
-    return (framed["jaccard"] > 0 and framed["threshold_jaccard"] > 0
-            and min(val["jaccard"], val["threshold_jaccard"]) >= -REFINE_VAL_TOLERANCE)
+    return (
+        framed["jaccard"] > 0
+        and framed["threshold_jaccard"] > 0
+        and min(val["jaccard"], val["threshold_jaccard"]) >= -REFINE_VAL_TOLERANCE
+    )
 
 
 def verdict(result: dict, helps_both: bool) -> str:
     if result["refine"] and result["tta"] == "none":
-        return ("made the default (`--no-refine` turns it off): it pays on camera frames" if refine_pays(result)
-                else "dropped: not the default (still an option, --refine)")
+        return (
+            "made the default (`--no-refine` turns it off): it pays on camera frames"
+            if refine_pays(result)
+            else "dropped: not the default (still an option, --refine)"
+        )
     if result["tta"] == "none":
         return "made the default" if helps_both else "dropped: not the default (off; still an option, --fill-holes)"
-    return ("helps on both rows, kept as an option (--tta), not the default: it multiplies the inference work by the "
-            "views on every frame, and the live frame rate is the runtime's first promise" if helps_both
-            else "dropped: it does not help on both rows")
+    return (
+        "helps on both rows, kept as an option (--tta), not the default: it multiplies the inference work by the "
+        "views on every frame, and the live frame rate is the runtime's first promise"
+        if helps_both
+        else "dropped: it does not help on both rows"
+    )
 
 
 def decisions(report: dict) -> dict[str, str]:
@@ -171,9 +195,11 @@ def decisions(report: dict) -> dict[str, str]:
     out = {}
     for label, yes in report["helps_on_val_and_camera_framed"].items():
         val, framed = (accuracy[label][row] for row in DECIDING_ROWS)
-        figures = (f"Jaccard {val['change']['jaccard']:+.4f} / thr. Jaccard {val['change']['threshold_jaccard']:+.4f} on "
-                   f"val ({_changed(val)} images changed), {framed['change']['jaccard']:+.4f} / "
-                   f"{framed['change']['threshold_jaccard']:+.4f} on camera-framed ({_changed(framed)} changed)")
+        figures = (
+            f"Jaccard {val['change']['jaccard']:+.4f} / thr. Jaccard {val['change']['threshold_jaccard']:+.4f} on "
+            f"val ({_changed(val)} images changed), {framed['change']['jaccard']:+.4f} / "
+            f"{framed['change']['threshold_jaccard']:+.4f} on camera-framed ({_changed(framed)} changed)"
+        )
         cost = f"{frames[label]['median_ms'] / base_ms:.2f}x the baseline's ms per camera frame"
         out[label] = f"{verdict(accuracy[label], yes)}. {figures}; {cost}."
     return out
@@ -191,37 +217,44 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="onnxruntime threads [onnxruntime's choice]")
     parser.add_argument("--timing-images", type=int, default=12, help="images of each kind timed [12]")
     parser.add_argument("--timing-rounds", type=int, default=5, help="passes over them [5]")
-    parser.add_argument("--out", type=Path, default=RESULTS / "levers-postprocess-cpu.json", help="the .md goes beside it")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS / "levers-postprocess-cpu.json", help="the .md goes beside it"
+    )
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
-    from edgeseg.loading.open import open_model
     from edgeseg.core.files import portable_command, portable_path, write_text_atomic
     from edgeseg.core.host import host_info
     from edgeseg.core.names import default_model_path
+    from edgeseg.loading.open import open_model
 
     model = args.model or default_model_path()
     started = time.monotonic()
     with open_model(model, "onnxruntime-cpu", threads=args.threads) as segmenter:
         accuracy = measure_accuracy(segmenter, args.data, args.split_dir)
-        speed = measure_speed(segmenter, timing_images(args.data, args.split_dir, args.timing_images),
-                              args.timing_rounds)
+        speed = measure_speed(
+            segmenter, timing_images(args.data, args.split_dir, args.timing_images), args.timing_rounds
+        )
         batched = segmenter._batched
     report = {
         "benchmark": "postprocess_levers",
         "model": portable_path(model),
         "backend": "onnxruntime-cpu (fp32)",
-        "tta_batch": "one batch through the backend" if batched else "one backend call per view (the model's batch is 1)",
+        "tta_batch": "one batch through the backend"
+        if batched
+        else "one backend call per view (the model's batch is 1)",
         "labels": "each row scored as benchmarks/train_accuracy.py scores it: every image at its own resolution (ISIC "
-                  "scorer's rules), mean over images; threshold and largest-region rule from the model card. 'change' is "
-                  "against the baseline (no lever). TTA averages probabilities (after the sigmoid), each flipped back. "
-                  "Timing: end-to-end Segmenter.segment (preprocess + inference + postprocess, no image decoding), "
-                  "settings interleaved image by image.",
+        "scorer's rules), mean over images; threshold and largest-region rule from the model card. 'change' is "
+        "against the baseline (no lever). TTA averages probabilities (after the sigmoid), each flipped back. "
+        "Timing: end-to-end Segmenter.segment (preprocess + inference + postprocess, no image decoding), "
+        "settings interleaved image by image.",
         "accuracy": accuracy,
         "speed": speed,
-        "helps_on_val_and_camera_framed": {label: helps(result) for label, result in accuracy.items() if label != "baseline"},
+        "helps_on_val_and_camera_framed": {
+            label: helps(result) for label, result in accuracy.items() if label != "baseline"
+        },
         "kept_or_dropped": {},
         "command": portable_command(sys.argv),
         "host": host_info(),
@@ -237,30 +270,50 @@ def main() -> int:
 
 def markdown(report: dict) -> str:
     """The figures as tables: accuracy per setting and row, then the cost per frame."""
-    lines = [f"# Post-processing levers on the default model ({report['backend']})", "",
-             f"Model `{report['model']}`; {report['host']['cpu'].get('model')}; TTA: {report['tta_batch']}.",
-             report["labels"], "",
-             "| setting | row | images | Dice | Jaccard | thr. Jaccard | sensitivity | Δ Dice | Δ Jaccard | Δ thr. Jaccard "
-             "| Jaccard better / worse |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"# Post-processing levers on the default model ({report['backend']})",
+        "",
+        f"Model `{report['model']}`; {report['host']['cpu'].get('model')}; TTA: {report['tta_batch']}.",
+        report["labels"],
+        "",
+        "| setting | row | images | Dice | Jaccard | thr. Jaccard | sensitivity | Δ Dice | Δ Jaccard | Δ thr. Jaccard "
+        "| Jaccard better / worse |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for label, result in report["accuracy"].items():
         for row in ROWS:
             view, change = result[row], result[row]["change"]
             per_image = view["jaccard_per_image"]
-            lines.append(f"| {label} | {row} | {view['images']} | {view['dice']:.4f} | {view['jaccard']:.4f} | "
-                         f"{view['threshold_jaccard']:.4f} | {view['sensitivity']:.4f} | {change['dice']:+.4f} | "
-                         f"{change['jaccard']:+.4f} | {change['threshold_jaccard']:+.4f} | "
-                         f"{per_image['better']} / {per_image['worse']} |")
-    lines += ["", "| setting | " + " | ".join(f"{kind}: median ms (FPS)" for kind in report["speed"]) + " |",
-              "| --- |" + " ---: |" * len(report["speed"])]
+            lines.append(
+                f"| {label} | {row} | {view['images']} | {view['dice']:.4f} | {view['jaccard']:.4f} | "
+                f"{view['threshold_jaccard']:.4f} | {view['sensitivity']:.4f} | {change['dice']:+.4f} | "
+                f"{change['jaccard']:+.4f} | {change['threshold_jaccard']:+.4f} | "
+                f"{per_image['better']} / {per_image['worse']} |"
+            )
+    lines += [
+        "",
+        "| setting | " + " | ".join(f"{kind}: median ms (FPS)" for kind in report["speed"]) + " |",
+        "| --- |" + " ---: |" * len(report["speed"]),
+    ]
     for label in report["accuracy"]:
-        cells = [f"{kind[label]['median_ms']:.1f} ({kind[label]['fps_at_median']:.1f})" for kind in report["speed"].values()]
+        cells = [
+            f"{kind[label]['median_ms']:.1f} ({kind[label]['fps_at_median']:.1f})" for kind in report["speed"].values()
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Kept or dropped (a lever helps when Jaccard rises, and neither Jaccard nor thresholded Jaccard falls, "
-              "on val and on val camera-framed both; the closer look, refine, when it rises on camera-framed val and costs val "
-              f"at most {REFINE_VAL_TOLERANCE}):", ""]
+    lines += [
+        "",
+        "Kept or dropped (a lever helps when Jaccard rises, and neither Jaccard nor thresholded Jaccard falls, "
+        "on val and on val camera-framed both; the closer look, refine, when it rises on camera-framed val and costs val "
+        f"at most {REFINE_VAL_TOLERANCE}):",
+        "",
+    ]
     lines += [f"- **{label}**: {text}" for label, text in report["kept_or_dropped"].items()]
-    lines += ["", f"`{report['command']}`, {report['date']}, {report['wall_minutes']} min; load average "
-              f"{report['host'].get('load_average')}.", ""]
+    lines += [
+        "",
+        f"`{report['command']}`, {report['date']}, {report['wall_minutes']} min; load average "
+        f"{report['host'].get('load_average')}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -37,14 +37,14 @@ import cv2
 import numpy as np
 
 from edgeseg.core.drawing import OverlayRenderer
-from edgeseg.loading.open import open_model
 from edgeseg.core.files import portable_command, portable_path, write_text_atomic
 from edgeseg.core.names import RUNTIME_BACKENDS
+from edgeseg.core.segmenter import Segmenter
+from edgeseg.loading.open import open_model
 from edgeseg.runtime.recording import PyAVRecording, encoder_options
 from edgeseg.runtime.run_loop import STAGES, RunOptions, run_pipeline
 from edgeseg.runtime.sources import open_source
 from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
-from edgeseg.core.segmenter import Segmenter
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WIDTH, HEIGHT = 640, 480
@@ -120,13 +120,19 @@ def pipeline_run(segmenter: Segmenter, video: Path, options: RunOptions) -> dict
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="an edgeseg ONNX (or TensorRT engine)")
-    parser.add_argument("--frames", type=int, default=40, help="frames per run (default 40: short runs, so a "
-                        "change in the machine's load rarely falls between the runs of one round)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=40,
+        help="frames per run (default 40: short runs, so a "
+        "change in the machine's load rarely falls between the runs of one round)",
+    )
     parser.add_argument("--rounds", type=int, default=11, help="rounds of bare and pipeline runs (default 11)")
     parser.add_argument("--backend", choices=("auto", *RUNTIME_BACKENDS), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: the thread plan's)")
-    parser.add_argument("--label", help="names the record: runtime_throughput_LABEL_BACKEND (default: the model's "
-                        "file name)")
+    parser.add_argument(
+        "--label", help="names the record: runtime_throughput_LABEL_BACKEND (default: the model's file name)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     return parser.parse_args()
 
@@ -167,10 +173,13 @@ def measure_rounds(segmenter: Segmenter, video: Path, rounds: int, configuration
                 result[name] = pipeline_run(segmenter, video, configurations[name])
         result["others_cpu_share"] = others_share(before, time.perf_counter() - started)
         measured.append(result)
-        print(f"round {number + 1}: bare {result['bare_end_to_end_fps']:.2f} FPS end to end, "
-              f"{result['bare_fps']:.2f} inference; "
-              + ", ".join(f"{name} {result[name]['fps']:.2f} FPS" for name in configurations)
-              + f"; other processes {result['others_cpu_share'] or 0:.0%} of the CPU", file=sys.stderr)
+        print(
+            f"round {number + 1}: bare {result['bare_end_to_end_fps']:.2f} FPS end to end, "
+            f"{result['bare_fps']:.2f} inference; "
+            + ", ".join(f"{name} {result[name]['fps']:.2f} FPS" for name in configurations)
+            + f"; other processes {result['others_cpu_share'] or 0:.0%} of the CPU",
+            file=sys.stderr,
+        )
     return measured
 
 
@@ -193,10 +202,14 @@ def summarize(rounds: list[dict], names: list[str]) -> dict:
         stages = {stage: statistics.median(r[name]["stage_ms"].get(stage, 0.0) for r in rounds) for stage in STAGES}
         # Share of the run's wall time the model was running: immune to load that shifts between runs.
         busy = statistics.median(r[name]["fps"] * r[name]["stage_ms"]["inference"] / 1000 for r in rounds)
-        summary[name] = {"fps": fps, "ratio_to_bare_end_to_end": statistics.median(ratios),
-                         "ratios_per_round": [r[name]["fps"] / r["bare_end_to_end_fps"] for r in every_round],
-                         "ratio_to_bare_inference": statistics.median(r[name]["fps"] / r["bare_fps"] for r in rounds),
-                         "model_busy_share": busy, "stage_ms": stages}
+        summary[name] = {
+            "fps": fps,
+            "ratio_to_bare_end_to_end": statistics.median(ratios),
+            "ratios_per_round": [r[name]["fps"] / r["bare_end_to_end_fps"] for r in every_round],
+            "ratio_to_bare_inference": statistics.median(r[name]["fps"] / r["bare_fps"] for r in rounds),
+            "model_busy_share": busy,
+            "stage_ms": stages,
+        }
     return summary
 
 
@@ -223,8 +236,12 @@ def recording_quality(overlays: list[np.ndarray], plan: ThreadPlan, path: Path) 
         assert ok, f"{path}: fewer frames than written"
         psnr.append(cv2.PSNR(overlay, decoded))
     capture.release()
-    return {"encoder_options": options, "bytes": path.stat().st_size, "frames": len(overlays),
-            "mean_psnr_db": statistics.fmean(psnr)}
+    return {
+        "encoder_options": options,
+        "bytes": path.stat().st_size,
+        "frames": len(overlays),
+        "mean_psnr_db": statistics.fmean(psnr),
+    }
 
 
 def main() -> int:
@@ -236,15 +253,18 @@ def main() -> int:
         video = write_test_video(scratch / "input.mp4", args.frames)
         configurations = {
             "record": RunOptions(save_video=scratch / "overlay.mp4", jsonl=scratch / "record.jsonl"),
-            "record_before_plan": RunOptions(save_video=scratch / "before.mp4", jsonl=scratch / "before.jsonl",
-                                             thread_plan=plan_before(plan)),
+            "record_before_plan": RunOptions(
+                save_video=scratch / "before.mp4", jsonl=scratch / "before.jsonl", thread_plan=plan_before(plan)
+            ),
             "measure": RunOptions(jsonl=scratch / "measure.jsonl"),
         }
         with open_model(args.model, args.backend, threads=args.threads) as segmenter:
             rounds = measure_rounds(segmenter, video, args.rounds, configurations)
             overlays = overlay_frames(segmenter, video, args.frames)
-        quality = {name: recording_quality(overlays, configurations[name].thread_plan or plan, scratch / f"{name}.mp4")
-                   for name in RECORDINGS}
+        quality = {
+            name: recording_quality(overlays, configurations[name].thread_plan or plan, scratch / f"{name}.mp4")
+            for name in RECORDINGS
+        }
     backend = segmenter.backend
     report = {
         "benchmark": "runtime_throughput",
@@ -262,8 +282,9 @@ def main() -> int:
         "rounds": args.rounds,
         "load_average_before_after": [load_before, os.getloadavg()],
         "quiet_rounds": [number for number, r in enumerate(rounds) if is_quiet(r)],
-        "medians_over": "the quiet rounds" if quiet_rounds(rounds) is not rounds else
-                        f"all rounds (fewer than {MIN_QUIET_ROUNDS} quiet ones)",
+        "medians_over": "the quiet rounds"
+        if quiet_rounds(rounds) is not rounds
+        else f"all rounds (fewer than {MIN_QUIET_ROUNDS} quiet ones)",
         "bare_fps": statistics.median(r["bare_fps"] for r in quiet_rounds(rounds)),
         "bare_end_to_end_fps": statistics.median(r["bare_end_to_end_fps"] for r in quiet_rounds(rounds)),
         "pipelines": summarize(rounds, list(configurations)),
@@ -289,8 +310,9 @@ def host_summary() -> dict:
 
 def markdown(report: dict) -> str:
     cpu = (report["host"].get("cpu") or {}) if report["host"] else {}
-    shares = ", ".join("?" if r["others_cpu_share"] is None else f"{r['others_cpu_share']:.0%}"
-                       for r in report["per_round"])
+    shares = ", ".join(
+        "?" if r["others_cpu_share"] is None else f"{r['others_cpu_share']:.0%}" for r in report["per_round"]
+    )
     lines = [
         f"# edgeseg run throughput: {Path(report['model']).name} on {report['backend']} ({report['precision']})",
         "",
@@ -308,43 +330,59 @@ def markdown(report: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
         f"| bare model end to end (prepare, infer, finish on the same frames, one after another) | "
         f"{report['bare_end_to_end_fps']:.2f} | 100% | | | |",
-        f"| bare model inference (Segmenter.infer on the same frames) | {report['bare_fps']:.2f} | | 100% | "
-        f"| 100% |",
+        f"| bare model inference (Segmenter.infer on the same frames) | {report['bare_fps']:.2f} | | 100% | | 100% |",
     ]
     for name, result in report["pipelines"].items():
         rounds = ", ".join(f"{ratio:.0%}" for ratio in result["ratios_per_round"])
-        lines.append(f"| edgeseg run, {name} ({DESCRIPTIONS[name]}) | {result['fps']:.2f} | "
-                     f"{result['ratio_to_bare_end_to_end']:.0%} | {result['ratio_to_bare_inference']:.0%} | {rounds} "
-                     f"| {result['model_busy_share']:.0%} |")
+        lines.append(
+            f"| edgeseg run, {name} ({DESCRIPTIONS[name]}) | {result['fps']:.2f} | "
+            f"{result['ratio_to_bare_end_to_end']:.0%} | {result['ratio_to_bare_inference']:.0%} | {rounds} "
+            f"| {result['model_busy_share']:.0%} |"
+        )
     return "\n".join(lines + stage_lines(report) + quality_lines(report)) + "\n"
 
 
 def plan_text(plan: dict) -> str:
-    return (f"{plan['cores']} cores; onnxruntime {plan['inference_threads']} intra-op threads, spinning "
-            f"{'on' if plan['inference_spinning'] else 'off'}; encoder {plan['encoder_threads']} thread(s), x264 "
-            f"{plan['x264_preset']}; finisher nice +{plan['finisher_nice']}")
+    return (
+        f"{plan['cores']} cores; onnxruntime {plan['inference_threads']} intra-op threads, spinning "
+        f"{'on' if plan['inference_spinning'] else 'off'}; encoder {plan['encoder_threads']} thread(s), x264 "
+        f"{plan['x264_preset']}; finisher nice +{plan['finisher_nice']}"
+    )
 
 
 def stage_lines(report: dict) -> list[str]:
-    lines = ["", "*Model busy*: the share of the run's wall time spent in inference (FPS x mean inference ms), "
-             "measured within each run, so load that changes between runs does not move it; it does not see "
-             "inference slowed by the pipeline's own threads, which the ratio to bare does.",
-             "", "Mean ms per frame by stage (main thread: wait, preprocess, inference; finisher thread, overlapping "
-             "the next inference: postprocess, overlay, write):", "",
-             "| run | " + " | ".join(STAGES) + " |", "| --- |" + " --- |" * len(STAGES)]
+    lines = [
+        "",
+        "*Model busy*: the share of the run's wall time spent in inference (FPS x mean inference ms), "
+        "measured within each run, so load that changes between runs does not move it; it does not see "
+        "inference slowed by the pipeline's own threads, which the ratio to bare does.",
+        "",
+        "Mean ms per frame by stage (main thread: wait, preprocess, inference; finisher thread, overlapping "
+        "the next inference: postprocess, overlay, write):",
+        "",
+        "| run | " + " | ".join(STAGES) + " |",
+        "| --- |" + " --- |" * len(STAGES),
+    ]
     for name, result in report["pipelines"].items():
         lines.append(f"| {name} | " + " | ".join(f"{result['stage_ms'][stage]:.1f}" for stage in STAGES) + " |")
     return lines
 
 
 def quality_lines(report: dict) -> list[str]:
-    lines = ["", "The recordings: the same overlay frames (without the HUD) encoded as H.264 yuv420p .mp4 with each "
-             "configuration's encoder options; PSNR of the decoded frames against those encoded:", "",
-             "| recording | encoder options | size | per frame | mean PSNR |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "The recordings: the same overlay frames (without the HUD) encoded as H.264 yuv420p .mp4 with each "
+        "configuration's encoder options; PSNR of the decoded frames against those encoded:",
+        "",
+        "| recording | encoder options | size | per frame | mean PSNR |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, quality in report["recording_quality"].items():
         options = ", ".join(f"{key}={value}" for key, value in quality["encoder_options"].items())
-        lines.append(f"| {name} | {options} | {quality['bytes'] / 1024:.0f} KiB | "
-                     f"{quality['bytes'] / quality['frames'] / 1024:.1f} KiB | {quality['mean_psnr_db']:.1f} dB |")
+        lines.append(
+            f"| {name} | {options} | {quality['bytes'] / 1024:.0f} KiB | "
+            f"{quality['bytes'] / quality['frames'] / 1024:.1f} KiB | {quality['mean_psnr_db']:.1f} dB |"
+        )
     return lines
 
 

@@ -74,7 +74,7 @@ def count_parts(sock: socket.socket, seconds: float) -> int:
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(1 << 16)
-        except socket.timeout:
+        except TimeoutError:
             continue
         if not chunk:
             break
@@ -116,13 +116,18 @@ class Viewers:
     def __init__(self, port: int, token: str, seconds: float, work: Path) -> None:
         url = f"http://127.0.0.1:{port}/stream.mjpg?token={token}"
         self.files = [work / f"viewer-{index}.mjpg" for index in range(READERS)]
-        self.readers = [subprocess.Popen(["curl", "-s", "--max-time", f"{seconds:.0f}", "-o", str(path), url]) for path in self.files]
+        self.readers = [
+            subprocess.Popen(["curl", "-s", "--max-time", f"{seconds:.0f}", "-o", str(path), url])
+            for path in self.files
+        ]
         self.stalled = self._helper("--stalled-viewer", port, token, seconds)
         self.loops = [self._helper("--snapshot-loop", port, token, seconds) for _ in range(SNAPSHOT_LOOPS)]
 
     @staticmethod
     def _helper(role: str, port: int, token: str, seconds: float) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, __file__, role, str(port), token, str(seconds)], stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, __file__, role, str(port), token, str(seconds)], stdout=subprocess.PIPE, text=True
+        )
 
     def results(self) -> tuple[list[int], list[int], list[list[int]]]:
         for reader in self.readers:
@@ -142,10 +147,24 @@ def fps_between(records: list[dict], start: float, end: float) -> float:
 
 def run_once(model: list[str], video: Path, seconds: float, with_viewers: bool, work: Path) -> dict:
     jsonl = work / f"frames-{with_viewers}-{time.monotonic_ns()}.jsonl"
-    command = [sys.executable, "-m", "edgeseg", "run", *model, "--source", str(video), "--loop", "--no-show", "--jsonl", str(jsonl)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        *model,
+        "--source",
+        str(video),
+        "--loop",
+        "--no-show",
+        "--jsonl",
+        str(jsonl),
+    ]
     if with_viewers:
         command += ["--serve", "127.0.0.1:0"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"}
+    )
     port, token = wait_for_start(process, with_viewers)
     warm = 3.0  # the model's first runs and the viewers' connections settle
     time.sleep(warm)
@@ -225,12 +244,19 @@ def markdown(report: dict) -> str:
     ]
     for number, pair in enumerate(report["rounds_results"], start=1):
         alone, watched = pair["no viewer"], pair[WATCHED]
-        loops = ", ".join(f"{received} / {unanswered}" for received, unanswered in watched["snapshot_loops_received_unanswered"])
-        lines.append(f"| {number} | {alone['fps']:.1f} | {watched['fps']:.1f} | {watched['fps'] / alone['fps']:.3f} | "
-                     f"{', '.join(map(str, watched['reader_parts']))} | {' / '.join(map(str, watched['stalled_parts_before_after'][0]))} | "
-                     f"{loops} | {watched['rss_mib_start_end_peak'][0]} / {watched['rss_mib_start_end_peak'][1]} |")
-    lines += ["", f"Median ratio (watched / none): **{report['median_ratio']:.3f}** (target >= 0.90).",
-              f"Peak resident memory of any run: {report['peak_rss_mib']} MiB."]
+        loops = ", ".join(
+            f"{received} / {unanswered}" for received, unanswered in watched["snapshot_loops_received_unanswered"]
+        )
+        lines.append(
+            f"| {number} | {alone['fps']:.1f} | {watched['fps']:.1f} | {watched['fps'] / alone['fps']:.3f} | "
+            f"{', '.join(map(str, watched['reader_parts']))} | {' / '.join(map(str, watched['stalled_parts_before_after'][0]))} | "
+            f"{loops} | {watched['rss_mib_start_end_peak'][0]} / {watched['rss_mib_start_end_peak'][1]} |"
+        )
+    lines += [
+        "",
+        f"Median ratio (watched / none): **{report['median_ratio']:.3f}** (target >= 0.90).",
+        f"Peak resident memory of any run: {report['peak_rss_mib']} MiB.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -255,7 +281,10 @@ def main() -> None:
             order = (False, True) if number % 2 == 0 else (True, False)
             results = {with_viewers: run_once(model, video, args.seconds, with_viewers, work) for with_viewers in order}
             rounds.append({"no viewer": results[False], WATCHED: results[True]})
-            print(f"round {number + 1}: {results[False]['fps']:.1f} FPS alone, {results[True]['fps']:.1f} watched", flush=True)
+            print(
+                f"round {number + 1}: {results[False]['fps']:.1f} FPS alone, {results[True]['fps']:.1f} watched",
+                flush=True,
+            )
     host = host_info()
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

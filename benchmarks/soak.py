@@ -52,8 +52,21 @@ def records_since(jsonl: Path, position: int) -> tuple[list[dict], int]:
 def long_run(model: list[str], video: Path, minutes: float, work: Path) -> list[dict]:
     """Samples of (seconds, RSS MiB, FPS) every SAMPLE_S over a looping run of ``minutes``."""
     jsonl = work / "soak.jsonl"
-    command = [sys.executable, "-m", "edgeseg", "run", *model, "--source", str(video), "--loop", "--no-show",
-               "--jsonl", str(jsonl), "--save", str(work / "soak.mp4")]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        *model,
+        "--source",
+        str(video),
+        "--loop",
+        "--no-show",
+        "--jsonl",
+        str(jsonl),
+        "--save",
+        str(work / "soak.mp4"),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     while not jsonl.exists() or jsonl.stat().st_size == 0:
         time.sleep(0.2)
@@ -63,7 +76,13 @@ def long_run(model: list[str], video: Path, minutes: float, work: Path) -> list[
         records, position = records_since(jsonl, position)
         stamps = [record["timestamp"] for record in records]
         fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-        samples.append({"seconds": round(time.monotonic() - started, 1), "rss_mib": memory_mib(process.pid, "VmRSS"), "fps": round(fps, 2)})
+        samples.append(
+            {
+                "seconds": round(time.monotonic() - started, 1),
+                "rss_mib": memory_mib(process.pid, "VmRSS"),
+                "fps": round(fps, 2),
+            }
+        )
         print(f"{samples[-1]['seconds']:6.0f} s  RSS {samples[-1]['rss_mib']:.1f} MiB  {fps:.1f} FPS", flush=True)
     process.terminate()  # SIGTERM: the run ends cleanly, as with Ctrl-C
     process.wait(timeout=120)
@@ -110,8 +129,18 @@ def dropout_run(model: list[str], video: Path, dropout_s: float, work: Path) -> 
     """A live run whose camera stops for ``dropout_s``: did it come back, and how long was the gap?"""
     camera = FakeCamera(video, port=free_port())
     jsonl = work / "dropout.jsonl"
-    command = [sys.executable, "-m", "edgeseg", "run", *model, "--source", f"http://127.0.0.1:{camera.address.port}/stream.mjpg",
-               "--no-show", "--jsonl", str(jsonl)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        *model,
+        "--source",
+        f"http://127.0.0.1:{camera.address.port}/stream.mjpg",
+        "--no-show",
+        "--jsonl",
+        str(jsonl),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     time.sleep(15)
     dropped_at = time.time()
@@ -170,24 +199,27 @@ def plot(samples: list[dict], path: Path) -> None:
     with atomic_output(path) as temporary:
         figure.savefig(temporary, dpi=80)
 
+
 def markdown(report: dict) -> str:
     v, d, cpu = report["verdict"], report["dropout"], report["host"]["cpu"]
-    return "\n".join([
-        "# Soak: `edgeseg run` for a long time, and a camera that drops out",
-        "",
-        f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {report['host']['gpus']}; model {report['model']}.",
-        f"Long run: {report['minutes']} min on a looping 640x480 video with --jsonl and --save (H.264); samples every 10 s "
-        f"(docs/soak-{report['kind']}.png). Load average afterwards: {', '.join(f'{x:.1f}' for x in report['host']['load_average_after'])}.",
-        "",
-        f"- Resident memory after the first minute grew by at most {v['rss_growth_after_first_minute']:.1%} (target < 5%).",
-        f"- FPS: {v['fps_second_minute']:.1f} in the second minute, {v['fps_last_minute']:.1f} in the last "
-        f"({v['fps_change']:+.1%}; target within 5%).",
-        f"- Drop-out: the fake camera stopped for {d['dropout_s']:.0f} s; the run reconnected by itself "
-        f"({d['frames_before']} frames before, {d['frames_after']} after, longest gap {d['longest_gap_s']} s, exit code {d['exit_code']}).",
-        "  Its log:",
-        *[f"  `{line}`" for line in d["reconnect_log"]],
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Soak: `edgeseg run` for a long time, and a camera that drops out",
+            "",
+            f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {report['host']['gpus']}; model {report['model']}.",
+            f"Long run: {report['minutes']} min on a looping 640x480 video with --jsonl and --save (H.264); samples every 10 s "
+            f"(docs/soak-{report['kind']}.png). Load average afterwards: {', '.join(f'{x:.1f}' for x in report['host']['load_average_after'])}.",
+            "",
+            f"- Resident memory after the first minute grew by at most {v['rss_growth_after_first_minute']:.1%} (target < 5%).",
+            f"- FPS: {v['fps_second_minute']:.1f} in the second minute, {v['fps_last_minute']:.1f} in the last "
+            f"({v['fps_change']:+.1%}; target within 5%).",
+            f"- Drop-out: the fake camera stopped for {d['dropout_s']:.0f} s; the run reconnected by itself "
+            f"({d['frames_before']} frames before, {d['frames_after']} after, longest gap {d['longest_gap_s']} s, exit code {d['exit_code']}).",
+            "  Its log:",
+            *[f"  `{line}`" for line in d["reconnect_log"]],
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -207,8 +239,12 @@ def main() -> None:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpu": host["cpu"], "gpus": host["gpus"], "load_average_after": list(os.getloadavg())},
-        "model": portable_path(args.model) if args.model else "edgeseg default model", "kind": kind, "minutes": args.minutes,
-        "samples": samples, "verdict": verdict(samples), "dropout": dropout,
+        "model": portable_path(args.model) if args.model else "edgeseg default model",
+        "kind": kind,
+        "minutes": args.minutes,
+        "samples": samples,
+        "verdict": verdict(samples),
+        "dropout": dropout,
     }
     write_text_atomic(RESULTS_DIR / f"soak-{kind}.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(RESULTS_DIR / f"soak-{kind}.md", markdown(report))

@@ -29,16 +29,26 @@ from typing import Any
 import click
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENCODERS = {"lite0": "tu-tf_efficientnet_lite0", "lite1": "tu-tf_efficientnet_lite1", "lite2": "tu-tf_efficientnet_lite2"}
+ENCODERS = {
+    "lite0": "tu-tf_efficientnet_lite0",
+    "lite1": "tu-tf_efficientnet_lite1",
+    "lite2": "tu-tf_efficientnet_lite2",
+}
 SIZES = (256, 320)
 CALIBRATION_IMAGES = 32
-ONE_PASS_NOTE = ("one network pass a frame: the closer look (refine) is off, since random weights would decide whether a "
-                 "frame gets a second pass; `edgeseg run` adds that pass on frames where the lesion is small")
-INT8_NOTE = ("INT8 keeps float the layers down to a quarter of the input (the stride rule): which blocks `edgeseg "
-             "export`'s sensitivity pass keeps float depends on trained weights; on the default model its choice ran "
-             "1.58x fp32 where the stride rule ran 1.48x (int8-sensitivity-cpu.md)")
-NOT_SCORED = ("no model of this size trained without the locked test images yet: accuracy needs a GPU training run "
-              "(issue 24); latency is the architecture's, with random weights")
+ONE_PASS_NOTE = (
+    "one network pass a frame: the closer look (refine) is off, since random weights would decide whether a "
+    "frame gets a second pass; `edgeseg run` adds that pass on frames where the lesion is small"
+)
+INT8_NOTE = (
+    "INT8 keeps float the layers down to a quarter of the input (the stride rule): which blocks `edgeseg "
+    "export`'s sensitivity pass keeps float depends on trained weights; on the default model its choice ran "
+    "1.58x fp32 where the stride rule ran 1.48x (int8-sensitivity-cpu.md)"
+)
+NOT_SCORED = (
+    "no model of this size trained without the locked test images yet: accuracy needs a GPU training run "
+    "(issue 24); latency is the architecture's, with random weights"
+)
 
 
 def size_label(encoder: str, size: int) -> str:
@@ -60,8 +70,7 @@ def build_run(directory: Path, encoder: str, size: int, trained: Path | None) ->
     import torch
 
     from edgeseg.core.card import ModelCard, save_card
-    from edgeseg.core.names import WEIGHTS_FILENAME
-    from edgeseg.core.names import default_model_path
+    from edgeseg.core.names import WEIGHTS_FILENAME, default_model_path
     from edgeseg.runtime.loaders import read_card
     from edgeseg.train.network import build_model, load_model, save_weights
 
@@ -69,8 +78,13 @@ def build_run(directory: Path, encoder: str, size: int, trained: Path | None) ->
         model, _ = load_model(trained)
         return trained, sum(parameter.numel() for parameter in model.parameters())
     default = read_card(default_model_path())
-    card = ModelCard(encoder=ENCODERS[encoder], architecture_kwargs=default.architecture_kwargs, input_size=(size, size),
-                     preprocessing=default.preprocessing, output=default.output)
+    card = ModelCard(
+        encoder=ENCODERS[encoder],
+        architecture_kwargs=default.architecture_kwargs,
+        input_size=(size, size),
+        preprocessing=default.preprocessing,
+        output=default.output,
+    )
     torch.manual_seed(0)
     model = build_model(card)
     directory.mkdir(parents=True)
@@ -81,9 +95,9 @@ def build_run(directory: Path, encoder: str, size: int, trained: Path | None) ->
 
 def export_cpu_forms(run_dir: Path, out_dir: Path, images: list[Path]) -> None:
     """model.onnx and model.int8.onnx of ``run_dir`` in ``out_dir``, with export's own functions and defaults."""
+    from edgeseg.core.names import ONNX_FILENAMES
     from edgeseg.export.int8_export import export_int8
     from edgeseg.export.onnx_export import export_onnx
-    from edgeseg.core.names import ONNX_FILENAMES
     from edgeseg.train.network import load_model
 
     model, card = load_model(run_dir)
@@ -106,10 +120,16 @@ def scored_accuracy(path: Path) -> dict[str, Any]:
     record = json.loads(path.read_text(encoding="utf-8"))
     split = record.get("split")
     if split != "test":
-        raise click.BadParameter(f"{path}: scored on the {split!r} split; the table takes the locked test split only",
-                                 param_hint="--scored")
-    return {"dice": record["mean"]["dice"], "threshold_jaccard": record["mean"]["threshold_jaccard"],
-            "intervals": record.get("intervals", {}), "images": record.get("images"), "record": path.name}
+        raise click.BadParameter(
+            f"{path}: scored on the {split!r} split; the table takes the locked test split only", param_hint="--scored"
+        )
+    return {
+        "dice": record["mean"]["dice"],
+        "threshold_jaccard": record["mean"]["threshold_jaccard"],
+        "intervals": record.get("intervals", {}),
+        "images": record.get("images"),
+        "record": path.name,
+    }
 
 
 def table_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -122,8 +142,17 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
             dice = f"{accuracy['dice']:.3f}{ci}"
         else:
             dice = "not measured (see notes)"
-        rows.append([row["size"], f"{row['parameters'] / 1e6:.2f} M", f"{row['fp32_mb']:.1f}", f"{row['fp32_ms']:.2f}",
-                     f"{row['int8_ms']:.2f}", f"{row['fp32_ms'] / row['int8_ms']:.2f}x", dice])
+        rows.append(
+            [
+                row["size"],
+                f"{row['parameters'] / 1e6:.2f} M",
+                f"{row['fp32_mb']:.1f}",
+                f"{row['fp32_ms']:.2f}",
+                f"{row['int8_ms']:.2f}",
+                f"{row['fp32_ms'] / row['int8_ms']:.2f}x",
+                dice,
+            ]
+        )
     return rows
 
 
@@ -131,16 +160,26 @@ def rows_from_bench(bench: dict[str, Any], sizes: list[dict[str, Any]]) -> list[
     """One row per size: its fp32 and INT8 inference p50 from the interleaved bench's records (in the forms' order)."""
     records = bench["results"]
     if len(records) != 2 * len(sizes) or any(record["status"] != "ok" for record in records):
-        raise click.ClickException("a form did not run: " + "; ".join(
-            f"{record['form']}: {record['reason']}" for record in records if record["status"] != "ok"))
+        raise click.ClickException(
+            "a form did not run: "
+            + "; ".join(f"{record['form']}: {record['reason']}" for record in records if record["status"] != "ok")
+        )
     rows = []
     for index, size in enumerate(sizes):
         fp32, int8 = records[2 * index], records[2 * index + 1]
-        rows.append({"size": size["label"], "parameters": size["parameters"], "fp32_mb": fp32["size_bytes"] / 1e6,
-                     "fp32_ms": fp32["stages"]["inference"]["p50_ms"], "int8_ms": int8["stages"]["inference"]["p50_ms"],
-                     "fp32_end_to_end_ms": fp32["stages"]["end_to_end"]["p50_ms"],
-                     "int8_end_to_end_ms": int8["stages"]["end_to_end"]["p50_ms"],
-                     "accuracy": size["accuracy"], "accuracy_note": None if size["accuracy"] else NOT_SCORED})
+        rows.append(
+            {
+                "size": size["label"],
+                "parameters": size["parameters"],
+                "fp32_mb": fp32["size_bytes"] / 1e6,
+                "fp32_ms": fp32["stages"]["inference"]["p50_ms"],
+                "int8_ms": int8["stages"]["inference"]["p50_ms"],
+                "fp32_end_to_end_ms": fp32["stages"]["end_to_end"]["p50_ms"],
+                "int8_end_to_end_ms": int8["stages"]["end_to_end"]["p50_ms"],
+                "accuracy": size["accuracy"],
+                "accuracy_note": None if size["accuracy"] else NOT_SCORED,
+            }
+        )
     return rows
 
 
@@ -148,9 +187,9 @@ def time_one_pass(forms: list[Path], runs: int) -> dict[str, Any]:
     """`edgeseg bench`'s interleaved timing of every form, with the closer look off (ONE_PASS_NOTE)."""
     from contextlib import ExitStack
 
+    from edgeseg.core.host import host_info
     from edgeseg.evaluate.latency import plan, result_record, synthetic_frame, time_interleaved
     from edgeseg.loading.open import discover_forms, open_model
-    from edgeseg.core.host import host_info
 
     results = plan(discover_forms(forms), ("onnxruntime-cpu",))
     with ExitStack() as stack:
@@ -167,8 +206,12 @@ def draw_plot(report: dict[str, Any], path: Path) -> bool:
     import cv2
     import numpy as np
 
-    points = [(row[f"{form}_ms"], row["accuracy"], f"{row['size']} {form}") for row in report["rows"]
-              if row["accuracy"] for form in ("fp32", "int8")]
+    points = [
+        (row[f"{form}_ms"], row["accuracy"], f"{row['size']} {form}")
+        for row in report["rows"]
+        if row["accuracy"]
+        for form in ("fp32", "int8")
+    ]
     if not points:
         return False
     width, height, margin = 900, 600, 80
@@ -179,18 +222,36 @@ def draw_plot(report: dict[str, Any], path: Path) -> bool:
     x_range, y_range = (0.0, max(xs) * 1.15), (min(lows) - 0.01, max(highs) + 0.01)
 
     def at(x: float, y: float) -> tuple[int, int]:
-        return (int(margin + (x - x_range[0]) / (x_range[1] - x_range[0]) * (width - 2 * margin)),
-                int(height - margin - (y - y_range[0]) / (y_range[1] - y_range[0]) * (height - 2 * margin)))
+        return (
+            int(margin + (x - x_range[0]) / (x_range[1] - x_range[0]) * (width - 2 * margin)),
+            int(height - margin - (y - y_range[0]) / (y_range[1] - y_range[0]) * (height - 2 * margin)),
+        )
 
     cv2.rectangle(canvas, at(x_range[0], y_range[0]), at(x_range[1], y_range[1]), (0, 0, 0), 1)
     for (x, accuracy, label), low, high in zip(points, lows, highs):
         cv2.line(canvas, at(x, low), at(x, high), (120, 120, 120), 1)
         cv2.circle(canvas, at(x, accuracy["dice"]), 5, (200, 80, 0), -1)
         cv2.putText(canvas, label, at(x, accuracy["dice"]), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"inference p50 ms on {report['cpu']} (x) against test Dice with 95% interval (y)",
-                (margin, margin // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"x: 0 to {x_range[1]:.0f} ms; y: {y_range[0]:.3f} to {y_range[1]:.3f}",
-                (margin, height - margin // 3), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas,
+        f"inference p50 ms on {report['cpu']} (x) against test Dice with 95% interval (y)",
+        (margin, margin // 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
+    cv2.putText(
+        canvas,
+        f"x: 0 to {x_range[1]:.0f} ms; y: {y_range[0]:.3f} to {y_range[1]:.3f}",
+        (margin, height - margin // 3),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     ok, encoded = cv2.imencode(".png", canvas)
     from edgeseg.core.files import write_bytes_atomic
 
@@ -201,11 +262,17 @@ def draw_plot(report: dict[str, Any], path: Path) -> bool:
 def markdown(report: dict[str, Any]) -> str:
     from edgeseg.core.tables import markdown_table
 
-    lines = ["# Speed against accuracy: lite0, lite1, lite2 at 256 and 320", "",
-             f"Command: `{report['command']}`", "", f"- CPU: {report['cpu']}; {report['date']}",
-             f"- latency: onnxruntime-cpu inference stage p50 over {report['runs']} interleaved rounds of all forms "
-             f"(one process run: compare ratios, not absolute figures, across machines)",
-             f"- INT8: `edgeseg export`'s CPU form, calibrated on {report['calibration']}", ""]
+    lines = [
+        "# Speed against accuracy: lite0, lite1, lite2 at 256 and 320",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"- CPU: {report['cpu']}; {report['date']}",
+        f"- latency: onnxruntime-cpu inference stage p50 over {report['runs']} interleaved rounds of all forms "
+        f"(one process run: compare ratios, not absolute figures, across machines)",
+        f"- INT8: `edgeseg export`'s CPU form, calibrated on {report['calibration']}",
+        "",
+    ]
     lines += [markdown_table(table_rows(report)), ""]
     lines += [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -215,11 +282,21 @@ def markdown(report: dict[str, Any]) -> str:
 @click.option("--encoders", default=",".join(ENCODERS), show_default=True, help="Comma-separated: lite0,lite1,lite2.")
 @click.option("--sizes", default=",".join(map(str, SIZES)), show_default=True, help="Comma-separated input sizes.")
 @click.option("--trained", multiple=True, help="SIZE=RUN_DIR: a trained run for that size (default: random weights).")
-@click.option("--scored", multiple=True, help="SIZE=EVAL.json: `edgeseg eval --split test --json` of that size's model.")
+@click.option(
+    "--scored", multiple=True, help="SIZE=EVAL.json: `edgeseg eval --split test --json` of that size's model."
+)
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=20), help="Timed rounds.")
-@click.option("--out", "out_stem", default=RESULTS / "speed-accuracy-cpu", show_default=True, type=click.Path(path_type=Path),
-              help="Results path without extension: .json, .md (and .png) are written.")
-def main(encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str, ...], runs: int, out_stem: Path) -> None:
+@click.option(
+    "--out",
+    "out_stem",
+    default=RESULTS / "speed-accuracy-cpu",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Results path without extension: .json, .md (and .png) are written.",
+)
+def main(
+    encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str, ...], runs: int, out_stem: Path
+) -> None:
     """Time every size's fp32 and INT8 ONNX in one interleaved run; add test accuracy where scored; record it all."""
     from datetime import datetime, timezone
 
@@ -236,23 +313,39 @@ def main(encoders: str, sizes: str, trained: tuple[str, ...], scored: tuple[str,
             click.echo(f"{label}: building and exporting", err=True)
             run_dir, parameters = build_run(scratch / label / "run", encoder, int(size), trained_runs.get(label))
             export_cpu_forms(run_dir, scratch / label / "forms", images)
-            chosen.append({"label": label, "parameters": parameters,
-                           "fp32_path": str(scratch / label / "forms" / ONNX_FILENAMES["onnx"]),
-                           "int8_path": str(scratch / label / "forms" / ONNX_FILENAMES["int8"]),
-                           "accuracy": scored_accuracy(scored_records[label]) if label in scored_records else None})
+            chosen.append(
+                {
+                    "label": label,
+                    "parameters": parameters,
+                    "fp32_path": str(scratch / label / "forms" / ONNX_FILENAMES["onnx"]),
+                    "int8_path": str(scratch / label / "forms" / ONNX_FILENAMES["int8"]),
+                    "accuracy": scored_accuracy(scored_records[label]) if label in scored_records else None,
+                }
+            )
         forms = [Path(size[key]) for size in chosen for key in ("fp32_path", "int8_path")]
         bench = time_one_pass(forms, runs)
-        report = {"command": portable_command(sys.argv), "cpu": cpu_model()[0] or "unknown CPU",
-                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": runs,
-                  "calibration": f"the first {CALIBRATION_IMAGES} train images of {REFERENCE_SET_NAME}",
-                  "rows": rows_from_bench(bench, chosen), "host": bench["host"], "warnings": bench["warnings"],
-                  "notes": [f"{size['label']}: weights {'trained: ' + trained_runs[size['label']].name if size['label'] in trained_runs else 'random (seed 0)'}"
-                            for size in chosen] + [ONE_PASS_NOTE, INT8_NOTE, NOT_SCORED.capitalize() + " where a row says not measured."]}
+        report = {
+            "command": portable_command(sys.argv),
+            "cpu": cpu_model()[0] or "unknown CPU",
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "runs": runs,
+            "calibration": f"the first {CALIBRATION_IMAGES} train images of {REFERENCE_SET_NAME}",
+            "rows": rows_from_bench(bench, chosen),
+            "host": bench["host"],
+            "warnings": bench["warnings"],
+            "notes": [
+                f"{size['label']}: weights {'trained: ' + trained_runs[size['label']].name if size['label'] in trained_runs else 'random (seed 0)'}"
+                for size in chosen
+            ]
+            + [ONE_PASS_NOTE, INT8_NOTE, NOT_SCORED.capitalize() + " where a row says not measured."],
+        }
     write_text_atomic(out_stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     write_text_atomic(out_stem.with_suffix(".md"), markdown(report))
     plotted = draw_plot(report, out_stem.with_suffix(".png"))
     click.echo(markdown(report))
-    click.echo(f"wrote {out_stem.with_suffix('.json')}, .md" + (" and .png" if plotted else " (no plot: nothing scored)"))
+    click.echo(
+        f"wrote {out_stem.with_suffix('.json')}, .md" + (" and .png" if plotted else " (no plot: nothing scored)")
+    )
 
 
 if __name__ == "__main__":

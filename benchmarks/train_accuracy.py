@@ -34,8 +34,10 @@ import numpy as np
 from edgeseg.core.names import LOSSES
 
 REPO = Path(__file__).resolve().parents[1]
-ISIC_LICENCE = ("ISIC 2018 Task 1-2 training input: CC0 1.0 (public domain), with the Task 1 ground-truth masks; "
-                "cite Codella et al. 2019 (arXiv:1902.03368) and Tschandl et al. 2018 (Sci. Data 5, 180161)")
+ISIC_LICENCE = (
+    "ISIC 2018 Task 1-2 training input: CC0 1.0 (public domain), with the Task 1 ground-truth masks; "
+    "cite Codella et al. 2019 (arXiv:1902.03368) and Tschandl et al. 2018 (Sci. Data 5, 180161)"
+)
 DEFAULT_DATA = Path(os.environ.get("EDGESEG_ISIC_DIR", REPO.parent / "shared" / "data" / "isic2018"))
 
 
@@ -44,10 +46,10 @@ def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, di
     import dataclasses
 
     from edgeseg.core.data import discover_samples
+    from edgeseg.core.segmenter import Segmenter
     from edgeseg.evaluate.accuracy import evaluate, evaluate_images
     from edgeseg.evaluate.device_views import camera_framed, full_resolution
     from edgeseg.loading.open import open_model
-    from edgeseg.core.segmenter import Segmenter
 
     val = discover_samples(data, split="val", split_dir=split_dir)
     train = discover_samples(data, split="train", split_dir=split_dir)
@@ -62,20 +64,26 @@ def score_run(run_dir: Path, data: Path, split_dir: Path | None) -> dict[str, di
             "val_all_regions": evaluate(every_region, val, str(run_dir), "val"),
             "val_camera_framed": evaluate_images(segmenter, camera_framed(val), str(run_dir), "val camera-framed"),
             "val_no_refine": evaluate(network_alone, val, str(run_dir), "val"),
-            "val_camera_framed_no_refine": evaluate_images(network_alone, camera_framed(val), str(run_dir),
-                                                           "val camera-framed"),
+            "val_camera_framed_no_refine": evaluate_images(
+                network_alone, camera_framed(val), str(run_dir), "val camera-framed"
+            ),
             "full_resolution_val": evaluate_images(segmenter, full_resolution(val), str(run_dir), "val full-res"),
             "full_resolution_train": evaluate_images(segmenter, full_resolution(train), str(run_dir), "train full-res"),
         }
-    return {name: {**evaluation.mean, **interval_bounds(evaluation), "images": len(evaluation.per_image)}
-            for name, evaluation in evaluations.items()}
+    return {
+        name: {**evaluation.mean, **interval_bounds(evaluation), "images": len(evaluation.per_image)}
+        for name, evaluation in evaluations.items()
+    }
 
 
 def interval_bounds(evaluation) -> dict[str, float]:
     """The 95% bootstrap interval of the ranking metrics' means, flat (they also go into the card's evaluations)."""
     intervals = evaluation.intervals
-    return {f"{name}_{end}": round(getattr(intervals[name], end), 6)
-            for name in ("dice", "jaccard", "threshold_jaccard") for end in ("low", "high")}
+    return {
+        f"{name}_{end}": round(getattr(intervals[name], end), 6)
+        for name in ("dice", "jaccard", "threshold_jaccard")
+        for end in ("low", "high")
+    }
 
 
 def parse_args() -> argparse.Namespace:
@@ -100,21 +108,39 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--trained-on", help="with --score-only: where the run was trained (a GPU machine, say), for the "
-                                             "record; 'host' is always the machine that scores")
+    parser.add_argument(
+        "--trained-on",
+        help="with --score-only: where the run was trained (a GPU machine, say), for the "
+        "record; 'host' is always the machine that scores",
+    )
     return parser.parse_args()
 
 
 def train_config(args: argparse.Namespace):
     from edgeseg.train.loop import TrainConfig
 
-    options = {"size": (args.size, args.size) if args.size else None, "batch_size": args.batch_size, "lr": args.lr,
-               "loss": args.loss, "camera_framing": args.camera_framing, "encoder": args.encoder,
-               "encoder_weights": args.encoder_weights, "init_weights": args.init_weights, "epochs": args.epochs,
-               "decoder_channels": tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None}
-    return TrainConfig(data=str(args.data), out=str(args.out), split_dir=str(args.split_dir) if args.split_dir else None,
-                       time_budget_minutes=args.minutes, device=args.device, seed=args.seed, threads=args.threads,
-                       **{name: value for name, value in options.items() if value is not None})
+    options = {
+        "size": (args.size, args.size) if args.size else None,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "loss": args.loss,
+        "camera_framing": args.camera_framing,
+        "encoder": args.encoder,
+        "encoder_weights": args.encoder_weights,
+        "init_weights": args.init_weights,
+        "epochs": args.epochs,
+        "decoder_channels": tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None,
+    }
+    return TrainConfig(
+        data=str(args.data),
+        out=str(args.out),
+        split_dir=str(args.split_dir) if args.split_dir else None,
+        time_budget_minutes=args.minutes,
+        device=args.device,
+        seed=args.seed,
+        threads=args.threads,
+        **{name: value for name, value in options.items() if value is not None},
+    )
 
 
 def training_record(run_dir: Path) -> dict:
@@ -185,8 +211,10 @@ def portable_training_record(record: dict) -> dict:
     """The training record with the run's config naming its folders as a committed record may (portable_path)."""
     from edgeseg.core.files import portable_path
 
-    config = {name: portable_path(value) if name in CONFIG_PATHS and value else value
-              for name, value in record["config"].items()}
+    config = {
+        name: portable_path(value) if name in CONFIG_PATHS and value else value
+        for name, value in record["config"].items()
+    }
     return {**record, "config": config}
 
 
@@ -207,11 +235,11 @@ def main() -> int:
     report = {
         "benchmark": "train_accuracy",
         "labels": "every image scored at its own resolution (ISIC scorer's rules); mean over images. 'val' makes masks "
-                  "as the card says (the threshold from the threshold analysis, largest region kept); 'val_at_0.5' at "
-                  "threshold 0.5; 'val_all_regions' without the largest-region rule; 'val_camera_framed' the val images "
-                  "in full camera frames at the frame's resolution; 'full_resolution_*' the images kept at camera resolution. "
-                  "Every row is made as `edgeseg run` makes masks, the closer look (refine) included, except the "
-                  "'*_no_refine' rows: the network's first look alone.",
+        "as the card says (the threshold from the threshold analysis, largest region kept); 'val_at_0.5' at "
+        "threshold 0.5; 'val_all_regions' without the largest-region rule; 'val_camera_framed' the val images "
+        "in full camera frames at the frame's resolution; 'full_resolution_*' the images kept at camera resolution. "
+        "Every row is made as `edgeseg run` makes masks, the closer look (refine) included, except the "
+        "'*_no_refine' rows: the network's first look alone.",
         **scores,
         "threshold": card.output.threshold,
         **portable_training_record(training_record(run_dir)),
@@ -226,8 +254,10 @@ def main() -> int:
     write_text_atomic(args.result, json.dumps(report, indent=2) + "\n")
     for name in ("val", "val_camera_framed", "full_resolution_val", "full_resolution_train"):
         view = scores[name]
-        print(f"{name} ({view['images']} images, threshold {report['threshold']:g}): dice {view['dice']:.4f} "
-              f"jaccard {view['jaccard']:.4f} thresholded jaccard {view['threshold_jaccard']:.4f}")
+        print(
+            f"{name} ({view['images']} images, threshold {report['threshold']:g}): dice {view['dice']:.4f} "
+            f"jaccard {view['jaccard']:.4f} thresholded jaccard {view['threshold_jaccard']:.4f}"
+        )
     print(f"after {report['train_minutes']} min of training; written to {args.result}")
     return 0
 

@@ -92,8 +92,10 @@ class Provenance:
 
     def __post_init__(self) -> None:
         if PATH_SEPARATORS.search(self.data):
-            raise CardError(f"provenance.data {self.data!r} is a path; a card names its training data by the "
-                            f"folder's name alone ({data_name(self.data)!r})")
+            raise CardError(
+                f"provenance.data {self.data!r} is a path; a card names its training data by the "
+                f"folder's name alone ({data_name(self.data)!r})"
+            )
 
 
 @dataclass(frozen=True)

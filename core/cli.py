@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+
 from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option, renamed
 from edgeseg.core.progress import quiet_option
 from edgeseg.core.synthetic import MAX_IMAGES, MIN_SIZE, generate_dataset
@@ -35,12 +36,24 @@ def data_command() -> None:
 @click.option("-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Also write the report as JSON to FILE {JSON_HELP}.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads that decode files. Default: cores + 2, at most 8.")
 @overwrite_option
-@old_spelling("--workers", "--workers of `data check` is now spelled --threads (decoding threads; "
-              "--workers means worker processes in every command)", type=click.IntRange(min=1))
+@old_spelling(
+    "--workers",
+    "--workers of `data check` is now spelled --threads (decoding threads; "
+    "--workers means worker processes in every command)",
+    type=click.IntRange(min=1),
+)
 @quiet_option
 @click.pass_context
-def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: Path | None, json_path: Path | None,
-                  threads: int | None, overwrite: bool, old_workers: int | None) -> None:
+def check_command(
+    ctx: click.Context,
+    root: Path,
+    split: str | None,
+    split_dir: Path | None,
+    json_path: Path | None,
+    threads: int | None,
+    overwrite: bool,
+    old_workers: int | None,
+) -> None:
     """Decode every image and mask under ROOT and report each problem with its file and fix.
 
     ROOT holds the official ISIC layout (*_Input/<id>.jpg + *_GroundTruth/<id>_segmentation.png)
@@ -70,17 +83,32 @@ def check_command(ctx: click.Context, root: Path, split: str | None, split_dir: 
 
 @data_command.command("split")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--val-fraction", type=SHARE, default=0.1, show_default=True,
-              help="Share of the pairs that go to the validation split.")
+@click.option(
+    "--val-fraction",
+    type=SHARE,
+    default=0.1,
+    show_default=True,
+    help="Share of the pairs that go to the validation split.",
+)
 @old_spelling("--val", "--val of `data split` is now spelled --val-fraction (as in `edgeseg synth`)", type=SHARE)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: the same seed gives the same split.")
-@click.option("--split-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write train.txt and val.txt. Default: ROOT/splits.")
+@click.option(
+    "--split-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write train.txt and val.txt. Default: ROOT/splits.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace split files that already exist.")
 @quiet_option
 @click.pass_context
-def split_command(ctx: click.Context, root: Path, val_fraction: float, seed: int, split_dir: Path | None,
-                  overwrite: bool, old_val: float | None) -> None:
+def split_command(
+    ctx: click.Context,
+    root: Path,
+    val_fraction: float,
+    seed: int,
+    split_dir: Path | None,
+    overwrite: bool,
+    old_val: float | None,
+) -> None:
     """Write train.txt and val.txt (one id a line) for a data set that has no split, e.g. the ISIC download.
 
     Every complete image/mask pair under ROOT is assigned at random, reproducibly for a seed; existing
@@ -102,24 +130,42 @@ def split_command(ctx: click.Context, root: Path, val_fraction: float, seed: int
 
 @click.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "--images", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True,
-              help="Number of images.")
-@old_spelling("--n", "--n of `synth` is now spelled -n/--images (as in `edgeseg demo`)",
-              type=click.IntRange(1, MAX_IMAGES))
-@click.option("--image-size", type=click.IntRange(MIN_SIZE), default=256, show_default=True,
-              help="Side of the square images, px.")
-@old_spelling("--size", "--size of `synth` is now spelled --image-size (--size means the network input size "
-              "in every command)", type=click.IntRange(MIN_SIZE))
+@click.option(
+    "-n", "--images", "n", type=click.IntRange(1, MAX_IMAGES), default=200, show_default=True, help="Number of images."
+)
+@old_spelling(
+    "--n", "--n of `synth` is now spelled -n/--images (as in `edgeseg demo`)", type=click.IntRange(1, MAX_IMAGES)
+)
+@click.option(
+    "--image-size", type=click.IntRange(MIN_SIZE), default=256, show_default=True, help="Side of the square images, px."
+)
+@old_spelling(
+    "--size",
+    "--size of `synth` is now spelled --image-size (--size means the network input size in every command)",
+    type=click.IntRange(MIN_SIZE),
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same files.")
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
     help="Share of the ids listed in splits/val.txt.",
 )
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty folder that is not an earlier synth output.")
 @quiet_option
 @click.pass_context
-def synth_command(ctx: click.Context, out: Path, n: int, image_size: int, seed: int, val_fraction: float,
-                  overwrite: bool, old_size: int | None, old_n: int | None) -> None:
+def synth_command(
+    ctx: click.Context,
+    out: Path,
+    n: int,
+    image_size: int,
+    seed: int,
+    val_fraction: float,
+    overwrite: bool,
+    old_size: int | None,
+    old_n: int | None,
+) -> None:
     """Make synthetic dermoscopy-like images with exact lesion masks in the ISIC 2018 layout.
 
     Skin-tone texture, an irregular variegated lesion (some running off the image), hairs, bubbles,

@@ -81,8 +81,15 @@ TORCH_BACKEND_CHOICE = BackendChoice(("auto", *TORCH_BACKENDS), old_names=OLD_BA
 
 # Short flags: one letter, one meaning, in every command that has the option (-h/--help and -q/--quiet in all).
 # -o is where a command writes its outputs: --out, and `run`'s --save (an image, a folder or a video).
-SHORT_FLAGS = {"-o": ("--out", "--save"), "-d": ("--data",), "-b": ("--backend",), "-n": ("--images",),
-               "-q": ("--quiet",), "-j": ("--json",), "-h": ("--help",)}
+SHORT_FLAGS = {
+    "-o": ("--out", "--save"),
+    "-d": ("--data",),
+    "-b": ("--backend",),
+    "-n": ("--images",),
+    "-q": ("--quiet",),
+    "-j": ("--json",),
+    "-h": ("--help",),
+}
 
 
 def old_spelling(flag: str, note: str, **attrs):
@@ -106,8 +113,10 @@ def renamed(ctx: click.Context, new: str, old: str):
     if old_value is None:
         return value
     if ctx.get_parameter_source(new) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-        spelling = {param.name: long_flag(param) if isinstance(param, click.Option) else param.human_readable_name
-                    for param in ctx.command.params}
+        spelling = {
+            param.name: long_flag(param) if isinstance(param, click.Option) else param.human_readable_name
+            for param in ctx.command.params
+        }
         raise click.UsageError(f"{spelling[old]} is the old spelling of {spelling[new]}: give one of them, not both")
     return old_value
 
@@ -141,8 +150,10 @@ def write_json(target, document) -> None:
         write_text_atomic(target, text)
 
 
-OVERWRITE_HELP = ("Replace outputs that exist already (in a folder of outputs, the files of the same names); without it, "
-                  "an existing output is refused.")
+OVERWRITE_HELP = (
+    "Replace outputs that exist already (in a folder of outputs, the files of the same names); without it, "
+    "an existing output is refused."
+)
 
 
 def overwrite_option(command):

@@ -280,15 +280,22 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"the validation share must lie strictly between 0 and 1, got {val_fraction}")
     if len(ids) < 2:
-        raise DataError(f"{len(ids)} image/mask pair(s): a split needs at least one for training and one for validation")
+        raise DataError(
+            f"{len(ids)} image/mask pair(s): a split needs at least one for training and one for validation"
+        )
     shuffled = sorted(ids)
     np.random.default_rng(seed).shuffle(shuffled)
     val_count = min(len(shuffled) - 1, max(1, round(len(shuffled) * val_fraction)))
     return sorted(shuffled[val_count:]), sorted(shuffled[:val_count])
 
 
-def write_splits(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, split_dir: Path | None = None,
-                 overwrite: bool = False) -> dict[str, Path]:
+def write_splits(
+    root: str | os.PathLike,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    split_dir: Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write <split_dir>/train.txt and val.txt for a data set that has none (never over existing ones unless asked)."""
     from edgeseg.core.files import write_text_atomic
 
@@ -299,8 +306,10 @@ def write_splits(root: str | os.PathLike, val_fraction: float = 0.1, seed: int =
     if existing and not overwrite:
         raise DataError(f"{', '.join(existing)} already exist(s); keep them, or pass --overwrite to replace them")
     train_ids, val_ids = split_ids([sample.id for sample in discover_samples(root)], val_fraction, seed)
-    header = (f"# edgeseg data split --val-fraction {val_fraction:g} --seed {seed}: "
-              f"{len(train_ids)} train, {len(val_ids)} val\n")
+    header = (
+        f"# edgeseg data split --val-fraction {val_fraction:g} --seed {seed}: "
+        f"{len(train_ids)} train, {len(val_ids)} val\n"
+    )
     for name, ids in (("train", train_ids), ("val", val_ids)):
         write_text_atomic(paths[name], header + "".join(f"{sample_id}\n" for sample_id in ids))
     return paths
@@ -390,20 +399,38 @@ def _check_pair(sample: Sample) -> _PairCheck:
     if image is not None:
         changes = _conversions(image, colour=True)
         if changes:
-            problems.append(Problem("image_converted", sample.image, "; ".join(changes), "none needed; "
-                                    "or convert it to 8-bit RGB yourself to control how"))
+            problems.append(
+                Problem(
+                    "image_converted",
+                    sample.image,
+                    "; ".join(changes),
+                    "none needed; or convert it to 8-bit RGB yourself to control how",
+                )
+            )
     if mask is not None:
         changes = _conversions(mask, colour=False)
         if changes:
-            problems.append(Problem("mask_converted", sample.mask, "; ".join(changes),
-                                    "save it as an 8-bit single-channel PNG with 0 and 255"))
+            problems.append(
+                Problem(
+                    "mask_converted",
+                    sample.mask,
+                    "; ".join(changes),
+                    "save it as an 8-bit single-channel PNG with 0 and 255",
+                )
+            )
             mask = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_GRAYSCALE)  # as read_mask reads it
         problems += _mask_problems(sample, mask)
     if image is not None and mask is not None and image.shape[:2] != mask.shape[:2]:
         image_size = f"{image.shape[1]}x{image.shape[0]}"
         mask_size = f"{mask.shape[1]}x{mask.shape[0]}"
-        problems.append(Problem("size_mismatch", sample.mask, f"mask is {mask_size} but its image is {image_size}",
-                                f"make the mask {image_size} like its image; the ISIC scorer and training need that"))
+        problems.append(
+            Problem(
+                "size_mismatch",
+                sample.mask,
+                f"mask is {mask_size} but its image is {image_size}",
+                f"make the mask {image_size} like its image; the ISIC scorer and training need that",
+            )
+        )
     return _PairCheck(problems, digest)
 
 
@@ -419,8 +446,14 @@ def _mask_problems(sample: Sample, mask: np.ndarray) -> list[Problem]:
         message = f"mask values are {_value_list(values)}, expected only 0 and 255"
         return [Problem("not_binary", sample.mask, message, fix)]
     if counts[129:].sum() == 0:
-        return [Problem("empty_mask", sample.mask, "the mask marks no lesion pixel",
-                        "none needed if the image truly shows no lesion; otherwise redo the mask")]
+        return [
+            Problem(
+                "empty_mask",
+                sample.mask,
+                "the mask marks no lesion pixel",
+                "none needed if the image truly shows no lesion; otherwise redo the mask",
+            )
+        ]
     return []
 
 
@@ -434,17 +467,41 @@ def _pairing_problems(layout: _Layout, files: _Files, scope: set[str]) -> list[P
         for group in (images, masks):
             if len(group) > 1:
                 names = ", ".join(path.name for path in group)
-                problems.append(Problem("duplicate_id", group[0], f"id {sample_id} has {len(group)} files: {names}",
-                                        "keep one file per id"))
+                problems.append(
+                    Problem(
+                        "duplicate_id",
+                        group[0],
+                        f"id {sample_id} has {len(group)} files: {names}",
+                        "keep one file per id",
+                    )
+                )
         if images and not masks:
-            problems.append(Problem("missing_mask", images[0], "the image has no mask",
-                                    f"add its mask as {sample_id}{MASK_TAG}.png in {mask_home}, or remove the image"))
+            problems.append(
+                Problem(
+                    "missing_mask",
+                    images[0],
+                    "the image has no mask",
+                    f"add its mask as {sample_id}{MASK_TAG}.png in {mask_home}, or remove the image",
+                )
+            )
         if masks and not images:
-            problems.append(Problem("missing_image", masks[0], "the mask has no image",
-                                    f"add its image as {sample_id}.jpg in {image_home}, or remove the mask"))
+            problems.append(
+                Problem(
+                    "missing_image",
+                    masks[0],
+                    "the mask has no image",
+                    f"add its image as {sample_id}.jpg in {image_home}, or remove the mask",
+                )
+            )
     for path in files.ignored:
-        problems.append(Problem("ignored_file", path, "not a PNG, so not read as a mask",
-                                "save masks as PNG (lossless; JPEG blurs the 0/255 edge)"))
+        problems.append(
+            Problem(
+                "ignored_file",
+                path,
+                "not a PNG, so not read as a mask",
+                "save masks as PNG (lossless; JPEG blurs the 0/255 edge)",
+            )
+        )
     return problems
 
 
@@ -456,16 +513,31 @@ def _split_problems(files: _Files, splits: dict[str, Path], split_ids: dict[str,
         for sample_id, times in Counter(ids).items():
             member_of[sample_id].append(name)
             if times > 1:
-                problems.append(Problem("split_repeat", splits[name], f"id {sample_id} is listed {times} times",
-                                        "list each id once"))
+                problems.append(
+                    Problem(
+                        "split_repeat", splits[name], f"id {sample_id} is listed {times} times", "list each id once"
+                    )
+                )
             if sample_id not in files.images and sample_id not in files.masks:
-                problems.append(Problem("split_id_missing", splits[name], f"id {sample_id} has no image and no mask",
-                                        "remove the id from the split file, or add its image and mask"))
+                problems.append(
+                    Problem(
+                        "split_id_missing",
+                        splits[name],
+                        f"id {sample_id} has no image and no mask",
+                        "remove the id from the split file, or add its image and mask",
+                    )
+                )
     for sample_id, names in sorted(member_of.items()):
         if len(names) > 1:
             message = f"id {sample_id} is in splits {', '.join(names)}"
-            problems.append(Problem("split_overlap", splits[names[0]], message,
-                                    "keep each id in one split, or validation measures training images"))
+            problems.append(
+                Problem(
+                    "split_overlap",
+                    splits[names[0]],
+                    message,
+                    "keep each id in one split, or validation measures training images",
+                )
+            )
     return problems
 
 
@@ -473,8 +545,12 @@ def _unsplit_pairs(files: _Files, split_ids: dict[str, list[str]]) -> list[Probl
     """Pairs that no split file lists (when there are split files): training by split leaves them out."""
     listed = {sample_id for ids in split_ids.values() for sample_id in ids}
     return [
-        Problem("not_in_split", files.images[sample_id][0], "the pair is in no split file",
-                f"add {sample_id} to a split file, or ignore this if leaving it out is meant")
+        Problem(
+            "not_in_split",
+            files.images[sample_id][0],
+            "the pair is in no split file",
+            f"add {sample_id} to a split file, or ignore this if leaving it out is meant",
+        )
         for sample_id in sorted(set(files.images) & set(files.masks) - listed)
     ]
 
@@ -488,8 +564,14 @@ def _duplicate_images(samples: list[Sample], digests: dict[str, str], split_of: 
     for group in by_digest.values():
         if len(group) > 1:
             described = ", ".join(f"{sample.id} ({split_of.get(sample.id, 'no split')})" for sample in group)
-            problems.append(Problem("duplicate_image", group[1].image, f"identical bytes under ids {described}",
-                                    "remove the copies; a copy in two splits has validation measure a training image"))
+            problems.append(
+                Problem(
+                    "duplicate_image",
+                    group[1].image,
+                    f"identical bytes under ids {described}",
+                    "remove the copies; a copy in two splits has validation measure a training image",
+                )
+            )
     return problems
 
 
@@ -533,8 +615,15 @@ def check_dataset(
         if len(files.images[sample_id]) == 1 and len(files.masks[sample_id]) == 1
     ]
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        checks = list(track(pool.map(_check_pair, candidates), total=len(candidates), desc="checking pairs",
-                            unit="pair", enabled=progress))
+        checks = list(
+            track(
+                pool.map(_check_pair, candidates),
+                total=len(candidates),
+                desc="checking pairs",
+                unit="pair",
+                enabled=progress,
+            )
+        )
 
     samples, digests = [], {}
     for sample, check in zip(candidates, checks):

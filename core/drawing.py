@@ -72,7 +72,14 @@ class OverlayRenderer:
     def _fill(self, canvas: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> None:
         x, y, width, height = bbox
         rows, columns = slice(y, y + height), slice(x, x + width)
-        blend = cv2.addWeighted(canvas[rows, columns], 1.0 - self.alpha, self._solid[rows, columns], self.alpha, 0.0, dst=self._blend[rows, columns])
+        blend = cv2.addWeighted(
+            canvas[rows, columns],
+            1.0 - self.alpha,
+            self._solid[rows, columns],
+            self.alpha,
+            0.0,
+            dst=self._blend[rows, columns],
+        )
         np.copyto(canvas[rows, columns], blend, where=mask[rows, columns, None])
 
     def _draw_contour(self, canvas: np.ndarray, contour: np.ndarray | None) -> None:

@@ -106,8 +106,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except Exception as error:
         if not isinstance(error, EdgesegError) and is_disk_full(error, path.parent):
             kept = f"the earlier {path.name} is kept" if path.exists() else "nothing was overwritten"
-            raise DiskFullError(f"{path.parent}: no space left on its device while writing {path.name} ({kept}); "
-                                "free some space there, or choose another folder, and run the command again (training: --resume RUN_DIR)") from error
+            raise DiskFullError(
+                f"{path.parent}: no space left on its device while writing {path.name} ({kept}); "
+                "free some space there, or choose another folder, and run the command again (training: --resume RUN_DIR)"
+            ) from error
         raise
     finally:
         temporary.unlink(missing_ok=True)
@@ -172,7 +174,12 @@ def remove_stale_temporaries(folder: str | os.PathLike, of: str = "*") -> list[P
     candidates = [path for path in folder.iterdir() if path.is_file() and is_temporary_of(path.name, of)]
     stale = [path for path in candidates if remove_if_abandoned(path)]
     if stale:
-        log.info("removed %d unfinished file(s) an interrupted run left in %s: %s", len(stale), folder, ", ".join(p.name for p in stale))
+        log.info(
+            "removed %d unfinished file(s) an interrupted run left in %s: %s",
+            len(stale),
+            folder,
+            ", ".join(p.name for p in stale),
+        )
     return stale
 
 
@@ -209,14 +216,16 @@ def prepare_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]], ove
             remove_stale_temporaries(path.parent, of=glob.escape(path.name))
     existing = [(label, path) for label, path in paths if output_exists(path)]
     if existing and not overwrite:
-        names = ", ".join(f"{path}{os.sep} ({label}: not empty)" if path.is_dir() else f"{path} ({label})"
-                          for label, path in existing)
+        names = ", ".join(
+            f"{path}{os.sep} ({label}: not empty)" if path.is_dir() else f"{path} ({label})" for label, path in existing
+        )
         several = len(existing) > 1
         in_folders = " (in a folder, the files of the same names)" if any(path.is_dir() for _, path in existing) else ""
         raise OutputExistsError(
             f"{names} {'exist' if several else 'exists'} already, and edgeseg writes over an output only when told: "
             f"pass --overwrite to replace {'them' if several else 'it'}{in_folders}, or choose "
-            f"{'other paths' if several else 'another path'}")
+            f"{'other paths' if several else 'another path'}"
+        )
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -286,8 +295,10 @@ def max_pixels() -> int:
     limit = configured_max_pixels()
     if limit is None:
         text = os.environ[MAX_PIXELS_VARIABLE].strip()
-        raise EdgesegError(f"{MAX_PIXELS_VARIABLE}={text!r} is not a number of pixels: set it to a whole number written "
-                           f"in digits, e.g. {MAX_PIXELS_VARIABLE}=300000000, or unset it for the default {DEFAULT_MAX_PIXELS}")
+        raise EdgesegError(
+            f"{MAX_PIXELS_VARIABLE}={text!r} is not a number of pixels: set it to a whole number written "
+            f"in digits, e.g. {MAX_PIXELS_VARIABLE}=300000000, or unset it for the default {DEFAULT_MAX_PIXELS}"
+        )
     return limit
 
 
@@ -310,7 +321,7 @@ def unsigned(data: bytes, start: int, length: int, byteorder: str = "little") ->
     """The unsigned integer stored in data[start:start + length], or None where the data ends before it."""
     if start < 0 or start + length > len(data):
         return None
-    return int.from_bytes(data[start:start + length], byteorder)
+    return int.from_bytes(data[start : start + length], byteorder)
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
@@ -356,7 +367,7 @@ def bmp_size(data: bytes) -> tuple[int, int] | None:
     if len(data) < 26:
         return None
     # BITMAPINFOHEADER and its successors: signed 32-bit sizes; a negative height stores the rows top-down
-    width, height = (int.from_bytes(data[start:start + 4], "little", signed=True) for start in (18, 22))
+    width, height = (int.from_bytes(data[start : start + 4], "little", signed=True) for start in (18, 22))
     return abs(width), abs(height)
 
 
@@ -422,20 +433,26 @@ def header_refusal(data: bytes) -> HeaderRefusal | None:
         return HeaderRefusal("the file is empty", "copy or download the file again")
     read_format = image_format(data)
     if read_format is None:
-        return HeaderRefusal(f"not a {READ_FORMATS} file (judged by its content, whatever its name)",
-                             "convert it to JPEG or PNG, or copy it again if it is damaged")
+        return HeaderRefusal(
+            f"not a {READ_FORMATS} file (judged by its content, whatever its name)",
+            "convert it to JPEG or PNG, or copy it again if it is damaged",
+        )
     size = header_size(data)
     if size is None:
-        return HeaderRefusal(f"its {read_format} header is cut short or corrupt: it declares no image size",
-                             "copy or download the file again")
+        return HeaderRefusal(
+            f"its {read_format} header is cut short or corrupt: it declares no image size",
+            "copy or download the file again",
+        )
     width, height = size
     limit = max_pixels()
     if width * height <= limit:
         return None
-    return HeaderRefusal(f"its {read_format} header declares {width}x{height} = {width * height:,} pixels, more than "
-                         f"the {limit:,} edgeseg decodes: a decompression bomb or a corrupt header",
-                         f"replace the file; if the image is real, downscale it, or allow it with "
-                         f"{MAX_PIXELS_VARIABLE}={width * height}")
+    return HeaderRefusal(
+        f"its {read_format} header declares {width}x{height} = {width * height:,} pixels, more than "
+        f"the {limit:,} edgeseg decodes: a decompression bomb or a corrupt header",
+        f"replace the file; if the image is real, downscale it, or allow it with "
+        f"{MAX_PIXELS_VARIABLE}={width * height}",
+    )
 
 
 def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) -> np.ndarray:

@@ -84,9 +84,9 @@ def place_in_frame(image: np.ndarray, mask: np.ndarray, framing: Framing) -> tup
     columns = (left, frame_width - width - left)
     # numpy's "reflect" (OpenCV's REFLECT_101) repeats the reflection when the border is wider than the image.
     frame = np.pad(skin_only(image, mask), (rows, columns, (0, 0)), mode="reflect")
-    frame[top:top + height, left:left + width] = image
+    frame[top : top + height, left : left + width] = image
     frame_mask = np.zeros((frame_height, frame_width), dtype=mask.dtype)
-    frame_mask[top:top + height, left:left + width] = mask
+    frame_mask[top : top + height, left : left + width] = mask
     return frame, frame_mask
 
 
@@ -102,8 +102,9 @@ def vignette(image: np.ndarray, strength: float) -> np.ndarray:
     return (image.astype(np.float32) * gain).round().astype(image.dtype)
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, height: int, width: int,
-                interpolation: str) -> tuple[np.ndarray, np.ndarray]:
+def resize_pair(
+    image: np.ndarray, mask: np.ndarray, height: int, width: int, interpolation: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask stretched to (height, width) with the card's ``interpolation``, as the runtime stretches a frame.
 
     The mask is resized the same way and cut at 0.5, so thin parts are not lost to aliasing.

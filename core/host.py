@@ -48,7 +48,9 @@ def run_command(*command: str, timeout: float = COMMAND_TIMEOUT_S) -> Probe:
     if shutil.which(command[0]) is None:
         return None, f"{command[0]} not found on PATH"
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "LC_ALL": "C"})
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "LC_ALL": "C"}
+        )
     except subprocess.TimeoutExpired:
         return None, f"`{' '.join(command)}` did not answer within {timeout:g} s"
     except OSError as error:
@@ -236,7 +238,9 @@ def cuda_toolkit_version() -> Probe:
         text, _ = read_text(path)
         if text is None:
             continue
-        match = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', text) or re.search(r"CUDA Version\s+([\d.]+)", text)
+        match = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', text) or re.search(
+            r"CUDA Version\s+([\d.]+)", text
+        )
         if match:
             return match.group(1), None
     return None, "no CUDA toolkit at /usr/local/cuda (version.json / version.txt)"
@@ -276,17 +280,21 @@ def driver_problem(driver_version: str, cuda_major: int) -> str | None:
     if minimum is None or not _older_than(driver_version, minimum):
         return None
     other = " (or, for CUDA 12 instead: pip install 'edgeseg[gpu]')" if cuda_major == 13 else ""
-    return (f"NVIDIA driver {driver_version.strip()} is older than CUDA {cuda_major} needs (>= {minimum}): "
-            f"install a newer driver{other}")
+    return (
+        f"NVIDIA driver {driver_version.strip()} is older than CUDA {cuda_major} needs (>= {minimum}): "
+        f"install a newer driver{other}"
+    )
 
 
 def tensorrt_driver_problem(driver_version: str) -> str | None:
     """Why this NVIDIA driver is too old for TensorRT (older than r535), or None (also when it cannot be judged)."""
     if not _older_than(driver_version, TENSORRT_DRIVER_MINIMUM):
         return None
-    return (f"NVIDIA driver {driver_version.strip()} is older than TensorRT needs (r{TENSORRT_DRIVER_MINIMUM} or "
-            f"newer): install a newer driver, or go without TensorRT: 'edgeseg[cuda12]' in a fresh environment "
-            f"(onnxruntime's CUDA provider, which runs on drivers from {CUDA_DRIVER_MINIMUM[12]} on)")
+    return (
+        f"NVIDIA driver {driver_version.strip()} is older than TensorRT needs (r{TENSORRT_DRIVER_MINIMUM} or "
+        f"newer): install a newer driver, or go without TensorRT: 'edgeseg[cuda12]' in a fresh environment "
+        f"(onnxruntime's CUDA provider, which runs on drivers from {CUDA_DRIVER_MINIMUM[12]} on)"
+    )
 
 
 # --- Jetson -------------------------------------------------------------------------------------
@@ -337,7 +345,9 @@ def power_mode() -> Probe:
     return {"name": match.group(1).strip(), "id": mode_id}, None
 
 
-CLOCK_LINE = re.compile(r"^(?P<domain>cpu\d+|GPU|EMC)\b.*?MinFreq=(?P<min>\d+)\s+MaxFreq=(?P<max>\d+)\s+CurrentFreq=(?P<current>\d+)")
+CLOCK_LINE = re.compile(
+    r"^(?P<domain>cpu\d+|GPU|EMC)\b.*?MinFreq=(?P<min>\d+)\s+MaxFreq=(?P<max>\d+)\s+CurrentFreq=(?P<current>\d+)"
+)
 
 
 def parse_jetson_clocks(text: str) -> dict[str, dict[str, Any]]:
@@ -359,11 +369,19 @@ def sysfs_clocks() -> dict[str, dict[str, Any]]:
     """The same Min/Max/Current for CPUs (cpufreq) and the GPU (devfreq), readable without root."""
     domains = {}
     for cpu in sorted(CPU_SYSFS.glob("cpu[0-9]*")):
-        frequencies = [read_text(cpu / "cpufreq" / name)[0] for name in ("scaling_min_freq", "scaling_max_freq", "scaling_cur_freq")]
+        frequencies = [
+            read_text(cpu / "cpufreq" / name)[0]
+            for name in ("scaling_min_freq", "scaling_max_freq", "scaling_cur_freq")
+        ]
         if all(value and value.strip().isdigit() for value in frequencies):
             domains[cpu.name] = dict(zip(("min", "max", "current"), (int(v) for v in frequencies)))
     for device in sorted(DEVFREQ.glob("*")):
-        if "gpu" not in device.name and "ga10b" not in device.name and "gv11b" not in device.name and "gp10b" not in device.name:
+        if (
+            "gpu" not in device.name
+            and "ga10b" not in device.name
+            and "gv11b" not in device.name
+            and "gp10b" not in device.name
+        ):
             continue
         frequencies = [read_text(device / name)[0] for name in ("min_freq", "max_freq", "cur_freq")]
         if all(value and value.strip().isdigit() for value in frequencies):
@@ -451,8 +469,17 @@ def host_info() -> dict[str, Any]:
     info["versions"] = _collect(library_versions(), "versions.", reasons)
     info.update(_collect({"onnxruntime_providers": onnxruntime_providers()}, "", reasons))
     gpus, gpu_reason = nvidia_smi_gpus()
-    info.update(_collect({"gpus": (gpus, gpu_reason), "cuda_driver": cuda_driver_version() if gpus else (None, gpu_reason),
-                          "cuda_toolkit": cuda_toolkit_version()}, "", reasons))
+    info.update(
+        _collect(
+            {
+                "gpus": (gpus, gpu_reason),
+                "cuda_driver": cuda_driver_version() if gpus else (None, gpu_reason),
+                "cuda_toolkit": cuda_toolkit_version(),
+            },
+            "",
+            reasons,
+        )
+    )
     if is_jetson():
         info["jetson"] = _collect(jetson_info(), "jetson.", reasons)
     else:

@@ -26,17 +26,21 @@ from typing import Any
 from edgeseg.core import host
 from edgeseg.core.segmenter import BackendUnavailable
 
-EXTRAS_HINT = ("pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
-               "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (docs/gpu-and-jetson.md, Support matrix)")
+EXTRAS_HINT = (
+    "pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
+    "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (docs/gpu-and-jetson.md, Support matrix)"
+)
 BOTH_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'edgeseg[gpu]'"
 CUDA_EXTRAS = {12: "gpu", 13: "gpu-cu13"}
 TENSORRT_CUDA = {"tensorrt-cu12": 12, "tensorrt-cu13": 13}
 # onnxruntime-gpu's TensorRT provider is built against TensorRT 10 and links this library by name.
 ONNXRUNTIME_TENSORRT_MAJOR = 10
 ONNXRUNTIME_TENSORRT_LIBRARY = "libnvinfer.so.10"
-TENSORRT_PROVIDER_FIX = ("install TensorRT 10 beside onnxruntime-gpu, which its TensorRT provider is built against: "
-                         "pip install 'edgeseg[gpu]' (CUDA 12) or 'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson it is "
-                         "JetPack's TensorRT (docs/gpu-and-jetson.md, Support matrix). `edgeseg doctor` says whether the provider can start")
+TENSORRT_PROVIDER_FIX = (
+    "install TensorRT 10 beside onnxruntime-gpu, which its TensorRT provider is built against: "
+    "pip install 'edgeseg[gpu]' (CUDA 12) or 'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson it is "
+    "JetPack's TensorRT (docs/gpu-and-jetson.md, Support matrix). `edgeseg doctor` says whether the provider can start"
+)
 _preloaded = False
 
 
@@ -72,7 +76,8 @@ def check_onnxruntime_install(distributions: dict[str, str] | None = None) -> No
             f"{names} are installed together: they install the same module `onnxruntime`, so the files of the "
             f"one installed last won and the GPU providers may be missing. Keep exactly one: {BOTH_FIX} "
             f"('edgeseg[gpu-cu13]' for CUDA 13, 'edgeseg[cpu]' on a host without an NVIDIA GPU; on a Jetson, "
-            f"reinstall JetPack's onnxruntime-gpu wheel instead).")
+            f"reinstall JetPack's onnxruntime-gpu wheel instead)."
+        )
 
 
 def _not_installed(distributions: dict[str, str], error: Exception) -> str:
@@ -181,8 +186,10 @@ def _import_tensorrt() -> str | None:
         return f"TensorRT's Python module cannot be imported ({error})"
     version = str(getattr(tensorrt, "__version__", "?"))
     if _major(version) != ONNXRUNTIME_TENSORRT_MAJOR:
-        return (f"TensorRT {version} is installed, but onnxruntime's TensorRT provider is built against TensorRT "
-                f"{ONNXRUNTIME_TENSORRT_MAJOR} ({ONNXRUNTIME_TENSORRT_LIBRARY})")
+        return (
+            f"TensorRT {version} is installed, but onnxruntime's TensorRT provider is built against TensorRT "
+            f"{ONNXRUNTIME_TENSORRT_MAJOR} ({ONNXRUNTIME_TENSORRT_LIBRARY})"
+        )
     return None
 
 
@@ -215,8 +222,13 @@ def build_cuda_version(onnxruntime: Any) -> str | None:
 def onnxruntime_build() -> dict[str, Any]:
     """What the runtime will use: the distributions, version, CUDA build and providers, and any problem."""
     distributions = onnxruntime_distributions()
-    build: dict[str, Any] = {"distributions": distributions, "version": None, "cuda": None, "providers": None,
-                             "problem": None}
+    build: dict[str, Any] = {
+        "distributions": distributions,
+        "version": None,
+        "cuda": None,
+        "providers": None,
+        "problem": None,
+    }
     try:
         check_onnxruntime_install(distributions)
     except OnnxRuntimeInstallError as error:
@@ -226,8 +238,11 @@ def onnxruntime_build() -> dict[str, Any]:
     except ImportError as error:
         build["problem"] = build["problem"] or _not_installed(distributions, error)
         return build
-    build.update(version=onnxruntime.__version__, cuda=build_cuda_version(onnxruntime),
-                 providers=list(onnxruntime.get_available_providers()))
+    build.update(
+        version=onnxruntime.__version__,
+        cuda=build_cuda_version(onnxruntime),
+        providers=list(onnxruntime.get_available_providers()),
+    )
     return build
 
 

@@ -141,8 +141,9 @@ class Interval:
         return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
-def bootstrap_interval(values: Iterable[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> Interval:
+def bootstrap_interval(
+    values: Iterable[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> Interval:
     """The mean of per-image ``values`` and the 2.5th and 97.5th percentiles of the means of ``resamples``
     resamples of the images. For a paired comparison, pass each image's difference between two models."""
     values = np.asarray(list(values), dtype=np.float64)
@@ -154,14 +155,19 @@ def bootstrap_interval(values: Iterable[float], resamples: int = BOOTSTRAP_RESAM
     return Interval(float(values.mean()), float(low), float(high), int(values.size))
 
 
-def paired_differences(first: Mapping[str, Mapping[str, float]], second: Mapping[str, Mapping[str, float]],
-                       metrics: Iterable[str] = METRIC_NAMES) -> dict[str, Interval]:
+def paired_differences(
+    first: Mapping[str, Mapping[str, float]],
+    second: Mapping[str, Mapping[str, float]],
+    metrics: Iterable[str] = METRIC_NAMES,
+) -> dict[str, Interval]:
     """Per metric: the mean over images of (second - first) and its bootstrap interval, on the images both scored.
 
     ``first`` and ``second`` map an image id to its scores; they must score the same images.
     """
     if set(first) != set(second):
         only = sorted(set(first) ^ set(second))
-        raise ValueError(f"a paired comparison needs the same images on both sides; {len(only)} differ, e.g. {only[:3]}")
+        raise ValueError(
+            f"a paired comparison needs the same images on both sides; {len(only)} differ, e.g. {only[:3]}"
+        )
     ids = sorted(first)
     return {name: bootstrap_interval(second[i][name] - first[i][name] for i in ids) for name in metrics}

@@ -17,8 +17,12 @@ WEIGHTS_FILENAME = "model.safetensors"
 
 # The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed. "int8" is
 # the CPU's INT8 form (U8 activations); "int8-trt" the symmetric S8S8 one the INT8 TensorRT engine is built from.
-ONNX_FILENAMES = {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
-                  "int8-trt": "model.int8-trt.onnx"}
+ONNX_FILENAMES = {
+    "onnx": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",
+    "int8-trt": "model.int8-trt.onnx",
+}
 
 # Where an edgeseg ONNX carries its model card: a key of the model's metadata_props.
 CARD_METADATA_KEY = "edgeseg_card"
@@ -88,7 +92,8 @@ def default_model_path() -> Path:
     if path is None or not path.is_file():
         raise DefaultModelMissing(
             "edgeseg's default model is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
-            "or name a model: an ONNX or engine from `edgeseg export`, or a run directory from `edgeseg train`")
+            "or name a model: an ONNX or engine from `edgeseg export`, or a run directory from `edgeseg train`"
+        )
     return path
 
 
@@ -98,7 +103,8 @@ def reference_set_path() -> Path:
     if path is None or not (path / "splits" / "val.txt").is_file():
         raise DefaultModelMissing(
             f"{REFERENCE_SET_NAME} is not installed here (reinstall edgeseg: pip install --force-reinstall edgeseg); "
-            "or name a data folder with images and masks: --data DIR")
+            "or name a data folder with images and masks: --data DIR"
+        )
     return path
 
 
@@ -117,7 +123,7 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 
 
 def model_kind(path: str | os.PathLike) -> str | None:
-    """"torch" for a run directory, "onnx" or "engine" for a model file, None for anything else."""
+    """ "torch" for a run directory, "onnx" or "engine" for a model file, None for anything else."""
     if Path(path).is_dir():
         return "torch" if is_run_dir(path) else None
     if is_engine(path):

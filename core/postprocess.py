@@ -14,7 +14,6 @@ import numpy as np
 from edgeseg.core.card import ModelCard
 from edgeseg.core.preprocess import interpolation_flag
 
-
 # Two regions this near in area (the smaller at least this share of the larger) are a near tie, and which is
 # larger is for rounding to decide: an INT8 form or another CPU's kernels can swap them. Rather than follow that
 # coin toss, the lesion is the one nearer the image's centre, where a dermatoscope frames it; a centre moves by
@@ -82,8 +81,9 @@ def filled(mask: np.ndarray) -> np.ndarray:
     return out.view(bool)
 
 
-def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | None = None, fill_holes: bool = False
-                ) -> tuple[np.ndarray, np.ndarray | None, int]:
+def lesion_mask(
+    probability: np.ndarray, card: ModelCard, threshold: float | None = None, fill_holes: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Probability map -> (mask, outer contour of the lesion's region, region count), as the card says.
 
     The mask is thresholded and, where the card keeps only the largest region, cut to the lesion's region
@@ -98,7 +98,9 @@ def lesion_mask(probability: np.ndarray, card: ModelCard, threshold: float | Non
     return (filled(mask) if fill_holes and regions else mask), contour, regions
 
 
-def closer_look_box(probability: np.ndarray, height: int, width: int, card: ModelCard) -> tuple[int, int, int, int] | None:
+def closer_look_box(
+    probability: np.ndarray, height: int, width: int, card: ModelCard
+) -> tuple[int, int, int, int] | None:
     """Where to look again, closer: (x, y, width, height) of a square of the image around its lesion.
 
     ``probability`` is the first look at the network's resolution, of a (height, width) image. The

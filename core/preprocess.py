@@ -38,8 +38,10 @@ def as_bgr8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise FrameError(f"expected 8- or 16-bit pixels, got {image.dtype}: scale the image to uint8 0-255 first "
-                         "(e.g. (image * 255).astype(np.uint8) for floats in 0-1)")
+        raise FrameError(
+            f"expected 8- or 16-bit pixels, got {image.dtype}: scale the image to uint8 0-255 first "
+            "(e.g. (image * 255).astype(np.uint8) for floats in 0-1)"
+        )
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels == 3:
         return image

@@ -41,8 +41,14 @@ def stderr_is_terminal() -> bool:
         return False
 
 
-def progress(iterable: Iterable | None = None, desc: str = "", unit: str = "it", total: int | None = None,
-             enabled: bool = True, leave: bool = True) -> Any:
+def progress(
+    iterable: Iterable | None = None,
+    desc: str = "",
+    unit: str = "it",
+    total: int | None = None,
+    enabled: bool = True,
+    leave: bool = True,
+) -> Any:
     """A progress display over ``iterable``: a tqdm bar on a terminal, plain lines in a log, nothing when quiet.
 
     The object returned iterates like the iterable and has tqdm's ``update``, ``set_postfix`` and ``close``.
@@ -61,7 +67,9 @@ def progress(iterable: Iterable | None = None, desc: str = "", unit: str = "it",
 class PlainProgress:
     """tqdm's interface, writing a plain line at each tenth of the work (only at its end where the total is unknown)."""
 
-    def __init__(self, iterable: Iterable | None, desc: str, unit: str, total: int | None, silent: bool = False) -> None:
+    def __init__(
+        self, iterable: Iterable | None, desc: str, unit: str, total: int | None, silent: bool = False
+    ) -> None:
         self.iterable, self.desc, self.unit, self.total, self.silent = iterable, desc, unit, total, silent
         self.count = 0
         self.postfix = ""
@@ -118,9 +126,17 @@ class PlainProgress:
 
 def quiet_option(command):
     """-q/--quiet, spelt and explained one way for every command."""
+
     def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         set_quiet(value)  # set either way: one process may run several commands (tests, the demo)
         return value
 
-    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True, callback=remember,
-                        help="No progress bars and no notes: only results, warnings and errors.")(command)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=remember,
+        help="No progress bars and no notes: only results, warnings and errors.",
+    )(command)

@@ -49,7 +49,6 @@ from edgeseg.core.lesion_measurements import Measurements, measure
 from edgeseg.core.postprocess import activate, closer_look_box, lesion_mask, probability_at
 from edgeseg.core.preprocess import FrameError, as_bgr8, normalize, resize_to_input
 
-
 # Test-time augmentation: the flips (axes of an (..., H, W) array) whose predictions are averaged.
 TTA_FLIPS: dict[str, tuple[tuple[int, ...], ...]] = {
     "none": ((),),
@@ -81,8 +80,10 @@ def check_settings(tta: str = TTA_DEFAULT, mm_per_px: float | None = None) -> No
     if tta not in TTA_FLIPS:
         raise ValueError(f"unknown test-time augmentation {tta!r}: use one of {', '.join(TTA_MODES)}")
     if mm_per_px is not None and not (isinstance(mm_per_px, numbers.Real) and mm_per_px > 0):
-        raise ValueError(f"mm_per_px {mm_per_px!r}: give the scale as a positive number of millimetres per pixel, "
-                         "or None for measurements in pixels only")
+        raise ValueError(
+            f"mm_per_px {mm_per_px!r}: give the scale as a positive number of millimetres per pixel, "
+            "or None for measurements in pixels only"
+        )
 
 
 class Backend(Protocol):
@@ -140,8 +141,10 @@ class Segmentation:
         from edgeseg.core.drawing import OverlayRenderer  # drawing imports this module
 
         if self.image is None:
-            raise ValueError("this Segmentation has no image to draw on (its logits were finished without one): "
-                             "draw it with edgeseg.core.drawing.OverlayRenderer().render(image, segmentation)")
+            raise ValueError(
+                "this Segmentation has no image to draw on (its logits were finished without one): "
+                "draw it with edgeseg.core.drawing.OverlayRenderer().render(image, segmentation)"
+            )
         return OverlayRenderer().render(self.image, self)
 
     def save(self, folder: str | os.PathLike) -> list[Path]:
@@ -177,7 +180,9 @@ class Pending:
     image: np.ndarray | None = None  # the BGR image, for the closer look
     crop: tuple[int, int, int, int] | None = None  # the closer look's (x, y, width, height), where one was taken
     crop_logits: np.ndarray | None = None
-    first_look: np.ndarray | None = None  # the views' averaged probability at network size, once the closer look needed it
+    first_look: np.ndarray | None = (
+        None  # the views' averaged probability at network size, once the closer look needed it
+    )
 
 
 class Segmenter:
@@ -193,9 +198,17 @@ class Segmenter:
     model came from, for the repr.
     """
 
-    def __init__(self, backend: Backend, card: ModelCard | None = None, keep_largest: bool | None = None,
-                 mm_per_px: float | None = None, fill_holes: bool = FILL_HOLES_DEFAULT, tta: str = TTA_DEFAULT,
-                 refine: bool = REFINE_DEFAULT, model_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        card: ModelCard | None = None,
+        keep_largest: bool | None = None,
+        mm_per_px: float | None = None,
+        fill_holes: bool = FILL_HOLES_DEFAULT,
+        tta: str = TTA_DEFAULT,
+        refine: bool = REFINE_DEFAULT,
+        model_path: str | os.PathLike | None = None,
+    ) -> None:
         check_settings(tta, mm_per_px)
         card = backend.card if card is None else card
         if keep_largest is not None:
@@ -213,8 +226,10 @@ class Segmenter:
         model = self.model_path.name if self.model_path else f"{self.card.architecture}/{self.card.encoder}"
         height, width = self.card.input_size
         scale = f", {self.mm_per_px} mm/px" if self.mm_per_px else ""
-        return (f"<Segmenter {model} on {self.backend.name} ({self.backend.precision}): input {height}x{width}, "
-                f"threshold {self.card.output.threshold}, tta {self._tta!r}, refine {self.refine}{scale}>")
+        return (
+            f"<Segmenter {model} on {self.backend.name} ({self.backend.precision}): input {height}x{width}, "
+            f"threshold {self.card.output.threshold}, tta {self._tta!r}, refine {self.refine}{scale}>"
+        )
 
     @property
     def tta(self) -> str:
@@ -263,7 +278,7 @@ class Segmenter:
             pending.crop = closer_look_box(pending.first_look, height, width, self.card)
         if pending.crop is not None:
             left, top, crop_width, crop_height = pending.crop
-            self._prepare_views(pending.image[top:top + crop_height, left:left + crop_width], self._crop_input)
+            self._prepare_views(pending.image[top : top + crop_height, left : left + crop_width], self._crop_input)
             pending.crop_logits = self._run_backend(self._crop_input)
         pending.timings_ms["inference"] = _ms_since(started)
         return pending
@@ -280,7 +295,7 @@ class Segmenter:
                 return logits
         if len(batch) == 1:
             return self.backend.infer(batch)
-        return np.concatenate([self.backend.infer(batch[view:view + 1]) for view in range(len(batch))])
+        return np.concatenate([self.backend.infer(batch[view : view + 1]) for view in range(len(batch))])
 
     def finish(self, pending: Pending) -> Segmentation:
         """Stage 3: probability and mask at the image's own size, the lesion's contour and measurements."""
@@ -291,7 +306,7 @@ class Segmenter:
         if pending.crop is not None:
             left, top, crop_width, crop_height = pending.crop
             closer = probability_at(self._averaged_views(pending.crop_logits), crop_height, crop_width, self.card)
-            inside = probability[top:top + crop_height, left:left + crop_width]
+            inside = probability[top : top + crop_height, left : left + crop_width]
             inside += closer
             inside *= np.float32(0.5)
         mask, contour, regions = lesion_mask(probability, self.card, fill_holes=self.fill_holes)
@@ -303,7 +318,9 @@ class Segmenter:
         """The (h, w) probability: each view's sigmoid flipped back, then the mean (probability space)."""
         flips = TTA_FLIPS[self._tta] if len(logits) > 1 else TTA_FLIPS["none"]
         if len(logits) != len(flips):
-            raise ValueError(f"{len(logits)} logit maps for test-time augmentation {self._tta!r}, which makes {len(flips)}")
+            raise ValueError(
+                f"{len(logits)} logit maps for test-time augmentation {self._tta!r}, which makes {len(flips)}"
+            )
         probability = activate(logits[0, 0], self.card)
         for view, axes in enumerate(flips[1:], start=1):
             probability = probability + np.flip(activate(logits[view, 0], self.card), axis=axes)
@@ -338,8 +355,10 @@ def image_as_bgr(image: str | os.PathLike | np.ndarray | Any, rgb: bool = False)
         return (np.ascontiguousarray(bgr[..., ::-1]) if rgb else bgr), None
     if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image, told by its look: PIL is no dependency
         return pil_as_bgr(image), None
-    raise ImageTypeError(f"segment() takes an image file's path (str or os.PathLike), a numpy array (H, W, 3) BGR as "
-                         f"OpenCV gives it (rgb=True for RGB), or a PIL image; got {type(image).__name__}")
+    raise ImageTypeError(
+        f"segment() takes an image file's path (str or os.PathLike), a numpy array (H, W, 3) BGR as "
+        f"OpenCV gives it (rgb=True for RGB), or a PIL image; got {type(image).__name__}"
+    )
 
 
 def pil_as_bgr(image: Any) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from edgeseg.core.data import Sample
 from edgeseg.core.files import write_bytes_atomic, write_text_atomic
 from edgeseg.core.progress import progress as track
@@ -366,7 +367,9 @@ def generate_dataset(
     for index in track(range(n), desc="synth", unit="img", enabled=progress):
         image, mask = make_sample(seed, index, size)
         name = sample_id(index)
-        sample = Sample(name, out_dir / IMAGE_FOLDER / f"{name}.jpg", out_dir / MASK_FOLDER / f"{name}_segmentation.png")
+        sample = Sample(
+            name, out_dir / IMAGE_FOLDER / f"{name}.jpg", out_dir / MASK_FOLDER / f"{name}_segmentation.png"
+        )
         write_bytes_atomic(sample.image, encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
         write_bytes_atomic(sample.mask, encode(".png", np.where(mask, 255, 0).astype(np.uint8)))
         samples.append(sample)

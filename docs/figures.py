@@ -26,10 +26,11 @@ import json
 import operator
 import re
 import sys
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECORDS = REPO_ROOT / "benchmarks" / "results"
@@ -38,9 +39,11 @@ DOC_PATTERNS = ("README.md", "docs/*.md", "models/default/README.md")
 DECLARATION = re.compile(r"<!--\s*records:(?P<body>.*?)-->", re.S)
 SOURCE_TAG = re.compile(r"<!--(?P<kind>fig|in)\s(?P<source>.*?)-->", re.S)
 SHOWN = re.compile(r"(?P<number>[-+\u2212]?\d+(?:\.\d+)?)(?P<unit>(?:\s?[A-Za-z%\u00d7]+){0,2})\s?$")
-BLOCK = re.compile(r"<!-- begin generated: (?P<spec>[^>]*?) -->\n(?P<body>.*?)<!-- end generated: (?P<name>\S+) -->",
-                   re.S)
-FIGURE = re.compile(r"""
+BLOCK = re.compile(
+    r"<!-- begin generated: (?P<spec>[^>]*?) -->\n(?P<body>.*?)<!-- end generated: (?P<name>\S+) -->", re.S
+)
+FIGURE = re.compile(
+    r"""
     (?<![\w.\-])(?:
         \d+(?:\.\d+)?\s?(?:ms|FPS|fps)\b                   # a latency, a frame rate
       | \d+(?:\.\d+)?[x\u00d7](?![\w])                      # a speed-up or a ratio
@@ -49,7 +52,9 @@ FIGURE = re.compile(r"""
       | \d+(?:\.\d+)?\s?M\s(?:parameters|params)\b         # a parameter count
       | \d+\.\d+\s?(?:s|seconds|min|minutes|h|hours)\b     # a measured duration
       | [-+\u2212]?0\.\d{2,}                                # a metric, a difference
-    )""", re.X)
+    )""",
+    re.X,
+)
 
 
 class FigureError(Exception):
@@ -61,6 +66,7 @@ class NotCheckedHere(FigureError):
 
 
 # ---------------------------------------------------------------- records and the models they are of
+
 
 @cache
 def record(name: str) -> Any:
@@ -95,27 +101,40 @@ SUBJECTS = {
     "accuracy-gpu-lite2-nvidia-h100-80gb-hbm3.json": ("accuracy, per-epoch curves", None),
     "accuracy-gpu-nvidia-h100-80gb-hbm3.json": ("accuracy, per-epoch curves", None),
     "bench-cpu.json": ("latency of PyTorch and the ONNX forms, interleaved", None),
-    "bench-default-lite2-vs-lite0-cpu.json": ("latency of the lite2 forms against the lite0 default before",
-                                              "lite2-ft and gpu-ft-lovasz"),
-    "ensemble-ceiling-cpu.json": ("what averaging the models with flip TTA reaches on val",
-                                  "lite2-ft, lite1-ft, gpu-ft-lovasz, lite2-ft-cpu"),
+    "bench-default-lite2-vs-lite0-cpu.json": (
+        "latency of the lite2 forms against the lite0 default before",
+        "lite2-ft and gpu-ft-lovasz",
+    ),
+    "ensemble-ceiling-cpu.json": (
+        "what averaging the models with flip TTA reaches on val",
+        "lite2-ft, lite1-ft, gpu-ft-lovasz, lite2-ft-cpu",
+    ),
     "export-parity-cpu.json": ("parity of the exported forms against PyTorch", None),
     "export-parity-ft-lovasz-cpu.json": ("parity of the exported forms against PyTorch", None),
     "export-parity-gpu-ft-lovasz-cpu.json": ("parity of the exported forms against PyTorch", None),
     "export-parity-gpu-lite2-cpu.json": ("parity of the exported forms against PyTorch", None),
-    "gpu-check-nvidia-h100-80gb-hbm3.json": ("CUDA buffers, a killed and resumed CUDA run, eval and bench on CUDA",
-                                             "a tiny FPN trained on synthetic data"),
+    "gpu-check-nvidia-h100-80gb-hbm3.json": (
+        "CUDA buffers, a killed and resumed CUDA run, eval and bench on CUDA",
+        "a tiny FPN trained on synthetic data",
+    ),
     "int8-float-layers-cpu.json": ("INT8 with the leading layers float or not: gate and speed", None),
     "int8-options-cpu.json": ("INT8 calibration options: gate and speed", None),
-    "int8-sensitivity-cpu.json": ("INT8 float blocks chosen by a sensitivity pass: gate and speed", "the default model"),
+    "int8-sensitivity-cpu.json": (
+        "INT8 float blocks chosen by a sensitivity pass: gate and speed",
+        "the default model",
+    ),
     "levers-postprocess-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "gpu-ft-lovasz"),
     "levers-postprocess-lite2-cpu.json": ("closer look, flip TTA, hole filling: accuracy and speed", "lite2-ft"),
-    "runtime_throughput_default-lite2_onnxruntime-cpu.json": ("`edgeseg run` throughput with the thread plan, "
-                                                              "against the bare model", "lite2-ft"),
+    "runtime_throughput_default-lite2_onnxruntime-cpu.json": (
+        "`edgeseg run` throughput with the thread plan, against the bare model",
+        "lite2-ft",
+    ),
     "runtime_throughput_model_onnxruntime-cpu.json": ("`edgeseg run` throughput against the bare model", None),
     "serve-load-cpu.json": ("the live view's frame rate with viewers and snapshot loops", "lite2-ft"),
-    "speed-accuracy-cpu.json": ("lite0, lite1, lite2 at 256 and 320: latency of fp32 and INT8 (accuracy where scored)",
-                                "random weights (seed 0)"),
+    "speed-accuracy-cpu.json": (
+        "lite0, lite1, lite2 at 256 and 320: latency of fp32 and INT8 (accuracy where scored)",
+        "random weights (seed 0)",
+    ),
     "soak-cpu.json": ("ten minutes of `edgeseg run`, and a stream that drops out", "default-v1"),
 }
 
@@ -148,6 +167,7 @@ def host_of(data: dict) -> str:
 
 
 # ---------------------------------------------------------------- a figure's source, evaluated
+
 
 def field(value: Any, key: Any) -> Any:
     try:
@@ -182,13 +202,22 @@ def parameters_m(encoder: str) -> float:
         from edgeseg.train.network import build_model
     except ImportError as error:
         raise NotCheckedHere(f"counting parameters needs PyTorch ({error})") from None
-    card = ModelCard(encoder=encoder, architecture_kwargs={"decoder_pyramid_channels": 128,
-                                                           "decoder_segmentation_channels": 64})
+    card = ModelCard(
+        encoder=encoder, architecture_kwargs={"decoder_pyramid_channels": 128, "decoder_segmentation_channels": 64}
+    )
     return sum(parameter.numel() for parameter in build_model(card).parameters()) / 1e6
 
 
-FUNCTIONS: dict[str, Callable] = {"pick": pick, "top": top, "size_mb": size_mb, "parameters_m": parameters_m,
-                                  "abs": abs, "min": min, "max": max, "len": len}
+FUNCTIONS: dict[str, Callable] = {
+    "pick": pick,
+    "top": top,
+    "size_mb": size_mb,
+    "parameters_m": parameters_m,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "len": len,
+}
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
@@ -243,6 +272,7 @@ def numbers_in(path: Path) -> set[Decimal]:
 
 
 # ---------------------------------------------------------------- checking one page
+
 
 def declared_records(text: str) -> dict[str, str]:
     names = {}
@@ -340,8 +370,11 @@ def prose_only(text: str, figure_spans: list[tuple[int, int]]) -> str:
 
 def unsourced_figures(label: str, text: str, figure_spans: list[tuple[int, int]]) -> list[str]:
     prose = prose_only(text, figure_spans)
-    return [f"{label}:{line_of(prose, found.start())}: {found.group(0).strip()!r} has no source "
-            "(a generated table, <!--fig ...--> or <!--in FILE-->)" for found in FIGURE.finditer(prose)]
+    return [
+        f"{label}:{line_of(prose, found.start())}: {found.group(0).strip()!r} has no source "
+        "(a generated table, <!--fig ...--> or <!--in FILE-->)"
+        for found in FIGURE.finditer(prose)
+    ]
 
 
 def check_page(label: str, text: str) -> tuple[list[str], list[str]]:
@@ -355,6 +388,7 @@ def check_page(label: str, text: str) -> tuple[list[str], list[str]]:
 
 # ---------------------------------------------------------------- generated tables
 
+
 def metric(value: float | None, places: int = 3) -> str:
     return "-" if value is None else f"{value:.{places}f}"
 
@@ -364,25 +398,42 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-ACCURACY_VIEWS = [("val", "val (mostly 512x512 centre crops)"),
-                  ("val_camera_framed", "val, camera-framed (a 4:3 or 3:2 frame around each image, zoomed out)"),
-                  ("full_resolution_val", "full camera resolution, val"),
-                  ("full_resolution_train", "full camera resolution, train (seen in training)"),
-                  ("val_camera_framed_no_refine", "val, camera-framed, first look only (`--no-refine`)")]
+ACCURACY_VIEWS = [
+    ("val", "val (mostly 512x512 centre crops)"),
+    ("val_camera_framed", "val, camera-framed (a 4:3 or 3:2 frame around each image, zoomed out)"),
+    ("full_resolution_val", "full camera resolution, val"),
+    ("full_resolution_train", "full camera resolution, train (seen in training)"),
+    ("val_camera_framed_no_refine", "val, camera-framed, first look only (`--no-refine`)"),
+]
 
 
 def accuracy_views(name: str) -> str:
     """One model's accuracy per view, masks made as `edgeseg run` makes them."""
     data = record(name)
-    rows = [[label, str(data[key]["images"]), metric(data[key]["dice"]), metric(data[key]["jaccard"]),
-             metric(data[key]["threshold_jaccard"]), metric(data[key]["sensitivity"])]
-            for key, label in ACCURACY_VIEWS if key in data]
+    rows = [
+        [
+            label,
+            str(data[key]["images"]),
+            metric(data[key]["dice"]),
+            metric(data[key]["jaccard"]),
+            metric(data[key]["threshold_jaccard"]),
+            metric(data[key]["sensitivity"]),
+        ]
+        for key, label in ACCURACY_VIEWS
+        if key in data
+    ]
     return table(["view", "images", "Dice", "Jaccard", "thresholded Jaccard", "sensitivity"], rows)
 
 
-ACCURACY_RECORDS = ["accuracy-gpu-lite2-nvidia-h100-80gb-hbm3.json", "accuracy-gpu-lite1-nvidia-h100-80gb-hbm3.json",
-                    "accuracy-gpu-lite0-ft-lovasz-cpu.json", "accuracy-gpu-nvidia-h100-80gb-hbm3.json",
-                    "accuracy-ft-lovasz-cpu.json", "accuracy-cpu.json", "accuracy-ft320-cpu.json"]
+ACCURACY_RECORDS = [
+    "accuracy-gpu-lite2-nvidia-h100-80gb-hbm3.json",
+    "accuracy-gpu-lite1-nvidia-h100-80gb-hbm3.json",
+    "accuracy-gpu-lite0-ft-lovasz-cpu.json",
+    "accuracy-gpu-nvidia-h100-80gb-hbm3.json",
+    "accuracy-ft-lovasz-cpu.json",
+    "accuracy-cpu.json",
+    "accuracy-ft320-cpu.json",
+]
 
 
 def accuracy_models(_: str = "") -> str:
@@ -391,11 +442,25 @@ def accuracy_models(_: str = "") -> str:
     for name in ACCURACY_RECORDS:
         data = record(name)
         val, framed = data["val"], data["val_camera_framed"]
-        rows.append([model_of(name), " / ".join(metric(val[key]) for key in ("dice", "jaccard", "threshold_jaccard")),
-                     " / ".join(metric(framed[key]) for key in ("dice", "jaccard", "threshold_jaccard")),
-                     metric(data["val_camera_framed_no_refine"]["threshold_jaccard"]), f"`{name}`"])
-    return table(["model", "val Dice / Jaccard / thr. Jaccard", "camera-framed Dice / Jaccard / thr. Jaccard",
-                  "camera-framed first look, thr. Jaccard", "record"], rows)
+        rows.append(
+            [
+                model_of(name),
+                " / ".join(metric(val[key]) for key in ("dice", "jaccard", "threshold_jaccard")),
+                " / ".join(metric(framed[key]) for key in ("dice", "jaccard", "threshold_jaccard")),
+                metric(data["val_camera_framed_no_refine"]["threshold_jaccard"]),
+                f"`{name}`",
+            ]
+        )
+    return table(
+        [
+            "model",
+            "val Dice / Jaccard / thr. Jaccard",
+            "camera-framed Dice / Jaccard / thr. Jaccard",
+            "camera-framed first look, thr. Jaccard",
+            "record",
+        ],
+        rows,
+    )
 
 
 def postprocess_levers(name: str) -> str:
@@ -406,11 +471,25 @@ def postprocess_levers(name: str) -> str:
     for lever, verdict in data["kept_or_dropped"].items():
         change = [data["accuracy"][lever][view]["change"] for view in ("val", "val_camera_framed")]
         cost = speed[lever]["median_ms"] / speed["baseline"]["median_ms"]
-        rows.append([f"`{lever}`", " / ".join(f"{c['jaccard']:+.4f}" for c in change),
-                     " / ".join(f"{c['threshold_jaccard']:+.4f}" for c in change),
-                     f"{speed[lever]['median_ms']:.1f} ({cost:.2f}x)", verdict.split(":")[0]])
-    return table(["lever", "Jaccard change, val / camera-framed", "thr. Jaccard change, val / camera-framed",
-                  "ms per camera frame (x none)", "verdict"], rows)
+        rows.append(
+            [
+                f"`{lever}`",
+                " / ".join(f"{c['jaccard']:+.4f}" for c in change),
+                " / ".join(f"{c['threshold_jaccard']:+.4f}" for c in change),
+                f"{speed[lever]['median_ms']:.1f} ({cost:.2f}x)",
+                verdict.split(":")[0],
+            ]
+        )
+    return table(
+        [
+            "lever",
+            "Jaccard change, val / camera-framed",
+            "thr. Jaccard change, val / camera-framed",
+            "ms per camera frame (x none)",
+            "verdict",
+        ],
+        rows,
+    )
 
 
 def parity_forms(name: str) -> str:
@@ -420,15 +499,35 @@ def parity_forms(name: str) -> str:
         if form["status"] != "built":
             continue
         p = form["parity"]
-        rows.append([f"`{Path(form['path']).name}`", form["precision"], "pass" if form["passed"] else "FAIL",
-                     f"{form['size_bytes'] / 1e6:.1f}", f"{p['max_abs_probability']:.2g}",
-                     f"{p['mean_mask_iou']:.4f} / {p['min_mask_iou']:.3f}",
-                     f"{p['confident_flip_share']:.5f} / {p['max_image_confident_flip_share']:.4f}",
-                     f"{p['delta_dice']:+.4f}", f"{-p['largest_dice_loss']:+.4f} ({p['largest_dice_loss_image']})"])
+        rows.append(
+            [
+                f"`{Path(form['path']).name}`",
+                form["precision"],
+                "pass" if form["passed"] else "FAIL",
+                f"{form['size_bytes'] / 1e6:.1f}",
+                f"{p['max_abs_probability']:.2g}",
+                f"{p['mean_mask_iou']:.4f} / {p['min_mask_iou']:.3f}",
+                f"{p['confident_flip_share']:.5f} / {p['max_image_confident_flip_share']:.4f}",
+                f"{p['delta_dice']:+.4f}",
+                f"{-p['largest_dice_loss']:+.4f} ({p['largest_dice_loss_image']})",
+            ]
+        )
     reference = data["reference"]["accuracy"]
     rows.append(["PyTorch fp32 (the reference)", "fp32", "", "", "", "", "", f"Dice {reference['dice']:.4f}", ""])
-    return table(["form", "precision", "gate", "MB", "max abs dp", "mean / min mask IoU",
-                  "confident flips: all / worst image", "dDice", "worst image dDice"], rows)
+    return table(
+        [
+            "form",
+            "precision",
+            "gate",
+            "MB",
+            "max abs dp",
+            "mean / min mask IoU",
+            "confident flips: all / worst image",
+            "dDice",
+            "worst image dDice",
+        ],
+        rows,
+    )
 
 
 def int8_options(name: str) -> str:
@@ -441,9 +540,16 @@ def int8_options(name: str) -> str:
             rows.append(["fp32 ONNX (the speed reference)", "", "", "", f"{p50:.2f}", "1.00"])
             continue
         p = data["parity"][option]
-        rows.append([option, "pass" if p["passed"] else "FAIL", f"{p['delta_dice']:+.4f}",
-                     f"{-p['largest_dice_loss']:+.4f} ({p['largest_dice_loss_image']})", f"{p50:.2f}",
-                     f"{fp32 / p50:.2f}"])
+        rows.append(
+            [
+                option,
+                "pass" if p["passed"] else "FAIL",
+                f"{p['delta_dice']:+.4f}",
+                f"{-p['largest_dice_loss']:+.4f} ({p['largest_dice_loss_image']})",
+                f"{p50:.2f}",
+                f"{fp32 / p50:.2f}",
+            ]
+        )
     return table(["option", "gate", "dDice", "worst image dDice", "inference p50 ms", "speed-up vs fp32"], rows)
 
 
@@ -452,9 +558,17 @@ def bench_forms(name: str) -> str:
     rows = []
     for result in record(name)["results"]:
         stages = result["stages"]
-        rows.append([f"`{result['form']}`", result["backend"], result["precision"],
-                     f"{result['size_bytes'] / 1e6:.1f}", f"{stages['inference']['p50_ms']:.1f}",
-                     f"{stages['end_to_end']['p50_ms']:.1f}", f"{result['fps']:.1f}"])
+        rows.append(
+            [
+                f"`{result['form']}`",
+                result["backend"],
+                result["precision"],
+                f"{result['size_bytes'] / 1e6:.1f}",
+                f"{stages['inference']['p50_ms']:.1f}",
+                f"{stages['end_to_end']['p50_ms']:.1f}",
+                f"{result['fps']:.1f}",
+            ]
+        )
     return table(["form", "backend", "precision", "MB", "inference p50 ms", "end to end p50 ms", "FPS"], rows)
 
 
@@ -464,10 +578,20 @@ def model_sizes(name: str) -> str:
     for row in record(name)["rows"]:
         accuracy = row["accuracy"]
         dice = f"{accuracy['dice']:.3f}" if accuracy else "not yet"
-        rows.append([row["size"], f"{row['parameters'] / 1e6:.2f} M", f"{row['fp32_mb']:.1f}", f"{row['fp32_ms']:.1f}",
-                     f"{row['int8_ms']:.1f}", f"{row['fp32_ms'] / row['int8_ms']:.2f}x", dice])
-    return table(["encoder@input", "parameters", "fp32 MB", "fp32 p50 ms", "INT8 p50 ms", "INT8 speed-up",
-                  "test Dice"], rows)
+        rows.append(
+            [
+                row["size"],
+                f"{row['parameters'] / 1e6:.2f} M",
+                f"{row['fp32_mb']:.1f}",
+                f"{row['fp32_ms']:.1f}",
+                f"{row['int8_ms']:.1f}",
+                f"{row['fp32_ms'] / row['int8_ms']:.2f}x",
+                dice,
+            ]
+        )
+    return table(
+        ["encoder@input", "parameters", "fp32 MB", "fp32 p50 ms", "INT8 p50 ms", "INT8 speed-up", "test Dice"], rows
+    )
 
 
 def records_table(_: str = "") -> str:
@@ -483,8 +607,13 @@ def records_table(_: str = "") -> str:
 
 
 BLOCKS: dict[str, Callable[[str], str]] = {
-    "accuracy-views": accuracy_views, "accuracy-models": accuracy_models, "levers": postprocess_levers,
-    "parity": parity_forms, "int8": int8_options, "bench": bench_forms, "records": records_table,
+    "accuracy-views": accuracy_views,
+    "accuracy-models": accuracy_models,
+    "levers": postprocess_levers,
+    "parity": parity_forms,
+    "int8": int8_options,
+    "bench": bench_forms,
+    "records": records_table,
     "sizes": model_sizes,
 }
 
@@ -517,11 +646,12 @@ def regenerated(text: str) -> str:
     for found in reversed(list(BLOCK.finditer(blanked(text, code_spans(text))))):
         spec = BLOCK.fullmatch(text, *found.span()).group("spec")
         fresh = f"<!-- begin generated: {spec} -->\n{render(spec)}<!-- end generated: {spec.split()[0]} -->"
-        text = text[:found.start()] + fresh + text[found.end():]
+        text = text[: found.start()] + fresh + text[found.end() :]
     return text
 
 
 # ---------------------------------------------------------------- every page
+
 
 def pages(root: Path = REPO_ROOT) -> list[Path]:
     return sorted({path for pattern in DOC_PATTERNS for path in root.glob(pattern)})

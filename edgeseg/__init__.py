@@ -23,8 +23,18 @@ imported when first used. The parts never import this facade (they take the vers
 
 from edgeseg.core.version import __version__
 
-__all__ = ["load", "Segmenter", "Segmentation", "Measurements", "ModelCard", "EdgesegError", "BackendUnavailable",
-           "ImageReadError", "TTA_MODES", "__version__"]
+__all__ = [
+    "load",
+    "Segmenter",
+    "Segmentation",
+    "Measurements",
+    "ModelCard",
+    "EdgesegError",
+    "BackendUnavailable",
+    "ImageReadError",
+    "TTA_MODES",
+    "__version__",
+]
 
 # Each public name and the module that defines it, imported when the name is first used.
 _LAZY = {
@@ -60,9 +70,18 @@ def _limit_opencv_decoders() -> None:
 _limit_opencv_decoders()
 
 
-def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: bool | None = None,
-         fill_holes: bool | None = None, mm_per_px: float | None = None, keep_largest: bool | None = None,
-         threads: int | None = None, size: tuple[int, int] | None = None):
+def load(
+    model=None,
+    backend: str = "auto",
+    *,
+    tta: str | None = None,
+    refine: bool | None = None,
+    fill_holes: bool | None = None,
+    mm_per_px: float | None = None,
+    keep_largest: bool | None = None,
+    threads: int | None = None,
+    size: tuple[int, int] | None = None,
+):
     """A ready Segmenter for ``model`` on ``backend``; use it in a ``with`` block, or call its ``close()``.
 
     - ``model``: an edgeseg ONNX, a TensorRT engine with its sidecar, or a training run directory
@@ -96,13 +115,20 @@ def load(model=None, backend: str = "auto", *, tta: str | None = None, refine: b
     >>> segmenter
     <Segmenter model.onnx on onnxruntime-cpu (fp32): input 256x256, threshold 0.4, tta 'hflip', refine True, 0.02 mm/px>
     """
-    from edgeseg.loading.open import open_model
     from edgeseg.core.names import default_model_path
+    from edgeseg.loading.open import open_model
 
     given = {"tta": tta, "refine": refine, "fill_holes": fill_holes}
     settings = {name: value for name, value in given.items() if value is not None}  # the rest: open_model's defaults
-    return open_model(default_model_path() if model is None else model, backend, size=size, keep_largest=keep_largest,
-                      mm_per_px=mm_per_px, threads=threads, **settings)
+    return open_model(
+        default_model_path() if model is None else model,
+        backend,
+        size=size,
+        keep_largest=keep_largest,
+        mm_per_px=mm_per_px,
+        threads=threads,
+        **settings,
+    )
 
 
 def __getattr__(name: str):

@@ -17,9 +17,9 @@ import traceback
 
 import click
 
-from edgeseg.core.version import __version__
 from edgeseg.core.errors import EXIT_BUG, EdgesegError
 from edgeseg.core.progress import set_quiet
+from edgeseg.core.version import __version__
 
 BUG_REPORT = (
     "This is a bug in edgeseg, not a problem with your input: please report it with the command you ran and the "
@@ -102,8 +102,11 @@ def restore_environment(name: str, value: str | None) -> None:
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeseg")
-@click.option("--debug", is_flag=True,
-              help="Show the traceback of every error, and onnxruntime's own warnings (also: EDGESEG_DEBUG=1).")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the traceback of every error, and onnxruntime's own warnings (also: EDGESEG_DEBUG=1).",
+)
 def main(debug: bool) -> None:
     """edgeseg: skin-lesion segmentation from labelled images to a verified engine on the device.
 

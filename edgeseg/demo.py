@@ -21,8 +21,8 @@ import numpy as np
 
 from edgeseg.core.card import CARD_FILENAME
 from edgeseg.core.click_types import INPUT_SIZE, old_spelling, renamed, size_text
-from edgeseg.core.names import ONNX_FILENAMES
 from edgeseg.core.files import read_image, write_bytes_atomic, write_text_atomic
+from edgeseg.core.names import ONNX_FILENAMES
 from edgeseg.core.progress import is_quiet, note, quiet_option
 
 VIDEO_SIZE = (640, 480)  # a typical dermatoscope camera frame
@@ -106,7 +106,7 @@ def pan_frame(image: np.ndarray, t: float, width: int, height: int) -> np.ndarra
     crop_height = crop_width * height / width
     x = (image_width - crop_width) * (0.5 + 0.2 * (t - 0.5))
     y = (image_height - crop_height) / 2
-    crop = image[int(y): int(y + crop_height), int(x): int(x + crop_width)]
+    crop = image[int(y) : int(y + crop_height), int(x) : int(x + crop_width)]
     return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
 
 
@@ -214,9 +214,18 @@ def form_rows(export: dict, bench: dict) -> list[FormRow]:
 def reference_row(export: dict, timings: dict[str, dict]) -> FormRow:
     timing = timings.get("pytorch", {})
     dice = ((export.get("reference") or {}).get("accuracy") or {}).get("dice")  # on the parity images
-    return FormRow(name="pytorch", label="PyTorch (reference)", status="trained", gate="-", mean_mask_iou="-",
-                   max_abs_dp="-", dice=fmt(dice), size_mib="-", p50_ms=fmt(_p50(timing), 1),
-                   fps=fmt(timing.get("fps"), 1))
+    return FormRow(
+        name="pytorch",
+        label="PyTorch (reference)",
+        status="trained",
+        gate="-",
+        mean_mask_iou="-",
+        max_abs_dp="-",
+        dice=fmt(dice),
+        size_mib="-",
+        p50_ms=fmt(_p50(timing), 1),
+        fps=fmt(timing.get("fps"), 1),
+    )
 
 
 def exported_form_row(form: dict, timings: dict[str, dict]) -> FormRow:
@@ -225,11 +234,16 @@ def exported_form_row(form: dict, timings: dict[str, dict]) -> FormRow:
     timing = timings.get(Path(form.get("path") or "").name, {})  # bench names forms by file name
     size = form.get("size_bytes")
     return FormRow(
-        name=form["name"], label=form["name"], status=form["status"],
+        name=form["name"],
+        label=form["name"],
+        status=form["status"],
         gate={True: "pass", False: "FAIL", None: "-"}[form.get("passed")],
-        mean_mask_iou=fmt(parity.get("mean_mask_iou"), 4), max_abs_dp=fmt(parity.get("max_abs_probability"), 6),
-        dice=fmt(accuracy.get("dice")), size_mib=fmt(size / 2**20 if size else None, 1),
-        p50_ms=fmt(_p50(timing), 1), fps=fmt(timing.get("fps"), 1),
+        mean_mask_iou=fmt(parity.get("mean_mask_iou"), 4),
+        max_abs_dp=fmt(parity.get("max_abs_probability"), 6),
+        dice=fmt(accuracy.get("dice")),
+        size_mib=fmt(size / 2**20 if size else None, 1),
+        p50_ms=fmt(_p50(timing), 1),
+        fps=fmt(timing.get("fps"), 1),
     )
 
 
@@ -250,14 +264,17 @@ def page_heading(plan: DemoPlan, card: dict) -> str:
     return f"""# edgeseg demo
 
 Data: `{plan.data_dir}` ({data_kind});
-model: FPN `{card.get('encoder', '?')}` at {fmt(card.get('input_size'))}, threshold {fmt(threshold)}
+model: FPN `{card.get("encoder", "?")}` at {fmt(card.get("input_size"))}, threshold {fmt(threshold)}
 (chosen by the threshold analysis on the validation split)."""
 
 
 def accuracy_section(evaluation: dict) -> str:
     mean = evaluation.get("mean", {})
-    values = [evaluation.get("split", "-"), evaluation.get("images", "-"),
-              *(fmt(mean.get(metric)) for metric in ACCURACY_METRICS)]
+    values = [
+        evaluation.get("split", "-"),
+        evaluation.get("images", "-"),
+        *(fmt(mean.get(metric)) for metric in ACCURACY_METRICS),
+    ]
     return f"""## Validation accuracy (ISIC metrics, per image at original resolution, mean over images)
 
 | split | images | Dice | Jaccard (IoU) | thresholded Jaccard | sensitivity | specificity | accuracy |
@@ -267,8 +284,22 @@ def accuracy_section(evaluation: dict) -> str:
 
 def forms_section(export: dict, bench: dict, rows: list[FormRow]) -> str:
     parity_images = len((export.get("parity_images") or {}).get("ids", []))
-    table = "\n".join(markdown_row([row.label, row.status, row.gate, row.mean_mask_iou, row.max_abs_dp, row.dice,
-                                     row.size_mib, row.p50_ms, row.fps]) for row in rows)
+    table = "\n".join(
+        markdown_row(
+            [
+                row.label,
+                row.status,
+                row.gate,
+                row.mean_mask_iou,
+                row.max_abs_dp,
+                row.dice,
+                row.size_mib,
+                row.p50_ms,
+                row.fps,
+            ]
+        )
+        for row in rows
+    )
     return f"""## Exported forms: parity with PyTorch, and latency on this host
 
 Dice here is on the {parity_images} parity images (the table above: every val image).
@@ -276,7 +307,7 @@ Dice here is on the {parity_images} parity images (the table above: every val im
 {FORMS_TABLE_HEADER}
 {table}
 
-Latency: `edgeseg bench`, {bench.get('runs', '-')} interleaved runs after warm-up, end to end
+Latency: `edgeseg bench`, {bench.get("runs", "-")} interleaved runs after warm-up, end to end
 (preprocess + inference + postprocess) on a 640x480 frame. Details: `bench.md`, `run/export-report.md`."""
 
 
@@ -297,8 +328,10 @@ def curves_section(plots_dir: Path) -> str:
 
 
 def steps_section(steps: list[Step]) -> str:
-    rows = "\n".join(markdown_row([step.name, f"`{' '.join(step.command[2:])}`", f"{step.seconds:.0f} s",
-                                    step.exit_code]) for step in steps)
+    rows = "\n".join(
+        markdown_row([step.name, f"`{' '.join(step.command[2:])}`", f"{step.seconds:.0f} s", step.exit_code])
+        for step in steps
+    )
     return f"""## Steps
 
 | step | command | time | exit |
@@ -315,44 +348,113 @@ Examples:
 
 
 @click.command("demo", epilog=EXAMPLE)
-@click.option("-d", "--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A real ISIC-layout folder with splits (default: generate synthetic data).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for everything the demo makes.")
-@click.option("--time-budget", "time_budget_minutes", type=click.FloatRange(min=0.05), default=4.0, show_default=True,
-              help="Minutes of training (as `edgeseg train --time-budget`).")
-@old_spelling("--train-minutes", "--train-minutes of `demo` is now spelled --time-budget (minutes, as in "
-              "`edgeseg train`)", type=click.FloatRange(min=0.05))
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Most epochs training may run inside the time budget.")
-@click.option("-n", "--images", type=click.IntRange(min=8), default=160, show_default=True,
-              help="Synthetic images to generate (without --data).")
-@click.option("--image-size", type=click.IntRange(min=32), default=256, show_default=True,
-              help="Side of the synthetic images in px.")
-@click.option("--size", "input_size", type=INPUT_SIZE, default="160", show_default=True,
-              help="Network input size: 160 or HEIGHTxWIDTH, each a multiple of 32.")
+@click.option(
+    "-d",
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A real ISIC-layout folder with splits (default: generate synthetic data).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for everything the demo makes.",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_minutes",
+    type=click.FloatRange(min=0.05),
+    default=4.0,
+    show_default=True,
+    help="Minutes of training (as `edgeseg train --time-budget`).",
+)
+@old_spelling(
+    "--train-minutes",
+    "--train-minutes of `demo` is now spelled --time-budget (minutes, as in `edgeseg train`)",
+    type=click.FloatRange(min=0.05),
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Most epochs training may run inside the time budget.",
+)
+@click.option(
+    "-n",
+    "--images",
+    type=click.IntRange(min=8),
+    default=160,
+    show_default=True,
+    help="Synthetic images to generate (without --data).",
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=32),
+    default=256,
+    show_default=True,
+    help="Side of the synthetic images in px.",
+)
+@click.option(
+    "--size",
+    "input_size",
+    type=INPUT_SIZE,
+    default="160",
+    show_default=True,
+    help="Network input size: 160 or HEIGHTxWIDTH, each a multiple of 32.",
+)
 @click.option("--encoder-weights", default="imagenet", show_default=True, help="imagenet, none, or a PATH.")
 @click.option("--decoder-channels", default="128,64", show_default=True, help="FPN decoder channels.")
-@click.option("--parity-n", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images for the export parity gate.")
-@click.option("--bench-runs", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Timed runs per form in the benchmark.")
+@click.option(
+    "--parity-n", type=click.IntRange(min=1), default=16, show_default=True, help="Images for the export parity gate."
+)
+@click.option(
+    "--bench-runs",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Timed runs per form in the benchmark.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an earlier demo's output in --out.")
 @quiet_option
 @click.pass_context
-def demo_command(ctx: click.Context, data: Path | None, out: Path, time_budget_minutes: float, epochs: int, images: int,
-                 image_size: int, input_size: tuple[int, int], encoder_weights: str, decoder_channels: str,
-                 parity_n: int, bench_runs: int, overwrite: bool, old_train_minutes: float | None) -> None:
+def demo_command(
+    ctx: click.Context,
+    data: Path | None,
+    out: Path,
+    time_budget_minutes: float,
+    epochs: int,
+    images: int,
+    image_size: int,
+    input_size: tuple[int, int],
+    encoder_weights: str,
+    decoder_channels: str,
+    parity_n: int,
+    bench_runs: int,
+    overwrite: bool,
+    old_train_minutes: float | None,
+) -> None:
     """Run the whole toolchain: data, train, eval, export (parity-gated), bench, run; then a summary.
 
     Without --data it generates synthetic dermoscopy-like images first. Everything lands in --out:
     the run directory with its exported forms and reports, bench.md, an overlay video, and
     summary.md, a page with the key figures, curves and overlay frames.
     """
-    plan = DemoPlan(out=out, data=data, images=images, image_size=image_size, input_size=input_size,
-                    time_budget_minutes=renamed(ctx, "time_budget_minutes", "old_train_minutes"), epochs=epochs,
-                    encoder_weights=encoder_weights, decoder_channels=decoder_channels, parity_n=parity_n,
-                    bench_runs=bench_runs)
+    plan = DemoPlan(
+        out=out,
+        data=data,
+        images=images,
+        image_size=image_size,
+        input_size=input_size,
+        time_budget_minutes=renamed(ctx, "time_budget_minutes", "old_train_minutes"),
+        epochs=epochs,
+        encoder_weights=encoder_weights,
+        decoder_channels=decoder_channels,
+        parity_n=parity_n,
+        bench_runs=bench_runs,
+    )
     prepare_out(plan, overwrite)
     started = time.perf_counter()
     run_steps(plan)
@@ -383,25 +485,97 @@ def run_steps(plan: DemoPlan) -> None:
     """Every step of the flow, each the edgeseg command a user would type."""
     out = plan.out
     if plan.data is None:
-        run_step(plan, "synthesise data", edgeseg_command(
-            "synth", str(plan.data_dir), "--images", str(plan.images), "--image-size", str(plan.image_size),
-            "--seed", "0", "--overwrite"))
+        run_step(
+            plan,
+            "synthesise data",
+            edgeseg_command(
+                "synth",
+                str(plan.data_dir),
+                "--images",
+                str(plan.images),
+                "--image-size",
+                str(plan.image_size),
+                "--seed",
+                "0",
+                "--overwrite",
+            ),
+        )
     run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
-    run_step(plan, "train", edgeseg_command(
-        "train", "--data", str(plan.data_dir), "--out", str(plan.run_dir), "--size", size_text(plan.input_size),
-        "--epochs", str(plan.epochs), "--time-budget", str(plan.time_budget_minutes),
-        "--encoder-weights", plan.encoder_weights, "--decoder-channels", plan.decoder_channels, "--seed", "0"))
-    run_step(plan, "evaluate", edgeseg_command(
-        "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val",
-        "--json", str(out / "eval.json")))
+    run_step(
+        plan,
+        "train",
+        edgeseg_command(
+            "train",
+            "--data",
+            str(plan.data_dir),
+            "--out",
+            str(plan.run_dir),
+            "--size",
+            size_text(plan.input_size),
+            "--epochs",
+            str(plan.epochs),
+            "--time-budget",
+            str(plan.time_budget_minutes),
+            "--encoder-weights",
+            plan.encoder_weights,
+            "--decoder-channels",
+            plan.decoder_channels,
+            "--seed",
+            "0",
+        ),
+    )
+    run_step(
+        plan,
+        "evaluate",
+        edgeseg_command(
+            "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val", "--json", str(out / "eval.json")
+        ),
+    )
     # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
-    run_step(plan, "export", edgeseg_command(
-        "export", str(plan.run_dir), "--data", str(plan.data_dir), "--parity-n", str(plan.parity_n), "--calib-n", "32"),
-        allowed_exit_codes=(0, 1))
-    run_step(plan, "benchmark", edgeseg_command(
-        "bench", str(plan.run_dir), "--runs", str(plan.bench_runs), "--warmup", "5",
-        "--json", str(out / "bench.json"), "--md", str(out / "bench.md")))
+    run_step(
+        plan,
+        "export",
+        edgeseg_command(
+            "export",
+            str(plan.run_dir),
+            "--data",
+            str(plan.data_dir),
+            "--parity-n",
+            str(plan.parity_n),
+            "--calib-n",
+            "32",
+        ),
+        allowed_exit_codes=(0, 1),
+    )
+    run_step(
+        plan,
+        "benchmark",
+        edgeseg_command(
+            "bench",
+            str(plan.run_dir),
+            "--runs",
+            str(plan.bench_runs),
+            "--warmup",
+            "5",
+            "--json",
+            str(out / "bench.json"),
+            "--md",
+            str(out / "bench.md"),
+        ),
+    )
     make_video(val_images(plan.data_dir, limit=12), out / "video.mp4")
-    run_step(plan, "run the runtime", edgeseg_command(
-        "run", str(plan.run_dir / ONNX_FILENAMES["onnx"]), "--source", str(out / "video.mp4"), "--no-show",
-        "--save", str(out / "overlay.mp4"), "--jsonl", str(out / "frames.jsonl")))
+    run_step(
+        plan,
+        "run the runtime",
+        edgeseg_command(
+            "run",
+            str(plan.run_dir / ONNX_FILENAMES["onnx"]),
+            "--source",
+            str(out / "video.mp4"),
+            "--no-show",
+            "--save",
+            str(out / "overlay.mp4"),
+            "--jsonl",
+            str(out / "frames.jsonl"),
+        ),
+    )

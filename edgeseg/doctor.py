@@ -25,18 +25,31 @@ def doctor_findings() -> dict[str, Any]:
     if provider_problem and "TensorrtExecutionProvider" in (build["providers"] or []):
         # With the gpu extra installed the provider is meant to start: then it is a problem, else a note.
         (problems if install_check.pip_tensorrt_10() else notes).append(
-            f"onnxruntime's TensorRT provider cannot start: {provider_problem}; {install_check.TENSORRT_PROVIDER_FIX}")
+            f"onnxruntime's TensorRT provider cannot start: {provider_problem}; {install_check.TENSORRT_PROVIDER_FIX}"
+        )
     if gpus and build["providers"] and "CUDAExecutionProvider" not in build["providers"]:
-        notes.append("an NVIDIA GPU is here but this onnxruntime has no CUDA provider (the CPU build): for the GPU, "
-                     "pip uninstall -y onnxruntime && pip install 'edgeseg[gpu]'")
+        notes.append(
+            "an NVIDIA GPU is here but this onnxruntime has no CUDA provider (the CPU build): for the GPU, "
+            "pip uninstall -y onnxruntime && pip install 'edgeseg[gpu]'"
+        )
     if len(set(software.values())) > 1:
-        notes.append("CUDA software for more than one CUDA major is installed ("
-                     + ", ".join(f"{what}: {major}" for what, major in software.items())
-                     + "); the driver must suit the newest; keep one major where you can (extras gpu or gpu-cu13)")
-    return {"onnxruntime": build, "cuda_software": software, "gpus": gpus, "gpus_reason": gpu_reason,
-            "tensorrt": tensorrt, "tensorrt_provider": {"can_start": provider_problem is None, "why_not": provider_problem},
-            "torch": host.package_version("torch")[0],
-            "jetson": host.is_jetson(), "problems": problems, "notes": notes}
+        notes.append(
+            "CUDA software for more than one CUDA major is installed ("
+            + ", ".join(f"{what}: {major}" for what, major in software.items())
+            + "); the driver must suit the newest; keep one major where you can (extras gpu or gpu-cu13)"
+        )
+    return {
+        "onnxruntime": build,
+        "cuda_software": software,
+        "gpus": gpus,
+        "gpus_reason": gpu_reason,
+        "tensorrt": tensorrt,
+        "tensorrt_provider": {"can_start": provider_problem is None, "why_not": provider_problem},
+        "torch": host.package_version("torch")[0],
+        "jetson": host.is_jetson(),
+        "problems": problems,
+        "notes": notes,
+    }
 
 
 def doctor_lines(findings: dict[str, Any]) -> list[str]:
@@ -49,27 +62,40 @@ def doctor_lines(findings: dict[str, Any]) -> list[str]:
         runtime = "not installed"
     gpus = "; ".join(f"{gpu['name']}, driver {gpu['driver']}" for gpu in findings["gpus"] or [])
     provider = findings["tensorrt_provider"]
-    provider_line = (f"can start ({install_check.ONNXRUNTIME_TENSORRT_LIBRARY} loads; the GPU is checked when a model starts)"
-                     if provider["can_start"] else f"cannot start: {provider['why_not']}")
-    rows = [("onnxruntime", runtime), ("TensorRT", findings["tensorrt"] or "not installed"),
-            ("ORT TensorRT", provider_line),
-            ("CUDA builds", ", ".join(f"{what} (CUDA {major})" for what, major in findings["cuda_software"].items()) or "-"),
-            ("PyTorch", findings["torch"] or "not installed"),
-            ("GPU", gpus or f"none ({findings['gpus_reason']})"), ("Jetson", "yes" if findings["jetson"] else "no")]
+    provider_line = (
+        f"can start ({install_check.ONNXRUNTIME_TENSORRT_LIBRARY} loads; the GPU is checked when a model starts)"
+        if provider["can_start"]
+        else f"cannot start: {provider['why_not']}"
+    )
+    rows = [
+        ("onnxruntime", runtime),
+        ("TensorRT", findings["tensorrt"] or "not installed"),
+        ("ORT TensorRT", provider_line),
+        (
+            "CUDA builds",
+            ", ".join(f"{what} (CUDA {major})" for what, major in findings["cuda_software"].items()) or "-",
+        ),
+        ("PyTorch", findings["torch"] or "not installed"),
+        ("GPU", gpus or f"none ({findings['gpus_reason']})"),
+        ("Jetson", "yes" if findings["jetson"] else "no"),
+    ]
     lines = [f"  {name:<13}{value}" for name, value in rows]
     lines += [f"problem: {problem}" for problem in findings["problems"]]
     lines += [f"note: {note}" for note in findings["notes"]]
     if findings["problems"]:
         lines.append("Not OK: fix the problems above.")
     else:
-        driver = "the driver suits the CUDA software installed" if findings["gpus"] else "no NVIDIA GPU, no driver to check"
+        driver = (
+            "the driver suits the CUDA software installed" if findings["gpus"] else "no NVIDIA GPU, no driver to check"
+        )
         lines.append(f"OK: one onnxruntime build; {driver}.")
     return lines
 
 
 @click.command("doctor")
-@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
-              help=f"Also write the findings as JSON to FILE {JSON_HELP}.")
+@click.option(
+    "-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Also write the findings as JSON to FILE {JSON_HELP}."
+)
 @quiet_option
 def doctor_command(json_path: Path | None) -> None:
     """Check this install: one onnxruntime build, its providers, the GPU and its driver.

@@ -71,16 +71,30 @@ def model_info(path: Path) -> dict[str, Any]:
     path, kind = resolve_model(path)
     card, precision, engine = read_form(path, kind)
     findings = doctor_findings()
-    backends = [{"backend": backend, "why_not": why_not(backend, findings, path)}
-                for backend in BACKENDS_FOR_KIND[kind] if backend != "auto"]
+    backends = [
+        {"backend": backend, "why_not": why_not(backend, findings, path)}
+        for backend in BACKENDS_FOR_KIND[kind]
+        if backend != "auto"
+    ]
     runnable = {row["backend"] for row in backends if row["why_not"] is None}
     build = findings["onnxruntime"]
     return {
-        "model": str(path), "kind": kind, "precision": precision, "card": card.to_dict(), "engine": engine,
+        "model": str(path),
+        "kind": kind,
+        "precision": precision,
+        "card": card.to_dict(),
+        "engine": engine,
         "forms": form_rows(path.parent if kind != "torch" else path, path),
-        "host": {"onnxruntime": build["version"], "onnxruntime_cuda": build["cuda"], "providers": build["providers"],
-                 "gpus": findings["gpus"], "gpus_reason": findings["gpus_reason"], "tensorrt": findings["tensorrt"],
-                 "torch": findings["torch"], "jetson": findings["jetson"]},
+        "host": {
+            "onnxruntime": build["version"],
+            "onnxruntime_cuda": build["cuda"],
+            "providers": build["providers"],
+            "gpus": findings["gpus"],
+            "gpus_reason": findings["gpus_reason"],
+            "tensorrt": findings["tensorrt"],
+            "torch": findings["torch"],
+            "jetson": findings["jetson"],
+        },
         "backends": backends,
         "auto": next((backend for backend in fastest_first() if backend in runnable), None),
     }
@@ -113,8 +127,12 @@ def read_form(path: Path, kind: str) -> tuple[ModelCard, str, dict[str, str] | N
         info = read_onnx_info(path)
         return info.card, info.precision, None
     engine = read_engine_info(path)
-    built = {"tensorrt_version": engine.tensorrt_version, "gpu_name": engine.gpu_name,
-             "compute_capability": engine.compute_capability, "onnx_file": engine.onnx_file}
+    built = {
+        "tensorrt_version": engine.tensorrt_version,
+        "gpu_name": engine.gpu_name,
+        "compute_capability": engine.compute_capability,
+        "onnx_file": engine.onnx_file,
+    }
     return engine.card, engine.precision, built
 
 
@@ -128,8 +146,16 @@ def form_rows(directory: Path, asked: Path) -> list[dict[str, Any]]:
     verdicts = gate_verdicts(directory)
     rows = []
     for form in forms_in_directory(directory):
-        row = {"name": form.label, "path": str(form.path), "kind": form.kind, "precision": None, "problem": None,
-               "size_bytes": size_bytes(form), "this": form.path == asked, **verdicts.get(form.path.name, {})}
+        row = {
+            "name": form.label,
+            "path": str(form.path),
+            "kind": form.kind,
+            "precision": None,
+            "problem": None,
+            "size_bytes": size_bytes(form),
+            "this": form.path == asked,
+            **verdicts.get(form.path.name, {}),
+        }
         if form.kind == "engine":
             sidecar = sidecar_path(form.path)
             row["sidecar"] = sidecar.name if sidecar.is_file() else None
@@ -152,8 +178,13 @@ def gate_verdicts(directory: Path) -> dict[str, dict[str, Any]]:
         forms = [form for form in report["forms"] if form.get("path") and form.get("passed") is not None]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no report, or not one edgeseg wrote
         return {}
-    return {Path(form["path"]).name: {"gate": "passed" if form["passed"] else "failed",
-                                      "gate_reason": form.get("reason") or None} for form in forms}
+    return {
+        Path(form["path"]).name: {
+            "gate": "passed" if form["passed"] else "failed",
+            "gate_reason": form.get("reason") or None,
+        }
+        for form in forms
+    }
 
 
 def why_not(backend: str, findings: dict[str, Any], model: Path) -> str | None:
@@ -222,8 +253,9 @@ def info_lines(report: dict[str, Any]) -> list[str]:
 
 def row(name: str, text: str, width: int = 14) -> str:
     """One labelled line, wrapped under its text where it is long."""
-    return textwrap.fill(text, WRAP, initial_indent=f"  {name:<{width}} ", subsequent_indent=" " * (width + 3),
-                         break_on_hyphens=False)
+    return textwrap.fill(
+        text, WRAP, initial_indent=f"  {name:<{width}} ", subsequent_indent=" " * (width + 3), break_on_hyphens=False
+    )
 
 
 def card_lines(card: ModelCard) -> list[str]:
@@ -232,13 +264,23 @@ def card_lines(card: ModelCard) -> list[str]:
     height, width = card.input_size
     mean, std = (", ".join(f"{value:g}" for value in values) for values in (pre.mean, pre.std))
     return [
-        row("architecture", f"{card.architecture}, encoder {card.encoder}" + (f" ({extra})" if extra else "")
-            + f"; classes: {', '.join(card.classes)}"),
-        row("input", f"{height}x{width} (height x width), {pre.color_order}; the image is resized to it "
-                     f"({pre.resize}, {pre.interpolation} interpolation), scaled by {scale_text(pre.scale)}, "
-                     f"mean {mean}, std {std}"),
-        row("output", f"{out.activation}, threshold {out.threshold}, probability upsampled {out.upsample}; "
-                      + ("the largest region kept" if out.keep_largest_region else "every region kept")),
+        row(
+            "architecture",
+            f"{card.architecture}, encoder {card.encoder}"
+            + (f" ({extra})" if extra else "")
+            + f"; classes: {', '.join(card.classes)}",
+        ),
+        row(
+            "input",
+            f"{height}x{width} (height x width), {pre.color_order}; the image is resized to it "
+            f"({pre.resize}, {pre.interpolation} interpolation), scaled by {scale_text(pre.scale)}, "
+            f"mean {mean}, std {std}",
+        ),
+        row(
+            "output",
+            f"{out.activation}, threshold {out.threshold}, probability upsampled {out.upsample}; "
+            + ("the largest region kept" if out.keep_largest_region else "every region kept"),
+        ),
     ]
 
 
@@ -252,16 +294,32 @@ def provenance_lines(card: ModelCard) -> list[str]:
     made = card.provenance
     if not (made.data or made.created or made.epochs):
         return [row("provenance", "not recorded in this card")]
-    hashes = ", ".join(f"{what} {digest.removeprefix('sha256:')[:12]}" for what, digest in
-                       (("files", made.data_files_hash), ("split", made.split_hash)) if digest)
-    lines = [row("data", f"{made.data or '?'}: {made.train_images} training, {made.val_images} validation images"
-                         + (f" (sha256 of its {hashes})" if hashes else ""))]
+    hashes = ", ".join(
+        f"{what} {digest.removeprefix('sha256:')[:12]}"
+        for what, digest in (("files", made.data_files_hash), ("split", made.split_hash))
+        if digest
+    )
+    lines = [
+        row(
+            "data",
+            f"{made.data or '?'}: {made.train_images} training, {made.val_images} validation images"
+            + (f" (sha256 of its {hashes})" if hashes else ""),
+        )
+    ]
     if made.data_licence:
         lines.append(row("licence", made.data_licence))
-    versions = ", ".join(f"{name} {version}" for name, version in made.versions.items()
-                         if name in ("edgeseg", "torch", "segmentation_models_pytorch", "timm"))
-    lines.append(row("trained", f"{made.created or 'when: not recorded'}; {made.epochs} epochs, best {made.best_epoch}"
-                                + (f"; {versions}" if versions else "")))
+    versions = ", ".join(
+        f"{name} {version}"
+        for name, version in made.versions.items()
+        if name in ("edgeseg", "torch", "segmentation_models_pytorch", "timm")
+    )
+    lines.append(
+        row(
+            "trained",
+            f"{made.created or 'when: not recorded'}; {made.epochs} epochs, best {made.best_epoch}"
+            + (f"; {versions}" if versions else ""),
+        )
+    )
     if made.notes:
         lines.append(row("notes", made.notes))
     return lines
@@ -274,11 +332,15 @@ def figure_lines(card: ModelCard) -> list[str]:
     figures.update(made.evaluations)
     if not figures:
         return ["figures: none recorded in this card"]
-    lines = ["figures (ISIC metrics, each image at its own resolution, mean over images; [95% interval] where "
-             "recorded):"]
+    lines = [
+        "figures (ISIC metrics, each image at its own resolution, mean over images; [95% interval] where recorded):"
+    ]
     for name, values in figures.items():
-        shown = [f"{label} {values[key]:.4f}" + interval(values, key) for key, label in SHOWN_METRICS.items()
-                 if key in values]
+        shown = [
+            f"{label} {values[key]:.4f}" + interval(values, key)
+            for key, label in SHOWN_METRICS.items()
+            if key in values
+        ]
         images = f"{int(values['images'])} images" if "images" in values else ""
         lines.append(f"  {name:<28}{images:>11}  " + "  ".join(shown))
     return lines
@@ -312,8 +374,14 @@ def host_lines(report: dict[str, Any]) -> list[str]:
     gpus = ", ".join(gpu["name"] for gpu in host["gpus"] or []) or f"no NVIDIA GPU ({host['gpus_reason']})"
     if host["jetson"]:
         gpus = "a Jetson"
-    lines = [textwrap.fill(f"this host: {runtime}; {gpus}; TensorRT {host['tensorrt'] or 'not installed'}; "
-                           f"PyTorch {host['torch'] or 'not installed'}", WRAP, subsequent_indent="    ")]
+    lines = [
+        textwrap.fill(
+            f"this host: {runtime}; {gpus}; TensorRT {host['tensorrt'] or 'not installed'}; "
+            f"PyTorch {host['torch'] or 'not installed'}",
+            WRAP,
+            subsequent_indent="    ",
+        )
+    ]
     for backend in report["backends"]:
         verdict = "can run it" + (" (auto picks it)" if backend["backend"] == report["auto"] else "")
         text = verdict if backend["why_not"] is None else f"cannot: {backend['why_not']}"

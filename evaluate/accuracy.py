@@ -17,8 +17,15 @@ import cv2
 import numpy as np
 
 from edgeseg.core.files import portable_path, read_image, read_mask, write_mask
-from edgeseg.core.metrics import (BOOTSTRAP_RESAMPLES, METRIC_NAMES, Interval, bootstrap_interval, image_scores,
-                             mean_scores, paired_differences)
+from edgeseg.core.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    METRIC_NAMES,
+    Interval,
+    bootstrap_interval,
+    image_scores,
+    mean_scores,
+    paired_differences,
+)
 from edgeseg.core.progress import progress as track
 
 WORST_CASES = 6
@@ -61,8 +68,10 @@ class Evaluation:
         }
 
 
-INTERVAL_METHOD = (f"95% percentile bootstrap of the mean: the images resampled with replacement "
-                   f"{BOOTSTRAP_RESAMPLES} times, the 2.5th and 97.5th percentiles of the resampled means")
+INTERVAL_METHOD = (
+    f"95% percentile bootstrap of the mean: the images resampled with replacement "
+    f"{BOOTSTRAP_RESAMPLES} times, the 2.5th and 97.5th percentiles of the resampled means"
+)
 
 
 def paired_comparison(evaluation: Evaluation, against: Evaluation) -> dict[str, Interval]:
@@ -94,9 +103,11 @@ def comparison_dict(evaluation: Evaluation, against: Evaluation) -> dict:
 
 def comparison_table(evaluation: Evaluation, against: Evaluation) -> str:
     differences = paired_comparison(evaluation, against)
-    lines = [f"{evaluation.model} minus {against.model}, paired on the same {len(evaluation.per_image)} images "
-             f"({evaluation.split})",
-             "metric              difference [95% interval]       verdict"]
+    lines = [
+        f"{evaluation.model} minus {against.model}, paired on the same {len(evaluation.per_image)} images "
+        f"({evaluation.split})",
+        "metric              difference [95% interval]       verdict",
+    ]
     for name, difference in differences.items():
         lines.append(f"{name:<18} {str(difference):<32} {verdict(difference)}")
     return "\n".join(lines)
@@ -118,17 +129,28 @@ def read_samples(samples) -> Iterator[LabelledImage]:
         yield LabelledImage(sample.id, read_image(sample.image), read_mask(sample.mask), str(sample.mask))
 
 
-def evaluate(segmenter, samples, model_name: str, split: str, save_masks: Path | None = None,
-             progress: bool = True) -> Evaluation:
+def evaluate(
+    segmenter, samples, model_name: str, split: str, save_masks: Path | None = None, progress: bool = True
+) -> Evaluation:
     """Segment every sample (image and mask files) and score it against its mask with the ISIC metrics."""
-    return evaluate_images(segmenter, read_samples(samples), model_name, split, save_masks, progress, total=len(samples))
+    return evaluate_images(
+        segmenter, read_samples(samples), model_name, split, save_masks, progress, total=len(samples)
+    )
 
 
-def evaluate_images(segmenter, images: Iterable[LabelledImage], model_name: str, split: str,
-                    save_masks: Path | None = None, progress: bool = True, total: int | None = None) -> Evaluation:
+def evaluate_images(
+    segmenter,
+    images: Iterable[LabelledImage],
+    model_name: str,
+    split: str,
+    save_masks: Path | None = None,
+    progress: bool = True,
+    total: int | None = None,
+) -> Evaluation:
     """Segment every image and score it against its truth, each at the image's own resolution."""
-    result = Evaluation(model=model_name, backend=_backend_label(segmenter), split=split,
-                        postprocess=_postprocess_options(segmenter))
+    result = Evaluation(
+        model=model_name, backend=_backend_label(segmenter), split=split, postprocess=_postprocess_options(segmenter)
+    )
     for item in track(images, desc=f"eval {split}", unit="img", total=total, enabled=progress):
         segmentation = segmenter.segment(item.image)
         if item.truth.shape != segmentation.mask.shape:
@@ -143,8 +165,9 @@ def evaluate_images(segmenter, images: Iterable[LabelledImage], model_name: str,
     return result
 
 
-def keep_if_worst(evaluation: Evaluation, image_id: str, jaccard: float, mask: np.ndarray,
-                  count: int = WORST_CASES) -> None:
+def keep_if_worst(
+    evaluation: Evaluation, image_id: str, jaccard: float, mask: np.ndarray, count: int = WORST_CASES
+) -> None:
     """Keep the predicted masks of the ``count`` lowest-Jaccard images so far, for the worst-cases picture."""
     evaluation.worst_masks[image_id] = (jaccard, mask)
     if len(evaluation.worst_masks) > count:
@@ -178,8 +201,10 @@ def summary_table(evaluation: Evaluation) -> str:
     for name, interval in evaluation.intervals.items():
         lowest = min(row[name] for row in evaluation.per_image)
         lines.append(f"{name:<18} {interval.mean:6.4f}  [{interval.low:6.4f}, {interval.high:6.4f}]  {lowest:6.4f}")
-    lines.append("per image at original resolution, then the mean over images (ISIC convention); the interval: "
-                 "images resampled (bootstrap)")
+    lines.append(
+        "per image at original resolution, then the mean over images (ISIC convention); the interval: "
+        "images resampled (bootstrap)"
+    )
     return "\n".join(lines)
 
 
@@ -192,8 +217,9 @@ def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.nd
     """A strip per worst image (lowest Jaccard): the image, the truth outline, the prediction outline; a legend
     on top."""
     by_id = {sample.id: sample for sample in samples}
-    worst = sorted((row for row in evaluation.per_image if row["id"] in evaluation.worst_masks),
-                   key=lambda row: row["jaccard"])
+    worst = sorted(
+        (row for row in evaluation.per_image if row["id"] in evaluation.worst_masks), key=lambda row: row["jaccard"]
+    )
     rows = []
     for row in worst:
         sample = by_id[row["id"]]
@@ -211,15 +237,26 @@ def worst_cases_image(evaluation: Evaluation, samples, tile: int = 256) -> np.nd
 def legend_band(tile: int) -> np.ndarray:
     """What each column shows, above them: each outline's colour drawn beside its name."""
     band = np.zeros((LEGEND_HEIGHT, 3 * tile, 3), np.uint8)
-    columns = [("image, worst Jaccard first", None), ("ground truth (green outline)", TRUTH_COLOUR),
-               ("prediction (red outline)", PREDICTION_COLOUR)]
+    columns = [
+        ("image, worst Jaccard first", None),
+        ("ground truth (green outline)", TRUTH_COLOUR),
+        ("prediction (red outline)", PREDICTION_COLOUR),
+    ]
     for index, (text, colour) in enumerate(columns):
         x = index * tile + 6
         if colour is not None:
             cv2.line(band, (x, LEGEND_HEIGHT // 2), (x + 18, LEGEND_HEIGHT // 2), colour, 3, cv2.LINE_AA)
             x += 24
-        cv2.putText(band, text, (x, LEGEND_HEIGHT // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour or (255, 255, 255),
-                    1, cv2.LINE_AA)
+        cv2.putText(
+            band,
+            text,
+            (x, LEGEND_HEIGHT // 2 + 5),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            colour or (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return band
 
 

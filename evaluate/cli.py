@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from edgeseg.core.click_types import BACKEND_CHOICE, INPUT_SIZE, JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
 from edgeseg.core.files import portable_path
 from edgeseg.core.progress import note, quiet_option
@@ -24,13 +25,17 @@ Examples:
   edgeseg eval runs/new --data DIR --against runs/old   # is new better than old? paired, with intervals
 """
 
-LOCKED_NOTE = ("note: scoring the locked test split. Score it once, for a model about to ship, and report it with "
-               "its interval; every choice (epoch, threshold, lever, model) is made on val, never on this split.")
+LOCKED_NOTE = (
+    "note: scoring the locked test split. Score it once, for a model about to ship, and report it with "
+    "its interval; every choice (epoch, threshold, lever, model) is made on val, never on this split."
+)
 
 
-OUT_HELP = ("Folder for per-image.csv and worst-cases.png. Default: eval-<split>/ beside MODEL (inside a run "
-            "directory; in the folder of a model file); for edgeseg's default model, which lies inside the "
-            "installation, eval-<split>/ in the current folder.")
+OUT_HELP = (
+    "Folder for per-image.csv and worst-cases.png. Default: eval-<split>/ beside MODEL (inside a run "
+    "directory; in the folder of a model file); for edgeseg's default model, which lies inside the "
+    "installation, eval-<split>/ in the current folder."
+)
 
 
 def default_out_dir(model: Path, split: str) -> Path:
@@ -40,8 +45,10 @@ def default_out_dir(model: Path, split: str) -> Path:
     try:
         if model.resolve() == default_model_path().resolve():
             out_dir = Path(f"eval-{split}")
-            note(f"the default model's folder belongs to the installation: outputs go to ./{out_dir}/ "
-                 "(--out picks another folder)")
+            note(
+                f"the default model's folder belongs to the installation: outputs go to ./{out_dir}/ "
+                "(--out picks another folder)"
+            )
             return out_dir
     except DefaultModelMissing:
         pass
@@ -50,39 +57,94 @@ def default_out_dir(model: Path, split: str) -> Path:
 
 @click.command("eval", epilog=EXAMPLE)
 @click.argument("model", required=False, type=click.Path(exists=True, path_type=Path))
-@old_spelling("--model", "--model is now the positional MODEL argument: edgeseg eval MODEL --data ...",
-              type=click.Path(exists=True, path_type=Path))
-@click.option("-d", "--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Data set folder (ISIC layout or images/ + masks/).")
-@click.option("--split", default="val", show_default=True,
-              help="Split to evaluate (a file <split>.txt in the split folder), or 'all'.")
-@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of split files (default: DATA/splits).")
-@click.option("-b", "--backend", default="auto", show_default=True, type=BACKEND_CHOICE,
-              help="auto picks the fastest backend that runs the model here.")
+@old_spelling(
+    "--model",
+    "--model is now the positional MODEL argument: edgeseg eval MODEL --data ...",
+    type=click.Path(exists=True, path_type=Path),
+)
+@click.option(
+    "-d",
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data set folder (ISIC layout or images/ + masks/).",
+)
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    help="Split to evaluate (a file <split>.txt in the split folder), or 'all'.",
+)
+@click.option(
+    "--split-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of split files (default: DATA/splits).",
+)
+@click.option(
+    "-b",
+    "--backend",
+    default="auto",
+    show_default=True,
+    type=BACKEND_CHOICE,
+    help="auto picks the fastest backend that runs the model here.",
+)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help=OUT_HELP)
-@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
-              help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}.")
-@click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
-              help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.")
-@click.option("--against", type=click.Path(exists=True, path_type=Path),
-              help="A second model scored on the same images: prints MODEL minus it per metric, paired by image, with "
-                   "a 95% bootstrap interval; 'better' only where the interval excludes 0.")
+@click.option(
+    "-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Write {{mean, per_image, ...}} as JSON here {JSON_HELP}."
+)
+@click.option(
+    "--save-masks",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write ISIC_nnnnnnn_segmentation.png masks (0/255, original size) here.",
+)
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    help="A second model scored on the same images: prints MODEL minus it per metric, paired by image, with "
+    "a 95% bootstrap interval; 'better' only where the interval excludes 0.",
+)
 @overwrite_option
-@click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
-              help="Flip test-time augmentation: average the probabilities of the image and its horizontal flip "
-                   "(hflip), or of all four flips (hvflip); 2 or 4 network runs per image.")
-@click.option("--fill-holes/--no-fill-holes", default=FILL_HOLES_DEFAULT, show_default=True,
-              help="Fill the holes inside the kept lesion region(s) of each mask.")
-@click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
-              help="Look again, closer: where the lesion is small in the image, segment a square around it a second "
-                   "time at the network's full input and use that outline (a second network run on those images).")
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default=TTA_DEFAULT,
+    show_default=True,
+    help="Flip test-time augmentation: average the probabilities of the image and its horizontal flip "
+    "(hflip), or of all four flips (hvflip); 2 or 4 network runs per image.",
+)
+@click.option(
+    "--fill-holes/--no-fill-holes",
+    default=FILL_HOLES_DEFAULT,
+    show_default=True,
+    help="Fill the holes inside the kept lesion region(s) of each mask.",
+)
+@click.option(
+    "--refine/--no-refine",
+    default=REFINE_DEFAULT,
+    show_default=True,
+    help="Look again, closer: where the lesion is small in the image, segment a square around it a second "
+    "time at the network's full input and use that outline (a second network run on those images).",
+)
 @quiet_option
 @click.pass_context
-def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: str, split_dir: Path | None,
-                 backend: str, out_dir: Path | None, json_path: Path | None, save_masks: Path | None,
-                 against: Path | None, tta: str, fill_holes: bool, refine: bool, overwrite: bool,
-                 old_model: Path | None) -> None:
+def eval_command(
+    ctx: click.Context,
+    model: Path | None,
+    data_dir: Path,
+    split: str,
+    split_dir: Path | None,
+    backend: str,
+    out_dir: Path | None,
+    json_path: Path | None,
+    save_masks: Path | None,
+    against: Path | None,
+    tta: str,
+    fill_holes: bool,
+    refine: bool,
+    overwrite: bool,
+    old_model: Path | None,
+) -> None:
     """Score MODEL on a data set with the official ISIC 2018 metrics.
 
     MODEL is a run directory (PyTorch), an ONNX or a TensorRT engine; without one, edgeseg's default model.
@@ -93,6 +155,7 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     scorer does. Each mean comes with its 95% bootstrap interval over the images.
     """
     import cv2
+
     from edgeseg.core.click_types import json_to_stdout, model_or_default, renamed, write_json
     from edgeseg.core.data import LOCKED_SPLIT, require_usable
     from edgeseg.core.files import prepare_outputs, write_bytes_atomic, write_text_atomic
@@ -106,8 +169,15 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
 
     model = model_or_default(renamed(ctx, "model", "old_model"))
     out_dir = out_dir or default_out_dir(model, split)
-    prepare_outputs([("--out", out_dir / "per-image.csv"), ("--out", out_dir / "worst-cases.png"), ("--json", json_path),
-                     ("--save-masks", save_masks)], overwrite)
+    prepare_outputs(
+        [
+            ("--out", out_dir / "per-image.csv"),
+            ("--out", out_dir / "worst-cases.png"),
+            ("--json", json_path),
+            ("--save-masks", save_masks),
+        ],
+        overwrite,
+    )
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     if split == LOCKED_SPLIT:  # edgeseg.core.data.LOCKED_SPLIT
         note(LOCKED_NOTE)
@@ -128,8 +198,9 @@ def eval_command(ctx: click.Context, model: Path | None, data_dir: Path, split: 
     click.echo(summary_table(evaluation), err=to_stderr)
     if baseline is not None:
         click.echo("\n" + summary_table(baseline) + "\n\n" + comparison_table(evaluation, baseline), err=to_stderr)
-    click.echo(f"per-image results: {out_dir / 'per-image.csv'}; worst cases: {out_dir / 'worst-cases.png'}",
-               err=to_stderr)
+    click.echo(
+        f"per-image results: {out_dir / 'per-image.csv'}; worst cases: {out_dir / 'worst-cases.png'}", err=to_stderr
+    )
 
 
 def score(model: Path, backend: str, options: dict, samples, split: str, save_masks: Path | None):
@@ -145,6 +216,7 @@ def score(model: Path, backend: str, options: dict, samples, split: str, save_ma
 
 
 # `edgeseg bench`
+
 
 def command_line(models: tuple[Path, ...], options: dict[str, Any]) -> str:
     """The command as run, rebuilt from the parsed options (defaults included), so a result can be redone;
@@ -179,31 +251,77 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
 
 @click.command("bench", epilog=EXAMPLE)
 @click.argument("models", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("-b", "--backend", "backends", multiple=True, default=("auto",), show_default=True,
-              type=BACKEND_CHOICE,
-              help="Backend(s) to run each form on (repeat to compare); each form runs on those that apply to it.")
-@click.option("--runs", default=DEFAULT_RUNS, show_default=True, type=click.IntRange(min=1),
-              help="Timed runs per form (after warm-up).")
-@click.option("--warmup", default=DEFAULT_WARMUP, show_default=True, type=click.IntRange(min=0),
-              help="Untimed runs per form first (engine start-up, caches, clocks).")
-@click.option("--size", type=INPUT_SIZE, default=None,
-              help="256 or HEIGHTxWIDTH: input size for PyTorch and dynamic-shape ONNX forms; static forms keep their card's size.")
-@click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A real frame to time on (default: a synthetic 640x480 dermoscopy frame).")
-@click.option("-d", "--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Data set folder (ISIC layout or images/ + masks/): adds Dice and thresholded Jaccard per form.")
+@click.option(
+    "-b",
+    "--backend",
+    "backends",
+    multiple=True,
+    default=("auto",),
+    show_default=True,
+    type=BACKEND_CHOICE,
+    help="Backend(s) to run each form on (repeat to compare); each form runs on those that apply to it.",
+)
+@click.option(
+    "--runs",
+    default=DEFAULT_RUNS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed runs per form (after warm-up).",
+)
+@click.option(
+    "--warmup",
+    default=DEFAULT_WARMUP,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Untimed runs per form first (engine start-up, caches, clocks).",
+)
+@click.option(
+    "--size",
+    type=INPUT_SIZE,
+    default=None,
+    help="256 or HEIGHTxWIDTH: input size for PyTorch and dynamic-shape ONNX forms; static forms keep their card's size.",
+)
+@click.option(
+    "--image",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A real frame to time on (default: a synthetic 640x480 dermoscopy frame).",
+)
+@click.option(
+    "-d",
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Data set folder (ISIC layout or images/ + masks/): adds Dice and thresholded Jaccard per form.",
+)
 @click.option("--split", default="val", show_default=True, help="Split of --data to score, or 'all'.")
-@click.option("--split-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of split files (default: DATA/splits).")
+@click.option(
+    "--split-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of split files (default: DATA/splits).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N images of the split.")
 @click.option("-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Write the results as JSON here {JSON_HELP}.")
-@click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown results file here.")
+@click.option(
+    "--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown results file here."
+)
 @overwrite_option
 @quiet_option
 @click.pass_context
-def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[str, ...], runs: int, warmup: int,
-                  size: tuple[int, int] | None, image: Path | None, data: Path | None, split: str, split_dir: Path | None,
-                  limit: int | None, json_path: Path | None, md_path: Path | None, overwrite: bool) -> None:
+def bench_command(
+    ctx: click.Context,
+    models: tuple[Path, ...],
+    backends: tuple[str, ...],
+    runs: int,
+    warmup: int,
+    size: tuple[int, int] | None,
+    image: Path | None,
+    data: Path | None,
+    split: str,
+    split_dir: Path | None,
+    limit: int | None,
+    json_path: Path | None,
+    md_path: Path | None,
+    overwrite: bool,
+) -> None:
     """Measure latency per stage and end to end (and accuracy with --data) of model forms, side by side.
 
     MODEL is a run directory (PyTorch, plus any forms exported into it), an export directory (every
@@ -220,8 +338,22 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
 
     prepare_outputs([("--json", json_path), ("--md", md_path)], overwrite)
     models = models or (model_or_default(None),)
-    command = command_line(models, dict(backends=backends, runs=runs, warmup=warmup, size=size, image=image, data=data,
-                                        split=split, split_dir=split_dir, limit=limit, json_path=json_path, md_path=md_path))
+    command = command_line(
+        models,
+        dict(
+            backends=backends,
+            runs=runs,
+            warmup=warmup,
+            size=size,
+            image=image,
+            data=data,
+            split=split,
+            split_dir=split_dir,
+            limit=limit,
+            json_path=json_path,
+            md_path=md_path,
+        ),
+    )
     samples = None
     if data is not None:
         from edgeseg.core.data import require_usable
@@ -230,8 +362,19 @@ def bench_command(ctx: click.Context, models: tuple[Path, ...], backends: tuple[
         samples = samples[:limit] if limit else samples
     frame = read_image(image) if image is not None else None
     try:
-        report = run_bench(list(models), backends, runs, warmup, size, frame, portable_path(image) if image else None,
-                           data, samples, split, command)
+        report = run_bench(
+            list(models),
+            backends,
+            runs,
+            warmup,
+            size,
+            frame,
+            portable_path(image) if image else None,
+            data,
+            samples,
+            split,
+            command,
+        )
     except ModelPathError as error:
         raise click.UsageError(str(error)) from None
     if json_path is not None:

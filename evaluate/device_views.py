@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from edgeseg.evaluate.accuracy import LabelledImage, read_samples
 from edgeseg.core.framing import Framing, place_in_frame, touches_border
+from edgeseg.evaluate.accuracy import LabelledImage, read_samples
 
 # Zoom (frame height / crop height), aspect (width / height) and where the crop sits, one per image in turn.
 FRAMINGS = (

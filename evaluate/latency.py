@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.loading.open import Form, discover_forms, open_model
 from edgeseg.core.files import portable_path
 from edgeseg.core.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
 from edgeseg.core.progress import progress as track
 from edgeseg.core.segmenter import BackendUnavailable
+from edgeseg.loading.open import Form, discover_forms, open_model
 
 STAGES = ("preprocess", "inference", "postprocess", "end_to_end")
 STAT_KEYS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms")
@@ -76,9 +76,17 @@ def plan(forms: list[Form], backends: tuple[str, ...]) -> list[Result]:
     for form in forms:
         chosen = [backend for backend in backends if backend in BACKENDS_FOR_KIND[form.kind]]
         if not chosen:
-            results.append(Result(form, "/".join(backends), status="skipped", reason=(
-                f"a {form.kind} form runs on {', '.join(BACKENDS_FOR_KIND[form.kind])}; none of the backends asked "
-                f"for ({', '.join(backends)}) applies")))
+            results.append(
+                Result(
+                    form,
+                    "/".join(backends),
+                    status="skipped",
+                    reason=(
+                        f"a {form.kind} form runs on {', '.join(BACKENDS_FOR_KIND[form.kind])}; none of the backends asked "
+                        f"for ({', '.join(backends)}) applies"
+                    ),
+                )
+            )
         results += [Result(form, backend) for backend in chosen]
     return results
 
@@ -166,7 +174,9 @@ def score(results: list[Result], samples: list, split: str, data: Path, progress
             result.accuracy_reason = f"form {result.status}: no accuracy"
             continue
         try:
-            evaluation = evaluate(result.segmenter, samples, model_name=result.form.label, split=split, progress=progress)
+            evaluation = evaluate(
+                result.segmenter, samples, model_name=result.form.label, split=split, progress=progress
+            )
         except Exception as error:
             result.accuracy_reason = f"scoring failed: {type(error).__name__}: {error}"
             result.stop("failed", result.accuracy_reason)
@@ -250,8 +260,10 @@ def run_bench(
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     if frame is None:
         frame = synthetic_frame()
-        frame_source = (f"synthetic dermoscopy frame: edgeseg.core.synthetic.make_sample(seed={FRAME_SEED}, index=0, "
-                        f"size={FRAME_SIZE[1]}), centre {FRAME_SIZE[1]}x{FRAME_SIZE[0]}")
+        frame_source = (
+            f"synthetic dermoscopy frame: edgeseg.core.synthetic.make_sample(seed={FRAME_SEED}, index=0, "
+            f"size={FRAME_SIZE[1]}), centre {FRAME_SIZE[1]}x{FRAME_SIZE[0]}"
+        )
     results = plan(discover_forms(models), backends)
     with contextlib.ExitStack() as stack:
         for result in results:
@@ -268,7 +280,9 @@ def run_bench(
         records = [result_record(result) for result in results]
     notes = [INTERLEAVE_NOTE, TIMING_NOTE]
     if size is not None:
-        notes.append(f"--size {size[0]}x{size[1]} applies to PyTorch and dynamic-shape ONNX forms; the others ran at their card's size (input_size)")
+        notes.append(
+            f"--size {size[0]}x{size[1]} applies to PyTorch and dynamic-shape ONNX forms; the others ran at their card's size (input_size)"
+        )
     return {
         "host": host_info(),
         "results": records,
@@ -287,5 +301,3 @@ def exit_code(report: dict[str, Any]) -> int:
     """0 when at least one form was measured and none failed (skipped forms are fine); else 1."""
     statuses = [record["status"] for record in report["results"]]
     return 0 if "ok" in statuses and "failed" not in statuses else 1
-
-

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeseg.evaluate.latency import STAGES, STAT_KEYS
 from edgeseg.core.files import write_text_atomic
 from edgeseg.core.tables import markdown_table, text_table
+from edgeseg.evaluate.latency import STAGES, STAT_KEYS
 
 
 def _ms(stats: dict[str, float] | None, key: str) -> str:
@@ -37,11 +37,20 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = [["form", "backend", "precision", "status", "input", "size", "accuracy", "p50 ms", "p99 ms", "FPS"]]
     for record in report["results"]:
         end_to_end = record["stages"]["end_to_end"]
-        rows.append([
-            record["form"], record["backend"], record["precision"] or "-", record["status"], _input(record), _size(record),
-            _accuracy(record), _ms(end_to_end, "p50_ms"), _ms(end_to_end, "p99_ms"),
-            f"{record['fps']:.1f}" if record["fps"] else "-",
-        ])
+        rows.append(
+            [
+                record["form"],
+                record["backend"],
+                record["precision"] or "-",
+                record["status"],
+                _input(record),
+                _size(record),
+                _accuracy(record),
+                _ms(end_to_end, "p50_ms"),
+                _ms(end_to_end, "p99_ms"),
+                f"{record['fps']:.1f}" if record["fps"] else "-",
+            ]
+        )
     return rows
 
 
@@ -57,15 +66,23 @@ def stage_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def reasons(report: dict[str, Any]) -> list[str]:
-    return [f"{record['form']} ({record['backend']}): {record['status']}: {record['reason']}"
-            for record in report["results"] if record["status"] != "ok"]
+    return [
+        f"{record['form']} ({record['backend']}): {record['status']}: {record['reason']}"
+        for record in report["results"]
+        if record["status"] != "ok"
+    ]
 
 
 def terminal_text(report: dict[str, Any]) -> str:
     from edgeseg.core.host import describe_host
 
-    parts = [text_table(summary_rows(report)), "", "latency per stage (ms, over "
-             f"{report['runs']} runs after {report['warmup']} warm-up):", text_table(stage_rows(report)), ""]
+    parts = [
+        text_table(summary_rows(report)),
+        "",
+        f"latency per stage (ms, over {report['runs']} runs after {report['warmup']} warm-up):",
+        text_table(stage_rows(report)),
+        "",
+    ]
     parts += [f"note: {note}" for note in report["notes"]]
     parts += [f"frame: {report['frame']['source']} ({report['frame']['width']}x{report['frame']['height']})"]
     parts += [f"not measured: {line}" for line in reasons(report)]
@@ -77,15 +94,38 @@ def terminal_text(report: dict[str, Any]) -> str:
 def markdown_text(report: dict[str, Any], title: str = "edgeseg bench") -> str:
     from edgeseg.core.host import describe_host
 
-    lines = [f"# {title}", "", "Command:", "", "```", report["command"], "```", "",
-             f"Measured {report['date']} on:", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "Command:",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"Measured {report['date']} on:",
+        "",
+    ]
     lines += [f"- {line}" for line in describe_host(report["host"])]
-    lines += ["", f"{report['runs']} timed runs per form after {report['warmup']} warm-up runs; frame: "
-              f"{report['frame']['source']} ({report['frame']['width']}x{report['frame']['height']}).", ""]
+    lines += [
+        "",
+        f"{report['runs']} timed runs per form after {report['warmup']} warm-up runs; frame: "
+        f"{report['frame']['source']} ({report['frame']['width']}x{report['frame']['height']}).",
+        "",
+    ]
     lines += [f"- {note}" for note in report["notes"]]
-    lines += ["", "## Summary", "", markdown_table(summary_rows(report)), "",
-              "Accuracy: Dice / thresholded Jaccard (TJ); p50/p99/FPS: end to end.", "",
-              "## Latency per stage (ms)", "", markdown_table(stage_rows(report))]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        markdown_table(summary_rows(report)),
+        "",
+        "Accuracy: Dice / thresholded Jaccard (TJ); p50/p99/FPS: end to end.",
+        "",
+        "## Latency per stage (ms)",
+        "",
+        markdown_table(stage_rows(report)),
+    ]
     if reasons(report):
         lines += ["", "## Not measured", ""] + [f"- {line}" for line in reasons(report)]
     if report["warnings"]:
@@ -93,16 +133,18 @@ def markdown_text(report: dict[str, Any], title: str = "edgeseg bench") -> str:
     accuracy = [record["accuracy"] for record in report["results"] if record["accuracy"]]
     if accuracy:
         first = accuracy[0]
-        lines += ["", f"Accuracy on {first['data']}, split {first['split']} ({first['images']} images): "
-                      f"{first['resolution']}; {first['aggregation']}."]
+        lines += [
+            "",
+            f"Accuracy on {first['data']}, split {first['split']} ({first['images']} images): "
+            f"{first['resolution']}; {first['aggregation']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], json_path: Path | None = None, md_path: Path | None = None,
-                 title: str = "edgeseg bench") -> None:
+def write_report(
+    report: dict[str, Any], json_path: Path | None = None, md_path: Path | None = None, title: str = "edgeseg bench"
+) -> None:
     if json_path is not None:
         write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
     if md_path is not None:
         write_text_atomic(md_path, markdown_text(report, title))
-
-

@@ -47,8 +47,9 @@ def tolerance_options(command):
 
     for field in reversed(dataclasses.fields(Tolerances)):
         flag = "--" + field.name.replace("_", "-")
-        command = click.option(flag, field.name, type=float, default=field.default, show_default=True,
-                               help=tolerance_help(field.name))(command)
+        command = click.option(
+            flag, field.name, type=float, default=field.default, show_default=True, help=tolerance_help(field.name)
+        )(command)
     return command
 
 
@@ -59,54 +60,119 @@ def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
 def refuse_an_earlier_export(source: Path, out_dir: Path | None, json_path: Path | None, overwrite: bool) -> None:
     """The overwrite rule for an export: a folder holds an earlier export when its report is there (written last).
     The forms an export killed before its report left are rebuilt, as a run killed before its checkpoint restarts."""
-    from edgeseg.export.report import JSON_NAME, MARKDOWN_NAME
     from edgeseg.core.files import prepare_outputs
     from edgeseg.core.names import is_onnx
+    from edgeseg.export.report import JSON_NAME, MARKDOWN_NAME
 
     out_dir = out_dir or (source.parent if is_onnx(source) else source)
-    prepare_outputs([("--out: an earlier export", out_dir / JSON_NAME), ("--out: an earlier export", out_dir / MARKDOWN_NAME),
-                     ("--json", json_path)], overwrite)
+    prepare_outputs(
+        [
+            ("--out: an earlier export", out_dir / JSON_NAME),
+            ("--out: an earlier export", out_dir / MARKDOWN_NAME),
+            ("--json", json_path),
+        ],
+        overwrite,
+    )
 
 
 @click.command("export", epilog=EXAMPLES)
 @click.argument("run_dir", metavar="[RUN_DIR|MODEL.onnx]", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (default: RUN_DIR).")
-@click.option("--format", "formats", multiple=True, metavar="FORMS",
-              help="Forms to build: onnx,fp16,int8,int8-trt,engine,engine-int8 (default: every form this host can build).")
-@click.option("--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present.")
+@click.option(
+    "-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: RUN_DIR)."
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    metavar="FORMS",
+    help="Forms to build: onnx,fp16,int8,int8-trt,engine,engine-int8 (default: every form this host can build).",
+)
+@click.option(
+    "--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present."
+)
 @click.option("--int8", is_flag=True, help="INT8 ONNX (static QDQ, per-channel), and the INT8 engine on a GPU host.")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="INT8 calibration data: its splits/train.txt images, else all (default: the --data folder, "
-                   "else edgeseg's reference set).")
+@click.option(
+    "--calib",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="INT8 calibration data: its splits/train.txt images, else all (default: the --data folder, "
+    "else edgeseg's reference set).",
+)
 @click.option("--calib-n", type=click.IntRange(1), default=64, show_default=True, help="Calibration images.")
-@click.option("--dynamic", is_flag=True, help="ONNX with free batch, height and width (default: the card's static shape).")
-@click.option("--half-weights", is_flag=True,
-              help="Store the fp32 ONNX's weights as float16, cast back to float32 in the graph: half the file, the "
-                   "same fp32 speed; judged by the FP16 parity rules. For a model under a size limit, like edgeseg's default.")
-@click.option("-d", "--data", "parity_data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Parity images with masks: its splits/val.txt pairs, else all; also the INT8 calibration data unless "
-                   "--calib names another (default: edgeseg's reference set, 40 ISIC images: a small set).")
+@click.option(
+    "--dynamic", is_flag=True, help="ONNX with free batch, height and width (default: the card's static shape)."
+)
+@click.option(
+    "--half-weights",
+    is_flag=True,
+    help="Store the fp32 ONNX's weights as float16, cast back to float32 in the graph: half the file, the "
+    "same fp32 speed; judged by the FP16 parity rules. For a model under a size limit, like edgeseg's default.",
+)
+@click.option(
+    "-d",
+    "--data",
+    "parity_data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Parity images with masks: its splits/val.txt pairs, else all; also the INT8 calibration data unless "
+    "--calib names another (default: edgeseg's reference set, 40 ISIC images: a small set).",
+)
 @click.option("--parity-n", type=click.IntRange(1), help="Parity images, spread over the split (default: all of it).")
 @tolerance_options
-@click.option("--workspace-mib", type=click.IntRange(16), default=1024, show_default=True, help="TensorRT builder workspace.")
-@click.option("--keep-norm-fp32", is_flag=True,
-              help="Keep normalisation and Resize layers in FP32 in the FP16 forms (done anyway when plain FP16 fails parity).")
-@click.option("--simulate-fp16", type=click.IntRange(0), default=0, show_default=True, metavar="N",
-              help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).")
-@click.option("--latency-runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per form for the quick latency.")
-@click.option("-j", "--json", "json_path", type=JSON_OUTPUT,
-              help=f"Also write export-report.json's content here {JSON_HELP}.")
-@old_spelling("--parity-data", "--parity-data of `export` is now spelled -d/--data (as in eval, bench and train)",
-              type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--workspace-mib", type=click.IntRange(16), default=1024, show_default=True, help="TensorRT builder workspace."
+)
+@click.option(
+    "--keep-norm-fp32",
+    is_flag=True,
+    help="Keep normalisation and Resize layers in FP32 in the FP16 forms (done anyway when plain FP16 fails parity).",
+)
+@click.option(
+    "--simulate-fp16",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Also run PyTorch in float16 on the CPU on N images: an advisory simulation of the FP16 forms (slow).",
+)
+@click.option(
+    "--latency-runs",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Timed runs per form for the quick latency.",
+)
+@click.option(
+    "-j", "--json", "json_path", type=JSON_OUTPUT, help=f"Also write export-report.json's content here {JSON_HELP}."
+)
+@old_spelling(
+    "--parity-data",
+    "--parity-data of `export` is now spelled -d/--data (as in eval, bench and train)",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
 @overwrite_option
 @quiet_option
 @click.pass_context
-def export_command(ctx: click.Context, run_dir: Path | None, out_dir: Path | None, formats: tuple[str, ...], fp16: bool,
-                   int8: bool, calib: Path | None, calib_n: int, dynamic: bool, half_weights: bool,
-                   parity_data: Path | None, parity_n: int | None, workspace_mib: int, keep_norm_fp32: bool,
-                   simulate_fp16: int, latency_runs: int, json_path: Path | None, overwrite: bool,
-                   old_parity_data: Path | None, **tolerances: float) -> None:
+def export_command(
+    ctx: click.Context,
+    run_dir: Path | None,
+    out_dir: Path | None,
+    formats: tuple[str, ...],
+    fp16: bool,
+    int8: bool,
+    calib: Path | None,
+    calib_n: int,
+    dynamic: bool,
+    half_weights: bool,
+    parity_data: Path | None,
+    parity_n: int | None,
+    workspace_mib: int,
+    keep_norm_fp32: bool,
+    simulate_fp16: int,
+    latency_runs: int,
+    json_path: Path | None,
+    overwrite: bool,
+    old_parity_data: Path | None,
+    **tolerances: float,
+) -> None:
     """Export a training run to ONNX (fp32, FP16, INT8) and TensorRT, each checked against PyTorch.
 
     Every form runs on the same images through the runtime's preprocessing; its probabilities and
@@ -133,9 +199,18 @@ def export_command(ctx: click.Context, run_dir: Path | None, out_dir: Path | Non
     refuse_an_earlier_export(run_dir, out_dir, json_path, overwrite)
     chosen, explicit = select_forms(_formats(formats), fp16=fp16, int8=int8)
     options = ExportOptions(
-        formats=chosen, explicit=explicit, dynamic=dynamic, parity_data=renamed(ctx, "parity_data", "old_parity_data"),
-        parity_n=parity_n, calib=calib, calib_n=calib_n, half_weights=half_weights, workspace_mib=workspace_mib,
-        keep_norm_fp32=keep_norm_fp32, simulate_fp16=simulate_fp16, latency_runs=latency_runs,
+        formats=chosen,
+        explicit=explicit,
+        dynamic=dynamic,
+        parity_data=renamed(ctx, "parity_data", "old_parity_data"),
+        parity_n=parity_n,
+        calib=calib,
+        calib_n=calib_n,
+        half_weights=half_weights,
+        workspace_mib=workspace_mib,
+        keep_norm_fp32=keep_norm_fp32,
+        simulate_fp16=simulate_fp16,
+        latency_runs=latency_runs,
         tolerances=Tolerances(**tolerances),
     )
     report = export_run(run_dir, out_dir, options, echo=note)

@@ -18,16 +18,22 @@ from edgeseg.core.card import ModelCard
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.files import portable_path, remove_stale_temporaries
 from edgeseg.core.install_check import quiet_onnxruntime_tools
-from edgeseg.loading.open import open_model
-from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.core.names import ONNX_FILENAMES, REFERENCE_SET_NAME, is_onnx
 from edgeseg.core.segmenter import Segmenter
+from edgeseg.export.parity import FormParity, Tolerances, run_parity
+from edgeseg.loading.open import open_model
 
 # Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine. "int8" is the CPU's
 # INT8 ONNX (U8 activations, int32 biases: fast on onnxruntime's CPU provider); "int8-trt" the symmetric S8S8 one
 # with float biases that TensorRT's ONNX parser takes, which "engine-int8" is built from.
-FORM_PRECISION = {"onnx": "fp32", "fp16": "fp16", "int8": "int8", "int8-trt": "int8", "engine": "fp16",
-                  "engine-int8": "int8"}
+FORM_PRECISION = {
+    "onnx": "fp32",
+    "fp16": "fp16",
+    "int8": "int8",
+    "int8-trt": "int8",
+    "engine": "fp16",
+    "engine-int8": "int8",
+}
 FORMS = tuple(FORM_PRECISION)
 ENGINE_FORMS = ("engine", "engine-int8")
 INT8_FORMS = ("int8", "int8-trt")
@@ -103,15 +109,21 @@ class ExportReport:
 
     def unjudged(self) -> list[str]:
         """Rules on a mean that a built form was not judged by (too few parity images), each with why."""
-        return [text for form in self.forms if form.status == "built" and form.parity and not form.simulation
-                for text in form.parity.unjudged]
+        return [
+            text
+            for form in self.forms
+            if form.status == "built" and form.parity and not form.simulation
+            for text in form.parity.unjudged
+        ]
 
     @property
     def passed(self) -> bool:
         return not self.failures()
 
 
-def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = False) -> tuple[tuple[str, ...], frozenset[str]]:
+def select_forms(
+    formats: Sequence[str] = (), fp16: bool = False, int8: bool = False
+) -> tuple[tuple[str, ...], frozenset[str]]:
     """The forms to build and those asked for explicitly, from --format, --fp16 and --int8.
 
     With none of them: every form (engines, and the INT8 form made for TensorRT unless asked for by
@@ -133,8 +145,12 @@ def select_forms(formats: Sequence[str] = (), fp16: bool = False, int8: bool = F
     return tuple(name for name in FORMS if name in chosen), frozenset(formats)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: ExportOptions = ExportOptions(),
-               echo: Callable[[str], None] = print) -> ExportReport:
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    options: ExportOptions = ExportOptions(),
+    echo: Callable[[str], None] = print,
+) -> ExportReport:
     """Export a training run to the chosen forms, check each against PyTorch, and return the report.
 
     ``run_dir`` may also be an edgeseg ``model.onnx``: the other forms are then built from it and
@@ -155,8 +171,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
 
     echo(f"exporting {run_dir} -> {out_dir}")
     if parity_data.reference_set:
-        echo(f"  parity and INT8 calibration on {REFERENCE_SET_NAME} ({len(samples)} ISIC images for parity): a small "
-             f"set; --data DIR checks on your own data")
+        echo(
+            f"  parity and INT8 calibration on {REFERENCE_SET_NAME} ({len(samples)} ISIC images for parity): a small "
+            f"set; --data DIR checks on your own data"
+        )
     results, calibration = build_forms(source, model, card, out_dir, options, calibration_data, engine_reason, echo)
     built = [form for form in results.values() if form.status == "built"]
     reference_row = check_parity(source, built, samples, options, echo)
@@ -166,8 +184,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, options: 
     if options.simulate_fp16:
         forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
     return ExportReport(
-        run_dir=run_dir, out_dir=out_dir, card=card, forms=forms, tolerances=options.tolerances,
-        parity_images=parity_source, calibration=calibration, reference=reference_row,
+        run_dir=run_dir,
+        out_dir=out_dir,
+        card=card,
+        forms=forms,
+        tolerances=options.tolerances,
+        parity_images=parity_source,
+        calibration=calibration,
+        reference=reference_row,
         host=report_host(engine_reason),
     )
 
@@ -183,8 +207,16 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
         raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
 
 
-def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions, calibration_data: DataSource,
-                engine_reason: str | None, echo: Callable[[str], None]) -> tuple[dict[str, FormResult], dict]:
+def build_forms(
+    source: Path,
+    model,
+    card: ModelCard,
+    out_dir: Path,
+    options: ExportOptions,
+    calibration_data: DataSource,
+    engine_reason: str | None,
+    echo: Callable[[str], None],
+) -> tuple[dict[str, FormResult], dict]:
     """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the S8S8 ONNX); and the calibration."""
     results: dict[str, FormResult] = {"onnx": build_fp32_onnx(source, model, card, out_dir, options)}
     onnx_path = results["onnx"].path
@@ -203,14 +235,21 @@ def build_forms(source: Path, model, card: ModelCard, out_dir: Path, options: Ex
             if options.keep_norm_fp32:
                 results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
         elif name == "int8-trt" and engine_reason and name not in options.explicit:
-            results[name] = FormResult(name, "int8", status="skipped", reason=(
-                "made for the INT8 TensorRT engine, which this host cannot build; `--format int8-trt` builds "
-                "and gates it here"))
+            results[name] = FormResult(
+                name,
+                "int8",
+                status="skipped",
+                reason=(
+                    "made for the INT8 TensorRT engine, which this host cannot build; `--format int8-trt` builds "
+                    "and gates it here"
+                ),
+            )
         elif name in INT8_FORMS:
             if not images:  # one calibration set for both INT8 forms
                 images, calibration = calibration_images(calibration_data, options.calib_n)
             results[name] = attempt(
-                name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card)
+                name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card
+            )
             results[name].notes.extend(int8_float_notes(results[name]))
         else:
             results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
@@ -227,36 +266,59 @@ def module_installed(name: str) -> bool:
 def fp16_without_onnx(options: ExportOptions, engine_reason: str | None) -> FormResult:
     """The FP16 ONNX where the `onnx` package is missing (a Jetson's JetPack has none): skipped where the FP16
     engine asked for is built without it (TensorRT < 10.12: from the fp32 ONNX with the FP16 flag), else failed."""
-    fix = ("pip install onnx (edgeseg's GPU extras bring it; on a Jetson: pip install -c constraints/jetpack6.txt "
-           "onnx sympy ml_dtypes)")
+    fix = (
+        "pip install onnx (edgeseg's GPU extras bring it; on a Jetson: pip install -c constraints/jetpack6.txt "
+        "onnx sympy ml_dtypes)"
+    )
     engine_from_fp32 = "engine" in options.formats and engine_reason is None and not engine_built_from_fp16_onnx()
     if engine_from_fp32 and "fp16" not in options.explicit:
-        return FormResult("fp16", "fp16", status="skipped", reason=(
-            "the FP16 ONNX needs the onnx package, which is not installed here; the FP16 engine does not: this "
-            f"TensorRT builds it from the fp32 ONNX with its FP16 flag. For the FP16 ONNX too: {fix}"))
+        return FormResult(
+            "fp16",
+            "fp16",
+            status="skipped",
+            reason=(
+                "the FP16 ONNX needs the onnx package, which is not installed here; the FP16 engine does not: this "
+                f"TensorRT builds it from the fp32 ONNX with its FP16 flag. For the FP16 ONNX too: {fix}"
+            ),
+        )
     return FormResult("fp16", "fp16", status="failed", reason=f"the FP16 ONNX needs the onnx package: {fix}")
 
 
 def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options: ExportOptions) -> FormResult:
     """The fp32 ONNX every other form starts from; given, when the source is an ONNX already."""
     if is_onnx(source):
-        return FormResult("onnx", "fp32", path=source, status="skipped",
-                          reason="given: the reference the other forms are checked against")
+        return FormResult(
+            "onnx",
+            "fp32",
+            path=source,
+            status="skipped",
+            reason="given: the reference the other forms are checked against",
+        )
     from edgeseg.export.onnx_export import export_onnx
 
     path = out_dir / ONNX_FILENAMES["onnx"]
-    result = attempt("onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic,
-                                                 half_weights=options.half_weights), card)
+    result = attempt(
+        "onnx", lambda: export_onnx(model, card, path, dynamic=options.dynamic, half_weights=options.half_weights), card
+    )
     if options.half_weights:
         # Rounding the weights moves probabilities by about 1e-3, beyond the fp32 rule: the mask rules of FP16 apply.
         result.precision = "fp16"
-        result.notes.append("weights stored as float16, cast to float32 in the graph (--half-weights): half the file, "
-                            "fp32 arithmetic; judged by the FP16 rules")
+        result.notes.append(
+            "weights stored as float16, cast to float32 in the graph (--half-weights): half the file, "
+            "fp32 arithmetic; judged by the FP16 rules"
+        )
     return result
 
 
-def build_engine_result(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
-                        options: ExportOptions, engine_reason: str | None) -> FormResult:
+def build_engine_result(
+    name: str,
+    onnx_path: Path,
+    results: dict[str, FormResult],
+    card: ModelCard,
+    out_dir: Path,
+    options: ExportOptions,
+    engine_reason: str | None,
+) -> FormResult:
     if engine_reason:
         return FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
     try:
@@ -266,8 +328,9 @@ def build_engine_result(name: str, onnx_path: Path, results: dict[str, FormResul
     return attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
 
 
-def engine_source(name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path,
-                  keep_norm_fp32: bool) -> Path:
+def engine_source(
+    name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path, keep_norm_fp32: bool
+) -> Path:
     """The ONNX an engine is built from: for "engine-int8" the symmetric S8S8 ONNX ("int8-trt", the only
     INT8 Q/DQ TensorRT's parser takes, on every TensorRT version); for "engine" the fp32 ONNX on
     TensorRT 10.0-10.11, and from 10.12 on (strongly typed) the FP16 ONNX the gate checks, built here
@@ -282,10 +345,14 @@ def engine_source(name: str, onnx_path: Path, results: dict[str, FormResult], ca
         return onnx_path
     if "fp16" not in results:
         results["fp16"] = attempt("fp16", lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32), card)
-        results["fp16"].notes.append("built for the FP16 engine: TensorRT 10.12+ builds it strongly typed from this ONNX")
+        results["fp16"].notes.append(
+            "built for the FP16 engine: TensorRT 10.12+ builds it strongly typed from this ONNX"
+        )
     fp16 = results["fp16"]
     if fp16.status != "built":
-        raise ExportError(f"the FP16 ONNX it is built from (TensorRT 10.12+ builds strongly typed) failed: {fp16.reason}")
+        raise ExportError(
+            f"the FP16 ONNX it is built from (TensorRT 10.12+ builds strongly typed) failed: {fp16.reason}"
+        )
     return fp16.path
 
 
@@ -333,8 +400,9 @@ def build_int8(name: str, onnx_path: Path, card: ModelCard, out_dir: Path, image
 
     if name == "int8-trt":
         return export_int8_tensorrt(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress)
-    return export_int8(onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress,
-                       measure_float_blocks=True)
+    return export_int8(
+        onnx_path, card, out_dir / ONNX_FILENAMES[name], images, progress=progress, measure_float_blocks=True
+    )
 
 
 def int8_float_notes(form: FormResult) -> list[str]:
@@ -347,12 +415,17 @@ def int8_float_notes(form: FormResult) -> list[str]:
     return [note] if note else []
 
 
-def build_engine_form(name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions,
-                      keep_norm_fp32: bool | None = None) -> Path:
+def build_engine_form(
+    name: str, source: Path, card: ModelCard, out_dir: Path, options: ExportOptions, keep_norm_fp32: bool | None = None
+) -> Path:
     from edgeseg.export.tensorrt_export import build_engine
 
     return build_engine(
-        source, card, out_dir, precision=FORM_PRECISION[name], workspace_mib=options.workspace_mib,
+        source,
+        card,
+        out_dir,
+        precision=FORM_PRECISION[name],
+        workspace_mib=options.workspace_mib,
         keep_norm_fp32=options.keep_norm_fp32 if keep_norm_fp32 is None else keep_norm_fp32,
     )
 
@@ -403,7 +476,9 @@ def discover(root: Path, split: str, option: str) -> tuple[list, str]:
     except DataError as error:
         raise ExportError(f"{option}: {error}") from None
     if not samples:
-        raise ExportError(f"{root}: no image/mask pairs found{f' in split {chosen!r}' if chosen else ''}; pass {option} DIR")
+        raise ExportError(
+            f"{root}: no image/mask pairs found{f' in split {chosen!r}' if chosen else ''}; pass {option} DIR"
+        )
     return samples, chosen or "all"
 
 
@@ -417,15 +492,24 @@ def spread(items: Sequence, n: int | None) -> list:
 def parity_samples(data: DataSource, n: int | None) -> tuple[list, dict]:
     samples, split = discover(data.root, "val", data.option)
     chosen = spread(samples, n)
-    return chosen, {"data": data.name, "reference_set": data.reference_set, "split": split, "count": len(chosen),
-                    "ids": [sample.id for sample in chosen]}
+    return chosen, {
+        "data": data.name,
+        "reference_set": data.reference_set,
+        "split": split,
+        "count": len(chosen),
+        "ids": [sample.id for sample in chosen],
+    }
 
 
 def calibration_images(data: DataSource, n: int) -> tuple[list[Path], dict]:
     samples, split = discover(data.root, "train", "--calib")
     chosen = spread(samples, n)
-    return [sample.image for sample in chosen], {"data": data.name, "reference_set": data.reference_set,
-                                                 "split": split, "count": len(chosen)}
+    return [sample.image for sample in chosen], {
+        "data": data.name,
+        "reference_set": data.reference_set,
+        "split": split,
+        "count": len(chosen),
+    }
 
 
 # --- checking -------------------------------------------------------------------------------------
@@ -457,28 +541,45 @@ def open_reference(source: Path) -> Segmenter:
     return open_model(source, "onnxruntime-cpu" if is_onnx(source) else "torch-cpu")
 
 
-def check_parity(source: Path, forms: list[FormResult], samples: list, options: ExportOptions,
-                 echo: Callable[[str], None]) -> dict:
+def check_parity(
+    source: Path, forms: list[FormResult], samples: list, options: ExportOptions, echo: Callable[[str], None]
+) -> dict:
     """Parity and latency of every built form in one pass over the images; returns the reference's row."""
     with contextlib.ExitStack() as stack:
         reference = stack.enter_context(open_reference(source))
         reference_ms = latency_ms(reference, samples[0], options.latency_runs)  # before onnxruntime runs
         segmenters = {form.name: stack.enter_context(open_form(form)) for form in forms}
         echo(f"parity on {len(samples)} images: {', '.join(segmenters)} against {reference.backend.name} fp32")
-        parities = run_parity(reference, {form.name: (segmenters[form.name], form.precision) for form in forms},
-                              samples, options.tolerances, progress=options.progress)
+        parities = run_parity(
+            reference,
+            {form.name: (segmenters[form.name], form.precision) for form in forms},
+            samples,
+            options.tolerances,
+            progress=options.progress,
+        )
         for form in forms:
             form.parity = parities[form.name]
             form.latency_ms = latency_ms(segmenters[form.name], samples[0], options.latency_runs)
     accuracy = next(iter(parities.values())) if parities else None
     return {
-        "name": "pytorch-fp32", "latency_ms": reference_ms,
-        "accuracy": {"dice": accuracy.reference_dice, "threshold_jaccard": accuracy.reference_threshold_jaccard} if accuracy else None,
+        "name": "pytorch-fp32",
+        "latency_ms": reference_ms,
+        "accuracy": {"dice": accuracy.reference_dice, "threshold_jaccard": accuracy.reference_threshold_jaccard}
+        if accuracy
+        else None,
     }
 
 
-def retry_with_fp32_norms(source: Path, card: ModelCard, results: dict[str, FormResult], samples: list, onnx_path: Path,
-                          out_dir: Path, options: ExportOptions, echo: Callable[[str], None]) -> None:
+def retry_with_fp32_norms(
+    source: Path,
+    card: ModelCard,
+    results: dict[str, FormResult],
+    samples: list,
+    onnx_path: Path,
+    out_dir: Path,
+    options: ExportOptions,
+    echo: Callable[[str], None],
+) -> None:
     """An FP16 form that fails parity is rebuilt once with normalisation and Resize layers in FP32.
 
     A strongly typed FP16 engine computes in its FP16 ONNX's types, so there the two are rebuilt together:
@@ -495,9 +596,18 @@ def retry_with_fp32_norms(source: Path, card: ModelCard, results: dict[str, Form
         if name == "fp16":
             rebuilt = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32=True), card)
         else:
-            rebuilt = attempt(name, lambda: build_engine_form(
-                name, engine_source(name, onnx_path, results, card, out_dir, True), card, out_dir, options,
-                keep_norm_fp32=True), card)
+            rebuilt = attempt(
+                name,
+                lambda: build_engine_form(
+                    name,
+                    engine_source(name, onnx_path, results, card, out_dir, True),
+                    card,
+                    out_dir,
+                    options,
+                    keep_norm_fp32=True,
+                ),
+                card,
+            )
         rebuilt.notes.append(f"rebuilt with normalisation and Resize layers kept in FP32: {why[name]}")
         if rebuilt.status == "built":
             check_parity(source, [rebuilt], samples, options, echo)
@@ -506,8 +616,11 @@ def retry_with_fp32_norms(source: Path, card: ModelCard, results: dict[str, Form
 
 def fp32_norm_retries(results: dict[str, FormResult], engine_from_fp16_onnx: bool) -> dict[str, str]:
     """Which of "fp16" and "engine" to rebuild with normalisation and Resize in FP32, and why."""
-    breaches = {name: "; ".join(form.parity.breaches) for name, form in results.items()
-                if name in ("fp16", "engine") and form.status == "built" and form.parity is not None and not form.parity.passed}
+    breaches = {
+        name: "; ".join(form.parity.breaches)
+        for name, form in results.items()
+        if name in ("fp16", "engine") and form.status == "built" and form.parity is not None and not form.parity.passed
+    }
     why = {name: f"it failed parity ({text})" for name, text in breaches.items()}
     if why and engine_from_fp16_onnx:
         if "engine" in breaches:
@@ -516,7 +629,9 @@ def fp32_norm_retries(results: dict[str, FormResult], engine_from_fp16_onnx: boo
     return why
 
 
-def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions, echo: Callable[[str], None]) -> FormResult:
+def simulate_fp16(
+    model, card: ModelCard, samples: list, options: ExportOptions, echo: Callable[[str], None]
+) -> FormResult:
     """PyTorch in float16 on the CPU: a slow simulation of the FP16 forms, labelled as such.
 
     Not the engine: TensorRT picks its own kernels and may keep layers in FP32. It shows the
@@ -533,8 +648,14 @@ def simulate_fp16(model, card: ModelCard, samples: list, options: ExportOptions,
     reference = Segmenter(TorchBackend(model, card, device="cpu"))
     half = Segmenter(TorchBackend(half_model, card, precision="fp16"))
     with reference, half:
-        result.parity = run_parity(reference, {SIMULATED_FP16: (half, "fp16")}, samples, options.tolerances,
-                                   progress=options.progress, simulation=(SIMULATED_FP16,))[SIMULATED_FP16]
+        result.parity = run_parity(
+            reference,
+            {SIMULATED_FP16: (half, "fp16")},
+            samples,
+            options.tolerances,
+            progress=options.progress,
+            simulation=(SIMULATED_FP16,),
+        )[SIMULATED_FP16]
         result.latency_ms = latency_ms(half, samples[0], runs=1)
     return result
 
@@ -562,4 +683,3 @@ def report_host(engine_reason: str | None) -> dict:
         gpu = gpu_properties()
         info["engine_gpu"] = {"name": gpu.name, "compute_capability": gpu.compute_capability}
     return info
-

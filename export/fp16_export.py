@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeseg.core.card import ModelCard
+from edgeseg.core.files import atomic_output
 from edgeseg.export.half_weights import has_float16_weights, restore_float32_weights
 from edgeseg.export.onnx_export import set_card_metadata
-from edgeseg.core.files import atomic_output
 
 # The known FP16 hazards of smp's FPN decoder: GroupNorm (exported as InstanceNormalization) and
 # bilinear upsampling. --keep-norm-fp32 keeps these in float32.

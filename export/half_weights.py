@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.export.onnx_export import set_metadata
 from edgeseg.core.names import WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16
+from edgeseg.export.onnx_export import set_metadata
 
 # Smaller tensors (biases, Resize scales, shapes) stay float32: they weigh nothing, and some operators
 # need their inputs as constants of their own type.
@@ -44,8 +44,11 @@ def store_weights_float16(proto) -> int:
             continue
         stored = initializer.name + CAST_SUFFIX
         kept.append(numpy_helper.from_array(values.astype(np.float16), stored))
-        casts.append(onnx.helper.make_node("Cast", [stored], [initializer.name], to=onnx.TensorProto.FLOAT,
-                                           name=f"{initializer.name}_to_float32"))
+        casts.append(
+            onnx.helper.make_node(
+                "Cast", [stored], [initializer.name], to=onnx.TensorProto.FLOAT, name=f"{initializer.name}_to_float32"
+            )
+        )
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(kept)
     nodes = list(proto.graph.node)
@@ -60,15 +63,20 @@ def restore_float32_weights(proto) -> int:
     import onnx
     from onnx import numpy_helper
 
-    stored = {initializer.name: initializer for initializer in proto.graph.initializer
-              if initializer.data_type == onnx.TensorProto.FLOAT16}
+    stored = {
+        initializer.name: initializer
+        for initializer in proto.graph.initializer
+        if initializer.data_type == onnx.TensorProto.FLOAT16
+    }
 
     def is_weight_cast(node) -> bool:
         return node.op_type == "Cast" and len(node.input) == 1 and node.input[0] in stored
 
     casts = [node for node in proto.graph.node if is_weight_cast(node)]
-    restored = [numpy_helper.from_array(numpy_helper.to_array(stored[node.input[0]]).astype(np.float32), node.output[0])
-                for node in casts]
+    restored = [
+        numpy_helper.from_array(numpy_helper.to_array(stored[node.input[0]]).astype(np.float32), node.output[0])
+        for node in casts
+    ]
     cast_inputs = {node.input[0] for node in casts}
     kept = [initializer for initializer in proto.graph.initializer if initializer.name not in cast_inputs]
     del proto.graph.initializer[:]
@@ -93,4 +101,6 @@ def float32_weights_file(onnx_path: str | Path, scratch_path: Path) -> Path:
 
 
 def has_float16_weights(proto) -> bool:
-    return any(entry.key == WEIGHTS_STORAGE_KEY and entry.value == WEIGHTS_STORED_FLOAT16 for entry in proto.metadata_props)
+    return any(
+        entry.key == WEIGHTS_STORAGE_KEY and entry.value == WEIGHTS_STORED_FLOAT16 for entry in proto.metadata_props
+    )

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from edgeseg.core.card import ModelCard
 from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import atomic_output, read_image
+from edgeseg.core.preprocess import preprocess
 from edgeseg.export.half_weights import float32_weights_file
 from edgeseg.export.onnx_export import set_card_metadata, set_metadata
 from edgeseg.export.shape_folding import fold_shape_arithmetic
-from edgeseg.core.files import atomic_output, read_image
-from edgeseg.core.preprocess import preprocess
 
 DEFAULT_CALIBRATION_IMAGES = 64
 ACTIVATIONS = ("u8", "s8")
@@ -90,8 +90,9 @@ def export_int8(
         require_calibration_memory(prepared, len(calibration_images))
         reader = _calibration_reader(calibration_images, card, progress)
         quantize = Quantizer(prepared, Path(scratch) / "calibration.json", reader, activations, calibration, float_bias)
-        float_nodes, choice = kept_float(quantize, prepared, card, calibration_images, float_until_stride,
-                                           measure_float_blocks, progress)
+        float_nodes, choice = kept_float(
+            quantize, prepared, card, calibration_images, float_until_stride, measure_float_blocks, progress
+        )
         with atomic_output(path) as temporary:
             quantize(temporary, exclude=float_nodes)
             proto = onnx.load(str(temporary))
@@ -132,8 +133,9 @@ class Quantizer:
     different layers float cost a quantization each, not a calibration. Without that cache only one call is made.
     """
 
-    def __init__(self, prepared: Path, cache: Path, reader, activations: str, calibration: str,
-                 float_bias: bool) -> None:
+    def __init__(
+        self, prepared: Path, cache: Path, reader, activations: str, calibration: str, float_bias: bool
+    ) -> None:
         self.prepared, self.reader, self.calibration = prepared, reader, calibration
         self.cache = cache if calibration_reusable() else None
         self.symmetric = activations == "s8"
@@ -146,8 +148,11 @@ class Quantizer:
 
         if self.calibrated and self.cache is None:
             raise RuntimeError("this onnxruntime cannot reuse a calibration: quantize once per Quantizer")
-        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                   "percentile": CalibrationMethod.Percentile}
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }
         cache = {} if self.cache is None else {"calibration_cache_path": str(self.cache)}
         quantize_static(
             str(self.prepared),
@@ -167,8 +172,15 @@ class Quantizer:
         return Path(out)
 
 
-def kept_float(quantize: Quantizer, prepared: Path, card: ModelCard, images: Sequence[Path], float_until_stride: int,
-                 measure: bool, progress: bool) -> tuple[list[str], dict]:
+def kept_float(
+    quantize: Quantizer,
+    prepared: Path,
+    card: ModelCard,
+    images: Sequence[Path],
+    float_until_stride: int,
+    measure: bool,
+    progress: bool,
+) -> tuple[list[str], dict]:
     """The nodes kept float32, by the sensitivity pass (``measure``) or the stride rule, and the record of why."""
     if measure and quantize.cache is not None:
         from edgeseg.export.int8_sensitivity import choose_float_blocks
@@ -180,8 +192,10 @@ def kept_float(quantize: Quantizer, prepared: Path, card: ModelCard, images: Seq
     if measure:
         import onnxruntime
 
-        record["why"] = (f"the sensitivity pass needs onnxruntime 1.32 or later (its calibration cache); this is "
-                         f"{onnxruntime.__version__}, so the leading layers stay float32")
+        record["why"] = (
+            f"the sensitivity pass needs onnxruntime 1.32 or later (its calibration cache); this is "
+            f"{onnxruntime.__version__}, so the leading layers stay float32"
+        )
     return nodes, record
 
 
@@ -202,14 +216,18 @@ def float_choice_note(choice: dict | None) -> str | None:
         reason = f" ({choice['why']})" if choice.get("why") else ""
         if not choice.get("float_nodes"):
             return f"layers kept float32: none, every layer is INT8{reason}"
-        return (f"layers kept float32: the leading ones, down to 1/{choice.get('float_until_stride')} of the input "
-                f"({choice.get('float_nodes')} nodes){reason}")
+        return (
+            f"layers kept float32: the leading ones, down to 1/{choice.get('float_until_stride')} of the input "
+            f"({choice.get('float_nodes')} nodes){reason}"
+        )
     blocks = ", ".join(choice["float_blocks"]) or "none"
     share = choice["chosen_rms"] / choice["all_int8_rms"] if choice["all_int8_rms"] else 0.0
-    return (f"layers kept float32, chosen by a sensitivity pass on {len(choice['images'])} calibration images "
-            f"({len(choice['blocks'])} blocks measured): {blocks}; the INT8 error left is "
-            f"{share:.2f} of the all-INT8 one (RMS probability change {choice['chosen_rms']:.4f} against "
-            f"{choice['all_int8_rms']:.4f})")
+    return (
+        f"layers kept float32, chosen by a sensitivity pass on {len(choice['images'])} calibration images "
+        f"({len(choice['blocks'])} blocks measured): {blocks}; the INT8 error left is "
+        f"{share:.2f} of the all-INT8 one (RMS probability change {choice['chosen_rms']:.4f} against "
+        f"{choice['all_int8_rms']:.4f})"
+    )
 
 
 def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[str]:
@@ -289,8 +307,16 @@ def export_int8_tensorrt(
     calibration: str = "percentile",
 ) -> Path:
     """The INT8 form TensorRT builds its engine from: symmetric S8S8 QDQ (zero points 0), float32 biases."""
-    return export_int8(onnx_path, card, path, calibration_images, progress=progress, activations="s8",
-                       calibration=calibration, float_bias=True)
+    return export_int8(
+        onnx_path,
+        card,
+        path,
+        calibration_images,
+        progress=progress,
+        activations="s8",
+        calibration=calibration,
+        float_bias=True,
+    )
 
 
 def tensorrt_qdq_problems(proto) -> list[str]:
@@ -322,8 +348,10 @@ def tensorrt_qdq_problems(proto) -> list[str]:
 def _require_tensorrt_qdq(proto, path: Path) -> None:
     problems = tensorrt_qdq_problems(proto)
     if problems:
-        raise ValueError(f"{path}: the INT8 form for TensorRT has Q/DQ its ONNX parser refuses ({len(problems)}): "
-                         + "; ".join(problems[:3]))
+        raise ValueError(
+            f"{path}: the INT8 form for TensorRT has Q/DQ its ONNX parser refuses ({len(problems)}): "
+            + "; ".join(problems[:3])
+        )
 
 
 def _calibration_reader(images: Sequence[Path], card: ModelCard, progress: bool):

@@ -78,16 +78,21 @@ class FloatChoice:
 
     def to_dict(self) -> dict:
         return {
-            "rule": "measured", "float_blocks": list(self.float_blocks), "float_nodes": len(self.float_nodes),
-            "residual_share_target": RESIDUAL_SHARE, "predicted_share": round(self.predicted_share, 4),
-            "all_int8_rms": round(self.all_int8_rms, 6), "chosen_rms": round(self.chosen_rms, 6),
+            "rule": "measured",
+            "float_blocks": list(self.float_blocks),
+            "float_nodes": len(self.float_nodes),
+            "residual_share_target": RESIDUAL_SHARE,
+            "predicted_share": round(self.predicted_share, 4),
+            "all_int8_rms": round(self.all_int8_rms, 6),
+            "chosen_rms": round(self.chosen_rms, 6),
             "images": [Path(image).name for image in self.images],
             "blocks": [{"block": block.block, "rms": round(block.rms, 6)} for block in self.ranked],
         }
 
 
-def choose_float_blocks(quantize: Quantize, prepared: Path, card: ModelCard, images: Sequence[Path],
-                        progress: bool = False) -> FloatChoice:
+def choose_float_blocks(
+    quantize: Quantize, prepared: Path, card: ModelCard, images: Sequence[Path], progress: bool = False
+) -> FloatChoice:
     """Measure every block of the float32 model at ``prepared`` in INT8 alone and choose the ones kept float."""
     blocks = quantization_blocks(prepared)
     reference, batches, chosen_images = scoring_set(prepared, card, images)
@@ -98,23 +103,30 @@ def choose_float_blocks(quantize: Quantize, prepared: Path, card: ModelCard, ima
             return rms_change(probabilities(variant, batches, card), reference)
 
         measured = track(list(blocks.items()), desc="INT8 sensitivity", unit="block", enabled=progress, leave=False)
-        ranked = sorted((BlockSensitivity(block, tuple(nodes), rms_of(f"block{number}", only=nodes))
-                         for number, (block, nodes) in enumerate(measured)), key=lambda block: -block.rms)
+        ranked = sorted(
+            (
+                BlockSensitivity(block, tuple(nodes), rms_of(f"block{number}", only=nodes))
+                for number, (block, nodes) in enumerate(measured)
+            ),
+            key=lambda block: -block.rms,
+        )
         float_blocks, share = pick_float_blocks(ranked)
         all_int8, chosen = rms_of("all"), rms_of("chosen", exclude=nodes_of(ranked, float_blocks))
-    return FloatChoice(tuple(ranked), tuple(float_blocks), share, all_int8, chosen,
-                       tuple(str(image) for image in chosen_images))
+    return FloatChoice(
+        tuple(ranked), tuple(float_blocks), share, all_int8, chosen, tuple(str(image) for image in chosen_images)
+    )
 
 
-def pick_float_blocks(ranked: Sequence[BlockSensitivity], residual_share: float = RESIDUAL_SHARE,
-                      max_blocks: int = MAX_FLOAT_BLOCKS) -> tuple[list[str], float]:
+def pick_float_blocks(
+    ranked: Sequence[BlockSensitivity], residual_share: float = RESIDUAL_SHARE, max_blocks: int = MAX_FLOAT_BLOCKS
+) -> tuple[list[str], float]:
     """The fewest most sensitive blocks whose float32 leaves at most ``residual_share`` of the all-INT8 error.
 
     Errors add as variances: all-INT8's is the root of the sum of the blocks' squared errors. Returns the blocks
     and the share they leave (0.0 where no block changes anything: nothing is kept float).
     """
     ordered = sorted(ranked, key=lambda block: -block.rms)
-    total = sum(block.rms ** 2 for block in ordered)
+    total = sum(block.rms**2 for block in ordered)
     if total == 0:
         return [], 0.0
     remaining, chosen = total, []
@@ -122,7 +134,7 @@ def pick_float_blocks(ranked: Sequence[BlockSensitivity], residual_share: float 
         if math.sqrt(max(remaining, 0.0) / total) <= residual_share or len(chosen) >= max_blocks:
             break
         chosen.append(block.block)
-        remaining -= block.rms ** 2
+        remaining -= block.rms**2
     return chosen, math.sqrt(max(remaining, 0.0) / total)
 
 
@@ -131,8 +143,9 @@ def nodes_of(blocks: Sequence[BlockSensitivity], names: Sequence[str]) -> list[s
     return [node for block in blocks if block.block in kept for node in block.nodes]
 
 
-def quantization_blocks(model_path: Path, depth: int = BLOCK_DEPTH,
-                        max_blocks: int = MAX_BLOCKS) -> dict[str, list[str]]:
+def quantization_blocks(
+    model_path: Path, depth: int = BLOCK_DEPTH, max_blocks: int = MAX_BLOCKS
+) -> dict[str, list[str]]:
     """The graph's node names by block, in graph order (the module docstring says what a block is)."""
     import onnx
 
@@ -171,20 +184,26 @@ def merge_neighbours(blocks: dict[str, list[str]], max_blocks: int) -> dict[str,
         return blocks
     merged = {}
     for start in range(0, len(names), size):
-        run = names[start:start + size]
+        run = names[start : start + size]
         merged[run[0] if len(run) == 1 else f"{run[0]} .. {run[-1]}"] = [node for name in run for node in blocks[name]]
     return merged
 
 
-def scoring_set(model_path: Path, card: ModelCard, images: Sequence[Path],
-                count: int = SENSITIVITY_IMAGES) -> tuple[np.ndarray, list[np.ndarray], list[Path]]:
+def scoring_set(
+    model_path: Path, card: ModelCard, images: Sequence[Path], count: int = SENSITIVITY_IMAGES
+) -> tuple[np.ndarray, list[np.ndarray], list[Path]]:
     """The ``count`` images with the most pixels near the threshold: their float32 probabilities, inputs and paths.
 
     One image at a time: only the chosen ones are held, whatever the number of calibration images.
     """
     session = cpu_session(model_path)
-    unsure = [np.mean(np.abs(probability(session, preprocess(read_image(image), card), card) - card.output.threshold)
-                      < UNSURE_MARGIN) for image in images]
+    unsure = [
+        np.mean(
+            np.abs(probability(session, preprocess(read_image(image), card), card) - card.output.threshold)
+            < UNSURE_MARGIN
+        )
+        for image in images
+    ]
     chosen = [Path(images[index]) for index in np.argsort(-np.asarray(unsure), kind="stable")[:count]]
     batches = [preprocess(read_image(image), card) for image in chosen]
     return np.stack([probability(session, batch, card) for batch in batches]), batches, chosen

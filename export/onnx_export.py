@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 OPSET = 20
 
 
-def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False,
-                half_weights: bool = False) -> Path:
+def export_onnx(
+    model: torch.nn.Module, card: ModelCard, path: str | Path, dynamic: bool = False, half_weights: bool = False
+) -> Path:
     """Export ``model`` (logits out) to ONNX at ``path``, check it, and embed the card.
 
     The input shape is the card's static (1, 3, H, W) unless ``dynamic`` makes batch, height and
@@ -38,7 +39,10 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, path: str | Path, dynam
     dummy = torch.zeros(1, 3, height, width)
     dynamic_axes = None
     if dynamic:
-        dynamic_axes = {names.input: {0: "batch", 2: "height", 3: "width"}, names.output: {0: "batch", 2: "height", 3: "width"}}
+        dynamic_axes = {
+            names.input: {0: "batch", 2: "height", 3: "width"},
+            names.output: {0: "batch", 2: "height", 3: "width"},
+        }
     path = Path(path)
     with atomic_output(path) as temporary, torch.no_grad():
         torch.onnx.export(

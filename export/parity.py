@@ -58,7 +58,7 @@ class Tolerances:
     def for_precision(self, precision: str) -> dict[str, float]:
         """The reduced-precision rules of ``precision`` ("fp16" or "int8"), without the prefix."""
         prefix = f"{precision}_"
-        return {name[len(prefix):]: value for name, value in self.to_dict().items() if name.startswith(prefix)}
+        return {name[len(prefix) :]: value for name, value in self.to_dict().items() if name.startswith(prefix)}
 
 
 # What each rule means, for `edgeseg export --help` (one option per field of Tolerances).
@@ -155,9 +155,16 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a & b) / union
 
 
-def compare_image(image: str, reference_probability: np.ndarray, reference_mask: np.ndarray,
-                  probability: np.ndarray, mask: np.ndarray, truth: np.ndarray, threshold: float = 0.5,
-                  margin: float = Tolerances.confident_margin) -> ImageComparison:
+def compare_image(
+    image: str,
+    reference_probability: np.ndarray,
+    reference_mask: np.ndarray,
+    probability: np.ndarray,
+    mask: np.ndarray,
+    truth: np.ndarray,
+    threshold: float = 0.5,
+    margin: float = Tolerances.confident_margin,
+) -> ImageComparison:
     """Compare a form's probability and mask for one image (at its own resolution) with the reference's."""
     finite = bool(np.isfinite(probability).all())
     difference = np.abs(np.nan_to_num(probability, nan=np.inf) - reference_probability)
@@ -182,8 +189,9 @@ def compare_image(image: str, reference_probability: np.ndarray, reference_mask:
     )
 
 
-def summarize(form: str, precision: str, rows: Sequence[ImageComparison], tolerances: Tolerances,
-              simulation: bool = False) -> FormParity:
+def summarize(
+    form: str, precision: str, rows: Sequence[ImageComparison], tolerances: Tolerances, simulation: bool = False
+) -> FormParity:
     """Aggregate per-image comparisons and apply the gate for the form's precision."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {PRECISIONS}")
@@ -196,7 +204,10 @@ def summarize(form: str, precision: str, rows: Sequence[ImageComparison], tolera
     worst_flips = max(rows, key=lambda row: row.confident_flip_share)
     confident = sum(row.confident_pixels for row in rows)
     dice, reference_dice = _mean(rows, "dice"), _mean(rows, "reference_dice")
-    threshold_jaccard, reference_threshold_jaccard = _mean(rows, "threshold_jaccard"), _mean(rows, "reference_threshold_jaccard")
+    threshold_jaccard, reference_threshold_jaccard = (
+        _mean(rows, "threshold_jaccard"),
+        _mean(rows, "reference_threshold_jaccard"),
+    )
     parity = FormParity(
         form=form,
         precision=precision,
@@ -262,18 +273,37 @@ def rule_checks(parity: FormParity, tolerances: Tolerances) -> list[RuleCheck]:
     """Every rule the form is judged by (the rules on a mean only from MEAN_RULES_MIN_IMAGES images), applied."""
     if parity.precision == "fp32":
         value, limit = parity.max_abs_probability, tolerances.fp32_max_abs_probability
-        return [RuleCheck("max |delta probability|", "max |dp|", f"{value:.3g}", value, limit,
-                          f"max |delta probability| {value:.3g} > {limit:g} on {parity.max_abs_probability_image}")]
+        return [
+            RuleCheck(
+                "max |delta probability|",
+                "max |dp|",
+                f"{value:.3g}",
+                value,
+                limit,
+                f"max |delta probability| {value:.3g} > {limit:g} on {parity.max_abs_probability_image}",
+            )
+        ]
     rules = tolerances.for_precision(parity.precision)
     margin = f"|p - threshold| >= {tolerances.confident_margin:g}"
     flips, loss = parity.max_image_confident_flip_share, parity.largest_dice_loss
     checks = [
-        RuleCheck("confident pixels flipped in one image", "worst image confident flips", f"{flips:.4f}", flips,
-                  rules["image_confident_flips"], f"confident pixels flipped in one image: {flips:.4f} on "
-                  f"{parity.max_image_confident_flip_image} > {rules['image_confident_flips']:g}"),
-        RuleCheck("Dice lost on one image", "worst image dDice", f"{-loss:.4f}", loss, rules["image_dice_loss"],
-                  f"Dice lost on one image {loss:.4f} on {parity.largest_dice_loss_image} > "
-                  f"{rules['image_dice_loss']:g}"),
+        RuleCheck(
+            "confident pixels flipped in one image",
+            "worst image confident flips",
+            f"{flips:.4f}",
+            flips,
+            rules["image_confident_flips"],
+            f"confident pixels flipped in one image: {flips:.4f} on "
+            f"{parity.max_image_confident_flip_image} > {rules['image_confident_flips']:g}",
+        ),
+        RuleCheck(
+            "Dice lost on one image",
+            "worst image dDice",
+            f"{-loss:.4f}",
+            loss,
+            rules["image_dice_loss"],
+            f"Dice lost on one image {loss:.4f} on {parity.largest_dice_loss_image} > {rules['image_dice_loss']:g}",
+        ),
     ]
     if parity.images >= MEAN_RULES_MIN_IMAGES:
         checks += mean_rule_checks(parity, rules, margin)
@@ -284,15 +314,32 @@ def mean_rule_checks(parity: FormParity, rules: dict[str, float], margin: str) -
     """The rules on a mean over the parity images (judged from MEAN_RULES_MIN_IMAGES images)."""
     share, dice, jaccard = parity.confident_flip_share, parity.delta_dice, parity.delta_threshold_jaccard
     return [
-        RuleCheck(f"confident pixels flipped ({margin}) of all", "confident flips", f"{share:.5f}", share,
-                  rules["confident_flips"],
-                  f"confident pixels flipped ({margin}): {share:.5f} of all > {rules['confident_flips']:g}"),
-        RuleCheck("|delta Dice| against the truth", "dDice", f"{dice:+.4f}", abs(dice), rules["abs_delta_dice"],
-                  f"|delta Dice| against the truth {abs(dice):.4f} (largest change {parity.largest_dice_change:+.4f} "
-                  f"on {parity.largest_dice_change_image}) > {rules['abs_delta_dice']:g}"),
-        RuleCheck("|delta thresholded Jaccard| against the truth", "dThrJ", f"{jaccard:+.4f}", abs(jaccard),
-                  rules["abs_delta_threshold_jaccard"], f"|delta thresholded Jaccard| against the truth "
-                  f"{abs(jaccard):.4f} > {rules['abs_delta_threshold_jaccard']:g}"),
+        RuleCheck(
+            f"confident pixels flipped ({margin}) of all",
+            "confident flips",
+            f"{share:.5f}",
+            share,
+            rules["confident_flips"],
+            f"confident pixels flipped ({margin}): {share:.5f} of all > {rules['confident_flips']:g}",
+        ),
+        RuleCheck(
+            "|delta Dice| against the truth",
+            "dDice",
+            f"{dice:+.4f}",
+            abs(dice),
+            rules["abs_delta_dice"],
+            f"|delta Dice| against the truth {abs(dice):.4f} (largest change {parity.largest_dice_change:+.4f} "
+            f"on {parity.largest_dice_change_image}) > {rules['abs_delta_dice']:g}",
+        ),
+        RuleCheck(
+            "|delta thresholded Jaccard| against the truth",
+            "dThrJ",
+            f"{jaccard:+.4f}",
+            abs(jaccard),
+            rules["abs_delta_threshold_jaccard"],
+            f"|delta thresholded Jaccard| against the truth "
+            f"{abs(jaccard):.4f} > {rules['abs_delta_threshold_jaccard']:g}",
+        ),
     ]
 
 
@@ -300,8 +347,10 @@ def breaches(parity: FormParity, tolerances: Tolerances) -> list[str]:
     """Every rule the form breaks, each naming the form, the rule, the number and the image behind it."""
     found = []
     if parity.nonfinite_images:
-        found.append(f"{parity.form}: NaN or Inf in the probability of {len(parity.nonfinite_images)} image(s), "
-                     f"first {parity.nonfinite_images[0]}")
+        found.append(
+            f"{parity.form}: NaN or Inf in the probability of {len(parity.nonfinite_images)} image(s), "
+            f"first {parity.nonfinite_images[0]}"
+        )
     return found + [f"{parity.form}: {check.breach}" for check in rule_checks(parity, tolerances) if not check.passed]
 
 
@@ -309,13 +358,21 @@ def unjudged_rules(parity: FormParity) -> list[str]:
     """The rules on a mean this form was not judged by, because too few images were compared, and why."""
     if parity.precision == "fp32" or parity.images >= MEAN_RULES_MIN_IMAGES:
         return []
-    return [f"{parity.form}: the rules on a mean over images (confident pixels flipped of all, |delta Dice|, "
-            f"|delta thresholded Jaccard|) were not judged: {parity.images} parity image(s), and a mean needs at "
-            f"least {MEAN_RULES_MIN_IMAGES}; the per-image rules were. Pass --data DIR with more images."]
+    return [
+        f"{parity.form}: the rules on a mean over images (confident pixels flipped of all, |delta Dice|, "
+        f"|delta thresholded Jaccard|) were not judged: {parity.images} parity image(s), and a mean needs at "
+        f"least {MEAN_RULES_MIN_IMAGES}; the per-image rules were. Pass --data DIR with more images."
+    ]
 
 
-def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, str]], samples: Sequence,
-               tolerances: Tolerances, progress: bool = True, simulation: Sequence[str] = ()) -> dict[str, FormParity]:
+def run_parity(
+    reference: Segmenter,
+    candidates: Mapping[str, tuple[Segmenter, str]],
+    samples: Sequence,
+    tolerances: Tolerances,
+    progress: bool = True,
+    simulation: Sequence[str] = (),
+) -> dict[str, FormParity]:
     """Segment every sample with the ``reference`` Segmenter and with each candidate's, and compare.
 
     ``candidates`` maps a form name to (segmenter, precision). Every Segmenter carries the same card,
@@ -329,20 +386,32 @@ def run_parity(reference: Segmenter, candidates: Mapping[str, tuple[Segmenter, s
     # is kept as logits at network size (small) and finished per image below, as segment() would.
     reference_logits = [
         reference.infer(reference.prepare(read_image(sample.image))).logits.copy()
-        for sample in track(samples, desc=f"parity: reference ({reference.backend.name})", unit="image",
-                            enabled=progress, leave=False)
+        for sample in track(
+            samples, desc=f"parity: reference ({reference.backend.name})", unit="image", enabled=progress, leave=False
+        )
     ]
     rows: dict[str, list[ImageComparison]] = {name: [] for name in candidates}
     label = "parity: " + ", ".join(candidates)
-    for sample, logits in track(list(zip(samples, reference_logits)), desc=label, unit="image", enabled=progress,
-                                leave=False):
+    for sample, logits in track(
+        list(zip(samples, reference_logits)), desc=label, unit="image", enabled=progress, leave=False
+    ):
         bgr = read_image(sample.image)
         truth = read_truth(sample, bgr.shape[:2])
         expected = reference.finish(Pending(bgr.shape[:2], logits=logits))
         for name, (segmenter, _) in candidates.items():
             got = segmenter.segment(bgr)
-            rows[name].append(compare_image(sample.id, expected.probability, expected.mask, got.probability, got.mask,
-                                            truth, reference.card.output.threshold, tolerances.confident_margin))
+            rows[name].append(
+                compare_image(
+                    sample.id,
+                    expected.probability,
+                    expected.mask,
+                    got.probability,
+                    got.mask,
+                    truth,
+                    reference.card.output.threshold,
+                    tolerances.confident_margin,
+                )
+            )
     return {
         name: summarize(name, precision, rows[name], tolerances, simulation=name in simulation)
         for name, (_, precision) in candidates.items()

@@ -12,11 +12,11 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edgeseg.export.export_run import ExportReport, FormResult
-from edgeseg.export.parity import Tolerances, rule_checks
 from edgeseg.core.files import portable_path, write_text_atomic
 from edgeseg.core.host import describe_host
 from edgeseg.core.tables import markdown_table, text_table
+from edgeseg.export.export_run import ExportReport, FormResult
+from edgeseg.export.parity import Tolerances, rule_checks
 
 JSON_NAME = "export-report.json"
 MARKDOWN_NAME = "export-report.md"
@@ -56,7 +56,7 @@ def report_dict(report: ExportReport) -> dict:
         "parity_images": report.parity_images,
         "calibration": report.calibration,
         "metrics": "Dice and thresholded Jaccard (ISIC 2018) against ground truth, per image at its original "
-                   "resolution, mean over the parity images; mask IoU is against PyTorch fp32's mask",
+        "resolution, mean over the parity images; mask IoU is against PyTorch fp32's mask",
     }
 
 
@@ -99,8 +99,24 @@ def _verdict(row: dict) -> str:
     return "pass" if row["passed"] else "FAIL"
 
 
-TABLE_HEADER = ("form", "status", "gate", "size", "max|dp|", "mean IoU", "min IoU", "flipped", "conf.flips",
-                "worst img flips", "Dice", "dDice", "thrJ", "dThrJ", "worst img dDice", "ms/img")
+TABLE_HEADER = (
+    "form",
+    "status",
+    "gate",
+    "size",
+    "max|dp|",
+    "mean IoU",
+    "min IoU",
+    "flipped",
+    "conf.flips",
+    "worst img flips",
+    "Dice",
+    "dDice",
+    "thrJ",
+    "dThrJ",
+    "worst img dDice",
+    "ms/img",
+)
 
 
 def table_rows(data: dict) -> list[tuple[str, ...]]:
@@ -108,20 +124,48 @@ def table_rows(data: dict) -> list[tuple[str, ...]]:
     reference = data["reference"]
     if reference:
         accuracy = reference.get("accuracy") or {}
-        rows.append((f"{reference.get('name', 'pytorch-fp32')} (reference)", "-", "-", "-", "-", "-", "-", "-", "-", "-",
-                     _number(accuracy.get("dice")), "-", _number(accuracy.get("threshold_jaccard")), "-", "-",
-                     _number(reference.get("latency_ms"), 1)))
+        rows.append(
+            (
+                f"{reference.get('name', 'pytorch-fp32')} (reference)",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                _number(accuracy.get("dice")),
+                "-",
+                _number(accuracy.get("threshold_jaccard")),
+                "-",
+                "-",
+                _number(reference.get("latency_ms"), 1),
+            )
+        )
     for row in data["forms"]:
         parity = row["parity"] or {}
-        rows.append((
-            row["name"], row["status"], _verdict(row), _size(row["size_bytes"]),
-            _number(parity.get("max_abs_probability"), 6), _number(parity.get("mean_mask_iou")),
-            _number(parity.get("min_mask_iou")), _number(parity.get("flipped_fraction"), 5),
-            _number(parity.get("confident_flip_share"), 5), _number(parity.get("max_image_confident_flip_share"), 4),
-            _number(parity.get("dice")), _number(parity.get("delta_dice"), 4),
-            _number(parity.get("threshold_jaccard")), _number(parity.get("delta_threshold_jaccard"), 4),
-            _number(-parity["largest_dice_loss"] if parity else None, 4), _number(row["latency_ms"], 1),
-        ))
+        rows.append(
+            (
+                row["name"],
+                row["status"],
+                _verdict(row),
+                _size(row["size_bytes"]),
+                _number(parity.get("max_abs_probability"), 6),
+                _number(parity.get("mean_mask_iou")),
+                _number(parity.get("min_mask_iou")),
+                _number(parity.get("flipped_fraction"), 5),
+                _number(parity.get("confident_flip_share"), 5),
+                _number(parity.get("max_image_confident_flip_share"), 4),
+                _number(parity.get("dice")),
+                _number(parity.get("delta_dice"), 4),
+                _number(parity.get("threshold_jaccard")),
+                _number(parity.get("delta_threshold_jaccard"), 4),
+                _number(-parity["largest_dice_loss"] if parity else None, 4),
+                _number(row["latency_ms"], 1),
+            )
+        )
     return rows
 
 
@@ -156,15 +200,18 @@ def first_line(text: str) -> str:
 
 
 def tolerance_lines(tolerances: dict) -> list[str]:
-    lines = [f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
-             f"- confident pixels: |p - threshold| >= {tolerances['confident_margin']:g}"]
+    lines = [
+        f"- fp32 forms: max |dp| <= {tolerances['fp32_max_abs_probability']:g}",
+        f"- confident pixels: |p - threshold| >= {tolerances['confident_margin']:g}",
+    ]
     for precision in ("fp16", "int8"):
-        rule = {name[len(precision) + 1:]: value for name, value in tolerances.items() if name.startswith(precision)}
+        rule = {name[len(precision) + 1 :]: value for name, value in tolerances.items() if name.startswith(precision)}
         lines.append(
             f"- {precision.upper()} forms: confident pixels flipped <= {rule['confident_flips']:g} of all and "
             f"<= {rule['image_confident_flips']:g} in any image; |delta Dice| <= {rule['abs_delta_dice']:g}; "
             f"|delta thresholded Jaccard| <= {rule['abs_delta_threshold_jaccard']:g}; Dice lost on any image "
-            f"<= {rule['image_dice_loss']:g}")
+            f"<= {rule['image_dice_loss']:g}"
+        )
     return [*lines, "- every form: no NaN or Inf"]
 
 
@@ -179,8 +226,11 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
         "",
         f"Parity images: {images['count']} from `{images['data']}` (split: {images['split']}), each through the same "
         "runtime preprocessing, upsampling and threshold (the card's) as PyTorch fp32."
-        + (" That is the small set that ships with edgeseg: `--data DIR` runs the full check on your data."
-           if images.get("reference_set") else ""),
+        + (
+            " That is the small set that ships with edgeseg: `--data DIR` runs the full check on your data."
+            if images.get("reference_set")
+            else ""
+        ),
         "",
         markdown_table([TABLE_HEADER, *table_rows(data)]),
         "",
@@ -211,7 +261,11 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
     ]
     for row in data["forms"]:
         if row["status"] == "built":
-            where = "onnxruntime CPU on this host" if row["name"] not in ("engine", "engine-int8") else "TensorRT on this host's GPU"
+            where = (
+                "onnxruntime CPU on this host"
+                if row["name"] not in ("engine", "engine-int8")
+                else "TensorRT on this host's GPU"
+            )
             if row["simulation"]:
                 where = "PyTorch float16 on this host's CPU (a simulation of the FP16 forms, not an engine)"
             lines.append(f"- {row['name']}: built and checked with {where}: `{row['path'] or '-'}`")

@@ -32,8 +32,8 @@ from pathlib import Path
 from edgeseg.core.card import ModelCard
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.files import write_bytes_atomic, write_text_atomic
-from edgeseg.runtime.loaders import read_onnx_info, sha256_of, sidecar_path
 from edgeseg.runtime.cuda import Device
+from edgeseg.runtime.loaders import read_onnx_info, sha256_of, sidecar_path
 
 log = logging.getLogger("edgeseg.export")
 
@@ -74,7 +74,8 @@ def gpu_properties(device: int = 0) -> Gpu:
         raise EngineUnavailable(f"{error} {WHERE_TO_BUILD}") from None
     if found is None:
         raise EngineUnavailable(
-            f"no usable NVIDIA GPU here (CUDA sees none: check the driver and CUDA_VISIBLE_DEVICES). {WHERE_TO_BUILD}")
+            f"no usable NVIDIA GPU here (CUDA sees none: check the driver and CUDA_VISIBLE_DEVICES). {WHERE_TO_BUILD}"
+        )
     return Gpu(name=found.name, major=found.major, minor=found.minor)
 
 
@@ -99,7 +100,9 @@ def import_tensorrt():
     except ImportError:
         raise EngineUnavailable(f"TensorRT is not installed here. {WHERE_TO_BUILD}") from None
     if tensorrt_major_minor(trt.__version__)[0] not in TENSORRT_MAJORS:
-        raise EngineUnavailable(f"edgeseg builds engines with TensorRT 10 or 11; this host has TensorRT {trt.__version__}.")
+        raise EngineUnavailable(
+            f"edgeseg builds engines with TensorRT 10 or 11; this host has TensorRT {trt.__version__}."
+        )
     return trt
 
 
@@ -172,8 +175,9 @@ def build_engine(
     _use_timing_cache(config, cache_path)
     engine_bytes, build_seconds = _build_serialized_engine(builder, network, config, precision, onnx_path)
 
-    sidecar = _engine_sidecar(card, onnx_path, engine_bytes, trt.__version__, gpu, precision, build_seconds,
-                              workspace_mib)
+    sidecar = _engine_sidecar(
+        card, onnx_path, engine_bytes, trt.__version__, gpu, precision, build_seconds, workspace_mib
+    )
     sidecar.update(typing="strong" if strongly_typed else "weak", keep_norm_fp32=keep_norm_fp32)
     # The engine and its sidecar straight after each other: the runtime refuses an engine without one.
     write_bytes_atomic(engine_path, engine_bytes)
@@ -199,9 +203,9 @@ def _check_onnx_fits(onnx_path: Path, precision: str, tensorrt_version: str, kee
     if found != wanted:
         fix = {
             "int8": "an INT8 engine takes its scales from the symmetric QDQ ONNX made for TensorRT: pass model.int8-trt.onnx "
-                    "(`edgeseg export --format int8-trt` makes it)",
+            "(`edgeseg export --format int8-trt` makes it)",
             "fp16": f"TensorRT {tensorrt_version} builds FP16 engines strongly typed, in the ONNX's own types: pass "
-                    "model.fp16.onnx (`edgeseg export --fp16` makes it)",
+            "model.fp16.onnx (`edgeseg export --fp16` makes it)",
             "fp32": f"TensorRT {tensorrt_version} builds FP16 engines from the fp32 ONNX and its FP16 flag: pass model.onnx",
         }[wanted]
         raise ValueError(f"{onnx_path} is a {found} ONNX; {fix}")
@@ -224,8 +228,11 @@ def _half_precision_norms(onnx_path: Path) -> list[str]:
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path))).graph
     types = {value.name: value.type.tensor_type.elem_type for value in [*graph.value_info, *graph.input, *graph.output]}
     types.update({initializer.name: initializer.data_type for initializer in graph.initializer})
-    return [node.name or node.op_type for node in graph.node
-            if node.op_type in NORM_OPS and types.get(node.input[0]) == onnx.TensorProto.FLOAT16]
+    return [
+        node.name or node.op_type
+        for node in graph.node
+        if node.op_type in NORM_OPS and types.get(node.input[0]) == onnx.TensorProto.FLOAT16
+    ]
 
 
 def _parse_onnx(trt, builder, logger, onnx_path: Path, strongly_typed: bool):
@@ -247,8 +254,7 @@ def _network_flags(trt, strongly_typed: bool) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
-def _builder_config(trt, builder, network, card: ModelCard, precision: str, workspace_mib: int,
-                    keep_norm_fp32: bool):
+def _builder_config(trt, builder, network, card: ModelCard, precision: str, workspace_mib: int, keep_norm_fp32: bool):
     """Workspace and a static profile for a dynamic-shape ONNX; weakly typed, also the precision flags and the
     optional FP32 pinning (a strongly typed network takes its types from the ONNX and rejects both)."""
     config = builder.create_builder_config()
@@ -293,8 +299,16 @@ def _build_serialized_engine(builder, network, config, precision: str, onnx_path
     return bytes(serialized), build_seconds
 
 
-def _engine_sidecar(card: ModelCard, onnx_path: Path, engine_bytes: bytes, tensorrt_version: str, gpu: Gpu,
-                    precision: str, build_seconds: float, workspace_mib: int) -> dict:
+def _engine_sidecar(
+    card: ModelCard,
+    onnx_path: Path,
+    engine_bytes: bytes,
+    tensorrt_version: str,
+    gpu: Gpu,
+    precision: str,
+    build_seconds: float,
+    workspace_mib: int,
+) -> dict:
     """What the runtime checks before it loads the engine: the card, checksums, and the build."""
     return {
         "card": card.to_dict(),
@@ -338,4 +352,6 @@ def _add_static_profile(trt, builder, network, config, card: ModelCard) -> None:
     profile = builder.create_optimization_profile()
     profile.set_shape(tensor.name, shape, shape, shape)
     if config.add_optimization_profile(profile) < 0:
-        raise RuntimeError(f"TensorRT refused the optimization profile {shape} for input {tensor.name!r}; see its log above")
+        raise RuntimeError(
+            f"TensorRT refused the optimization profile {shape} for input {tensor.name!r}; see its log above"
+        )

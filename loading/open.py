@@ -14,8 +14,14 @@ from pathlib import Path
 
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
-from edgeseg.core.segmenter import (FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, BackendUnavailable, Segmenter,
-                               check_settings)
+from edgeseg.core.segmenter import (
+    FILL_HOLES_DEFAULT,
+    REFINE_DEFAULT,
+    TTA_DEFAULT,
+    BackendUnavailable,
+    Segmenter,
+    check_settings,
+)
 
 
 class ModelPathError(EdgesegError, ValueError):
@@ -28,10 +34,17 @@ NOT_A_MODEL = (
 )
 
 
-def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, int] | None = None,
-               keep_largest: bool | None = None, mm_per_px: float | None = None, threads: int | None = None,
-               tta: str = TTA_DEFAULT, refine: bool = REFINE_DEFAULT,
-               fill_holes: bool = FILL_HOLES_DEFAULT) -> Segmenter:
+def open_model(
+    path: str | os.PathLike,
+    backend: str = "auto",
+    size: tuple[int, int] | None = None,
+    keep_largest: bool | None = None,
+    mm_per_px: float | None = None,
+    threads: int | None = None,
+    tta: str = TTA_DEFAULT,
+    refine: bool = REFINE_DEFAULT,
+    fill_holes: bool = FILL_HOLES_DEFAULT,
+) -> Segmenter:
     """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.core.names.BACKENDS``).
 
     ``size`` (height, width) changes the input size where the form allows it: a run directory (FPN
@@ -51,7 +64,8 @@ def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, 
         raise ModelPathError(f"{path}: not a model form; {NOT_A_MODEL}")
     if backend not in BACKENDS_FOR_KIND[kind]:
         raise BackendUnavailable(
-            f"{path}: a {describe_kind(kind)} runs on {', '.join(BACKENDS_FOR_KIND[kind])}, not on {backend}")
+            f"{path}: a {describe_kind(kind)} runs on {', '.join(BACKENDS_FOR_KIND[kind])}, not on {backend}"
+        )
     if kind == "torch":
         opened = open_torch(path, backend, size)
     else:
@@ -61,8 +75,16 @@ def open_model(path: str | os.PathLike, backend: str = "auto", size: tuple[int, 
     card = opened.card  # a run directory's already at ``size``: TorchBackend checks its input against it
     if size is not None and takes_any_size(opened):
         card = card.replace(input_size=size)
-    return Segmenter(opened, card, keep_largest=keep_largest, mm_per_px=mm_per_px, fill_holes=fill_holes, tta=tta,
-                     refine=refine, model_path=path)
+    return Segmenter(
+        opened,
+        card,
+        keep_largest=keep_largest,
+        mm_per_px=mm_per_px,
+        fill_holes=fill_holes,
+        tta=tta,
+        refine=refine,
+        model_path=path,
+    )
 
 
 def describe_kind(kind: str) -> str:

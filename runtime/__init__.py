@@ -9,9 +9,9 @@ stand beside these backends in evaluation. Imports numpy, OpenCV and (when a bac
 onnxruntime or TensorRT; never torch.
 """
 
+from edgeseg.core.segmenter import BackendUnavailable, Segmentation, Segmenter
 from edgeseg.runtime.backends import OnnxRuntimeBackend, TensorRTBackend, open_backend, open_segmenter
 from edgeseg.runtime.loaders import RuntimeModelError, read_card
-from edgeseg.core.segmenter import BackendUnavailable, Segmentation, Segmenter
 
 __all__ = [
     "BackendUnavailable",

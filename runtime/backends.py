@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeseg.core import install_check
 from edgeseg.core.names import RUNTIME_BACKENDS, is_engine
+from edgeseg.core.segmenter import Backend, BackendUnavailable, Segmenter
 from edgeseg.runtime.loaders import (
     REBUILD_FIX,
     RuntimeModelError,
@@ -30,11 +31,14 @@ from edgeseg.runtime.loaders import (
     sha256_of,
 )
 from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
-from edgeseg.core.segmenter import Backend, BackendUnavailable, Segmenter
 
 log = logging.getLogger("edgeseg.runtime")
 
-ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+ORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 ORT_GPU_FIX = (
     "install onnxruntime's GPU build through edgeseg's extras, which bring the CUDA and cuDNN libraries it needs: "
     "pip install 'edgeseg[gpu]' (CUDA 12, with TensorRT for the TensorRT provider) or 'edgeseg[cuda12]' (CUDA 12, "
@@ -75,11 +79,15 @@ def tensorrt_engine_precision(name: str, precision: str) -> str:
     if precision == "fp32":
         # The FP16 flag stays off for an fp32 ONNX: the engine keeps the form's precision, so timings and
         # parity of model.onnx on this provider are FP32 TensorRT's, not FP16's.
-        return (f"FP32 TensorRT engine for {name} (an fp32 ONNX); for an FP16 engine run model.fp16.onnx on this "
-                f"provider, or build one with `edgeseg export --format engine`")
+        return (
+            f"FP32 TensorRT engine for {name} (an fp32 ONNX); for an FP16 engine run model.fp16.onnx on this "
+            f"provider, or build one with `edgeseg export --format engine`"
+        )
     if precision == "int8":
-        return (f"INT8 TensorRT engine for {name} from its Q/DQ scales (TensorRT's parser takes only symmetric ones, "
-                f"as in model.int8-trt.onnx)")
+        return (
+            f"INT8 TensorRT engine for {name} from its Q/DQ scales (TensorRT's parser takes only symmetric ones, "
+            f"as in model.int8-trt.onnx)"
+        )
     return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
 
 
@@ -124,9 +132,13 @@ class OnnxRuntimeBackend(_ContextManager):
         except Exception as error:  # onnxruntime raises its own exception types for every failure
             if device != "cpu":  # the file was read above: a GPU provider that fails to start is the likelier cause
                 self._refuse_old_driver(ort)
-                raise BackendUnavailable(f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); "
-                                         f"{self._gpu_fix(device)}.") from None
-            raise RuntimeModelError(f"{path}: onnxruntime could not load it ({error}). Re-export it with `edgeseg export RUN_DIR`.") from None
+                raise BackendUnavailable(
+                    f"{self.name}: onnxruntime could not start {provider} for {path} ({error}); "
+                    f"{self._gpu_fix(device)}."
+                ) from None
+            raise RuntimeModelError(
+                f"{path}: onnxruntime could not load it ({error}). Re-export it with `edgeseg export RUN_DIR`."
+            ) from None
         used = self.session.get_providers()[0]
         if used != provider:
             self._refuse_old_driver(ort)
@@ -144,8 +156,10 @@ class OnnxRuntimeBackend(_ContextManager):
         """Load TensorRT's libraries before the session is made: from a pip install nothing else loads them."""
         problem = install_check.load_tensorrt_libraries()
         if problem:
-            raise BackendUnavailable(f"{self.name}: onnxruntime's TensorRT provider cannot start: {problem}; "
-                                     f"{install_check.TENSORRT_PROVIDER_FIX}.")
+            raise BackendUnavailable(
+                f"{self.name}: onnxruntime's TensorRT provider cannot start: {problem}; "
+                f"{install_check.TENSORRT_PROVIDER_FIX}."
+            )
 
     @staticmethod
     def _gpu_fix(device: str) -> str:
@@ -160,8 +174,9 @@ class OnnxRuntimeBackend(_ContextManager):
         problem = cuda.listed_driver_problem(int(major) if major.isdigit() else None)
         if problem:
             self.session = None
-            raise BackendUnavailable(f"{self.name}: {problem} (onnxruntime {ort.__version__} is built for CUDA "
-                                     f"{built_for}).")
+            raise BackendUnavailable(
+                f"{self.name}: {problem} (onnxruntime {ort.__version__} is built for CUDA {built_for})."
+            )
 
     def _providers(self, device: str, path: Path) -> list:
         if device == "cpu":
@@ -172,8 +187,11 @@ class OnnxRuntimeBackend(_ContextManager):
         cache = tensorrt_cache_dir(path, self.precision)
         log.info("onnxruntime-tensorrt: %s", tensorrt_engine_precision(path.name, self.precision))
         if not any(cache.glob("*.engine")):
-            log.info("onnxruntime-tensorrt: building TensorRT engines for %s (the first start takes minutes; cached in %s)",
-                     path.name, cache)
+            log.info(
+                "onnxruntime-tensorrt: building TensorRT engines for %s (the first start takes minutes; cached in %s)",
+                path.name,
+                cache,
+            )
         cache.mkdir(parents=True, exist_ok=True)
         options = {
             "trt_engine_cache_enable": True,
@@ -231,30 +249,40 @@ class TensorRTBackend(_ContextManager):
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
-            raise RuntimeModelError(f"{engine_path}: TensorRT could not deserialize this engine (see its log above). {REBUILD_FIX}.")
+            raise RuntimeModelError(
+                f"{engine_path}: TensorRT could not deserialize this engine (see its log above). {REBUILD_FIX}."
+            )
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise RuntimeModelError(f"{engine_path}: TensorRT could not create an execution context (see its log above; "
-                                    "often too little free GPU memory). Close other GPU programs and try again.")
+            raise RuntimeModelError(
+                f"{engine_path}: TensorRT could not create an execution context (see its log above; "
+                "often too little free GPU memory). Close other GPU programs and try again."
+            )
         input_name, output_name = self._io_names(trt, engine_path)
         input_shape = self._input_shape(input_name, engine_path)
         output_shape = tuple(self._context.get_tensor_shape(output_name))
         if any(side < 0 for side in output_shape):
-            raise RuntimeModelError(f"{engine_path}: TensorRT cannot tell the output shape {output_shape}. {REBUILD_FIX}.")
+            raise RuntimeModelError(
+                f"{engine_path}: TensorRT cannot tell the output shape {output_shape}. {REBUILD_FIX}."
+            )
         self._stream = self._cuda.Stream()
         self._input = self._allocate(input_shape, trt.nptype(self._engine.get_tensor_dtype(input_name)))
         self._output = self._allocate(output_shape, trt.nptype(self._engine.get_tensor_dtype(output_name)))
         for name, buffer in ((input_name, self._input), (output_name, self._output)):
             if not self._context.set_tensor_address(name, buffer.device_pointer):
-                raise RuntimeModelError(f"{engine_path}: TensorRT refused the device buffer for tensor {name!r} "
-                                        f"(see its log above). {REBUILD_FIX}.")
+                raise RuntimeModelError(
+                    f"{engine_path}: TensorRT refused the device buffer for tensor {name!r} "
+                    f"(see its log above). {REBUILD_FIX}."
+                )
 
     def _io_names(self, trt, engine_path: Path) -> tuple[str, str]:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise RuntimeModelError(f"{engine_path}: expected one input and one output tensor, found {inputs} and {outputs}. {REBUILD_FIX}.")
+            raise RuntimeModelError(
+                f"{engine_path}: expected one input and one output tensor, found {inputs} and {outputs}. {REBUILD_FIX}."
+            )
         return inputs[0], outputs[0]
 
     def _input_shape(self, name: str, engine_path: Path) -> tuple[int, ...]:
@@ -264,8 +292,10 @@ class TensorRTBackend(_ContextManager):
             return shape
         shape = (1, 3, *self.card.input_size)
         if not self._context.set_input_shape(name, shape):
-            raise RuntimeModelError(f"{engine_path}: the engine does not take input {shape}, the size its sidecar's card "
-                                    f"gives, so the engine and the sidecar do not belong together. {REBUILD_FIX}.")
+            raise RuntimeModelError(
+                f"{engine_path}: the engine does not take input {shape}, the size its sidecar's card "
+                f"gives, so the engine and the sidecar do not belong together. {REBUILD_FIX}."
+            )
         return shape
 
     def _allocate(self, shape: tuple[int, ...], dtype) -> object:
@@ -324,7 +354,8 @@ def visible_gpu(cuda):
     if gpu is None:
         reason = cuda.gpu_unusable_reason(cuda.cuda_major(), "CUDA sees no GPU")
         raise BackendUnavailable(
-            f"tensorrt: {reason or 'no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).'}")
+            f"tensorrt: {reason or 'no CUDA GPU is visible on this host (check the driver and CUDA_VISIBLE_DEVICES).'}"
+        )
     return gpu
 
 
@@ -338,7 +369,8 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
     if backend not in ("auto", *RUNTIME_BACKENDS):
         raise BackendUnavailable(
             f"{backend!r} is not a runtime backend; {path.name} runs on {', '.join(('auto', *RUNTIME_BACKENDS))}"
-            + (" (PyTorch backends run a training run directory)" if backend.startswith("torch") else ""))
+            + (" (PyTorch backends run a training run directory)" if backend.startswith("torch") else "")
+        )
     if is_engine(path):
         if backend not in ("auto", "tensorrt"):
             raise BackendUnavailable(
@@ -375,7 +407,12 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
     raise BackendUnavailable("no backend can run here:\n  " + "\n  ".join(skipped))
 
 
-def open_segmenter(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-                   keep_largest: bool | None = None, mm_per_px: float | None = None) -> Segmenter:
+def open_segmenter(
+    path: str | os.PathLike,
+    backend: str = "auto",
+    threads: int | None = None,
+    keep_largest: bool | None = None,
+    mm_per_px: float | None = None,
+) -> Segmenter:
     """A Segmenter over an edgeseg ONNX or TensorRT engine; the card comes from the model file."""
     return Segmenter(open_backend(path, backend, threads=threads), keep_largest=keep_largest, mm_per_px=mm_per_px)

@@ -68,9 +68,11 @@ Examples:
 """
 
 MODEL_SUFFIXES = (".onnx", *ENGINE_SUFFIXES)
-SAVE_HELP = ("Where the overlay goes. Photos: a folder (no suffix, or one that exists) for the results [default: "
-             "edgeseg-results/runN], or an image (.png, .jpg) for a single photo's overlay. A camera or video: "
-             ".mp4 (H.264) or .webm (VP9), both play in browsers; mp4v where PyAV lacks an H.264 encoder.")
+SAVE_HELP = (
+    "Where the overlay goes. Photos: a folder (no suffix, or one that exists) for the results [default: "
+    "edgeseg-results/runN], or an image (.png, .jpg) for a single photo's overlay. A camera or video: "
+    ".mp4 (H.264) or .webm (VP9), both play in browsers; mp4v where PyAV lacks an H.264 encoder."
+)
 
 
 @dataclass
@@ -85,45 +87,112 @@ class Outputs:
 @click.command("run", help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("inputs", nargs=-1, metavar="[MODEL] [IMAGES]...")
 @click.option("-c", "--camera", type=int, help="Camera index (OpenCV; /dev/videoN on Linux is N).")
-@click.option("-s", "--source", help="A video, image, folder or glob of images; a camera (N, /dev/videoN, csi://N); an "
-                                     "RTSP/HTTP URL; or a GStreamer pipeline.")
-@click.option("-b", "--backend", type=click.Choice(("auto", *RUNTIME_BACKENDS)), default="auto", show_default=True,
-              help="auto picks the fastest this host can run: a TensorRT engine, else onnxruntime with TensorRT, CUDA, then CPU.")
-@click.option("--show/--no-show", default=None,
-              help="Show the overlay in a window [default: for a camera or video, when a display exists; never for "
-                   "photos].")
+@click.option(
+    "-s",
+    "--source",
+    help="A video, image, folder or glob of images; a camera (N, /dev/videoN, csi://N); an "
+    "RTSP/HTTP URL; or a GStreamer pipeline.",
+)
+@click.option(
+    "-b",
+    "--backend",
+    type=click.Choice(("auto", *RUNTIME_BACKENDS)),
+    default="auto",
+    show_default=True,
+    help="auto picks the fastest this host can run: a TensorRT engine, else onnxruntime with TensorRT, CUDA, then CPU.",
+)
+@click.option(
+    "--show/--no-show",
+    default=None,
+    help="Show the overlay in a window [default: for a camera or video, when a display exists; never for photos].",
+)
 @click.option("-o", "--save", type=click.Path(path_type=Path), help=SAVE_HELP)
-@click.option("--save-masks", type=click.Path(file_okay=False, path_type=Path),
-              help="Write each frame's mask here: 0/255 PNG at the original size, named NAME_segmentation.png (ISIC naming).")
-@click.option("--jsonl", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Write one JSON record per frame here ('-': stdout, e.g. to pipe into jq).")
+@click.option(
+    "--save-masks",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each frame's mask here: 0/255 PNG at the original size, named NAME_segmentation.png (ISIC naming).",
+)
+@click.option(
+    "--jsonl",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write one JSON record per frame here ('-': stdout, e.g. to pipe into jq).",
+)
 @overwrite_option
-@click.option("--mm-per-px", type=click.FloatRange(min=0, min_open=True), help="Scale of the image (from the dermatoscope's calibration); adds mm values.")
+@click.option(
+    "--mm-per-px",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Scale of the image (from the dermatoscope's calibration); adds mm values.",
+)
 @click.option("--width", type=click.IntRange(min=1), help="Camera: requested frame width (a csi:// camera: 1920).")
 @click.option("--height", type=click.IntRange(min=1), help="Camera: requested frame height (a csi:// camera: 1080).")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Camera: requested frame rate (a csi:// camera: 30).")
+@click.option(
+    "--fps", type=click.FloatRange(min=0, min_open=True), help="Camera: requested frame rate (a csi:// camera: 30)."
+)
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
-@click.option("--loop", is_flag=True, help="Replay a video or image files from the start when they end (a demo, a soak test).")
+@click.option(
+    "--loop", is_flag=True, help="Replay a video or image files from the start when they end (a demo, a soak test)."
+)
 @click.option("--all-regions", is_flag=True, help="Keep every lesion region in the mask, not only the largest.")
-@click.option("--tta", type=click.Choice(TTA_MODES), default=TTA_DEFAULT, show_default=True,
-              help="Flip test-time augmentation: average each frame's prediction with its horizontal flip (hflip) or all "
-                   "four flips (hvflip); a little more accurate, 2 or 4 network runs per frame.")
-@click.option("--refine/--no-refine", default=REFINE_DEFAULT, show_default=True,
-              help="Look again, closer: where the lesion is small in the frame, segment a square around it a second "
-                   "time at the network's full input and draw that outline (a second network run on those frames).")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime threads [default: one per usable core, runtime/thread_plan.py].")
-@click.option("--serve", "serve", metavar="[HOST:]PORT", callback=lambda ctx, param, value: serve_address(value),
-              help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
-                   "e.g. 0.0.0.0:8080 for every interface: the run prints this machine's LAN addresses); every browser "
-                   "needs the token the run prints, once.")
-@click.option("--snapshot-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="Where `s` in the window saves snapshots.")
+@click.option(
+    "--tta",
+    type=click.Choice(TTA_MODES),
+    default=TTA_DEFAULT,
+    show_default=True,
+    help="Flip test-time augmentation: average each frame's prediction with its horizontal flip (hflip) or all "
+    "four flips (hvflip); a little more accurate, 2 or 4 network runs per frame.",
+)
+@click.option(
+    "--refine/--no-refine",
+    default=REFINE_DEFAULT,
+    show_default=True,
+    help="Look again, closer: where the lesion is small in the frame, segment a square around it a second "
+    "time at the network's full input and draw that outline (a second network run on those frames).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime threads [default: one per usable core, runtime/thread_plan.py].",
+)
+@click.option(
+    "--serve",
+    "serve",
+    metavar="[HOST:]PORT",
+    callback=lambda ctx, param, value: serve_address(value),
+    help="Serve the live overlay and figures to browsers at http://HOST:PORT/ (localhost unless HOST is given, "
+    "e.g. 0.0.0.0:8080 for every interface: the run prints this machine's LAN addresses); every browser "
+    "needs the token the run prints, once.",
+)
+@click.option(
+    "--snapshot-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where `s` in the window saves snapshots.",
+)
 @quiet_option
-def run_command(inputs: tuple[str, ...], camera: int | None, source: str | None, backend: str, show: bool | None,
-                save: Path | None, save_masks: Path | None, jsonl: Path | None, mm_per_px: float | None,
-                width: int | None, height: int | None, fps: float | None, max_frames: int | None, all_regions: bool,
-                tta: str, refine: bool, threads: int | None, serve, snapshot_dir: Path, loop: bool,
-                overwrite: bool) -> None:
+def run_command(
+    inputs: tuple[str, ...],
+    camera: int | None,
+    source: str | None,
+    backend: str,
+    show: bool | None,
+    save: Path | None,
+    save_masks: Path | None,
+    jsonl: Path | None,
+    mm_per_px: float | None,
+    width: int | None,
+    height: int | None,
+    fps: float | None,
+    max_frames: int | None,
+    all_regions: bool,
+    tta: str,
+    refine: bool,
+    threads: int | None,
+    serve,
+    snapshot_dir: Path,
+    loop: bool,
+    overwrite: bool,
+) -> None:
     from edgeseg.core.click_types import model_or_default
     from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.photos import numbered_results_folder
@@ -140,22 +209,38 @@ def run_command(inputs: tuple[str, ...], camera: int | None, source: str | None,
         stack.callback(frames.close)  # stops the source's reader thread, whatever happens after
         outputs = plan_outputs(frames, save, save_kind, save_masks, jsonl, loop, overwrite)
         show = window_wanted(show, photos=outputs.photos is not None)
-        segmenter = stack.enter_context(open_segmenter(model, backend, threads=threads, keep_largest=False if all_regions else None,
-                                                       mm_per_px=mm_per_px))
+        segmenter = stack.enter_context(
+            open_segmenter(
+                model, backend, threads=threads, keep_largest=False if all_regions else None, mm_per_px=mm_per_px
+            )
+        )
         segmenter.tta, segmenter.refine = tta, refine
         opened = segmenter.backend
-        note(f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x"
-             f"{opened.card.input_size[1]}; source: {frames.description}")
+        note(
+            f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x"
+            f"{opened.card.input_size[1]}; source: {frames.description}"
+        )
         live_view = stack.enter_context(live_view_served_at(serve)) if serve else None
         if outputs.numbered:  # made once everything has opened: a run that cannot start leaves no empty folder
             outputs.photos.folder = numbered_results_folder()
-        options = RunOptions(show=show, save_video=outputs.video, save_masks=save_masks, jsonl=jsonl,
-                             max_frames=max_frames, snapshot_dir=snapshot_dir, live_view=live_view,
-                             photos=outputs.photos)
+        options = RunOptions(
+            show=show,
+            save_video=outputs.video,
+            save_masks=save_masks,
+            jsonl=jsonl,
+            max_frames=max_frames,
+            snapshot_dir=snapshot_dir,
+            live_view=live_view,
+            photos=outputs.photos,
+        )
         summary = run_pipeline(segmenter, frames, options)
     records = None if jsonl is not None and str(jsonl) == "-" else jsonl
-    report_run(summary, frames, {"overlay video": outputs.video, "masks": save_masks, "per-frame records": records},
-               outputs.photos)
+    report_run(
+        summary,
+        frames,
+        {"overlay video": outputs.video, "masks": save_masks, "per-frame records": records},
+        outputs.photos,
+    )
 
 
 def split_inputs(inputs: tuple[str, ...]) -> tuple[Path | None, list[str]]:
@@ -168,32 +253,51 @@ def split_inputs(inputs: tuple[str, ...]) -> tuple[Path | None, list[str]]:
     first, *rest = inputs
     path = Path(first).expanduser()
     if path.is_dir() and (path / CARD_FILENAME).is_file():
-        raise click.BadParameter(f"{first} is a model's run folder, not images: name its exported model (e.g. "
-                                 f"{path / 'model.onnx'}; `edgeseg export {first}` makes it)", param_hint="MODEL")
+        raise click.BadParameter(
+            f"{first} is a model's run folder, not images: name its exported model (e.g. "
+            f"{path / 'model.onnx'}; `edgeseg export {first}` makes it)",
+            param_hint="MODEL",
+        )
     if is_image_input(first):
         return None, list(inputs)
     if not path.is_file():
         camera = f"; a camera is given with --camera {first}" if first.isdigit() else ""
-        raise click.BadParameter(f"{first}: no such model file (nor an image, a folder or a glob of images){camera}",
-                                 param_hint="MODEL")
+        raise click.BadParameter(
+            f"{first}: no such model file (nor an image, a folder or a glob of images){camera}", param_hint="MODEL"
+        )
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise click.BadParameter(f"{first}: not a model ({', '.join(MODEL_SUFFIXES)}) nor images; a video is given "
-                                 f"with --source, e.g. --source {first}", param_hint="MODEL")
+        raise click.BadParameter(
+            f"{first}: not a model ({', '.join(MODEL_SUFFIXES)}) nor images; a video is given "
+            f"with --source, e.g. --source {first}",
+            param_hint="MODEL",
+        )
     return path, rest
 
 
 def check_one_source(images: list[str], camera: int | None, source: str | None) -> None:
-    given = [name for name, value in (("IMAGES", images or None), ("--camera", camera), ("--source", source))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("IMAGES", images or None), ("--camera", camera), ("--source", source))
+        if value is not None
+    ]
     if len(given) > 1:
         raise click.UsageError(f"give one of {' or '.join(given)}, not both: what to segment comes from one place")
     if not given:
-        raise click.UsageError("give exactly one of --camera N or --source PATH/URL/PIPELINE, or images as arguments "
-                               "(e.g. edgeseg run photos/)")
+        raise click.UsageError(
+            "give exactly one of --camera N or --source PATH/URL/PIPELINE, or images as arguments "
+            "(e.g. edgeseg run photos/)"
+        )
 
 
-def open_frames(images: list[str], source: str | None, camera: int | None, width: int | None, height: int | None,
-                fps: float | None, loop: bool):
+def open_frames(
+    images: list[str],
+    source: str | None,
+    camera: int | None,
+    width: int | None,
+    height: int | None,
+    fps: float | None,
+    loop: bool,
+):
     from edgeseg.runtime.sources import open_images, open_source
 
     if images:
@@ -215,14 +319,23 @@ def kind_of_save(save: Path | None) -> str | None:
         return "video"
     if suffix in OVERLAY_IMAGE_SUFFIXES:
         return "image"
-    raise click.BadParameter(f"{save}: give a folder (no suffix) for photos' results, an image path "
-                             f"({', '.join(OVERLAY_IMAGE_SUFFIXES)}) for one photo's overlay, or a video path "
-                             f"({' or '.join(RECORDING_SUFFIXES)}) for a camera's or a video's overlay",
-                             param_hint="--save")
+    raise click.BadParameter(
+        f"{save}: give a folder (no suffix) for photos' results, an image path "
+        f"({', '.join(OVERLAY_IMAGE_SUFFIXES)}) for one photo's overlay, or a video path "
+        f"({' or '.join(RECORDING_SUFFIXES)}) for a camera's or a video's overlay",
+        param_hint="--save",
+    )
 
 
-def plan_outputs(frames, save: Path | None, save_kind: str | None, save_masks: Path | None, jsonl: Path | None,
-                 loop: bool, overwrite: bool) -> Outputs:
+def plan_outputs(
+    frames,
+    save: Path | None,
+    save_kind: str | None,
+    save_masks: Path | None,
+    jsonl: Path | None,
+    loop: bool,
+    overwrite: bool,
+) -> Outputs:
     """What the run writes: for photos (image files read once) their results, else what the options name; then the
     overwrite rule (which also removes what a killed run left), before anything opens."""
     from edgeseg.core.files import prepare_outputs
@@ -234,8 +347,10 @@ def plan_outputs(frames, save: Path | None, save_kind: str | None, save_masks: P
     prepare_outputs([("--save", save), ("--save-masks", save_masks), ("--jsonl", jsonl)], overwrite)
     if not photos:
         return Outputs(video=save)
-    outputs = Outputs(video=save if save_kind == "video" else None,
-                      photos=PhotoOutputs(lines_to_stderr=jsonl is not None and str(jsonl) == "-"))
+    outputs = Outputs(
+        video=save if save_kind == "video" else None,
+        photos=PhotoOutputs(lines_to_stderr=jsonl is not None and str(jsonl) == "-"),
+    )
     if save_kind == "folder":
         outputs.photos.folder = save
     elif save_kind == "image":
@@ -250,17 +365,24 @@ def check_save_fits(frames, save: Path | None, save_kind: str | None, photos: bo
     if save_kind in ("folder", "image") and not photos:
         what = "a results folder" if save_kind == "folder" else "an image path"
         replayed = " replayed with --loop" if loop else ""
-        raise click.BadParameter(f"{save}: {what} is for photos; for {frames.description}{replayed} give a .mp4 or "
-                                 ".webm path for the overlay video", param_hint="--save")
+        raise click.BadParameter(
+            f"{save}: {what} is for photos; for {frames.description}{replayed} give a .mp4 or "
+            ".webm path for the overlay video",
+            param_hint="--save",
+        )
     if save_kind == "image" and len(frames.paths) != 1:
-        raise click.BadParameter(f"{save}: an image path takes a single photo's overlay, not those of "
-                                 f"{frames.description}; give a folder for their results, e.g. "
-                                 f"--save {save.with_suffix('')}", param_hint="--save")
+        raise click.BadParameter(
+            f"{save}: an image path takes a single photo's overlay, not those of "
+            f"{frames.description}; give a folder for their results, e.g. "
+            f"--save {save.with_suffix('')}",
+            param_hint="--save",
+        )
 
 
 @contextmanager
 def sigterm_stops_like_ctrl_c():
     """A service manager's stop (systemd, docker stop) ends the run as Ctrl-C does: every output finished and closed."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -282,7 +404,9 @@ def window_wanted(show: bool | None, photos: bool = False) -> bool:
         if not show:
             note("no display found (DISPLAY/WAYLAND_DISPLAY unset): running without a window")
     elif show and not display_available():
-        raise click.UsageError("--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --serve, --save or --jsonl on a headless device")
+        raise click.UsageError(
+            "--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --serve, --save or --jsonl on a headless device"
+        )
     return show
 
 
@@ -307,8 +431,10 @@ def live_view_served_at(address):
         urls = server.address_urls
         for url in urls:
             note(f"live view: {url}")
-        note("open it once with its token (the browser then keeps it in a cookie; share it only with viewers): "
-             + ", ".join(server.token_url(url) for url in urls))
+        note(
+            "open it once with its token (the browser then keeps it in a cookie; share it only with viewers): "
+            + ", ".join(server.token_url(url) for url in urls)
+        )
         yield view
 
 
@@ -318,8 +444,10 @@ def report_run(summary, frames, outputs: dict[str, Path | None], photos=None) ->
     stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in summary.stage_ms.items())
     dropped = f"{len(summary.skipped)} skipped" if photos is not None else f"dropped {summary.dropped}"
     plural = "" if summary.frames == 1 else "s"
-    note(f"{summary.frames} {unit}{plural} in {summary.seconds:.1f} s ({summary.fps:.1f} FPS); {dropped}; "
-         f"mean ms per {unit}: {stages}")
+    note(
+        f"{summary.frames} {unit}{plural} in {summary.seconds:.1f} s ({summary.fps:.1f} FPS); {dropped}; "
+        f"mean ms per {unit}: {stages}"
+    )
     for label, path in outputs.items():
         if path is not None:
             click.echo(f"{label}: {path}", err=True)
@@ -329,7 +457,9 @@ def report_run(summary, frames, outputs: dict[str, Path | None], photos=None) ->
     else:
         report_photos(summary, photos)
     if summary.source_lost:
-        raise click.ClickException(f"{frames.description} was lost and did not come back; the outputs hold the frames before it")
+        raise click.ClickException(
+            f"{frames.description} was lost and did not come back; the outputs hold the frames before it"
+        )
     if summary.frames == 0:
         raise click.ClickException(f"no frame could be processed from {frames.description}")
 

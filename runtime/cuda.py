@@ -146,10 +146,14 @@ def gpu_unusable_reason(major: int | None, cuda_says: str) -> str | None:
     if problem:
         return f"{problem} ({cuda_says})."
     listed = "; ".join(f"{gpu['name']} (driver {gpu['driver']})" for gpu in gpus)
-    minima = ", ".join(f"CUDA {cuda} needs >= {driver}" for cuda, driver in host.CUDA_DRIVER_MINIMUM.items() if cuda >= 12)
+    minima = ", ".join(
+        f"CUDA {cuda} needs >= {driver}" for cuda, driver in host.CUDA_DRIVER_MINIMUM.items() if cuda >= 12
+    )
     built = f"CUDA {major}" if major else "the CUDA installed"
-    return (f"nvidia-smi lists {listed}, but {cuda_says}: check that the driver is new enough for {built} ({minima}) "
-            f"and CUDA_VISIBLE_DEVICES; `edgeseg doctor` shows both.")
+    return (
+        f"nvidia-smi lists {listed}, but {cuda_says}: check that the driver is new enough for {built} ({minima}) "
+        f"and CUDA_VISIBLE_DEVICES; `edgeseg doctor` shows both."
+    )
 
 
 class Stream:
@@ -189,14 +193,18 @@ class PinnedBuffer:
     def to_device(self, stream: Stream) -> None:
         runtime = cudart()
         kind = runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
-        call(runtime.cudaMemcpyAsync(self.device_pointer, self.host_pointer, self.nbytes, kind, stream.stream),
-             "cudaMemcpyAsync (host to device)")
+        call(
+            runtime.cudaMemcpyAsync(self.device_pointer, self.host_pointer, self.nbytes, kind, stream.stream),
+            "cudaMemcpyAsync (host to device)",
+        )
 
     def to_host(self, stream: Stream) -> None:
         runtime = cudart()
         kind = runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        call(runtime.cudaMemcpyAsync(self.host_pointer, self.device_pointer, self.nbytes, kind, stream.stream),
-             "cudaMemcpyAsync (device to host)")
+        call(
+            runtime.cudaMemcpyAsync(self.host_pointer, self.device_pointer, self.nbytes, kind, stream.stream),
+            "cudaMemcpyAsync (device to host)",
+        )
 
     def free(self) -> None:
         """Free both halves (the host one even when freeing the device one fails); a second call does nothing."""

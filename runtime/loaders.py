@@ -23,11 +23,21 @@ from edgeseg.core.names import CARD_METADATA_KEY, ONNX_FILENAMES, WEIGHTS_STORAG
 log = logging.getLogger("edgeseg.runtime")
 
 EXPORT_FIX = "run `edgeseg export RUN_DIR` to make one"
-REBUILD_FIX = "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
+REBUILD_FIX = (
+    "engines are built on the device they run on: rebuild it here with `edgeseg export RUN_DIR --format engine`"
+)
 
 # ONNX operators that only appear in a quantized graph.
 QUANTIZED_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+    }
 )
 ONNX_FLOAT16 = 10  # TensorProto.FLOAT16
 MAX_INPUT_SIDE = 8192  # pixels a side of a card's input size: 32 times the default 256, far below what exhausts memory
@@ -191,7 +201,9 @@ def _nested(view: memoryview, span: tuple[int, int], path: tuple[int, ...]) -> l
     """The spans of the messages at field numbers ``path`` inside the message at ``span``, the last one repeated."""
     spans = [span]
     for number in path:
-        spans = [value for outer in spans for n, value in _fields(view, *outer) if n == number and isinstance(value, tuple)]
+        spans = [
+            value for outer in spans for n, value in _fields(view, *outer) if n == number and isinstance(value, tuple)
+        ]
     return spans
 
 
@@ -377,8 +389,13 @@ def check_engine_source(info: EngineInfo, engine_path: str | os.PathLike) -> Non
     )
 
 
-def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt_version: str, compute_capability: str,
-                      gpu_name: str | None = None) -> None:
+def check_engine_host(
+    info: EngineInfo,
+    engine_path: str | os.PathLike,
+    tensorrt_version: str,
+    compute_capability: str,
+    gpu_name: str | None = None,
+) -> None:
     """Refuse an engine built with another TensorRT version or for another GPU than this host's.
 
     A GPU of the same compute capability but another name (an RTX 4090 and an L4 are both 8.9) may
@@ -390,14 +407,24 @@ def check_engine_host(info: EngineInfo, engine_path: str | os.PathLike, tensorrt
             f"{tensorrt_version}; a serialized engine only loads in the version that built it. {REBUILD_FIX}."
         )
     if info.compute_capability != compute_capability:
-        built_for = f"{info.gpu_name} (compute capability {info.compute_capability})" if info.gpu_name else f"compute capability {info.compute_capability}"
+        built_for = (
+            f"{info.gpu_name} (compute capability {info.compute_capability})"
+            if info.gpu_name
+            else f"compute capability {info.compute_capability}"
+        )
         raise RuntimeModelError(
             f"{engine_path}: built for {built_for}, but this GPU has compute capability {compute_capability}. {REBUILD_FIX}."
         )
     if gpu_name and info.gpu_name and gpu_name != info.gpu_name:
-        log.warning("%s: built on a %s, and this GPU is a %s (the same compute capability %s): TensorRT picked its "
-                    "kernels for the other GPU, so this one may run it slower or refuse it; %s", engine_path,
-                    info.gpu_name, gpu_name, compute_capability, REBUILD_FIX)
+        log.warning(
+            "%s: built on a %s, and this GPU is a %s (the same compute capability %s): TensorRT picked its "
+            "kernels for the other GPU, so this one may run it slower or refuse it; %s",
+            engine_path,
+            info.gpu_name,
+            gpu_name,
+            compute_capability,
+            REBUILD_FIX,
+        )
 
 
 def engine_host() -> tuple[str, str, str] | None:

@@ -22,14 +22,33 @@ import numpy as np
 from edgeseg.core.drawing import encode_overlay
 from edgeseg.core.files import write_bytes_atomic, write_mask, write_text_atomic
 from edgeseg.core.names import MASK_SUFFIX, OVERLAY_SUFFIX
-from edgeseg.runtime.sources import RESULTS_FOLDER, Frame
 from edgeseg.core.segmenter import Segmentation
+from edgeseg.runtime.sources import RESULTS_FOLDER, Frame
 
 RESULTS_CSV = "results.csv"
 OVERLAY_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what --save may name for a single image's overlay
-CSV_COLUMNS = ("image", "overlay", "mask", "width", "height", "lesion_present", "regions", "area_px", "area_percent",
-               "bbox_x", "bbox_y", "bbox_width", "bbox_height", "perimeter_px", "max_diameter_px", "mm_per_px",
-               "area_mm2", "perimeter_mm", "max_diameter_mm", "ms")
+CSV_COLUMNS = (
+    "image",
+    "overlay",
+    "mask",
+    "width",
+    "height",
+    "lesion_present",
+    "regions",
+    "area_px",
+    "area_percent",
+    "bbox_x",
+    "bbox_y",
+    "bbox_width",
+    "bbox_height",
+    "perimeter_px",
+    "max_diameter_px",
+    "mm_per_px",
+    "area_mm2",
+    "perimeter_mm",
+    "max_diameter_mm",
+    "ms",
+)
 STAGES = ("preprocess", "inference", "postprocess")  # a photo's time: the three stages of the Segmenter
 
 
@@ -90,15 +109,26 @@ def csv_row(label: str, names: tuple[str, str] | None, segmentation: Segmentatio
         return "" if value is None else round(value, places)
 
     return {
-        "image": label, "overlay": names[0] if names else "", "mask": names[1] if names else "",
-        "width": width, "height": height, "lesion_present": int(measurements.lesion_present),
-        "regions": measurements.regions, "area_px": measurements.area_px,
+        "image": label,
+        "overlay": names[0] if names else "",
+        "mask": names[1] if names else "",
+        "width": width,
+        "height": height,
+        "lesion_present": int(measurements.lesion_present),
+        "regions": measurements.regions,
+        "area_px": measurements.area_px,
         "area_percent": round(100.0 * measurements.area_px / (width * height), 3),
-        "bbox_x": box[0], "bbox_y": box[1], "bbox_width": box[2], "bbox_height": box[3],
-        "perimeter_px": rounded(measurements.perimeter_px), "max_diameter_px": rounded(measurements.max_diameter_px),
+        "bbox_x": box[0],
+        "bbox_y": box[1],
+        "bbox_width": box[2],
+        "bbox_height": box[3],
+        "perimeter_px": rounded(measurements.perimeter_px),
+        "max_diameter_px": rounded(measurements.max_diameter_px),
         "mm_per_px": "" if measurements.mm_per_px is None else measurements.mm_per_px,
-        "area_mm2": rounded(measurements.area_mm2, 3), "perimeter_mm": rounded(measurements.perimeter_mm, 3),
-        "max_diameter_mm": rounded(measurements.max_diameter_mm, 3), "ms": round(total_ms(segmentation), 1),
+        "area_mm2": rounded(measurements.area_mm2, 3),
+        "perimeter_mm": rounded(measurements.perimeter_mm, 3),
+        "max_diameter_mm": rounded(measurements.max_diameter_mm, 3),
+        "ms": round(total_ms(segmentation), 1),
     }
 
 

@@ -46,14 +46,20 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 class PyAVRecording:
     """A browser-playable video written with PyAV; timestamps in ms, always increasing."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, codec: str, container_format: str, options: dict[str, str]) -> None:
+    def __init__(
+        self, path: Path, size: tuple[int, int], fps: float, codec: str, container_format: str, options: dict[str, str]
+    ) -> None:
         import av
 
         self.codec = codec
         self._video_frame = av.VideoFrame  # imported once here, not on every frame
         # faststart moves the index to the front, so a browser starts playing before the whole file arrives.
-        self._container = av.open(str(path), mode="w", format=container_format,
-                                  options={"movflags": "+faststart"} if container_format == "mp4" else {})
+        self._container = av.open(
+            str(path),
+            mode="w",
+            format=container_format,
+            options={"movflags": "+faststart"} if container_format == "mp4" else {},
+        )
         try:
             self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             self._stream.width, self._stream.height = size
@@ -121,8 +127,9 @@ def encoder_options(suffix: str, plan: ThreadPlan) -> dict[str, str]:
     return {**options, **planned}
 
 
-def open_recording(path: Path, temporary: Path, size: tuple[int, int], fps: float,
-                   plan: ThreadPlan | None = None) -> Recording:
+def open_recording(
+    path: Path, temporary: Path, size: tuple[int, int], fps: float, plan: ThreadPlan | None = None
+) -> Recording:
     """A recording for ``path`` (its suffix picks the format), written to ``temporary`` until it is complete.
 
     ``plan`` sets the encoder's threads and preset (default: this host's plan).
@@ -135,5 +142,7 @@ def open_recording(path: Path, temporary: Path, size: tuple[int, int], fps: floa
         return PyAVRecording(temporary, size, fps, codec, container_format, options)
     if suffix == ".webm":
         raise OSError(f"{path}: cannot write WebM: {problem}; or save to a .mp4 path")
-    log.warning("%s: %s, so the video is written as mp4v, which browsers do not play (VLC and ffplay do)", path, problem)
+    log.warning(
+        "%s: %s, so the video is written as mp4v, which browsers do not play (VLC and ffplay do)", path, problem
+    )
     return OpenCVRecording(temporary, size, fps)

@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from edgeseg.core.drawing import HudInfo, OverlayRenderer
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.files import atomic_output, new_file_mode, write_bytes_atomic, write_mask
 from edgeseg.core.names import MASK_SUFFIX
 from edgeseg.core.preprocess import as_bgr8
-from edgeseg.core.drawing import HudInfo, OverlayRenderer
+from edgeseg.core.segmenter import Pending, Segmentation, Segmenter
 from edgeseg.runtime.photos import PhotoOutputs, PhotoResults
 from edgeseg.runtime.recording import Recording, even_size, open_recording
 from edgeseg.runtime.sources import Frame, Source
 from edgeseg.runtime.thread_plan import ThreadPlan, lower_this_thread_priority, this_host_plan
-from edgeseg.core.segmenter import Pending, Segmentation, Segmenter
 
 if TYPE_CHECKING:  # the server loads only when --serve asks for it
     from edgeseg.runtime.serve import LiveView
@@ -229,8 +229,15 @@ class _Finisher:
             jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
         if self.options.live_view is not None:
-            self.options.live_view.publish(overlay, {**record, "fps": round(self._fps_estimate, 2), "backend": backend.name,
-                                                     "precision": backend.precision})
+            self.options.live_view.publish(
+                overlay,
+                {
+                    **record,
+                    "fps": round(self._fps_estimate, 2),
+                    "backend": backend.name,
+                    "precision": backend.precision,
+                },
+            )
         self.stage_ms["postprocess"] += segmentation.timings_ms["postprocess"]
         self.stage_ms["overlay"] += (drawn - now) * 1000
         self.stage_ms["write"] += (time.perf_counter() - drawn) * 1000

@@ -40,14 +40,14 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from http import HTTPStatus
 from importlib import resources
 from string import Template
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 import cv2
@@ -176,7 +176,12 @@ class LiveView:
 
     def figures(self) -> dict[str, Any]:
         with self._condition:
-            return {**self._figures, "viewers": self._viewers, "frames_published": self.frames_published, "ended": self._closed}
+            return {
+                **self._figures,
+                "viewers": self._viewers,
+                "frames_published": self.frames_published,
+                "ended": self._closed,
+            }
 
     def snapshot(self) -> np.ndarray | None:
         with self._condition:
@@ -228,6 +233,7 @@ class LiveView:
 
 # --- HTTP: just what the page needs (GET, one request per connection), on bytes until a check passes ---
 
+
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -262,7 +268,10 @@ def parse_query(query: bytes) -> dict[str, bytes]:
     for pair in query.split(b"&"):
         name, _, value = pair.partition(b"=")
         if name:
-            fields.setdefault(unquote_to_bytes(name.replace(b"+", b" ")).decode("latin-1"), unquote_to_bytes(value.replace(b"+", b" ")))
+            fields.setdefault(
+                unquote_to_bytes(name.replace(b"+", b" ")).decode("latin-1"),
+                unquote_to_bytes(value.replace(b"+", b" ")),
+            )
     return fields
 
 
@@ -285,19 +294,29 @@ SECURITY_HEADERS = {
 
 
 def page_policy(nonce: str) -> str:
-    return (f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return (
+        f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def http_head(status: int, content_type: str, length: int | None, headers: dict[str, str] | None = None) -> bytes:
-    fields = {"Server": "edgeseg", "Connection": "close", "Content-Type": content_type, **SECURITY_HEADERS, **(headers or {})}
+    fields = {
+        "Server": "edgeseg",
+        "Connection": "close",
+        "Content-Type": content_type,
+        **SECURITY_HEADERS,
+        **(headers or {}),
+    }
     if length is not None:
         fields["Content-Length"] = str(length)
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *(f"{name}: {value}" for name, value in fields.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def http_response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", headers: dict[str, str] | None = None) -> bytes:
+def http_response(
+    status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", headers: dict[str, str] | None = None
+) -> bytes:
     return http_head(status, content_type, len(body), headers) + body
 
 
@@ -354,7 +373,9 @@ class Gate:
             if not hmac.compare_digest(request.query["token"], self.token):
                 return "wrong token; open the address with ?token=... that `edgeseg run --serve` printed"
             return None
-        if not hmac.compare_digest(cookies(request).get(self.cookie_name, "").encode("latin-1"), self.cookie_value.encode()):
+        if not hmac.compare_digest(
+            cookies(request).get(self.cookie_name, "").encode("latin-1"), self.cookie_value.encode()
+        ):
             return "open the address with ?token=... that `edgeseg run --serve` printed"
         return None
 
@@ -371,8 +392,10 @@ def serve_token() -> str:
     if token is None:
         return secrets.token_urlsafe(24)
     if not TOKEN_MIN_LENGTH <= len(token) <= TOKEN_MAX_LENGTH:
-        raise ServeError(f"{TOKEN_ENVIRONMENT} must be {TOKEN_MIN_LENGTH} to {TOKEN_MAX_LENGTH} characters (it is {len(token)}); "
-                         "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        raise ServeError(
+            f"{TOKEN_ENVIRONMENT} must be {TOKEN_MIN_LENGTH} to {TOKEN_MAX_LENGTH} characters (it is {len(token)}); "
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
     return token
 
 
@@ -446,8 +469,14 @@ def listening_socket(address: ServeAddress) -> socket.socket:
     try:
         listener = socket.create_server((address.host, address.port), family=family, backlog=LISTEN_BACKLOG)
     except OSError as error:
-        hint = "choose another port with --serve PORT" if error.errno == errno.EADDRINUSE else "check the host is an address of this machine"
-        raise ServeError(f"--serve {address.host}:{address.port}: cannot listen there ({error.strerror}); {hint}") from None
+        hint = (
+            "choose another port with --serve PORT"
+            if error.errno == errno.EADDRINUSE
+            else "check the host is an address of this machine"
+        )
+        raise ServeError(
+            f"--serve {address.host}:{address.port}: cannot listen there ({error.strerror}); {hint}"
+        ) from None
     listener.setblocking(False)
     return listener
 
@@ -609,7 +638,9 @@ class LiveServer:
                 self.closed_at_once += 1
                 continue
             client.take()
-            self._admit(connection, _Waiting(deadline=now + wait + self.limits.header_timeout_s, read_from=now + wait), now)
+            self._admit(
+                connection, _Waiting(deadline=now + wait + self.limits.header_timeout_s, read_from=now + wait), now
+            )
 
     def _client_budget(self, client: str) -> RateBudget:
         if client not in self._client_budgets and len(self._client_budgets) >= CLIENTS_TRACKED:
@@ -695,7 +726,9 @@ class LiveServer:
         elif (refusal := self.gate.refusal(request)) is not None:
             self._reply(connection, text_response(403, refusal))
         elif request.path == "/" and "token" in request.query:  # the first visit: the token moves into a cookie
-            self._reply(connection, text_response(303, "see /", headers={"Location": "/", "Set-Cookie": self.gate.cookie()}))
+            self._reply(
+                connection, text_response(303, "see /", headers={"Location": "/", "Set-Cookie": self.gate.cookie()})
+            )
         elif request.path not in self._routes:
             self._reply(connection, text_response(404, "no such page"))
         else:
@@ -720,14 +753,20 @@ class LiveServer:
                 self._busy[kind] += 1
                 self._answering.add(connection)
         if full:
-            self._reply(connection, text_response(503, f"too many {kind} at once; try again", headers={"Retry-After": "1"}))
+            self._reply(
+                connection, text_response(503, f"too many {kind} at once; try again", headers={"Retry-After": "1"})
+            )
             return
-        threading.Thread(target=self._answer, args=(connection, kind, send), name=f"edgeseg-serve-{kind}", daemon=True).start()
+        threading.Thread(
+            target=self._answer, args=(connection, kind, send), name=f"edgeseg-serve-{kind}", daemon=True
+        ).start()
 
     def _answer(self, connection: socket.socket, kind: str, send: Callable[[socket.socket], None]) -> None:
         try:
             connection.setblocking(True)
-            connection.settimeout(self.limits.stream_send_timeout_s if kind == "streams" else self.limits.send_timeout_s)
+            connection.settimeout(
+                self.limits.stream_send_timeout_s if kind == "streams" else self.limits.send_timeout_s
+            )
             send(connection)
         except OSError:  # the viewer left, or stopped reading for longer than the timeout
             pass
@@ -741,8 +780,14 @@ class LiveServer:
 
     def _send_page(self, connection: socket.socket) -> None:
         nonce = secrets.token_urlsafe(16)
-        connection.sendall(http_response(200, page_html(nonce).encode(), "text/html; charset=utf-8",
-                                         {"Content-Security-Policy": page_policy(nonce)}))
+        connection.sendall(
+            http_response(
+                200,
+                page_html(nonce).encode(),
+                "text/html; charset=utf-8",
+                {"Content-Security-Policy": page_policy(nonce)},
+            )
+        )
 
     def _send_figures(self, connection: socket.socket) -> None:
         connection.sendall(http_response(200, json.dumps(self.view.figures()).encode(), "application/json"))
@@ -753,7 +798,9 @@ class LiveServer:
             connection.sendall(text_response(503, "no frame yet", headers={"Retry-After": "1"}))
             return
         name = time.strftime("edgeseg-snapshot-%Y%m%d-%H%M%S.png")
-        connection.sendall(http_response(200, png, "image/png", {"Content-Disposition": f'attachment; filename="{name}"'}))
+        connection.sendall(
+            http_response(200, png, "image/png", {"Content-Disposition": f'attachment; filename="{name}"'})
+        )
 
     def _send_stream(self, connection: socket.socket) -> None:
         connection.sendall(http_head(200, f"multipart/x-mixed-replace; boundary={BOUNDARY}", None))
@@ -762,5 +809,7 @@ class LiveServer:
             while not self.view.closed:
                 sequence, jpeg = self.view.next_jpeg(sequence)
                 if jpeg is not None:
-                    connection.sendall(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                       % (BOUNDARY.encode(), len(jpeg), jpeg))
+                    connection.sendall(
+                        b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                        % (BOUNDARY.encode(), len(jpeg), jpeg)
+                    )

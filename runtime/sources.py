@@ -214,7 +214,9 @@ class VideoFile(_ReadAhead):
         self.description = f"video {path}" + (" (looping)" if loop else "")
         self._capture = cv2.VideoCapture(str(path))
         if not self._capture.isOpened():
-            raise SourceError(f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg.")
+            raise SourceError(
+                f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg."
+            )
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
     def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
@@ -297,7 +299,13 @@ class LiveSource(Source):
         self._capture.release()
         attempts = len(self._reconnect_delays)
         for attempt, delay in enumerate(self._reconnect_delays, start=1):
-            log.warning("%s stopped delivering frames; reopening in %.1f s (attempt %d of %d)", self.description, delay, attempt, attempts)
+            log.warning(
+                "%s stopped delivering frames; reopening in %.1f s (attempt %d of %d)",
+                self.description,
+                delay,
+                attempt,
+                attempts,
+            )
             if self._stop.wait(delay):
                 return False
             try:
@@ -349,13 +357,17 @@ def _silenced_open(open_capture: Callable[[], Any], description: str, timeout: f
     finally:
         cv2.utils.logging.setLogLevel(previous)
     if thread.is_alive():
-        raise SourceError(f"{description} did not open within {timeout:.0f} s; check that it is connected and not in use.")
+        raise SourceError(
+            f"{description} did not open within {timeout:.0f} s; check that it is connected and not in use."
+        )
     if "error" in result:
         raise result["error"]
     return result["capture"]
 
 
-def open_camera(camera: int | str, width: int | None = None, height: int | None = None, fps: float | None = None) -> cv2.VideoCapture:
+def open_camera(
+    camera: int | str, width: int | None = None, height: int | None = None, fps: float | None = None
+) -> cv2.VideoCapture:
     """Camera index N, or a V4L2 device path (``/dev/video0``, ``/dev/v4l/by-id/...``) opened with CAP_V4L2."""
 
     def attempt() -> cv2.VideoCapture:
@@ -363,24 +375,45 @@ def open_camera(camera: int | str, width: int | None = None, height: int | None 
         if not capture.isOpened():
             capture.release()
             raise SourceError(_camera_not_opened(camera))
-        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height), (cv2.CAP_PROP_FPS, fps)):
+        for prop, value in (
+            (cv2.CAP_PROP_FRAME_WIDTH, width),
+            (cv2.CAP_PROP_FRAME_HEIGHT, height),
+            (cv2.CAP_PROP_FPS, fps),
+        ):
             if value:
                 capture.set(prop, value)
         return capture
 
     capture = _silenced_open(attempt, f"camera {camera}")
-    got = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), capture.get(cv2.CAP_PROP_FPS))
+    got = (
+        int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        capture.get(cv2.CAP_PROP_FPS),
+    )
     if (width and got[0] != width) or (height and got[1] != height) or (fps and abs(got[2] - fps) > 0.5):
-        log.warning("camera %s gives %dx%d at %.0f fps (asked for %sx%s at %s fps)", camera, got[0], got[1], got[2], width, height, fps)
+        log.warning(
+            "camera %s gives %dx%d at %.0f fps (asked for %sx%s at %s fps)",
+            camera,
+            got[0],
+            got[1],
+            got[2],
+            width,
+            height,
+            fps,
+        )
     return capture
 
 
 def _camera_not_opened(camera: int | str) -> str:
     if isinstance(camera, str):
-        return (f"camera {camera} did not open: another program is using it, or it is not a capture node (a USB camera "
-                f"often has a second /dev/videoN for metadata only). {LIST_CAMERAS} and pass --source /dev/videoN.")
-    return (f"camera {camera} did not open: there is no such camera, or another program is using it. "
-            f"{LIST_CAMERAS} and pass the N of /dev/videoN (--camera N, --source N or --source /dev/videoN).")
+        return (
+            f"camera {camera} did not open: another program is using it, or it is not a capture node (a USB camera "
+            f"often has a second /dev/videoN for metadata only). {LIST_CAMERAS} and pass --source /dev/videoN."
+        )
+    return (
+        f"camera {camera} did not open: there is no such camera, or another program is using it. "
+        f"{LIST_CAMERAS} and pass the N of /dev/videoN (--camera N, --source N or --source /dev/videoN)."
+    )
 
 
 def csi_pipeline(sensor_id: int, width: int | None = None, height: int | None = None, fps: float | None = None) -> str:
@@ -412,7 +445,9 @@ def open_stream(spec: str) -> cv2.VideoCapture:
                 "GStreamer pipeline; on a Jetson use JetPack's system OpenCV (python3-opencv), whose build has it."
             )
         kind = "GStreamer pipeline" if gstreamer else "stream"
-        raise SourceError(f"{kind} {spec!r} did not open; check the address or pipeline (try it with gst-launch-1.0 / ffplay).")
+        raise SourceError(
+            f"{kind} {spec!r} did not open; check the address or pipeline (try it with gst-launch-1.0 / ffplay)."
+        )
 
     return _silenced_open(attempt, "GStreamer pipeline" if gstreamer else f"stream {spec}")
 
@@ -448,10 +483,14 @@ def matching_paths(pattern: str) -> list[str]:
     recursive = RECURSIVE_PART.search(pattern)
     if recursive is None:
         return glob.glob(pattern)
-    head, tail = pattern[:recursive.start()], pattern[recursive.end():]
+    head, tail = pattern[: recursive.start()], pattern[recursive.end() :]
     bases = glob.glob(head) if glob.has_magic(head) else [head]
-    return [path for base in bases for folder in folders_below(base)
-            for path in matching_paths(os.path.join(glob.escape(folder), tail or "*"))]
+    return [
+        path
+        for base in bases
+        for folder in folders_below(base)
+        for path in matching_paths(os.path.join(glob.escape(folder), tail or "*"))
+    ]
 
 
 def folders_below(base: str) -> Iterator[str]:
@@ -524,8 +563,9 @@ def glob_images(pattern: str) -> list[Path]:
 def folder_images(folder: Path) -> list[Path]:
     paths = images_below(folder)
     if not paths:
-        raise SourceError(f"{folder}: no images in this folder or below it "
-                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise SourceError(
+            f"{folder}: no images in this folder or below it (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return paths
 
 
@@ -549,8 +589,9 @@ def open_images(inputs: list[str], loop: bool = False) -> ImageFiles:
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             paths.append(path)
         else:
-            raise SourceError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); give a video or a camera "
-                              "with --source")
+            raise SourceError(
+                f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}); give a video or a camera with --source"
+            )
     paths = unique_files(paths)
     if len(paths) == 1:
         return ImageFiles(paths, f"image {paths[0]}", loop)
@@ -568,19 +609,25 @@ def _file_source(source: str, width: int | None, height: int | None, fps: float 
             raise SourceError(f"--loop replays a video or image files; camera {path} is live and runs until stopped")
         return LiveSource(lambda: open_camera(str(path), width, height, fps), f"camera {path}")
     if str(path).startswith("/dev/") and not path.exists():
-        raise SourceError(f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N).")
+        raise SourceError(
+            f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N)."
+        )
     if path.is_dir():
         paths = folder_images(path)
         return ImageFiles(paths, f"{len(paths)} images in {path}", loop)
     if not path.exists():
-        raise SourceError(f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a camera "
-                          "(N, /dev/videoN, csi://N), a URL or a GStreamer pipeline.")
+        raise SourceError(
+            f"{path}: no such file or folder. Pass a video, an image, a folder or glob of images, a camera "
+            "(N, /dev/videoN, csi://N), a URL or a GStreamer pipeline."
+        )
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageFiles([path], f"image {path}", loop)
     return VideoFile(path, loop)
 
 
-def _live_opener(source: str, width: int | None, height: int | None, fps: float | None) -> tuple[Callable[[], Capture], str] | None:
+def _live_opener(
+    source: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str] | None:
     """How to open a camera index, a CSI camera, a GStreamer pipeline or a stream URL, and its name; None for anything else."""
     if source.isascii() and source.isdigit():
         index = int(source)
@@ -594,10 +641,14 @@ def _live_opener(source: str, width: int | None, height: int | None, fps: float 
     return None
 
 
-def _csi_opener(source: str, width: int | None, height: int | None, fps: float | None) -> tuple[Callable[[], Capture], str]:
-    sensor = source[len(CSI_PREFIX):]
+def _csi_opener(
+    source: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str]:
+    sensor = source[len(CSI_PREFIX) :]
     if not (sensor.isascii() and sensor.isdigit()):
-        raise SourceError(f"{source!r}: a CSI camera is csi://N with N the sensor id (0 for the first camera), e.g. csi://0")
+        raise SourceError(
+            f"{source!r}: a CSI camera is csi://N with N the sensor id (0 for the first camera), e.g. csi://0"
+        )
     if not has_gstreamer():
         raise SourceError(
             f"{source}: a CSI camera is read through GStreamer (nvarguscamerasrc), and this OpenCV was built without it "

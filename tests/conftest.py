@@ -92,10 +92,12 @@ def trained_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCa
     samples = discover_samples(synthetic_dir, split="train")
     height, width = card.input_size
     images = np.concatenate([preprocess(read_image(sample.image), card) for sample in samples])
-    masks = np.stack([
-        cv2.resize(read_mask(sample.mask).astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
-        for sample in samples
-    ])[:, None]
+    masks = np.stack(
+        [
+            cv2.resize(read_mask(sample.mask).astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
+            for sample in samples
+        ]
+    )[:, None]
     inputs, targets = torch.from_numpy(images), torch.from_numpy(masks)
 
     torch.manual_seed(0)
@@ -123,8 +125,11 @@ def fresh_venv(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     nothing of this interpreter's path, user site or display leaks in."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "DISPLAY", "WAYLAND_DISPLAY"}}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "DISPLAY", "WAYLAND_DISPLAY"}
+    }
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
     env["PYTHONNOUSERSITE"] = "1"

@@ -19,8 +19,21 @@ torch = pytest.importorskip("torch")
 from edgeseg.cli import main  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
 
-TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
-        "--seed", "3", "--threads", "2", "--no-progress"]
+TINY = [
+    "--size",
+    "64",
+    "--batch-size",
+    "4",
+    "--decoder-channels",
+    "32,32",
+    "--encoder-weights",
+    "none",
+    "--seed",
+    "3",
+    "--threads",
+    "2",
+    "--no-progress",
+]
 
 
 @pytest.fixture
@@ -28,7 +41,9 @@ def small_disk(tmp_path: Path):
     """A 256 MiB tmpfs: room for a tiny run or export, until the test fills it."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'}); needs root")
     yield folder
@@ -59,8 +74,10 @@ def assert_no_space_error(result, folder: Path) -> None:
 
 def test_training_on_a_full_disk_fails_clearly_and_keeps_the_checkpoint(small_disk: Path, synthetic_dir: Path):
     run = small_disk / "run"
-    first = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2",
-                                      "--stop-after-epochs", "1", *TINY])
+    first = CliRunner().invoke(
+        main,
+        ["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2", "--stop-after-epochs", "1", *TINY],
+    )
     assert first.exit_code == 0, first.output
     checkpoint = sha256(run / CHECKPOINT_FILENAME)
     fill(small_disk)
@@ -72,14 +89,30 @@ def test_training_on_a_full_disk_fails_clearly_and_keeps_the_checkpoint(small_di
     assert resumed.exit_code == 0, resumed.output
 
 
-def test_export_on_a_full_disk_fails_clearly_and_keeps_the_model(small_disk: Path, trained_run_dir: Path, synthetic_dir: Path):
+def test_export_on_a_full_disk_fails_clearly_and_keeps_the_model(
+    small_disk: Path, trained_run_dir: Path, synthetic_dir: Path
+):
     out = small_disk / "export"
-    arguments = ["export", str(trained_run_dir), "--out", str(out), "--format", "onnx", "--parity-data", str(synthetic_dir),
-                 "--parity-n", "4", "--latency-runs", "2"]
+    arguments = [
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(out),
+        "--format",
+        "onnx",
+        "--parity-data",
+        str(synthetic_dir),
+        "--parity-n",
+        "4",
+        "--latency-runs",
+        "2",
+    ]
     first = CliRunner().invoke(main, arguments)
     assert first.exit_code == 0, first.output
     model = sha256(out / "model.onnx")
     fill(small_disk)
-    result = CliRunner().invoke(main, [*arguments, "--overwrite"])  # the same export again: a new model.onnx that does not fit
+    result = CliRunner().invoke(
+        main, [*arguments, "--overwrite"]
+    )  # the same export again: a new model.onnx that does not fit
     assert_no_space_error(result, out)
     assert sha256(out / "model.onnx") == model

@@ -37,9 +37,17 @@ PIP_TIMEOUT_S = 900
 # The GPU libraries themselves: never installed here.
 GPU_ONLY = re.compile(r"^(tensorrt(-.*)?|cuda-python|cuda-bindings|cuda-toolkit|nvidia-.*)$")
 # pip's words when it cannot reach an index (a spec no release meets, with the index reachable, is a failure).
-CANNOT_FETCH = ("NewConnectionError", "Temporary failure in name resolution", "Failed to establish a new connection",
-                "Network is unreachable", "ConnectTimeoutError", "ReadTimeoutError", "Max retries exceeded",
-                "ProxyError", "(from versions: none)")
+CANNOT_FETCH = (
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Failed to establish a new connection",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "Max retries exceeded",
+    "ProxyError",
+    "(from versions: none)",
+)
 
 
 def pyproject() -> dict:
@@ -93,28 +101,33 @@ def package_source(destination: Path) -> Path:
         if item.is_file() and not item.name.startswith("."):
             shutil.copy2(item, destination / item.name)
     for folder in sorted({Path(path).parts[0] for path in package_dirs}):
-        shutil.copytree(REPO_ROOT / folder, destination / folder,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]"))
+        shutil.copytree(
+            REPO_ROOT / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]")
+        )
     return destination
 
 
 class Environment:
-    def __init__(self, venv: Path, env: dict[str, str], work: Path, extra: str, requirements: list[str],
-                 dropped: list[str]):
+    def __init__(
+        self, venv: Path, env: dict[str, str], work: Path, extra: str, requirements: list[str], dropped: list[str]
+    ):
         self.venv, self.env, self.work, self.extra = venv, env, work, extra
         self.requirements, self.dropped = requirements, dropped
         self.python = venv / "bin" / "python"
         self.freeze = ""
 
     def context(self) -> str:
-        return (f"\n[edgeseg[{self.extra}] less its GPU libraries] requirements: {'; '.join(self.requirements)}"
-                f"\n  left out as GPU-only: {'; '.join(self.dropped) or 'nothing'}"
-                + (f"\n  installed: {self.freeze}" if self.freeze else ""))
+        return (
+            f"\n[edgeseg[{self.extra}] less its GPU libraries] requirements: {'; '.join(self.requirements)}"
+            f"\n  left out as GPU-only: {'; '.join(self.dropped) or 'nothing'}"
+            + (f"\n  installed: {self.freeze}" if self.freeze else "")
+        )
 
     def call(self, arguments: list[str], timeout: float) -> subprocess.CompletedProcess:
         started = time.monotonic()
-        done = subprocess.run([str(a) for a in arguments], cwd=self.work, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(
+            [str(a) for a in arguments], cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         command = " ".join([Path(str(arguments[0])).name, *map(str, arguments[1:])])
         print(f"  [{time.monotonic() - started:6.1f} s] {command[:160]} -> {done.returncode}")
         return done
@@ -155,8 +168,9 @@ def build_environment(extra: str, tmp_path: Path, fresh_venv: tuple[Path, dict[s
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", ["gpu", "gpu-cu13"])
-def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(extra: str, tmp_path: Path,
-                                                                              fresh_venv) -> None:
+def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(
+    extra: str, tmp_path: Path, fresh_venv
+) -> None:
     started = time.monotonic()
     env = build_environment(extra, tmp_path, fresh_venv)
     names = {canonicalize_name(Requirement(line).name) for line in env.requirements}
@@ -174,8 +188,9 @@ def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(ex
 
     doctor = env.edgeseg("doctor", timeout=120)
     print(doctor.stdout + doctor.stderr)
-    assert doctor.returncode in (0, 1) and "Traceback" not in doctor.stderr, \
+    assert doctor.returncode in (0, 1) and "Traceback" not in doctor.stderr, (
         f"edgeseg doctor (exit {doctor.returncode}):\n{doctor.stdout}{doctor.stderr}{env.context()}"
+    )
 
     # The package data: the default model and the reference set came with a regular install.
     model = Path(env.python_says("from edgeseg.core.names import default_model_path; print(default_model_path())"))
@@ -189,20 +204,25 @@ def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(ex
     assert not missing, f"reference set files not installed: {missing[:5]} ({len(missing)}){env.context()}"
 
     out = tmp_path / "export"
-    export = env.edgeseg("export", str(model), "--format", "fp16,int8", "--out", str(out), "--latency-runs", "1",
-                         timeout=900)
+    export = env.edgeseg(
+        "export", str(model), "--format", "fp16,int8", "--out", str(out), "--latency-runs", "1", timeout=900
+    )
     print(export.stdout[-3000:] + export.stderr[-3000:])
-    assert export.returncode == 0, f"edgeseg export --format fp16,int8 (exit {export.returncode}):\n" \
-                                   f"{export.stdout[-4000:]}{export.stderr[-4000:]}{env.context()}"
+    assert export.returncode == 0, (
+        f"edgeseg export --format fp16,int8 (exit {export.returncode}):\n"
+        f"{export.stdout[-4000:]}{export.stderr[-4000:]}{env.context()}"
+    )
     fp16_model, report_file = out / "model.fp16.onnx", out / "export-report.json"
     assert fp16_model.is_file() and report_file.is_file(), f"{sorted(p.name for p in out.iterdir())}{env.context()}"
     report = json.loads(report_file.read_text(encoding="utf-8"))
     forms = {form["name"]: form for form in report["forms"]}
     for name in ("fp16", "int8"):
-        assert name in forms and forms[name]["status"] == "built" and forms[name]["passed"] is True, \
+        assert name in forms and forms[name]["status"] == "built" and forms[name]["passed"] is True, (
             f"the {name} form: {json.dumps(forms.get(name))[:2000]}{env.context()}"
-    assert report["passed"] is True and report["parity_images"]["reference_set"] is True, \
+        )
+    assert report["passed"] is True and report["parity_images"]["reference_set"] is True, (
         f"{report['failures']} {report['parity_images']}{env.context()}"
+    )
 
     image_id = (reference / "splits" / "val.txt").read_text(encoding="utf-8").split()[0]
     (image,) = reference.glob(f"*_Input/{image_id}.*")
@@ -214,6 +234,8 @@ def test_a_gpu_extra_without_its_gpu_libraries_exports_fp16_and_int8_and_runs(ex
     record = json.loads(lines[0])
     print(f"  run: {record}")
     assert record["name"] == image_id and record["lesion_present"] is True, f"{record}{env.context()}"
-    assert record["area_px"] > 0 and record["max_diameter_px"] > 0 and record["regions"] >= 1, f"{record}{env.context()}"
+    assert record["area_px"] > 0 and record["max_diameter_px"] > 0 and record["regions"] >= 1, (
+        f"{record}{env.context()}"
+    )
     print(f"edgeseg[{extra}] environment test: {time.monotonic() - started:.0f} s")
     shutil.rmtree(env.venv, ignore_errors=True)  # about 0.7 GB each; kept only where the test failed

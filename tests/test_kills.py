@@ -23,8 +23,23 @@ from safetensors.torch import load_file  # noqa: E402
 from edgeseg.train.checkpoints import CONFIG_FILENAME  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
 
-TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
-        "--seed", "3", "--threads", "1", "--no-progress", "--epochs", "8"]
+TINY = [
+    "--size",
+    "64",
+    "--batch-size",
+    "4",
+    "--decoder-channels",
+    "32,32",
+    "--encoder-weights",
+    "none",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--epochs",
+    "8",
+]
 KILLS = 10
 
 # Loaded by the child through PYTHONPATH: SIGKILLs it just before it renames its finished temporary file
@@ -46,7 +61,10 @@ def child_environment(tmp_path: Path, kill_before: str | None) -> dict[str, str]
     hooks = tmp_path / "hooks"
     hooks.mkdir(exist_ok=True)
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+    }
     environment.pop("EDGESEG_TEST_KILL_BEFORE", None)
     if kill_before:
         environment["EDGESEG_TEST_KILL_BEFORE"] = kill_before
@@ -64,8 +82,9 @@ def train_or_resume(data: Path, out: Path) -> list[str]:
     return edgeseg("train", "--data", str(data), "--out", str(out), *TINY)
 
 
-def run_killed_at(command: list[str], seconds: float | None, environment: dict[str, str],
-                  gate_may_fail: bool = False) -> bool:
+def run_killed_at(
+    command: list[str], seconds: float | None, environment: dict[str, str], gate_may_fail: bool = False
+) -> bool:
     """Run ``command``, SIGKILLed after ``seconds`` (None: by the hook); True if it was killed.
 
     Not killed, it must succeed; with ``gate_may_fail`` an export that finished and failed its parity gate
@@ -89,8 +108,12 @@ def run_killed_at(command: list[str], seconds: float | None, environment: dict[s
 def test_ten_sigkills_then_resume_give_the_uninterrupted_weights(synthetic_dir, tmp_path):
     reference = tmp_path / "reference"
     started = time.monotonic()
-    subprocess.run(edgeseg("train", "--data", str(synthetic_dir), "--out", str(reference), *TINY), check=True,
-                   capture_output=True, timeout=900)
+    subprocess.run(
+        edgeseg("train", "--data", str(synthetic_dir), "--out", str(reference), *TINY),
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     duration = time.monotonic() - started
 
     out, rng, kills = tmp_path / "killed", random.Random(0), 0
@@ -110,15 +133,21 @@ def test_ten_sigkills_then_resume_give_the_uninterrupted_weights(synthetic_dir, 
         assert torch.equal(tensor, resumed["model"][name]), name
     best_a, best_b = load_file(str(reference / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[name], best_b[name]) for name in best_a)
-    assert (out / "card.json").read_text() != "" and not list(out.glob(".*.tmp*")), "a killed write's temporary was left"
+    assert (out / "card.json").read_text() != "" and not list(out.glob(".*.tmp*")), (
+        "a killed write's temporary was left"
+    )
 
 
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(synthetic_dir, tmp_path):
     two_epochs = [*TINY, "--epochs", "2"]  # the last --epochs given wins
     reference, out = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(edgeseg("train", "--data", str(synthetic_dir), "--out", str(reference), *two_epochs), check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        edgeseg("train", "--data", str(synthetic_dir), "--out", str(reference), *two_epochs),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
     first = edgeseg("train", "--data", str(synthetic_dir), "--out", str(out), *two_epochs)
     assert run_killed_at(first, None, child_environment(tmp_path, CHECKPOINT_FILENAME))  # as it wrote the first
@@ -139,9 +168,25 @@ def test_a_killed_export_leaves_only_complete_models(trained_run_dir, synthetic_
     from edgeseg.core.synthetic import make_sample
 
     out, rng = tmp_path / "export", random.Random(1)
-    command = edgeseg("export", str(trained_run_dir), "--out", str(out), "--fp16", "--int8", "--calib", str(synthetic_dir),
-                      "--calib-n", "8", "--parity-data", str(synthetic_dir), "--parity-n", "4", "--latency-runs", "2",
-                      "--overwrite")  # a kill may come after the report: the next run replaces that export
+    command = edgeseg(
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(out),
+        "--fp16",
+        "--int8",
+        "--calib",
+        str(synthetic_dir),
+        "--calib-n",
+        "8",
+        "--parity-data",
+        str(synthetic_dir),
+        "--parity-n",
+        "4",
+        "--latency-runs",
+        "2",
+        "--overwrite",
+    )  # a kill may come after the report: the next run replaces that export
     environment = child_environment(tmp_path, None)
     frame, _ = make_sample(0, 0, 96)
     for target in ("model.onnx", "model.int8.onnx"):  # killed inside those writes, then at random moments

@@ -24,9 +24,17 @@ README = REPO_ROOT / "README.md"
 MARKER = "<!-- run by tests/core/test_readme.py -->"
 PIP_TIMEOUT_S = 900
 # pip's words when it cannot reach an index (as in tests/test_gpu_extra_install.py).
-CANNOT_FETCH = ("NewConnectionError", "Temporary failure in name resolution", "Failed to establish a new connection",
-                "Network is unreachable", "ConnectTimeoutError", "ReadTimeoutError", "Max retries exceeded",
-                "ProxyError", "(from versions: none)")
+CANNOT_FETCH = (
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Failed to establish a new connection",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "Max retries exceeded",
+    "ProxyError",
+    "(from versions: none)",
+)
 PHOTOS = ("ISIC_0000001", "lesion", "sub/ISIC_0000002")
 
 pytestmark = pytest.mark.slow
@@ -49,7 +57,7 @@ def folder_command() -> str:
 
 def python_example() -> str:
     text = README.read_text(encoding="utf-8")
-    return re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S).group(1)
 
 
 def git(*arguments: str, cwd: Path) -> str:
@@ -65,8 +73,19 @@ def snapshot_repository(destination: Path) -> Path:
             shutil.copy2(REPO_ROOT / name, destination / name)
     git("init", "-q", cwd=destination)
     git("add", "-A", cwd=destination)
-    git("-c", "user.name=edgeseg tests", "-c", "user.email=tests@edgeseg.invalid", "-c", "commit.gpgsign=false",
-        "commit", "-q", "-m", "snapshot of the working tree", cwd=destination)
+    git(
+        "-c",
+        "user.name=edgeseg tests",
+        "-c",
+        "user.email=tests@edgeseg.invalid",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "-m",
+        "snapshot of the working tree",
+        cwd=destination,
+    )
     return destination
 
 
@@ -128,8 +147,14 @@ def check_folder_run(clone: Path, env: dict[str, str]) -> None:
 def test_a_newcomer_installs_from_a_clone_and_segments_a_folder_of_photos(tmp_path: Path, fresh_venv) -> None:
     clone, env = install_as_the_readme_says(tmp_path, fresh_venv[1])
     python = Path(env["VIRTUAL_ENV"]) / "bin" / "python"
-    location = subprocess.run([str(python), "-c", "import edgeseg; print(edgeseg.__file__)"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+    location = subprocess.run(
+        [str(python), "-c", "import edgeseg; print(edgeseg.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert location.returncode == 0 and Path(location.stdout.strip()).is_relative_to(clone), location
     torch = subprocess.run([str(python), "-c", "import torch"], env=env, capture_output=True, timeout=120)
     assert torch.returncode != 0, "the CPU install brought PyTorch"
@@ -139,8 +164,9 @@ def test_a_newcomer_installs_from_a_clone_and_segments_a_folder_of_photos(tmp_pa
     example = clone / "example"
     for photo in re.findall(r"segment\(\"([^\"]+)\"\)", python_example()):
         write_photos(example / Path(photo).parent)
-    done = subprocess.run([str(python), "-c", python_example()], cwd=example, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [str(python), "-c", python_example()], cwd=example, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     for written in ("lesion_overlay.jpg", "lesion_segmentation.png"):
         assert (example / "out" / written).is_file(), f"the README's example wrote no out/{written}"

@@ -33,15 +33,35 @@ CHECKPOINT_FILENAME = "checkpoint-last.pt"
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "scaler", "state", "card", "config", "rng"})
 CONFIG_FILENAME = "config.json"
 ITERATION_FIELDS = ("epoch", "step", "loss", "iou", "lr", "seconds")
-EPOCH_FIELDS = ("epoch", "step", "train_loss", "train_iou", "val_dice", "val_jaccard", "val_threshold_jaccard",
-                "val_accuracy", "val_sensitivity", "val_specificity", "lr", "seconds")
+EPOCH_FIELDS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "train_iou",
+    "val_dice",
+    "val_jaccard",
+    "val_threshold_jaccard",
+    "val_accuracy",
+    "val_sensitivity",
+    "val_specificity",
+    "lr",
+    "seconds",
+)
 
 
 # --- checkpoint ------------------------------------------------------------------------------------
 
-def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, state: TrainState, card: ModelCard, config: TrainConfig,
-                    rng: list[dict[str, Any]]) -> None:
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    state: TrainState,
+    card: ModelCard,
+    config: TrainConfig,
+    rng: list[dict[str, Any]],
+) -> None:
     """Everything a resume needs after this epoch, then the logs rewritten to match it.
 
     ``rng`` is every rank's RNG state, in rank order.
@@ -99,6 +119,7 @@ def _as_tuple(value: Any) -> Any:
 
 # --- logs ------------------------------------------------------------------------------------------
 
+
 def csv_text(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -139,27 +160,38 @@ def open_iteration_log(run_dir: Path, state: TrainState) -> IterationLog:
 
 # --- the card's provenance -------------------------------------------------------------------------
 
-def card_with_provenance(card: ModelCard, config: TrainConfig, train_samples: list[Sample],
-                         val_samples: list[Sample], state: TrainState, notes: str = "") -> ModelCard:
-    return card.replace(provenance=Provenance(
-        data=data_name(Path(config.data).resolve()),
-        data_files_hash=data_files_hash(Path(config.data), [*train_samples, *val_samples]),
-        split_hash=split_hash(train_samples, val_samples),
-        train_images=len(train_samples),
-        val_images=len(val_samples),
-        epochs=state.epoch,
-        best_epoch=state.best_epoch,
-        val_metrics={name: round(value, 6) for name, value in state.best_metrics.items()},
-        versions=versions(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        notes=notes or training_notes(config, card.output.threshold),
-    ))
+
+def card_with_provenance(
+    card: ModelCard,
+    config: TrainConfig,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    state: TrainState,
+    notes: str = "",
+) -> ModelCard:
+    return card.replace(
+        provenance=Provenance(
+            data=data_name(Path(config.data).resolve()),
+            data_files_hash=data_files_hash(Path(config.data), [*train_samples, *val_samples]),
+            split_hash=split_hash(train_samples, val_samples),
+            train_images=len(train_samples),
+            val_images=len(val_samples),
+            epochs=state.epoch,
+            best_epoch=state.best_epoch,
+            val_metrics={name: round(value, 6) for name, value in state.best_metrics.items()},
+            versions=versions(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            notes=notes or training_notes(config, card.output.threshold),
+        )
+    )
 
 
 def training_notes(config: TrainConfig, threshold: float) -> str:
-    return (f"val_metrics: val split, each image at its own resolution, mean over images, threshold {threshold:g}. "
-            f"Trained with {config.loss} loss, {config.optimizer} lr {config.lr:g} {config.schedule} schedule, "
-            f"batch {config.batch_size}, {start_weights(config)}, seed {config.seed}.")
+    return (
+        f"val_metrics: val split, each image at its own resolution, mean over images, threshold {threshold:g}. "
+        f"Trained with {config.loss} loss, {config.optimizer} lr {config.lr:g} {config.schedule} schedule, "
+        f"batch {config.batch_size}, {start_weights(config)}, seed {config.seed}."
+    )
 
 
 def start_weights(config: TrainConfig) -> str:
@@ -187,6 +219,13 @@ def versions() -> dict[str, str]:
 
     from edgeseg.core.version import __version__
 
-    return {"edgeseg": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
-            "timm": timm.__version__, "numpy": np.__version__, "opencv": cv2.__version__}
+    return {
+        "edgeseg": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "segmentation_models_pytorch": segmentation_models_pytorch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }

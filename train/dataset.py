@@ -82,8 +82,9 @@ def normalize_batch(images: torch.Tensor, card: ModelCard) -> torch.Tensor:
     return images.float() * gain - offset
 
 
-def build_augmentation(square: bool, strength: float = 1.0, camera_framing: float = 0.0,
-                       interpolation: str = Preprocessing().interpolation) -> torch.nn.Module:
+def build_augmentation(
+    square: bool, strength: float = 1.0, camera_framing: float = 0.0, interpolation: str = Preprocessing().interpolation
+) -> torch.nn.Module:
     """Augmentation that suits dermoscopy: any orientation, some zoom and shift, colour and lighting changes.
 
     ``camera_framing`` is the share of samples placed inside a full camera frame first (CameraFraming):
@@ -101,12 +102,18 @@ def build_augmentation(square: bool, strength: float = 1.0, camera_framing: floa
         [
             *geometric,
             v2.RandomApply(
-                [v2.RandomAffine(degrees=20 * strength, translate=(0.08 * strength,) * 2,
-                                 scale=(1 - 0.2 * strength, 1 + 0.2 * strength))],
+                [
+                    v2.RandomAffine(
+                        degrees=20 * strength,
+                        translate=(0.08 * strength,) * 2,
+                        scale=(1 - 0.2 * strength, 1 + 0.2 * strength),
+                    )
+                ],
                 p=0.7,
             ),
-            v2.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength,
-                           saturation=0.2 * strength, hue=0.04 * strength),
+            v2.ColorJitter(
+                brightness=0.2 * strength, contrast=0.2 * strength, saturation=0.2 * strength, hue=0.04 * strength
+            ),
             *([v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.15)] if framing else []),
         ]
     )
@@ -131,17 +138,22 @@ class CameraFraming(torch.nn.Module):
         draws = torch.rand(6).tolist()  # always six, so the random stream does not depend on the image
         if draws[5] >= self.p or touches_border(mask[0].numpy()):
             return image, mask
-        framing = Framing(zoom=1.0 + (self.max_zoom - 1.0) * draws[0],
-                          aspect=CAMERA_ASPECTS[int(draws[1] * len(CAMERA_ASPECTS)) % len(CAMERA_ASPECTS)],
-                          x=draws[2], y=draws[3])
+        framing = Framing(
+            zoom=1.0 + (self.max_zoom - 1.0) * draws[0],
+            aspect=CAMERA_ASPECTS[int(draws[1] * len(CAMERA_ASPECTS)) % len(CAMERA_ASPECTS)],
+            x=draws[2],
+            y=draws[3],
+        )
         height, width = image.shape[-2:]
         pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
         framed_image, framed_mask = place_in_frame(pixels, mask[0].numpy(), framing)
         framed_image, framed_mask = resize_pair(framed_image, framed_mask, height, width, self.interpolation)
         if draws[4] < 1 / 3:
             framed_image = vignette(framed_image, strength=0.5 + draws[4] * 1.5)
-        return (tv_tensors.wrap(torch.from_numpy(np.ascontiguousarray(framed_image.transpose(2, 0, 1))), like=image),
-                tv_tensors.wrap(torch.from_numpy(framed_mask[None].astype(np.uint8)), like=mask))
+        return (
+            tv_tensors.wrap(torch.from_numpy(np.ascontiguousarray(framed_image.transpose(2, 0, 1))), like=image),
+            tv_tensors.wrap(torch.from_numpy(framed_mask[None].astype(np.uint8)), like=mask),
+        )
 
 
 class RightAngleRotation(torch.nn.Module):
@@ -163,11 +175,21 @@ class RightAngleRotation(torch.nn.Module):
 class AugmentedImages(Dataset):
     """Yields (uint8 image (3, H, W), float mask (1, H, W), index); normalisation happens per batch."""
 
-    def __init__(self, data: TrainImages, augment: bool = True, strength: float = 1.0, camera_framing: float = 0.0) -> None:
+    def __init__(
+        self, data: TrainImages, augment: bool = True, strength: float = 1.0, camera_framing: float = 0.0
+    ) -> None:
         height, width = data.images.shape[-2:]
         self.data = data
-        self.transform = build_augmentation(square=height == width, strength=strength, camera_framing=camera_framing,
-                                            interpolation=data.interpolation) if augment else None
+        self.transform = (
+            build_augmentation(
+                square=height == width,
+                strength=strength,
+                camera_framing=camera_framing,
+                interpolation=data.interpolation,
+            )
+            if augment
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.data.ids)

@@ -39,8 +39,12 @@ def setup_distributed(device: str) -> Distributed:
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Distributed(rank=dist.get_rank(), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                       local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))))
+    return Distributed(
+        rank=dist.get_rank(),
+        world_size=world_size,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+    )
 
 
 def teardown_distributed(ddp: Distributed) -> None:
@@ -58,8 +62,11 @@ def broadcast_flag(flag: bool, ddp: Distributed) -> bool:
 def broadcast_int(value: int, ddp: Distributed) -> int:
     if not ddp.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64,
-                          device=f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu")
+    tensor = torch.tensor(
+        [value],
+        dtype=torch.int64,
+        device=f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu",
+    )
     dist.broadcast(tensor, src=0)
     return int(tensor.item())
 

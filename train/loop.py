@@ -82,9 +82,29 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # uint8 images, float m
 # would let it read or write where it liked, and a test hook would change what the run does.
 # - Describes the training: from the run (its checkpoint, else its config.json). Device, threads and
 #   workers are among them because a CPU run repeats exactly only with the same threads.
-RUN_FIELDS = ("epochs", "batch_size", "size", "lr", "min_lr_factor", "warmup_epochs", "weight_decay", "optimizer",
-              "schedule", "step_epoch", "step_factor", "loss", "encoder", "decoder_channels", "augment",
-              "camera_framing", "seed", "device", "time_budget_minutes", "threads", "workers")
+RUN_FIELDS = (
+    "epochs",
+    "batch_size",
+    "size",
+    "lr",
+    "min_lr_factor",
+    "warmup_epochs",
+    "weight_decay",
+    "optimizer",
+    "schedule",
+    "step_epoch",
+    "step_factor",
+    "loss",
+    "encoder",
+    "decoder_channels",
+    "augment",
+    "camera_framing",
+    "seed",
+    "device",
+    "time_budget_minutes",
+    "threads",
+    "workers",
+)
 # - Where to read or write: from the command line. The output is the run folder itself.
 LOCATION_FIELDS = ("data", "split_dir", "out")
 # - Files only a run's start reads (a file of encoder weights, the run a fine-tune starts from): a
@@ -128,14 +148,21 @@ def train(config: TrainConfig) -> TrainResult:
     """Train from scratch into ``config.out`` (created; must not hold a run already)."""
     run_dir = Path(config.out)
     if (run_dir / CHECKPOINT_FILENAME).exists():
-        raise TrainingError(f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
-                            f"--data {config.data}, or choose another --out")
+        raise TrainingError(
+            f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
+            f"--data {config.data}, or choose another --out"
+        )
     return _run(config, checkpoint=None)
 
 
-def resume(run_dir: str | Path, data: str | Path, split_dir: str | Path | None = None,
-           start_files: dict[str, str] | None = None, progress: bool = True,
-           test_hooks: dict[str, Any] | None = None) -> TrainResult:
+def resume(
+    run_dir: str | Path,
+    data: str | Path,
+    split_dir: str | Path | None = None,
+    start_files: dict[str, str] | None = None,
+    progress: bool = True,
+    test_hooks: dict[str, Any] | None = None,
+) -> TrainResult:
     """Continue the run in ``run_dir`` exactly where its last checkpoint left it (model, optimiser, schedule,
     epoch, RNG), or from the start when it stopped before its first checkpoint.
 
@@ -147,13 +174,19 @@ def resume(run_dir: str | Path, data: str | Path, split_dir: str | Path | None =
     stored = checkpoint["config"] if checkpoint is not None else stored_config(run_dir)
     values = {name: stored[name] for name in RUN_FIELDS if name in stored}
     values |= start_file_values(run_dir, stored, start_files or {}, from_checkpoint=checkpoint is not None)
-    values |= {"data": str(data), "split_dir": str(split_dir) if split_dir else None, "out": str(run_dir),
-               "progress": progress, **(test_hooks or {})}
+    values |= {
+        "data": str(data),
+        "split_dir": str(split_dir) if split_dir else None,
+        "out": str(run_dir),
+        "progress": progress,
+        **(test_hooks or {}),
+    }
     try:
         config = TrainConfig.from_dict(values)
     except (TypeError, ValueError) as error:
-        raise TrainingError(f"{run_dir}: its stored training configuration is not one edgeseg wrote "
-                            f"({error})") from None
+        raise TrainingError(
+            f"{run_dir}: its stored training configuration is not one edgeseg wrote ({error})"
+        ) from None
     return _run(config, checkpoint=checkpoint)
 
 
@@ -165,12 +198,15 @@ def read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     try:
         checkpoint = load_checkpoint(path)  # weights_only=True: a pickle that would run code is refused
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise TrainingError(f"{path}: not a checkpoint edgeseg wrote, or a damaged one ({type(error).__name__}); "
-                            "it is loaded as tensors and plain values only") from None
+        raise TrainingError(
+            f"{path}: not a checkpoint edgeseg wrote, or a damaged one ({type(error).__name__}); "
+            "it is loaded as tensors and plain values only"
+        ) from None
     well_formed = isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()
     if not (well_formed and isinstance(checkpoint["config"], dict)):
-        raise TrainingError(f"{path}: not a checkpoint edgeseg wrote (it should hold "
-                            f"{', '.join(sorted(CHECKPOINT_KEYS))})")
+        raise TrainingError(
+            f"{path}: not a checkpoint edgeseg wrote (it should hold {', '.join(sorted(CHECKPOINT_KEYS))})"
+        )
     return checkpoint
 
 
@@ -179,31 +215,39 @@ def stored_config(run_dir: Path) -> dict[str, Any]:
     try:
         stored = read_config(run_dir)
     except ValueError as error:  # not JSON, not UTF-8, or not an object
-        raise TrainingError(f"{run_dir / CONFIG_FILENAME}: not a training configuration edgeseg wrote "
-                            f"({error})") from None
+        raise TrainingError(
+            f"{run_dir / CONFIG_FILENAME}: not a training configuration edgeseg wrote ({error})"
+        ) from None
     if stored is None:
-        raise TrainingError(f"{run_dir}: no {CHECKPOINT_FILENAME} or {CONFIG_FILENAME} to resume from; --resume takes "
-                            "a run directory made by `edgeseg train`")
+        raise TrainingError(
+            f"{run_dir}: no {CHECKPOINT_FILENAME} or {CONFIG_FILENAME} to resume from; --resume takes "
+            "a run directory made by `edgeseg train`"
+        )
     return stored
 
 
-def start_file_values(run_dir: Path, stored: dict[str, Any], given: dict[str, str],
-                      from_checkpoint: bool) -> dict[str, Any]:
+def start_file_values(
+    run_dir: Path, stored: dict[str, Any], given: dict[str, str], from_checkpoint: bool
+) -> dict[str, Any]:
     """encoder_weights and init_weights of a resumed run (START_FILE_FIELDS says why)."""
     if from_checkpoint:
         if given:
-            raise TrainingError(f"{run_dir} continues from the weights of its checkpoint; "
-                                f"{', '.join(option_name(name) for name in given)} is only for a run stopped before "
-                                "its first checkpoint")
+            raise TrainingError(
+                f"{run_dir} continues from the weights of its checkpoint; "
+                f"{', '.join(option_name(name) for name in given)} is only for a run stopped before "
+                "its first checkpoint"
+            )
         return {name: stored[name] for name in START_FILE_FIELDS if name in stored}
     values = {}
     for name in START_FILE_FIELDS:
         if name in given:
             values[name] = given[name]
         elif names_a_file(name, stored.get(name)):
-            raise TrainingError(f"{run_dir} stopped before its first checkpoint and was started with "
-                                f"{option_name(name)} FILE, which is never taken from a run folder: resume it with "
-                                f"{option_name(name)} FILE given again")
+            raise TrainingError(
+                f"{run_dir} stopped before its first checkpoint and was started with "
+                f"{option_name(name)} FILE, which is never taken from a run folder: resume it with "
+                f"{option_name(name)} FILE given again"
+            )
         elif name in stored:
             values[name] = stored[name]
     return values
@@ -250,6 +294,7 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
 
 
 # --- build ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -300,8 +345,10 @@ def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | No
     train_data = decode_train(train_samples, card, progress=show)
     val_data = decode_val(val_samples, card, progress=show) if ddp.is_main else None
     if len(train_samples) // ddp.world_size < config.batch_size:
-        raise TrainingError(f"{len(train_samples)} training images are too few for --batch-size {config.batch_size} "
-                            f"on {ddp.world_size} process(es); lower --batch-size")
+        raise TrainingError(
+            f"{len(train_samples)} training images are too few for --batch-size {config.batch_size} "
+            f"on {ddp.world_size} process(es); lower --batch-size"
+        )
 
     model = build_model(card)
     if fresh and config.init_weights:
@@ -314,11 +361,27 @@ def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | No
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     loss_function = build_loss(config.loss)
     sampler, loader = build_loader(config, train_data, ddp)
-    return Run(config, ddp, device, card, train_samples, val_samples, train_data, val_data, model, network,
-               optimizer, scaler, loss_function, sampler, loader)
+    return Run(
+        config,
+        ddp,
+        device,
+        card,
+        train_samples,
+        val_samples,
+        train_data,
+        val_data,
+        model,
+        network,
+        optimizer,
+        scaler,
+        loss_function,
+        sampler,
+        loader,
+    )
 
 
 # --- start or restore -----------------------------------------------------------------------------
+
 
 def start_fresh(run: Run) -> TrainState:
     """A new run: each rank's own augmentation stream, and the run directory with its config."""
@@ -341,6 +404,7 @@ def restore(run: Run, checkpoint: dict[str, Any]) -> TrainState:
 
 
 # --- train one epoch ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Clock:
@@ -376,8 +440,9 @@ class EpochTraining:
     out_of_time: bool = False  # the time budget ran out during the epoch
 
 
-def train_epoch(run: Run, state: TrainState, clock: Clock, iteration_log: IterationLog | None,
-                sample_log: SampleLog) -> EpochTraining:
+def train_epoch(
+    run: Run, state: TrainState, clock: Clock, iteration_log: IterationLog | None, sample_log: SampleLog
+) -> EpochTraining:
     """One pass over this rank's share of the training set, cut short when the time budget is spent."""
     epoch = state.epoch + 1
     run.network.train()
@@ -391,19 +456,30 @@ def train_epoch(run: Run, state: TrainState, clock: Clock, iteration_log: Iterat
         trained.losses.append(loss)
         trained.ious.append(iou)
         if iteration_log is not None:
-            row = {"epoch": epoch, "step": state.step, "loss": loss, "iou": iou, "lr": trained.lr,
-                   "seconds": round(clock.elapsed(), 3)}
+            row = {
+                "epoch": epoch,
+                "step": state.step,
+                "loss": loss,
+                "iou": iou,
+                "lr": trained.lr,
+                "seconds": round(clock.elapsed(), 3),
+            }
             state.iterations.append(row)
             iteration_log.writerow(row)
-        bar.set_postfix(loss=f"{np.mean(trained.losses[-50:]):.4f}", iou=f"{np.mean(trained.ious[-50:]):.3f}",
-                        lr=f"{trained.lr:.2e}")
+        bar.set_postfix(
+            loss=f"{np.mean(trained.losses[-50:]):.4f}",
+            iou=f"{np.mean(trained.ious[-50:]):.3f}",
+            lr=f"{trained.lr:.2e}",
+        )
         trained.out_of_time = clock.spent(run.ddp)
         if trained.out_of_time:
             break
     bar.close()
     if trained.out_of_time and run.show:
-        note(f"time budget of {run.config.time_budget_minutes} min spent during epoch {epoch}: "
-             f"validating what it trained, then stopping")
+        note(
+            f"time budget of {run.config.time_budget_minutes} min spent during epoch {epoch}: "
+            f"validating what it trained, then stopping"
+        )
     return trained
 
 
@@ -412,7 +488,8 @@ def train_step(run: Run, images: torch.Tensor, masks: torch.Tensor, lr: float) -
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     inputs = normalize_batch(images.to(run.device, non_blocking=True), run.card).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     masks = masks.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
         logits = run.network(inputs)
@@ -426,22 +503,35 @@ def train_step(run: Run, images: torch.Tensor, masks: torch.Tensor, lr: float) -
 
 # --- validate ---------------------------------------------------------------------------------------
 
+
 def validate(run: Run, state: TrainState, trained: EpochTraining, clock: Clock, epoch_start: float) -> None:
     """Rank 0: score the epoch on the val split, log it, and keep its weights and card if it is the best."""
     val = run.val_data
-    metrics = scores_at(predict_probabilities(run.model, val, run.card, run.device, run.config.batch_size),
-                        val.truths, run.card, run.card.output.threshold)
-    state.epochs.append({
-        "epoch": state.epoch, "step": state.step, "train_loss": float(np.mean(trained.losses)),
-        "train_iou": float(np.mean(trained.ious)), **{f"val_{name}": value for name, value in metrics.items()},
-        "lr": trained.lr, "seconds": round(clock.elapsed(), 3),
-    })
+    metrics = scores_at(
+        predict_probabilities(run.model, val, run.card, run.device, run.config.batch_size),
+        val.truths,
+        run.card,
+        run.card.output.threshold,
+    )
+    state.epochs.append(
+        {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": float(np.mean(trained.losses)),
+            "train_iou": float(np.mean(trained.ious)),
+            **{f"val_{name}": value for name, value in metrics.items()},
+            "lr": trained.lr,
+            "seconds": round(clock.elapsed(), 3),
+        }
+    )
     if metrics["jaccard"] > state.best_jaccard:
         keep_best(run, state, metrics)
     if run.show:
-        note(f"epoch {state.epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
-             f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
-             f"{(time.monotonic() - epoch_start) / 60:.1f} min)")
+        note(
+            f"epoch {state.epoch}: val dice {metrics['dice']:.4f} jaccard {metrics['jaccard']:.4f} "
+            f"thresholded jaccard {metrics['threshold_jaccard']:.4f} (best epoch {state.best_epoch}, "
+            f"{(time.monotonic() - epoch_start) / 60:.1f} min)"
+        )
 
 
 def keep_best(run: Run, state: TrainState, metrics: dict[str, float]) -> None:
@@ -453,6 +543,7 @@ def keep_best(run: Run, state: TrainState, metrics: dict[str, float]) -> None:
 
 
 # --- end the epoch ------------------------------------------------------------------------------------
+
 
 def end_epoch(run: Run, state: TrainState, clock: Clock, epoch_start: float) -> None:
     """On every rank: re-plan the epochs to the time budget, then checkpoint (rank 0 writes)."""
@@ -468,6 +559,7 @@ def end_epoch(run: Run, state: TrainState, clock: Clock, epoch_start: float) -> 
 
 # --- finish -------------------------------------------------------------------------------------------
 
+
 def finish(run: Run, state: TrainState, finished: bool) -> TrainResult:
     """Rank 0 analyses the threshold of a finished run; every rank then leaves the process group."""
     sweep = None
@@ -477,8 +569,9 @@ def finish(run: Run, state: TrainState, finished: bool) -> TrainResult:
     return TrainResult(run.run_dir, run.card, state, sweep)
 
 
-def finish_run(run_dir: Path, card: ModelCard, config: TrainConfig, state: TrainState, val: ValImages,
-               device: torch.device) -> tuple[ModelCard, ThresholdSweep | None]:
+def finish_run(
+    run_dir: Path, card: ModelCard, config: TrainConfig, state: TrainState, val: ValImages, device: torch.device
+) -> tuple[ModelCard, ThresholdSweep | None]:
     """Threshold analysis on the best weights, the chosen threshold into the card, and the plots."""
     from safetensors.torch import load_file
 
@@ -495,12 +588,15 @@ def finish_run(run_dir: Path, card: ModelCard, config: TrainConfig, state: Train
     sweep = sweep_thresholds(probabilities, val.truths, card)
     chosen = scores_at(probabilities, val.truths, card, sweep.chosen)
     at_half = state.best_metrics
-    metrics = {**{name: round(value, 6) for name, value in chosen.items()},
-               **{f"{name}_at_0.5": round(value, 6) for name, value in at_half.items()}}
+    metrics = {
+        **{name: round(value, 6) for name, value in chosen.items()},
+        **{f"{name}_at_0.5": round(value, 6) for name, value in at_half.items()},
+    }
     card = card.replace(
         output=dataclasses.replace(card.output, threshold=sweep.chosen),
-        provenance=dataclasses.replace(card.provenance, epochs=state.epoch, val_metrics=metrics,
-                                       notes=training_notes(config, sweep.chosen)),
+        provenance=dataclasses.replace(
+            card.provenance, epochs=state.epoch, val_metrics=metrics, notes=training_notes(config, sweep.chosen)
+        ),
     )
     save_card(card, run_dir)
     write_threshold_log(run_dir, sweep)
@@ -509,6 +605,7 @@ def finish_run(run_dir: Path, card: ModelCard, config: TrainConfig, state: Train
 
 
 # --- test hooks -----------------------------------------------------------------------------------
+
 
 class SampleLog:
     """--sample-log (tests): appends "rank id" for every training sample a step trains on."""
@@ -536,6 +633,7 @@ def stop_after_this_epoch(config: TrainConfig, state: TrainState) -> bool:
 
 
 # --- set-up helpers ---------------------------------------------------------------------------------
+
 
 def shows_progress(config: TrainConfig, ddp: Distributed) -> bool:
     """Progress bars and epoch lines come from rank 0 alone."""
@@ -605,18 +703,22 @@ def require_no_locked_ids(config: TrainConfig, train_samples: list[Sample], val_
         raise TrainingError(
             f"{config.data}: {len(leaked)} id(s) of the locked {LOCKED_SPLIT} split are in the train or val split (e.g. "
             f"{', '.join(leaked[:3])}); a model must never train or be chosen on it. Remove them from train.txt and "
-            f"val.txt (edgeseg data check lists every id in two splits).")
+            f"val.txt (edgeseg data check lists every id in two splits)."
+        )
 
 
-def require_the_split_it_trained_on(card: ModelCard, config: TrainConfig, train_samples: list[Sample],
-                                    val_samples: list[Sample]) -> None:
+def require_the_split_it_trained_on(
+    card: ModelCard, config: TrainConfig, train_samples: list[Sample], val_samples: list[Sample]
+) -> None:
     """A resume continues exactly only on the split its checkpoint trained on (the data is given again)."""
     trained_on = card.provenance.split_hash
     if trained_on and trained_on != split_hash(train_samples, val_samples):
         split = config.split_dir or str(Path(config.data) / "splits")
-        raise TrainingError(f"{split}: this train/val split is not the one {config.out} trained on; resume with that "
-                            "run's data (and its --split-dir, if it had one), or start a new run from its weights with "
-                            f"--init-weights {config.out}")
+        raise TrainingError(
+            f"{split}: this train/val split is not the one {config.out} trained on; resume with that "
+            "run's data (and its --split-dir, if it had one), or start a new run from its weights with "
+            f"--init-weights {config.out}"
+        )
 
 
 def wrap_for_ddp(model: torch.nn.Module, device: torch.device, ddp: Distributed) -> torch.nn.Module:
@@ -635,17 +737,25 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     raise TrainingError(f"unknown optimizer {config.optimizer!r}; choose adamw or adam")
 
 
-def build_loader(config: TrainConfig, train_data: TrainImages,
-                 ddp: Distributed) -> tuple[DistributedSampler, DataLoader]:
+def build_loader(
+    config: TrainConfig, train_data: TrainImages, ddp: Distributed
+) -> tuple[DistributedSampler, DataLoader]:
     """Augmented batches of this rank's share of the training set, reshuffled every epoch."""
     dataset = AugmentedImages(train_data, augment=config.augment, camera_framing=config.camera_framing)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=config.workers, persistent_workers=config.workers > 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+    )
     return sampler, loader
 
 
 # --- schedule -------------------------------------------------------------------------------------
+
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, planned_epochs: int) -> float:
     """The learning rate of optimiser step ``step`` (0-based)."""
@@ -674,6 +784,7 @@ def plan_epochs(config: TrainConfig, budget_seconds: float, elapsed_seconds: flo
 
 # --- one step's numbers and validation -------------------------------------------------------------
 
+
 def batch_iou(logits: torch.Tensor, masks: torch.Tensor) -> float:
     """IoU of the whole batch at probability 0.5 (logit 0), at network resolution: for the curves only."""
     predicted = logits > 0
@@ -682,14 +793,15 @@ def batch_iou(logits: torch.Tensor, masks: torch.Tensor) -> float:
     return 1.0 if int(union) == 0 else float((predicted & truth).sum() / union)
 
 
-def predict_probabilities(model: torch.nn.Module, val: ValImages, card: ModelCard, device: torch.device,
-                          batch_size: int) -> np.ndarray:
+def predict_probabilities(
+    model: torch.nn.Module, val: ValImages, card: ModelCard, device: torch.device, batch_size: int
+) -> np.ndarray:
     """Probabilities (N, H, W) at network resolution for the validation inputs."""
     model.eval()
     chunks = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         for start in range(0, len(val.ids), batch_size):
-            inputs = val.inputs[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            inputs = val.inputs[start : start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
             chunks.append(torch.sigmoid(model(inputs).float())[:, 0].cpu().numpy())
     model.train()
     return np.concatenate(chunks)

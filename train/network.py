@@ -66,6 +66,7 @@ def load_run_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
     """Every weight of a trained run into ``model`` (fine-tuning); initial_card has checked they fit."""
     weights_path = Path(run_dir) / WEIGHTS_FILENAME
     if not weights_path.is_file():
-        raise CardError(f"--init-weights {run_dir}: no {WEIGHTS_FILENAME} here; pass a run directory made by "
-                        "`edgeseg train`")
+        raise CardError(
+            f"--init-weights {run_dir}: no {WEIGHTS_FILENAME} here; pass a run directory made by `edgeseg train`"
+        )
     model.load_state_dict(load_file(str(weights_path)))

@@ -25,8 +25,9 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def plot_curve(iterations: list[dict], epochs: list[dict], train_key: str, val_key: str | None, label: str,
-               path: Path) -> Path:
+def plot_curve(
+    iterations: list[dict], epochs: list[dict], train_key: str, val_key: str | None, label: str, path: Path
+) -> Path:
     """One training curve per iteration (and its running mean), with validation points per epoch."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -35,12 +36,19 @@ def plot_curve(iterations: list[dict], epochs: list[dict], train_key: str, val_k
     axes.plot(steps, values, lw=0.5, alpha=0.35, color="tab:blue", label=f"train {label} (per iteration)")
     window = max(1, len(values) // 50)
     if len(values) >= window:
-        smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-                  for i in range(len(values))]
+        smooth = [
+            sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))
+        ]
         axes.plot(steps, smooth, lw=1.5, color="tab:blue", label=f"train {label} (running mean of {window})")
     if val_key is not None and epochs:
-        axes.plot([row["step"] for row in epochs], [row[val_key] for row in epochs], "o-", color="tab:orange",
-                  label=f"val {label} (per epoch, original resolution)")
+        axes.plot(
+            [row["step"] for row in epochs],
+            [row[val_key] for row in epochs],
+            "o-",
+            color="tab:orange",
+            label=f"val {label} (per epoch, original resolution)",
+        )
     axes.set_xlabel("iteration")
     axes.set_ylabel(label)
     axes.grid(alpha=0.3)

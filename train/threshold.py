@@ -34,7 +34,9 @@ class ThresholdSweep:
         ]
 
 
-def scores_at(probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, threshold: float) -> dict[str, float]:
+def scores_at(
+    probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, threshold: float
+) -> dict[str, float]:
     """Mean ISIC metrics of (N, h, w) probability maps at network resolution against truths at their own."""
     per_image = [
         image_scores(truth, lesion_mask(probability_at(probability, *truth.shape, card), card, threshold)[0])
@@ -62,6 +64,10 @@ def choose_threshold(thresholds: tuple[float, ...], means: dict[str, list[float]
     then the one nearest 0.5, so a flat curve keeps the natural threshold."""
     best = max(
         range(len(thresholds)),
-        key=lambda i: (round(means["threshold_jaccard"][i], 6), round(means["jaccard"][i], 6), -abs(thresholds[i] - 0.5)),
+        key=lambda i: (
+            round(means["threshold_jaccard"][i], 6),
+            round(means["jaccard"][i], 6),
+            -abs(thresholds[i] - 0.5),
+        ),
     )
     return float(thresholds[best])

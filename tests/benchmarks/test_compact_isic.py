@@ -14,12 +14,18 @@ SCRIPT = REPO_ROOT / "benchmarks" / "compact_isic.py"
 
 
 def compact(source: Path, target: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), str(source), str(target), *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(source), str(target), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
 
 
-def test_train_decodes_to_the_same_masks_and_nearly_the_same_images_and_val_is_copied_unchanged(synthetic_dir: Path,
-                                                                                               tmp_path: Path):
+def test_train_decodes_to_the_same_masks_and_nearly_the_same_images_and_val_is_copied_unchanged(
+    synthetic_dir: Path, tmp_path: Path
+):
     pytest.importorskip("torch")
     from edgeseg.core.card import ModelCard
     from edgeseg.core.data import discover_samples

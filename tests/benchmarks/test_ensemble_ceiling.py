@@ -40,21 +40,40 @@ def test_averaging_means_the_probabilities_and_remembering_runs_each_input_once(
     assert script.combinations(["a", "b", "c"]) == [("a",), ("a", "b"), ("a", "c"), ("a", "b", "c")]
 
 
-def test_a_run_alone_without_tta_scores_as_edgeseg_eval(trained_run_dir: Path, tiny_run_dir: Path, synthetic_dir: Path,
-                                                       tmp_path: Path):
+def test_a_run_alone_without_tta_scores_as_edgeseg_eval(
+    trained_run_dir: Path, tiny_run_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
     pytest.importorskip("torch")
     from edgeseg.core.data import discover_samples
     from edgeseg.evaluate.accuracy import evaluate
     from edgeseg.loading.open import open_model
 
     out = tmp_path / "ceiling.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(trained_run_dir), str(tiny_run_dir), "--data",
-                           str(synthetic_dir), "--thresholds", "0.5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(trained_run_dir),
+            str(tiny_run_dir),
+            "--data",
+            str(synthetic_dir),
+            "--thresholds",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads(out.read_text())["rows"]
     assert [(len(row["runs"]), row["tta"], row["networks_per_frame"]) for row in rows] == [
-        (1, "none", 1), (1, "hvflip", 4), (2, "none", 2), (2, "hvflip", 8)]
+        (1, "none", 1),
+        (1, "hvflip", 4),
+        (2, "none", 2),
+        (2, "hvflip", 8),
+    ]
     assert out.with_suffix(".md").read_text().count("\n| ") == 2 + len(rows)  # header, rule, one line per row
 
     with open_model(trained_run_dir, "torch-cpu") as segmenter:

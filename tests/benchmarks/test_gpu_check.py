@@ -21,8 +21,9 @@ SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 
 
 def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT
+    )
 
 
 def without_a_gpu() -> dict[str, str]:
@@ -33,8 +34,9 @@ def without_a_gpu() -> dict[str, str]:
     return env
 
 
-def test_without_a_cuda_gpu_every_part_is_skipped_with_its_reason_and_the_record_says_so(tmp_path: Path,
-                                                                                        load_benchmark):
+def test_without_a_cuda_gpu_every_part_is_skipped_with_its_reason_and_the_record_says_so(
+    tmp_path: Path, load_benchmark
+):
     gpu_check = load_benchmark("gpu_check")
     if importlib.util.find_spec("torch") is not None:
         gpu, _, _ = gpu_check.cuda_gpu()
@@ -45,8 +47,10 @@ def test_without_a_cuda_gpu_every_part_is_skipped_with_its_reason_and_the_record
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("gpu_check: skipped: no CUDA GPU found"), done.stdout
     assert lines[1].startswith("gpu_check: wrote ")
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["gpu-check-no-cuda-gpu.json",
-                                                                "gpu-check-no-cuda-gpu.md"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "gpu-check-no-cuda-gpu.json",
+        "gpu-check-no-cuda-gpu.md",
+    ]
     report = json.loads((tmp_path / "gpu-check-no-cuda-gpu.json").read_text())
     assert report["gpu"]["name"] == "no CUDA GPU" and report["gpu"]["reason"].startswith("no CUDA GPU found")
     assert list(report["parts"]) == list(gpu_check.BUDGETS_S)
@@ -56,7 +60,8 @@ def test_without_a_cuda_gpu_every_part_is_skipped_with_its_reason_and_the_record
     providers = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in providers:  # onnxruntime's part names what it misses, not just the GPU
         assert report["parts"]["onnxruntime_cuda"]["reason"] == (
-            f"onnxruntime-gpu not installed: CUDAExecutionProvider missing (providers: {', '.join(providers)})")
+            f"onnxruntime-gpu not installed: CUDAExecutionProvider missing (providers: {', '.join(providers)})"
+        )
     text = (tmp_path / "gpu-check-no-cuda-gpu.md").read_text()
     assert text.startswith("# GPU check: no CUDA GPU\n")
     assert f"CPU: {report['host']['cpu']['model']}" in text and "every GPU part skipped" in text
@@ -83,11 +88,16 @@ def test_parts_2_to_6_run_as_written_on_the_cpu(tmp_path: Path):
     assert parts["buffers"]["status"] == "skipped"
     train = parts["train"]
     assert train["status"] == "passed" and train["killed"] and train["epochs_before_kill"] >= 1
-    assert train["epochs"] == list(range(1, len(train["epochs"]) + 1)) and len(train["epochs"]) > train["epochs_before_kill"]
+    assert (
+        train["epochs"] == list(range(1, len(train["epochs"]) + 1))
+        and len(train["epochs"]) > train["epochs_before_kill"]
+    )
     assert parts["eval"]["status"] == "passed" and parts["eval"]["abs_delta"]["dice"] == 0.0  # same backend twice
     assert parts["bench"]["status"] == "passed" and parts["bench"]["backends"]["torch-cpu"]["fps"] > 0
-    for name, measured in (("torch_forms", ["eager fp32", "eager fp16"]),
-                           ("onnxruntime_cuda", ["fp32 io binding", "fp16 io binding"])):
+    for name, measured in (
+        ("torch_forms", ["eager fp32", "eager fp16"]),
+        ("onnxruntime_cuda", ["fp32 io binding", "fp16 io binding"]),
+    ):
         forms = parts[name]["forms"]
         assert parts[name]["status"] == "passed" and parts[name]["device"] == "cpu", parts[name]
         assert [form for form, figures in forms.items() if figures["status"] == "measured"] == measured
@@ -125,7 +135,8 @@ def test_onnxruntime_part_runs_only_with_the_cuda_provider_and_says_which_provid
     assert gpu_check.ort_cuda_skip_reason(["TensorrtExecutionProvider", "CUDAExecutionProvider"]) is None
     assert gpu_check.ort_cuda_skip_reason(["AzureExecutionProvider", "CPUExecutionProvider"]) == (
         "onnxruntime-gpu not installed: CUDAExecutionProvider missing "
-        "(providers: AzureExecutionProvider, CPUExecutionProvider)")
+        "(providers: AzureExecutionProvider, CPUExecutionProvider)"
+    )
     assert gpu_check.ort_cuda_skip_reason([]).endswith("(providers: none)")
 
 
@@ -157,8 +168,9 @@ def test_agreement_counts_probability_mask_and_confident_flips(load_benchmark):
     assert not gpu_check.within_gate("fp16", sure_flip)
 
 
-def test_io_binding_on_the_cpu_gives_what_a_plain_run_gives_and_keeps_each_output(load_benchmark, tiny_onnx: Path,
-                                                                                   tiny_card):
+def test_io_binding_on_the_cpu_gives_what_a_plain_run_gives_and_keeps_each_output(
+    load_benchmark, tiny_onnx: Path, tiny_card
+):
     import onnxruntime
 
     gpu_check = load_benchmark("gpu_check")
@@ -177,11 +189,14 @@ def test_io_binding_on_the_cpu_gives_what_a_plain_run_gives_and_keeps_each_outpu
         gpu_check.ort_session(tiny_onnx, "cpu", cuda_graph=True)
 
 
-def test_parts_5_and_6_on_the_cpu_compare_time_and_record_every_form(load_benchmark, trained_run_dir: Path,
-                                                                     synthetic_dir: Path, tmp_path: Path):
+def test_parts_5_and_6_on_the_cpu_compare_time_and_record_every_form(
+    load_benchmark, trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
     gpu_check = load_benchmark("gpu_check")
-    parts = {"torch_forms": gpu_check.part_torch_forms(60, trained_run_dir, synthetic_dir, "cpu"),
-             "onnxruntime_cuda": gpu_check.part_onnxruntime_cuda(60, trained_run_dir, synthetic_dir, tmp_path, "cpu")}
+    parts = {
+        "torch_forms": gpu_check.part_torch_forms(60, trained_run_dir, synthetic_dir, "cpu"),
+        "onnxruntime_cuda": gpu_check.part_onnxruntime_cuda(60, trained_run_dir, synthetic_dir, tmp_path, "cpu"),
+    }
     for name, forms in (("torch_forms", gpu_check.TORCH_FORMS), ("onnxruntime_cuda", gpu_check.ORT_FORMS)):
         part = parts[name]
         assert part["status"] == "passed", part
@@ -233,8 +248,9 @@ def test_torch_forms_on_a_cuda_gpu_measure_all_four(load_benchmark, trained_run_
 
 
 @pytest.mark.gpu
-def test_onnxruntime_cuda_forms_measure_all_four(load_benchmark, trained_run_dir: Path, synthetic_dir: Path,
-                                                 tmp_path: Path):
+def test_onnxruntime_cuda_forms_measure_all_four(
+    load_benchmark, trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
     onnxruntime = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime here has no CUDA provider (install onnxruntime-gpu)")

@@ -15,13 +15,34 @@ from click.testing import CliRunner  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
 
 
-def test_a_run_without_its_checkpoint_is_recorded_from_its_logs_as_from_the_checkpoint(synthetic_dir: Path,
-                                                                                       tmp_path: Path, load_benchmark):
+def test_a_run_without_its_checkpoint_is_recorded_from_its_logs_as_from_the_checkpoint(
+    synthetic_dir: Path, tmp_path: Path, load_benchmark
+):
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "2",
-                                       "--size", "64", "--batch-size", "4", "--decoder-channels", "32,32",
-                                       "--encoder-weights", "none", "--threads", "2", "--no-progress"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(synthetic_dir),
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--size",
+            "64",
+            "--batch-size",
+            "4",
+            "--decoder-channels",
+            "32,32",
+            "--encoder-weights",
+            "none",
+            "--threads",
+            "2",
+            "--no-progress",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     script = load_benchmark("train_accuracy")
     from_checkpoint = script.training_record(run)
@@ -34,4 +55,5 @@ def test_a_run_without_its_checkpoint_is_recorded_from_its_logs_as_from_the_chec
     assert from_logs["config"] == json.loads(json.dumps(from_checkpoint["config"]))  # as the report writes it
     assert from_logs["epochs_planned"] is None
     assert [row["val_jaccard"] for row in from_logs["per_epoch"]] == pytest.approx(
-        [row["val_jaccard"] for row in from_checkpoint["per_epoch"]])
+        [row["val_jaccard"] for row in from_checkpoint["per_epoch"]]
+    )

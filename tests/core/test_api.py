@@ -43,8 +43,15 @@ def test_load_takes_the_segmenter_defaults(segmenter):
 
 
 def test_loads_settings_reach_the_segmenter_and_change_the_result(segmenter, lesion):
-    with edgeseg.load(backend="onnxruntime-cpu", tta="hflip", refine=False, fill_holes=True, mm_per_px=0.05,
-                      keep_largest=False, threads=1) as changed:
+    with edgeseg.load(
+        backend="onnxruntime-cpu",
+        tta="hflip",
+        refine=False,
+        fill_holes=True,
+        mm_per_px=0.05,
+        keep_largest=False,
+        threads=1,
+    ) as changed:
         assert len(changed.prepare(lesion).batch) == 2  # the image and its flip: 2 network runs
         assert changed.infer(changed.prepare(small_in_the_frame(lesion))).crop is None  # no closer look
         assert changed.fill_holes and not changed.card.output.keep_largest_region
@@ -64,11 +71,14 @@ def test_a_setting_load_does_not_have_is_a_type_error_naming_load():
         edgeseg.load(tta_mode="hflip")
 
 
-@pytest.mark.parametrize(("settings", "says"), [
-    ({"tta": "flip"}, "use one of none, hflip, hvflip"),
-    ({"mm_per_px": -0.02}, "positive number of millimetres per pixel"),
-    ({"backend": "gpu"}, "use one of auto, onnxruntime-cpu"),
-])
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"tta": "flip"}, "use one of none, hflip, hvflip"),
+        ({"mm_per_px": -0.02}, "positive number of millimetres per pixel"),
+        ({"backend": "gpu"}, "use one of auto, onnxruntime-cpu"),
+    ],
+)
 def test_a_value_load_cannot_take_is_a_value_error_before_anything_opens(monkeypatch, settings, says):
     import edgeseg.runtime.backends
 
@@ -147,13 +157,22 @@ def test_save_writes_the_overlay_and_the_mask_with_isic_names(segmenter, lesion,
 def test_reprs_say_what_a_thing_is(segmenter, lesion):
     shown = repr(segmenter)
     threshold = segmenter.card.output.threshold
-    for part in ("model.onnx", "onnxruntime-cpu", "fp32", "input 256x256", f"threshold {threshold}", "tta 'none'",
-                 "refine True"):
+    for part in (
+        "model.onnx",
+        "onnxruntime-cpu",
+        "fp32",
+        "input 256x256",
+        f"threshold {threshold}",
+        "tta 'none'",
+        "refine True",
+    ):
         assert part in shown, shown
     result = segmenter.segment(lesion)
     share = result.measurements.area_px / result.mask.size
-    assert repr(result) == (f"<Segmentation 256x256: lesion in {share:.1%} of the image, "
-                            f"max diameter {result.measurements.max_diameter_px:.1f} px>")
+    assert repr(result) == (
+        f"<Segmentation 256x256: lesion in {share:.1%} of the image, "
+        f"max diameter {result.measurements.max_diameter_px:.1f} px>"
+    )
     assert repr(result.measurements).startswith("<Measurements lesion: 1 region, area ")
     empty = result.measurements.__class__(False, 0, 0, None, 0.0, 0.0)
     assert repr(empty) == "<Measurements: no lesion>"
@@ -172,8 +191,10 @@ def test_the_public_names_resolve_and_import_edgeseg_stays_light():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert {"load", "Segmenter", "Segmentation", "Measurements", "ModelCard", "EdgesegError", "__version__"} <= set(
-        edgeseg.__all__)
-    assert edgeseg.Segmentation.__module__ == "edgeseg.core.segmenter" and issubclass(edgeseg.BackendUnavailable,
-                                                                                 edgeseg.EdgesegError)
+        edgeseg.__all__
+    )
+    assert edgeseg.Segmentation.__module__ == "edgeseg.core.segmenter" and issubclass(
+        edgeseg.BackendUnavailable, edgeseg.EdgesegError
+    )
     with pytest.raises(AttributeError, match="no attribute 'segment'"):
         edgeseg.segment  # noqa: B018

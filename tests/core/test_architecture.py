@@ -20,17 +20,40 @@ def installed_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """edgeseg installed (not editable) from a copy of the tree: import-linter reads the parts where a wheel puts them."""
     work = tmp_path_factory.mktemp("layers")
     source = work / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(work / "site"), str(source)], check=True)
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"
+        ),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(work / "site"),
+            str(source),
+        ],
+        check=True,
+    )
     return work
 
 
 def lint_imports(installed: Path) -> subprocess.CompletedProcess:
     lint = Path(sys.executable).with_name("lint-imports")
-    return subprocess.run([str(lint), str(REPO_ROOT / ".importlinter")], cwd=installed, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(installed / "site"), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(lint), str(REPO_ROOT / ".importlinter")],
+        cwd=installed,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(installed / "site"), "PATH": "/usr/bin:/bin"},
+    )
 
 
 @pytest.mark.slow

@@ -70,8 +70,16 @@ def lossless_webp(width: int, height: int, bgra: tuple[int, int, int, int] = (40
     """A real lossless WebP (VP8L) of one colour, 38 bytes whatever its size: each of its five prefix codes
     has a single symbol, so every pixel takes no bits at all. Written by hand: cv2 needs the pixels to write it."""
     bits, count = 0, 0
-    for value, width_in_bits in [(0x2F, 8), (width - 1, 14), (height - 1, 14), (0, 1), (0, 3),  # signature, size,
-                                 (0, 1), (0, 1), (0, 1)]:  # no alpha hint, version 0; no transform, colour cache, meta codes
+    for value, width_in_bits in [
+        (0x2F, 8),
+        (width - 1, 14),
+        (height - 1, 14),
+        (0, 1),
+        (0, 3),  # signature, size,
+        (0, 1),
+        (0, 1),
+        (0, 1),
+    ]:  # no alpha hint, version 0; no transform, colour cache, meta codes
         bits, count = bits | value << count, count + width_in_bits
     blue, green, red, alpha = bgra
     for symbol in (green, red, blue, alpha, 0):  # the green, red, blue, alpha and distance codes
@@ -88,7 +96,7 @@ def late_size_jpeg(width: int, height: int) -> bytes:
     libjpeg decodes it whole (the missing scan data become grey, with a warning): 131 KB on disk."""
     data = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()
     frame_header = data.index(b"\xff\xc0")
-    data = data[:frame_header + 5] + struct.pack(">HH", height, width) + data[frame_header + 9:]
+    data = data[: frame_header + 5] + struct.pack(">HH", height, width) + data[frame_header + 9 :]
     comment = b"\xff\xfe" + struct.pack(">H", 65535) + b"\0" * 65533
     return data[:2] + comment + comment + data[2:]
 
@@ -121,12 +129,55 @@ def data_commands(data: Path, model: Path, out: Path) -> dict[str, tuple[list[st
     return {
         # Its JSON report is the product: it lists the problems, so it is written.
         "data check": (["data", "check", str(data), "--split", "train", "--json", str(out / "check.json")], []),
-        "train": (["train", "--data", str(data), "--out", str(out / "run"), "--epochs", "1", "--size", "64",
-                   "--encoder-weights", "none", "--no-progress"], [out / "run"]),
-        "eval": ([ "eval", str(model), "--data", str(data), "--split", "train", "--out", str(out / "eval"),
-                  "--json", str(out / "eval.json")], [out / "eval", out / "eval.json"]),
-        "bench": (["bench", str(model), "--data", str(data), "--split", "train", "--runs", "1", "--warmup", "0",
-                   "--json", str(out / "bench.json")], [out / "bench.json"]),
+        "train": (
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out / "run"),
+                "--epochs",
+                "1",
+                "--size",
+                "64",
+                "--encoder-weights",
+                "none",
+                "--no-progress",
+            ],
+            [out / "run"],
+        ),
+        "eval": (
+            [
+                "eval",
+                str(model),
+                "--data",
+                str(data),
+                "--split",
+                "train",
+                "--out",
+                str(out / "eval"),
+                "--json",
+                str(out / "eval.json"),
+            ],
+            [out / "eval", out / "eval.json"],
+        ),
+        "bench": (
+            [
+                "bench",
+                str(model),
+                "--data",
+                str(data),
+                "--split",
+                "train",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+                str(out / "bench.json"),
+            ],
+            [out / "bench.json"],
+        ),
     }
 
 
@@ -172,11 +223,19 @@ sys.exit(code)
 def run_edgeseg(arguments: list[str], folder: Path) -> tuple[int, str, int]:
     """Run ``python -m edgeseg ARGUMENTS`` with the default pixel limit: its exit code, its output (stdout
     and stderr), and its peak resident memory in bytes."""
-    environment = {name: value for name, value in os.environ.items()
-                   if name not in ("EDGESEG_MAX_PIXELS", "OPENCV_IO_MAX_IMAGE_PIXELS")}
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("EDGESEG_MAX_PIXELS", "OPENCV_IO_MAX_IMAGE_PIXELS")
+    }
     peak = folder / "peak_bytes"
-    result = subprocess.run([sys.executable, "-c", MEASURING_LAUNCHER, str(peak), sys.executable, "-m", "edgeseg", *arguments],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURING_LAUNCHER, str(peak), sys.executable, "-m", "edgeseg", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+    )
     return result.returncode, result.stdout, int(peak.read_text())
 
 
@@ -203,8 +262,9 @@ def clean_peak_bytes(command: str, synthetic_dir: Path, model: Path, folder: Pat
 @pytest.mark.slow
 @pytest.mark.parametrize("bomb", BOMBS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("command", ["data check", "train", "eval", "run"])
-def test_a_decompression_bomb_is_refused_by_every_command_without_being_decoded(command, bomb, synthetic_dir, tiny_onnx,
-                                                                               tmp_path):
+def test_a_decompression_bomb_is_refused_by_every_command_without_being_decoded(
+    command, bomb, synthetic_dir, tiny_onnx, tmp_path
+):
     data, out = tmp_path / "data", tmp_path / "out"
     shutil.copytree(synthetic_dir, data)
     out.mkdir()
@@ -218,8 +278,9 @@ def test_a_decompression_bomb_is_refused_by_every_command_without_being_decoded(
     assert "EDGESEG_MAX_PIXELS" in output, output
     # Decoding it would add at least width x height x 3 bytes (BGR) to what the command needs anyway.
     clean_peak = clean_peak_bytes(command, synthetic_dir, tiny_onnx, tmp_path / "clean")
-    assert peak_bytes < clean_peak + width * height * 3 // 2, \
+    assert peak_bytes < clean_peak + width * height * 3 // 2, (
         f"{command} peaked at {peak_bytes / 2**20:.0f} MiB, {clean_peak / 2**20:.0f} MiB on the good data"
+    )
     if command == "run":
         # As for any unreadable image in a folder: named and skipped, the others processed.
         images = len(list((data / IMAGES).iterdir()))
@@ -265,11 +326,26 @@ BROKEN_MODELS = [random_bytes_onnx, truncated_onnx, foreign_onnx, engine_without
 
 def model_commands(model: Path, data: Path, out: Path) -> dict[str, tuple[list[str], list[Path]]]:
     return {
-        "eval": (["eval", str(model), "--data", str(data), "--out", str(out / "eval"), "--json", str(out / "eval.json")],
-                 [out / "eval", out / "eval.json"]),
-        "run": (["run", str(model), "--source", str(data / IMAGES), "--no-show", "--save-masks", str(out / "masks"),
-                 "--jsonl", str(out / "frames.jsonl"), "--save", str(out / "overlay.mp4")],
-                [out / "masks", out / "frames.jsonl", out / "overlay.mp4"]),
+        "eval": (
+            ["eval", str(model), "--data", str(data), "--out", str(out / "eval"), "--json", str(out / "eval.json")],
+            [out / "eval", out / "eval.json"],
+        ),
+        "run": (
+            [
+                "run",
+                str(model),
+                "--source",
+                str(data / IMAGES),
+                "--no-show",
+                "--save-masks",
+                str(out / "masks"),
+                "--jsonl",
+                str(out / "frames.jsonl"),
+                "--save",
+                str(out / "overlay.mp4"),
+            ],
+            [out / "masks", out / "frames.jsonl", out / "overlay.mp4"],
+        ),
         # bench reports every form it was given, measured or not: its report is written, naming the failure.
         "bench": (["bench", str(model), "--runs", "1", "--warmup", "0", "--json", str(out / "bench.json")], []),
         "export": (["export", str(model), "--out", str(out / "export"), "--fp16"], [out / "export"]),

@@ -37,8 +37,12 @@ def test_an_older_card_holding_a_data_path_is_read_with_the_folder_name_alone(tm
     data = ModelCard().to_dict()
     data["schema_version"] = version
     del data["provenance"]["data_files_hash"]
-    for path, name in (("/work/main/.gpu-data/isic2018", "isic2018"), ("C:\\data\\isic2018\\", "isic2018"),
-                       ("isic2018", "isic2018"), ("", "")):
+    for path, name in (
+        ("/work/main/.gpu-data/isic2018", "isic2018"),
+        ("C:\\data\\isic2018\\", "isic2018"),
+        ("isic2018", "isic2018"),
+        ("", ""),
+    ):
         data["provenance"]["data"] = path
         (tmp_path / "card.json").write_text(json.dumps(data))
         card = load_card(tmp_path)

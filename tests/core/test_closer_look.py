@@ -31,7 +31,7 @@ class DarknessBackend:
 
 def probability_with_box(shape: tuple[int, int], top: int, left: int, height: int, width: int) -> np.ndarray:
     probability = np.zeros(shape, dtype=np.float32)
-    probability[top:top + height, left:left + width] = 0.9
+    probability[top : top + height, left : left + width] = 0.9
     return probability
 
 
@@ -81,7 +81,10 @@ def test_the_closer_look_draws_a_small_lesion_in_a_big_frame_closer_to_its_outli
     plain = Segmenter(plain_backend, refine=False).segment(image)
     closer = Segmenter(closer_backend, refine=True).segment(image)
     assert plain_backend.calls == [1] and closer_backend.calls == [1, 1]
-    plain_jaccard, closer_jaccard = image_scores(truth, plain.mask)["jaccard"], image_scores(truth, closer.mask)["jaccard"]
+    plain_jaccard, closer_jaccard = (
+        image_scores(truth, plain.mask)["jaccard"],
+        image_scores(truth, closer.mask)["jaccard"],
+    )
     assert closer_jaccard > 0.95 and closer_jaccard > plain_jaccard + 0.05, (plain_jaccard, closer_jaccard)
     outside = np.ones_like(truth)
     outside[150:350, 600:800] = False

@@ -12,11 +12,32 @@ from edgeseg.cli import main
 @pytest.mark.slow
 def test_tiny_demo_writes_every_promised_output(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, [
-        "demo", "--out", str(out), "--images", "12", "--image-size", "96", "--size", "64",
-        "--train-minutes", "0.2", "--epochs", "2", "--encoder-weights", "none", "--decoder-channels", "32,32",
-        "--parity-n", "2", "--bench-runs", "3",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--images",
+            "12",
+            "--image-size",
+            "96",
+            "--size",
+            "64",
+            "--train-minutes",
+            "0.2",
+            "--epochs",
+            "2",
+            "--encoder-weights",
+            "none",
+            "--decoder-channels",
+            "32,32",
+            "--parity-n",
+            "2",
+            "--bench-runs",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     evaluation = json.loads((out / "eval.json").read_text())
@@ -71,34 +92,86 @@ def hand_written_demo(out):
     """A DemoPlan over a folder holding the JSON files a demo's steps would have written."""
     from edgeseg.demo import DemoPlan, Step
 
-    write_json(out / "eval.json", {"split": "val", "images": 20, "mean": {
-        "dice": 0.8123, "jaccard": 0.7, "threshold_jaccard": 0.65, "sensitivity": 0.9, "specificity": 0.95,
-        "accuracy": 0.93}})
-    write_json(out / "run" / "export-report.json", {
-        "reference": {"accuracy": {"dice": 0.8}},
-        "parity_images": {"ids": ["a", "b"]},
-        "forms": [
-            {"name": "onnx", "status": "built", "passed": True, "path": "run/model.onnx", "size_bytes": 3 * 2**20,
-             "parity": {"mean_mask_iou": 0.99991, "max_abs_probability": 1.5e-6}, "accuracy": {"dice": 0.8}},
-            {"name": "int8", "status": "built", "passed": False, "path": "run/model.int8.onnx",
-             "size_bytes": 2**20, "parity": {"mean_mask_iou": 0.9}, "accuracy": {"dice": 0.75}},
-            {"name": "engine", "status": "skipped", "passed": None, "path": None},
-        ]})
-    write_json(out / "bench.json", {"runs": 3, "results": [
-        {"form": "pytorch", "status": "ok", "fps": 20.0, "stages": {"end_to_end": {"p50_ms": 50.0}}},
-        {"form": "model.onnx", "status": "ok", "fps": 40.0, "stages": {"end_to_end": {"p50_ms": 25.04}}},
-        {"form": "model.int8.onnx", "status": "failed"}]})
+    write_json(
+        out / "eval.json",
+        {
+            "split": "val",
+            "images": 20,
+            "mean": {
+                "dice": 0.8123,
+                "jaccard": 0.7,
+                "threshold_jaccard": 0.65,
+                "sensitivity": 0.9,
+                "specificity": 0.95,
+                "accuracy": 0.93,
+            },
+        },
+    )
+    write_json(
+        out / "run" / "export-report.json",
+        {
+            "reference": {"accuracy": {"dice": 0.8}},
+            "parity_images": {"ids": ["a", "b"]},
+            "forms": [
+                {
+                    "name": "onnx",
+                    "status": "built",
+                    "passed": True,
+                    "path": "run/model.onnx",
+                    "size_bytes": 3 * 2**20,
+                    "parity": {"mean_mask_iou": 0.99991, "max_abs_probability": 1.5e-6},
+                    "accuracy": {"dice": 0.8},
+                },
+                {
+                    "name": "int8",
+                    "status": "built",
+                    "passed": False,
+                    "path": "run/model.int8.onnx",
+                    "size_bytes": 2**20,
+                    "parity": {"mean_mask_iou": 0.9},
+                    "accuracy": {"dice": 0.75},
+                },
+                {"name": "engine", "status": "skipped", "passed": None, "path": None},
+            ],
+        },
+    )
+    write_json(
+        out / "bench.json",
+        {
+            "runs": 3,
+            "results": [
+                {"form": "pytorch", "status": "ok", "fps": 20.0, "stages": {"end_to_end": {"p50_ms": 50.0}}},
+                {"form": "model.onnx", "status": "ok", "fps": 40.0, "stages": {"end_to_end": {"p50_ms": 25.04}}},
+                {"form": "model.int8.onnx", "status": "failed"},
+            ],
+        },
+    )
     frames = ['{"lesion_present": true}', '{"lesion_present": false}', "", '{"lesion_present": true}']
     (out / "frames.jsonl").write_text("\n".join(frames) + "\n")
-    write_json(out / "run" / "card.json", {"encoder": "tu-tf_efficientnet_lite0", "input_size": [64, 64],
-                                            "output": {"threshold": 0.45}})
+    write_json(
+        out / "run" / "card.json",
+        {"encoder": "tu-tf_efficientnet_lite0", "input_size": [64, 64], "output": {"threshold": 0.45}},
+    )
     (out / "run" / "plots").mkdir()
     for name in ("threshold.png", "loss.png"):
         (out / "run" / "plots" / name).write_bytes(b"")
-    plan = DemoPlan(out=out, data=None, images=12, image_size=96, input_size=64, time_budget_minutes=0.2,
-                    epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2, bench_runs=3)
-    plan.steps = [Step("train", ["python", "-m", "train", "--epochs", "2"], seconds=12.4, exit_code=0),
-                  Step("export", ["python", "-m", "export", "run"], seconds=3.6, exit_code=1)]
+    plan = DemoPlan(
+        out=out,
+        data=None,
+        images=12,
+        image_size=96,
+        input_size=64,
+        time_budget_minutes=0.2,
+        epochs=2,
+        encoder_weights="none",
+        decoder_channels="32,32",
+        parity_n=2,
+        bench_runs=3,
+    )
+    plan.steps = [
+        Step("train", ["python", "-m", "train", "--epochs", "2"], seconds=12.4, exit_code=0),
+        Step("export", ["python", "-m", "export", "run"], seconds=3.6, exit_code=1),
+    ]
     return plan
 
 
@@ -135,9 +208,19 @@ def test_summary_page_and_terminal_table_from_the_steps_json(tmp_path):
 def test_summary_of_a_demo_that_wrote_nothing_yet(tmp_path):
     from edgeseg.demo import DemoPlan, summary_tables
 
-    plan = DemoPlan(out=tmp_path, data=tmp_path / "isic", images=12, image_size=96, input_size=64,
-                    time_budget_minutes=0.2, epochs=2, encoder_weights="none", decoder_channels="32,32", parity_n=2,
-                    bench_runs=3)
+    plan = DemoPlan(
+        out=tmp_path,
+        data=tmp_path / "isic",
+        images=12,
+        image_size=96,
+        input_size=64,
+        time_budget_minutes=0.2,
+        epochs=2,
+        encoder_weights="none",
+        decoder_channels="32,32",
+        parity_n=2,
+        bench_runs=3,
+    )
     page, terminal = summary_tables(plan)
     assert f"Data: `{tmp_path / 'isic'}` (your data);" in page
     assert "model: FPN `?` at -, threshold -" in page

@@ -7,10 +7,10 @@ published for a dependency, add its row here and raise the floor.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -20,17 +20,36 @@ PROJECT = "edgeseg"
 
 # (package, first fixed release, advisory). Only advisories whose fixed release was confirmed.
 KNOWN_FIXES: tuple[tuple[str, str, str], ...] = (
-    ("opencv-python", "4.8.1.78", "CVE-2023-4863 (GHSA-qr4w-53vh-m672): the bundled libwebp's heap overflow; "
-                                  "images are decoded by content, so any file may be a WebP"),
-    ("torch", "2.6", "CVE-2025-32434 (GHSA-53q9-r3pm-6pq6): torch.load(weights_only=True) runs code; "
-                     "train --resume loads a checkpoint"),
-    ("torch", "2.10", "CVE-2026-24747 (GHSA-63cw-57p8-fm3p): memory corruption in the weights_only unpickler; "
-                      "train --resume loads a checkpoint"),
-    ("torchvision", "0.25", "not an advisory: the torchvision built for torch 2.10, the torch floor "
-                            "(an older one pins an older torch)"),
+    (
+        "opencv-python",
+        "4.8.1.78",
+        "CVE-2023-4863 (GHSA-qr4w-53vh-m672): the bundled libwebp's heap overflow; "
+        "images are decoded by content, so any file may be a WebP",
+    ),
+    (
+        "torch",
+        "2.6",
+        "CVE-2025-32434 (GHSA-53q9-r3pm-6pq6): torch.load(weights_only=True) runs code; "
+        "train --resume loads a checkpoint",
+    ),
+    (
+        "torch",
+        "2.10",
+        "CVE-2026-24747 (GHSA-63cw-57p8-fm3p): memory corruption in the weights_only unpickler; "
+        "train --resume loads a checkpoint",
+    ),
+    (
+        "torchvision",
+        "0.25",
+        "not an advisory: the torchvision built for torch 2.10, the torch floor (an older one pins an older torch)",
+    ),
     ("tqdm", "4.66.3", "CVE-2024-34062 (GHSA-g7vv-2v7x-gj9p): CLI arguments passed to eval"),
-    ("onnx", "1.21", "CVE-2026-27489, CVE-2026-34447, CVE-2026-34445: external data read through symlinks and "
-                     "out of the model's folder; export reads a user's ONNX"),
+    (
+        "onnx",
+        "1.21",
+        "CVE-2026-27489, CVE-2026-34447, CVE-2026-34445: external data read through symlinks and "
+        "out of the model's folder; export reads a user's ONNX",
+    ),
     ("pytest", "9.0.3", "CVE-2025-71176 (GHSA-6w46-j5rx-g56g): /tmp/pytest-of-USER taken over by another user"),
 )
 
@@ -70,8 +89,11 @@ def floor(requirement: Requirement) -> Version | None:
 
     ``>X`` counts as X: ``>2.9`` still admits 2.9.1, so it is judged as if it admitted 2.9.
     """
-    bounds = [Version(spec.version.removesuffix(".*")) for spec in requirement.specifier
-              if spec.operator in (">=", ">", "==", "~=", "===")]
+    bounds = [
+        Version(spec.version.removesuffix(".*"))
+        for spec in requirement.specifier
+        if spec.operator in (">=", ">", "==", "~=", "===")
+    ]
     return max(bounds, default=None)
 
 
@@ -90,38 +112,54 @@ def floor_problems(requirement: Requirement) -> list[str]:
 
 
 def test_no_floor_admits_a_release_below_a_known_fix():
-    problems = [f"{group}: {problem}"
-                for group, requirements in requirement_groups(load_pyproject()).items()
-                for requirement in requirements
-                for problem in floor_problems(requirement)]
+    problems = [
+        f"{group}: {problem}"
+        for group, requirements in requirement_groups(load_pyproject()).items()
+        for requirement in requirements
+        for problem in floor_problems(requirement)
+    ]
     assert not problems, "raise these floors in pyproject.toml:\n" + "\n".join(problems)
 
 
 def test_every_package_of_the_table_is_still_required():
     """A renamed or dropped dependency leaves its rows checking nothing: update the table with it."""
-    required = {canonicalize_name(requirement.name)
-                for requirements in requirement_groups(load_pyproject()).values() for requirement in requirements}
+    required = {
+        canonicalize_name(requirement.name)
+        for requirements in requirement_groups(load_pyproject()).values()
+        for requirement in requirements
+    }
     missing = sorted({package for package, _, _ in KNOWN_FIXES if canonicalize_name(package) not in required})
     assert not missing, f"KNOWN_FIXES names packages pyproject.toml no longer requires: {missing}"
 
 
-@pytest.mark.parametrize(("text", "admitted"), [
-    ("torch>=2.10,<3", True),
-    ("torch>=2.11", True),
-    ("torch==2.14.*", True),
-    ("torch~=2.10", True),
-    ("Torch>=2.4,<3", False),  # names compare as pip compares them
-    ("torch>2.9", False),  # admits 2.9.1
-    ("torch<3", False),  # no lower bound at all
-    ("torch", False),
-    ("numpy", True),  # no advisory known for it
-])
+@pytest.mark.parametrize(
+    ("text", "admitted"),
+    [
+        ("torch>=2.10,<3", True),
+        ("torch>=2.11", True),
+        ("torch==2.14.*", True),
+        ("torch~=2.10", True),
+        ("Torch>=2.4,<3", False),  # names compare as pip compares them
+        ("torch>2.9", False),  # admits 2.9.1
+        ("torch<3", False),  # no lower bound at all
+        ("torch", False),
+        ("numpy", True),  # no advisory known for it
+    ],
+)
 def test_floor_check(text, admitted):
     assert (not floor_problems(Requirement(text))) == admitted
 
 
 def test_extras_are_expanded_through_the_extras_they_name():
-    pyproject = {"project": {"dependencies": [], "optional-dependencies": {
-        "train": ["torch>=2.4"], "export": ["edgeseg[train]", "onnx>=1.21"], "all": ["edgeseg[export]"]}}}
+    pyproject = {
+        "project": {
+            "dependencies": [],
+            "optional-dependencies": {
+                "train": ["torch>=2.4"],
+                "export": ["edgeseg[train]", "onnx>=1.21"],
+                "all": ["edgeseg[export]"],
+            },
+        }
+    }
     groups = requirement_groups(pyproject)
     assert [str(requirement) for requirement in groups["extra all"]] == ["torch>=2.4", "onnx>=1.21"]

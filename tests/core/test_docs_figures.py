@@ -54,21 +54,25 @@ def test_a_wrong_figure_is_caught():
 
 
 def test_a_figure_without_a_source_is_caught_in_prose_but_not_in_code():
-    text = ("inference p50 17.4 ms, 1.49x faster, 77% of the bare model, 9.8 MB, 3.4 M parameters, Dice 0.911,\n"
-            "a change of -0.021 in 2.9 minutes\n\n"
-            "`17.4 ms` in a span, and a command:\n\n    edgeseg bench  # 17.4 ms\n\n"
-            "```\nDice 0.911\n```\n"
-            "Settings are no figures: 256x256, Python 3.10, TensorRT 10.3, driver 525.60.13, r535, 5 s, 16 MB.\n")
+    text = (
+        "inference p50 17.4 ms, 1.49x faster, 77% of the bare model, 9.8 MB, 3.4 M parameters, Dice 0.911,\n"
+        "a change of -0.021 in 2.9 minutes\n\n"
+        "`17.4 ms` in a span, and a command:\n\n    edgeseg bench  # 17.4 ms\n\n"
+        "```\nDice 0.911\n```\n"
+        "Settings are no figures: 256x256, Python 3.10, TensorRT 10.3, driver 525.60.13, r535, 5 s, 16 MB.\n"
+    )
     found = problems_of(text)
     shown = [line.split(": ")[1] for line in found]
-    assert shown == ["'17.4 ms' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'1.49x' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'77%' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'9.8 MB' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'3.4 M parameters' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'0.911' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'-0.021' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
-                     "'2.9 minutes' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)"]
+    assert shown == [
+        "'17.4 ms' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'1.49x' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'77%' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'9.8 MB' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'3.4 M parameters' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'0.911' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'-0.021' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+        "'2.9 minutes' has no source (a generated table, <!--fig ...--> or <!--in FILE-->)",
+    ]
     assert all(line.startswith("page.md:1:") for line in found[:6]) and found[6].startswith("page.md:2:")
 
 
@@ -88,21 +92,33 @@ def test_a_figure_checked_by_where_it_appears():
     assert found == ["page.md:1: 0.93 does not appear in tests/runtime/test_serve_hostile.py"]
 
 
-@pytest.mark.parametrize("source, why", [
-    ('__import__("os").system("true")', "not allowed in a figure's source"),
-    ("acc.val.nothing", "no field 'nothing'"),
-    ("other.val.dice", "'other' is not declared"),
-    ("acc.val", "not a number"),
-])
+@pytest.mark.parametrize(
+    "source, why",
+    [
+        ('__import__("os").system("true")', "not allowed in a figure's source"),
+        ("acc.val.nothing", "no field 'nothing'"),
+        ("other.val.dice", "'other' is not declared"),
+        ("acc.val", "not a number"),
+    ],
+)
 def test_a_source_is_read_as_data_never_run(source: str, why: str):
     (found,) = problems_of(f"{DECLARED}Dice 0.911<!--fig {source}-->\n")
     assert why in found
 
 
-@pytest.mark.parametrize("shown, value, agrees", [
-    ("1.49", 1.4936, True), ("1.5", 1.4936, True), ("1.48", 1.4936, False), ("17", 17.39, True),
-    ("+0.013", 0.0127, True), ("+0.013", -0.0127, False), ("-0.21", -0.2125, True), ("0.002", 0.0018, True),
-])
+@pytest.mark.parametrize(
+    "shown, value, agrees",
+    [
+        ("1.49", 1.4936, True),
+        ("1.5", 1.4936, True),
+        ("1.48", 1.4936, False),
+        ("17", 17.39, True),
+        ("+0.013", 0.0127, True),
+        ("+0.013", -0.0127, False),
+        ("-0.21", -0.2125, True),
+        ("0.002", 0.0018, True),
+    ],
+)
 def test_a_figure_agrees_at_the_precision_it_is_written(shown: str, value: float, agrees: bool):
     assert figures.agrees(shown, value) is agrees
 

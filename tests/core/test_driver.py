@@ -7,19 +7,35 @@ import pytest
 from edgeseg.core.host import CUDA_DRIVER_MINIMUM, TENSORRT_DRIVER_MINIMUM, driver_problem, tensorrt_driver_problem
 
 
-@pytest.mark.parametrize("driver, major", [
-    ("525.60.13", 12), ("535.104.05", 12), ("550.54.15", 12), ("580.65.06", 12),  # a newer driver runs older CUDA
-    ("580.65.06", 13), ("580", 13), ("590.44.01", 13), ("540.4.0", 12),  # 540.4.0: JetPack 6's nvidia-smi
-    ("1000.1", 12),
-])
+@pytest.mark.parametrize(
+    "driver, major",
+    [
+        ("525.60.13", 12),
+        ("535.104.05", 12),
+        ("550.54.15", 12),
+        ("580.65.06", 12),  # a newer driver runs older CUDA
+        ("580.65.06", 13),
+        ("580", 13),
+        ("590.44.01", 13),
+        ("540.4.0", 12),  # 540.4.0: JetPack 6's nvidia-smi
+        ("1000.1", 12),
+    ],
+)
 def test_new_enough_drivers_pass(driver: str, major: int) -> None:
     assert driver_problem(driver, major) is None
 
 
-@pytest.mark.parametrize("driver, major, minimum", [
-    ("525.60.11", 12, "525.60.13"), ("525.53", 12, "525.60.13"), ("470.82.01", 12, "525.60.13"),
-    ("520", 12, "525.60.13"), ("575.57.08", 13, "580"), ("535.104.05", 13, "580"),
-])
+@pytest.mark.parametrize(
+    "driver, major, minimum",
+    [
+        ("525.60.11", 12, "525.60.13"),
+        ("525.53", 12, "525.60.13"),
+        ("470.82.01", 12, "525.60.13"),
+        ("520", 12, "525.60.13"),
+        ("575.57.08", 13, "580"),
+        ("535.104.05", 13, "580"),
+    ],
+)
 def test_old_drivers_are_named_with_the_minimum(driver: str, major: int, minimum: str) -> None:
     problem = driver_problem(driver, major)
     assert problem is not None

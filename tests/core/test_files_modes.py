@@ -85,19 +85,47 @@ def images(tmp_path: Path) -> Path:
 
 def test_every_output_of_run_follows_the_umask(umask: int, tiny_onnx: Path, images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["run", str(tiny_onnx), "--source", str(images), "--no-show",
-                                       "--save", str(out / "overlay.mp4"), "--save-masks", str(out / "masks"),
-                                       "--jsonl", str(out / "frames.jsonl")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(tiny_onnx),
+            "--source",
+            str(images),
+            "--no-show",
+            "--save",
+            str(out / "overlay.mp4"),
+            "--save-masks",
+            str(out / "masks"),
+            "--jsonl",
+            str(out / "frames.jsonl"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = files_under(out)
     assert {path.name for path in written} >= {"overlay.mp4", "frames.jsonl", "ISIC_0000000_segmentation.png"}
     assert_modes(written, umask)
 
 
-def test_every_output_of_eval_follows_the_umask(umask: int, tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path) -> None:
+def test_every_output_of_eval_follows_the_umask(
+    umask: int, tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["eval", str(tiny_onnx), "--data", str(synthetic_dir), "--out", str(out / "eval"),
-                                       "--json", str(out / "eval.json"), "--save-masks", str(out / "masks")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(tiny_onnx),
+            "--data",
+            str(synthetic_dir),
+            "--out",
+            str(out / "eval"),
+            "--json",
+            str(out / "eval.json"),
+            "--save-masks",
+            str(out / "masks"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = files_under(out)
     assert {path.name for path in written} >= {"per-image.csv", "worst-cases.png", "eval.json"}
@@ -105,12 +133,30 @@ def test_every_output_of_eval_follows_the_umask(umask: int, tiny_onnx: Path, syn
     assert_modes(written, umask)
 
 
-def test_every_output_of_export_follows_the_umask(umask: int, tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path) -> None:
+def test_every_output_of_export_follows_the_umask(
+    umask: int, tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("onnx")
     out = tmp_path / "export"
-    result = CliRunner().invoke(main, ["export", str(tiny_onnx), "--format", "fp16", "--out", str(out), "--parity-data",
-                                       str(synthetic_dir), "--parity-n", "2", "--latency-runs", "1",
-                                       "--json", str(tmp_path / "export.json")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(tiny_onnx),
+            "--format",
+            "fp16",
+            "--out",
+            str(out),
+            "--parity-data",
+            str(synthetic_dir),
+            "--parity-n",
+            "2",
+            "--latency-runs",
+            "1",
+            "--json",
+            str(tmp_path / "export.json"),
+        ],
+    )
     assert (out / "export-report.json").is_file(), result.output
     written = [*files_under(out), tmp_path / "export.json"]
     assert {path.name for path in written} >= {"model.fp16.onnx", "export-report.md"}
@@ -121,11 +167,38 @@ def test_every_output_of_export_follows_the_umask(umask: int, tiny_onnx: Path, s
 def test_every_output_of_train_follows_the_umask(umask: int, synthetic_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(run), "--epochs", "1",
-                                       "--size", "64", "--batch-size", "4", "--decoder-channels", "32,32",
-                                       "--encoder-weights", "none", "--threads", "2", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(synthetic_dir),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--size",
+            "64",
+            "--batch-size",
+            "4",
+            "--decoder-channels",
+            "32,32",
+            "--encoder-weights",
+            "none",
+            "--threads",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = files_under(run)
-    assert {path.name for path in written} >= {"model.safetensors", "card.json", "checkpoint-last.pt", "config.json",
-                                               "epochs.csv", "iterations.csv", "loss.png"}
+    assert {path.name for path in written} >= {
+        "model.safetensors",
+        "card.json",
+        "checkpoint-last.pt",
+        "config.json",
+        "epochs.csv",
+        "iterations.csv",
+        "loss.png",
+    }
     assert_modes(written, umask)

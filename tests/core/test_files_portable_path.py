@@ -16,7 +16,8 @@ def test_a_relative_path_is_kept_as_given(path: str, tmp_path: Path, monkeypatch
 
 
 def test_an_absolute_path_inside_the_current_directory_becomes_relative_to_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert portable_path(tmp_path / "runs" / "lite0") == "runs/lite0"
     assert portable_path(str(tmp_path / "runs" / ".." / "models" / "model.onnx")) == "models/model.onnx"
@@ -24,21 +25,26 @@ def test_an_absolute_path_inside_the_current_directory_becomes_relative_to_it(
 
 
 def test_a_path_typed_through_a_symlink_to_the_current_directory_is_inside_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "checkout").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "checkout")
     monkeypatch.chdir(tmp_path / "checkout")
     assert portable_path(tmp_path / "link" / "runs" / "lite0") == "runs/lite0"
 
 
-@pytest.mark.parametrize(("path", "portable"), [
-    ("/work/shared/data/isic2018", "isic2018"),
-    ("/home/ana/data/isic2018/", "isic2018"),
-    ("/tmp/bench-cmp/lite0-default.onnx", "lite0-default.onnx"),
-    ("/", "/"),
-])
+@pytest.mark.parametrize(
+    ("path", "portable"),
+    [
+        ("/work/shared/data/isic2018", "isic2018"),
+        ("/home/ana/data/isic2018/", "isic2018"),
+        ("/tmp/bench-cmp/lite0-default.onnx", "lite0-default.onnx"),
+        ("/", "/"),
+    ],
+)
 def test_an_absolute_path_outside_the_current_directory_keeps_its_last_component_only(
-        path: str, portable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path: str, portable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert portable_path(path) == portable
 
@@ -50,7 +56,19 @@ def test_from_the_root_nothing_counts_as_inside(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_command_line_names_python_and_each_path_portably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    argv = [str(tmp_path / "benchmarks" / "train_accuracy.py"), "--data", "/mnt/shared/data/isic2018",
-            "--result=/tmp/levers/accuracy.json", "--out", "runs/my run", "--minutes", "50", "--lr", "1e-4"]
-    assert portable_command(argv) == ("python benchmarks/train_accuracy.py --data isic2018 --result=accuracy.json "
-                                      "--out 'runs/my run' --minutes 50 --lr 1e-4")
+    argv = [
+        str(tmp_path / "benchmarks" / "train_accuracy.py"),
+        "--data",
+        "/mnt/shared/data/isic2018",
+        "--result=/tmp/levers/accuracy.json",
+        "--out",
+        "runs/my run",
+        "--minutes",
+        "50",
+        "--lr",
+        "1e-4",
+    ]
+    assert portable_command(argv) == (
+        "python benchmarks/train_accuracy.py --data isic2018 --result=accuracy.json "
+        "--out 'runs/my run' --minutes 50 --lr 1e-4"
+    )

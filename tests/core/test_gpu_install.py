@@ -59,7 +59,7 @@ def test_the_jetson_constraints_keep_numpy_1_and_jetpacks_opencv() -> None:
 def jetson_section() -> str:
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text()
     start = text.index("## Running on a Jetson")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def test_the_jetson_recipe_uses_the_constraints_and_jetpack_6_1s_versions() -> None:

@@ -129,7 +129,9 @@ def test_tta_changes_what_a_position_dependent_network_says_about_an_asymmetric_
 
 
 @pytest.mark.parametrize(("tta", "views"), [("none", 1), ("hflip", 2), ("hvflip", 4)])
-def test_the_views_go_through_the_backend_as_one_batch_where_it_takes_one(tiny_card: ModelCard, tta: str, views: int) -> None:
+def test_the_views_go_through_the_backend_as_one_batch_where_it_takes_one(
+    tiny_card: ModelCard, tta: str, views: int
+) -> None:
     backend = FunctionBackend(tiny_card, x_ramp)
     segmenter = Segmenter(backend, tta=tta)
     segmenter.segment(asymmetric_image())

@@ -104,7 +104,9 @@ def test_commands_that_fail_or_hang_give_reasons(tmp_path: Path, monkeypatch: py
 
 def test_l4t_release_is_read_not_guessed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = tmp_path / "nv_tegra_release"
-    release.write_text("# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6\n")
+    release.write_text(
+        "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May  6\n"
+    )
     monkeypatch.setattr(host, "TEGRA_RELEASE", release)
     assert host.l4t_release() == ("36.3.0", None)
     release.write_text("something else\n")

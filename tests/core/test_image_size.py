@@ -35,8 +35,11 @@ WRITTEN = {
     ".bmp": [(COLOUR, []), (GREY, [])],
     ".tif": [(COLOUR, []), (GREY.astype(np.uint16) * 257, [])],
     ".tiff": [(COLOUR, [])],
-    ".webp": [(COLOUR, [cv2.IMWRITE_WEBP_QUALITY, 80]), (COLOUR, [cv2.IMWRITE_WEBP_QUALITY, 101]),
-              (WITH_ALPHA, [cv2.IMWRITE_WEBP_QUALITY, 80])],
+    ".webp": [
+        (COLOUR, [cv2.IMWRITE_WEBP_QUALITY, 80]),
+        (COLOUR, [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        (WITH_ALPHA, [cv2.IMWRITE_WEBP_QUALITY, 80]),
+    ],
 }
 
 
@@ -73,8 +76,17 @@ def tiff(width: int, height: int, byteorder: str, big: bool) -> bytes:
     directory_at = 16 if big else 8
     count = 9
     directory_size = (8 + count * 20 + 8) if big else (2 + count * 12 + 4)
-    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
-               (273, 4, directory_at + directory_size), (277, 3, 1), (278, 4, height), (279, 4, width * height)]
+    entries = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, directory_at + directory_size),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, width * height),
+    ]
     if big:
         header = order + struct.pack(prefix + "HHHQ", 43, 8, 0, 16)
         directory = struct.pack(prefix + "Q", count)
@@ -85,7 +97,7 @@ def tiff(width: int, height: int, byteorder: str, big: bool) -> bytes:
         field = struct.pack(prefix + ("H" if kind == 3 else "I"), value).ljust(8 if big else 4, b"\0")
         directory += struct.pack(prefix + "HH" + value_format, tag, kind, 1) + field
     directory += struct.pack(prefix + value_format, 0)  # no next directory
-    return header + directory + pixels[:width * height]
+    return header + directory + pixels[: width * height]
 
 
 @pytest.mark.parametrize("byteorder", ["little", "big"])
@@ -105,7 +117,11 @@ def test_a_top_down_bmp_has_its_size_as_a_positive_height():
 
 
 def test_an_os2_bmp_header_gives_its_16_bit_size():
-    header = b"BM" + struct.pack("<IHHI", 26 + 3 * WIDTH * HEIGHT, 0, 0, 26) + struct.pack("<IHHHH", 12, WIDTH, HEIGHT, 1, 24)
+    header = (
+        b"BM"
+        + struct.pack("<IHHI", 26 + 3 * WIDTH * HEIGHT, 0, 0, 26)
+        + struct.pack("<IHHHH", 12, WIDTH, HEIGHT, 1, 24)
+    )
     assert header_size(header) == (WIDTH, HEIGHT)
 
 
@@ -172,8 +188,14 @@ def test_a_limit_that_is_not_a_number_of_pixels_is_named(value, tmp_path, monkey
 
 def python(arguments: list[str], **environment: str) -> subprocess.CompletedProcess:
     """Run a fresh interpreter with ``arguments``, EDGESEG_MAX_PIXELS and OPENCV_IO_MAX_IMAGE_PIXELS as given (else unset)."""
-    env = {name: value for name, value in os.environ.items() if name not in ("EDGESEG_MAX_PIXELS", "OPENCV_IO_MAX_IMAGE_PIXELS")}
-    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env={**env, **environment}, timeout=120)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("EDGESEG_MAX_PIXELS", "OPENCV_IO_MAX_IMAGE_PIXELS")
+    }
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, env={**env, **environment}, timeout=120
+    )
 
 
 DECODE = "import cv2, sys; image = cv2.imread(sys.argv[1]); print('decoded' if image is not None else 'none')"
@@ -209,9 +231,11 @@ def test_python_dash_m_edgeseg_imports_the_package_before_opencv():
 
 
 def test_when_cv2_was_imported_first_the_header_check_still_refuses(small_png):
-    code = ("import cv2, sys\nimport edgeseg.runtime\nfrom edgeseg.core.files import read_image\n"
-            "print('opencv decodes it' if cv2.imread(sys.argv[1]) is not None else 'opencv refuses it')\n"
-            "try:\n    read_image(sys.argv[1])\nexcept Exception as error:\n    print(type(error).__name__, error)\n")
+    code = (
+        "import cv2, sys\nimport edgeseg.runtime\nfrom edgeseg.core.files import read_image\n"
+        "print('opencv decodes it' if cv2.imread(sys.argv[1]) is not None else 'opencv refuses it')\n"
+        "try:\n    read_image(sys.argv[1])\nexcept Exception as error:\n    print(type(error).__name__, error)\n"
+    )
     result = python(["-c", code, str(small_png)], EDGESEG_MAX_PIXELS=str(WIDTH * HEIGHT - 1))
     lines = result.stdout.splitlines()
     assert lines[0] == "opencv decodes it", result.stdout + result.stderr  # too late for OpenCV's limit

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.core.card import ModelCard, save_card
 from edgeseg.cli import main
-from edgeseg.info import why_not
+from edgeseg.core.card import ModelCard, save_card
 from edgeseg.core.names import WEIGHTS_FILENAME, default_model_path
 from edgeseg.core.progress import set_quiet
+from edgeseg.info import why_not
 from edgeseg.runtime.loaders import read_onnx_info
 
 
@@ -50,15 +50,22 @@ def test_info_on_the_default_model_says_the_card_the_forms_and_the_host(card):
     assert result.exit_code == 0, result.output
     text = result.stdout
     made = card.provenance
-    for part in (f"model.onnx: ONNX, fp32 ({default_model_path()})", f"encoder {card.encoder}",
-                 "input          256x256 (height x width), RGB", "scaled by 1/255",
-                 f"threshold {card.output.threshold}", "the largest region kept",
-                 f"{made.data}: {made.train_images} training",
-                 "CC0 1.0", f"{made.epochs} epochs, best {made.best_epoch}",
-                 f"val_metrics                  {made.val_images} images  Dice {made.val_metrics['dice']:.4f}",
-                 "val_camera_framed", f"forms in {default_model_path().parent}:",
-                 f"{default_model_path().stat().st_size / 1e6:.1f} MB  gate passed  <- this one",
-                 "onnxruntime-cpu      can run it"):
+    for part in (
+        f"model.onnx: ONNX, fp32 ({default_model_path()})",
+        f"encoder {card.encoder}",
+        "input          256x256 (height x width), RGB",
+        "scaled by 1/255",
+        f"threshold {card.output.threshold}",
+        "the largest region kept",
+        f"{made.data}: {made.train_images} training",
+        "CC0 1.0",
+        f"{made.epochs} epochs, best {made.best_epoch}",
+        f"val_metrics                  {made.val_images} images  Dice {made.val_metrics['dice']:.4f}",
+        "val_camera_framed",
+        f"forms in {default_model_path().parent}:",
+        f"{default_model_path().stat().st_size / 1e6:.1f} MB  gate passed  <- this one",
+        "onnxruntime-cpu      can run it",
+    ):
         assert part in text, part
     assert sum(line.startswith("  model") for line in text.splitlines()) == 1  # no other form beside it
     assert "no model named: using edgeseg's default model" in result.stderr
@@ -73,7 +80,8 @@ def test_info_as_json_holds_the_card_the_forms_and_the_backends(card, tmp_path):
     assert "forms in" in result.stderr
     assert report["card"] == json.loads(json.dumps(card.to_dict())) and report["kind"] == "onnx"
     assert [(form["name"], form["size_bytes"], form["this"]) for form in report["forms"]] == [
-        ("model.onnx", default_model_path().stat().st_size, True)]
+        ("model.onnx", default_model_path().stat().st_size, True)
+    ]
     backends = {row["backend"]: row["why_not"] for row in report["backends"]}
     assert set(backends) == {"onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt"}
     assert backends["onnxruntime-cpu"] is None and report["auto"] in backends and backends[report["auto"]] is None
@@ -96,8 +104,14 @@ def test_info_lists_each_form_beside_the_model_with_its_size(export_folder):
 def test_info_reads_an_engine_from_its_sidecar(card, tmp_path):
     engine = tmp_path / "model.trt10.3.sm87-orin.fp16.engine"
     engine.write_bytes(b"\x00serialized plan" * 64)
-    sidecar = {"card": card.to_dict(), "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-               "tensorrt_version": "10.3.0", "compute_capability": "8.7", "gpu_name": "Orin", "precision": "fp16"}
+    sidecar = {
+        "card": card.to_dict(),
+        "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
+        "tensorrt_version": "10.3.0",
+        "compute_capability": "8.7",
+        "gpu_name": "Orin",
+        "precision": "fp16",
+    }
     (tmp_path / (engine.name + ".json")).write_text(json.dumps(sidecar))
     result = info(str(engine))
     assert result.exit_code == 0, result.output
@@ -112,10 +126,12 @@ def test_info_on_a_training_run_reads_its_card_without_pytorch(tmp_path):
     run.mkdir()
     save_card(ModelCard(input_size=(64, 96)), run)
     (run / WEIGHTS_FILENAME).write_bytes(b"weights")
-    code = ("import sys\n"
-            "sys.modules['torch'] = None  # importing torch now fails, as where it is not installed\n"
-            "from edgeseg.cli import main\n"
-            f"main(['info', {str(run)!r}, '--json', '-'])\n")
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # importing torch now fails, as where it is not installed\n"
+        "from edgeseg.cli import main\n"
+        f"main(['info', {str(run)!r}, '--json', '-'])\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -124,11 +140,14 @@ def test_info_on_a_training_run_reads_its_card_without_pytorch(tmp_path):
     assert "input          64x96 (height x width)" in done.stderr and "provenance     not recorded" in done.stderr
 
 
-@pytest.mark.parametrize(("name", "content", "says"), [
-    ("bad.onnx", b"not a model at all", "not a readable ONNX model"),
-    ("notes.txt", b"hello", "not a model form"),
-    ("empty", None, "no model here"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("bad.onnx", b"not a model at all", "not a readable ONNX model"),
+        ("notes.txt", b"hello", "not a model form"),
+        ("empty", None, "no model here"),
+    ],
+)
 def test_a_bad_model_is_an_error_that_names_it(tmp_path, name, content, says):
     path = tmp_path / name
     if content is None:
@@ -143,9 +162,15 @@ def test_a_bad_model_is_an_error_that_names_it(tmp_path, name, content, says):
 def findings(providers: list[str], gpus: list[dict] | None, cuda: str | None = "12.2", trt_provider: str | None = None):
     """What `edgeseg doctor` finds, reduced to what `info` reads."""
     build = {"version": "1.22.0", "cuda": cuda, "providers": providers, "problem": None, "distributions": {}}
-    return {"onnxruntime": build, "gpus": gpus, "gpus_reason": "nvidia-smi not found on PATH", "jetson": False,
-            "tensorrt": None, "tensorrt_provider": {"can_start": trt_provider is None, "why_not": trt_provider},
-            "torch": None}
+    return {
+        "onnxruntime": build,
+        "gpus": gpus,
+        "gpus_reason": "nvidia-smi not found on PATH",
+        "jetson": False,
+        "tensorrt": None,
+        "tensorrt_provider": {"can_start": trt_provider is None, "why_not": trt_provider},
+        "torch": None,
+    }
 
 
 def test_why_a_backend_cannot_run_comes_from_what_doctor_finds():
@@ -153,7 +178,8 @@ def test_why_a_backend_cannot_run_comes_from_what_doctor_finds():
     cpu_build = findings(["CPUExecutionProvider"], None, cuda=None)
     assert why_not("onnxruntime-cpu", cpu_build, model) is None
     assert why_not("onnxruntime-cuda", cpu_build, model) == (
-        "this onnxruntime (1.22.0, the CPU build) has no CUDAExecutionProvider")
+        "this onnxruntime (1.22.0, the CPU build) has no CUDAExecutionProvider"
+    )
     gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     no_gpu = findings(gpu_build, None)
     assert why_not("onnxruntime-cuda", no_gpu, model) == "no NVIDIA GPU (nvidia-smi not found on PATH)"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.core import host, install_check
 from edgeseg.cli import main
+from edgeseg.core import host, install_check
 from edgeseg.core.install_check import (
     BOTH_FIX,
     OnnxRuntimeInstallError,
@@ -157,8 +157,13 @@ def test_doctor_reports_an_old_driver_as_an_old_driver(tmp_path: Path, monkeypat
 # --- edgeseg doctor: onnxruntime's TensorRT provider and TensorRT's driver minimum -----------------
 
 
-GPU_BUILD = {"distributions": {"onnxruntime-gpu": "1.22.0"}, "version": "1.22.0", "cuda": "12.2", "problem": None,
-             "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+GPU_BUILD = {
+    "distributions": {"onnxruntime-gpu": "1.22.0"},
+    "version": "1.22.0",
+    "cuda": "12.2",
+    "problem": None,
+    "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
 
 
 def no_library(name: str) -> None:
@@ -174,15 +179,23 @@ def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str | None) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", module)
 
 
-@pytest.mark.parametrize("version, loads, why_not", [
-    ("10.9.0.34", True, None),
-    (None, True, None),  # TensorRT on the loader's path without its Python module (a .deb or .tar install)
-    (None, False, "TensorRT is not installed"),
-    ("11.1.0.5", False, "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10 (libnvinfer.so.10)"),
-    ("10.9.0.34", False, "libnvinfer.so.10 cannot be loaded (libnvinfer.so.10: cannot open shared object file"),
-])
+@pytest.mark.parametrize(
+    "version, loads, why_not",
+    [
+        ("10.9.0.34", True, None),
+        (None, True, None),  # TensorRT on the loader's path without its Python module (a .deb or .tar install)
+        (None, False, "TensorRT is not installed"),
+        (
+            "11.1.0.5",
+            False,
+            "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10 (libnvinfer.so.10)",
+        ),
+        ("10.9.0.34", False, "libnvinfer.so.10 cannot be loaded (libnvinfer.so.10: cannot open shared object file"),
+    ],
+)
 def test_whether_the_tensorrt_provider_can_start_is_told_from_the_libraries(
-        monkeypatch: pytest.MonkeyPatch, version: str | None, loads: bool, why_not: str | None) -> None:
+    monkeypatch: pytest.MonkeyPatch, version: str | None, loads: bool, why_not: str | None
+) -> None:
     fake_tensorrt(monkeypatch, version)
     monkeypatch.setattr(install_check, "_load_library", (lambda name: None) if loads else no_library)
     problem = install_check.tensorrt_provider_problem(GPU_BUILD)

@@ -60,15 +60,22 @@ def test_without_logging_set_up_the_root_warning_leaves_no_handler_behind(tmp_pa
     import subprocess
     import sys
 
-    code = ("import logging\n"
-            "from edgeseg.core.install_check import quiet_onnxruntime_tools\n"
-            "with quiet_onnxruntime_tools():\n"
-            "    logging.warning('Axis 1 is out-of-range')\n"
-            "    logging.getLogger('edgeseg.export').warning('ours')\n"
-            "logging.getLogger('edgeseg.export').warning('ours again')\n"
-            "print(len(logging.getLogger().handlers))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "EDGESEG_DEBUG": "0"})
+    code = (
+        "import logging\n"
+        "from edgeseg.core.install_check import quiet_onnxruntime_tools\n"
+        "with quiet_onnxruntime_tools():\n"
+        "    logging.warning('Axis 1 is out-of-range')\n"
+        "    logging.getLogger('edgeseg.export').warning('ours')\n"
+        "logging.getLogger('edgeseg.export').warning('ours again')\n"
+        "print(len(logging.getLogger().handlers))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "EDGESEG_DEBUG": "0"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "0\n" and done.stderr.splitlines() == ["ours", "ours again"]
 
@@ -85,8 +92,9 @@ def test_the_debug_flag_reaches_every_part_while_the_command_runs(monkeypatch, t
 
     monkeypatch.setenv("EDGESEG_DEBUG", "0")
     seen = []
-    monkeypatch.setattr(edgeseg.core.cli, "generate_dataset",
-                        lambda *args, **kwargs: seen.append(os.environ.get("EDGESEG_DEBUG")) or [])
+    monkeypatch.setattr(
+        edgeseg.core.cli, "generate_dataset", lambda *args, **kwargs: seen.append(os.environ.get("EDGESEG_DEBUG")) or []
+    )
     result = CliRunner().invoke(main, ["--debug", "synth", str(tmp_path), "-n", "2"])
     assert seen == ["1"], result.output
     assert os.environ["EDGESEG_DEBUG"] == "0"  # the caller's own, back after the command

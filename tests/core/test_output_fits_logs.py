@@ -62,8 +62,12 @@ def test_a_short_flag_means_one_thing_in_every_command():
 
 def synth(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
     """`edgeseg synth` in a child process whose stderr is a pipe, as in a log or under CI."""
-    return subprocess.run([sys.executable, "-m", "edgeseg", "synth", str(tmp_path / "data"), "-n", "20",
-                           "--image-size", "64", *flags], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeseg", "synth", str(tmp_path / "data"), "-n", "20", "--image-size", "64", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_log_gets_plain_progress_lines_and_no_bar_updates(tmp_path):
@@ -85,8 +89,11 @@ def test_quiet_silences_notes_but_not_errors(tmp_path):
     assert noted.exit_code == 2 and "does not exist" in noted.output  # a usage error always prints
     model_note = "no model named: using edgeseg's default model"
     data = tmp_path / "one"
-    subprocess.run([sys.executable, "-m", "edgeseg", "synth", str(data), "-n", "4", "--image-size", "64", "-q"],
-                   check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "edgeseg", "synth", str(data), "-n", "4", "--image-size", "64", "-q"],
+        check=True,
+        timeout=120,
+    )
     said = CliRunner().invoke(main, ["eval", "-d", str(data), "-o", str(tmp_path / "a")])
     quiet = CliRunner().invoke(main, ["eval", "-d", str(data), "-o", str(tmp_path / "b"), "-q"])
     assert said.exit_code == quiet.exit_code == 0, said.output + quiet.output
@@ -110,8 +117,11 @@ def test_synth_takes_the_old_n_with_a_note_and_makes_the_same_images(tmp_path):
 
 def test_data_split_takes_the_old_val_with_a_note_and_writes_the_same_split(tmp_path):
     for name in ("new", "old"):
-        subprocess.run([sys.executable, "-m", "edgeseg", "synth", str(tmp_path / name), "-n", "10", "--image-size",
-                        "64", "-q"], check=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "edgeseg", "synth", str(tmp_path / name), "-n", "10", "--image-size", "64", "-q"],
+            check=True,
+            timeout=120,
+        )
         for split in (tmp_path / name / "splits").glob("*.txt"):
             split.unlink()
     new = CliRunner().invoke(main, ["data", "split", str(tmp_path / "new"), "--val-fraction", "0.3"])
@@ -154,17 +164,23 @@ def edgeseg_script() -> Path:
 def complete(shell: str, words: list[str]) -> str:
     """What `edgeseg` offers for the last of ``words`` (empty: a new word), asked the way each shell's script asks."""
     current = str(len(words) - 1) if shell != "fish" else words[-1]
-    environment = {**os.environ, "_EDGESEG_COMPLETE": f"{shell}_complete", "COMP_WORDS": " ".join(words),
-                   "COMP_CWORD": current}
-    return subprocess.run([str(edgeseg_script())], env=environment, capture_output=True, text=True, timeout=60,
-                          check=True).stdout
+    environment = {
+        **os.environ,
+        "_EDGESEG_COMPLETE": f"{shell}_complete",
+        "COMP_WORDS": " ".join(words),
+        "COMP_CWORD": current,
+    }
+    return subprocess.run(
+        [str(edgeseg_script())], env=environment, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_completion_scripts_for_each_shell_list_the_commands(shell):
     environment = {**os.environ, "_EDGESEG_COMPLETE": f"{shell}_source"}
-    script = subprocess.run([str(edgeseg_script())], env=environment, capture_output=True, text=True, timeout=60,
-                            check=True).stdout
+    script = subprocess.run(
+        [str(edgeseg_script())], env=environment, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert "_edgeseg_completion" in script and f"_EDGESEG_COMPLETE={shell}_complete" in script
     offered = complete(shell, ["edgeseg", ""])
     for name in COMMANDS:
@@ -174,9 +190,12 @@ def test_completion_scripts_for_each_shell_list_the_commands(shell):
 
 
 def test_bash_completion_sourced_in_bash_completes_the_commands():
-    script = ('eval "$(_EDGESEG_COMPLETE=bash_source edgeseg)"; COMP_WORDS=(edgeseg ""); COMP_CWORD=1; '
-              '_edgeseg_completion edgeseg; printf "%s\\n" "${COMPREPLY[@]}"')
+    script = (
+        'eval "$(_EDGESEG_COMPLETE=bash_source edgeseg)"; COMP_WORDS=(edgeseg ""); COMP_CWORD=1; '
+        '_edgeseg_completion edgeseg; printf "%s\\n" "${COMPREPLY[@]}"'
+    )
     path = f"{edgeseg_script().parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    done = subprocess.run(["bash", "-c", script], env={**os.environ, "PATH": path}, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", script], env={**os.environ, "PATH": path}, capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.split() == list(COMMANDS), done.stderr

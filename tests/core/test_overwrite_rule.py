@@ -71,13 +71,27 @@ def test_a_killed_writes_temporary_is_removed_and_a_live_ones_is_kept(tmp_path: 
 # --- every command -----------------------------------------------------------------------------------
 
 
-def test_run_refuses_its_existing_outputs_and_replaces_them_with_overwrite(tiny_onnx: Path, synthetic_dir: Path,
-                                                                           tmp_path: Path) -> None:
+def test_run_refuses_its_existing_outputs_and_replaces_them_with_overwrite(
+    tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
     video, masks, records = tmp_path / "overlay.mp4", tmp_path / "masks", tmp_path / "frames.jsonl"
     mask = masks / "ISIC_9000000_segmentation.png"
     earlier(video, records, mask)
-    command = ["run", tiny_onnx, "--source", synthetic_dir / "ISIC2018_Task1-2_Training_Input", "--no-show",
-               "--max-frames", "2", "--save", video, "--save-masks", masks, "--jsonl", records]
+    command = [
+        "run",
+        tiny_onnx,
+        "--source",
+        synthetic_dir / "ISIC2018_Task1-2_Training_Input",
+        "--no-show",
+        "--max-frames",
+        "2",
+        "--save",
+        video,
+        "--save-masks",
+        masks,
+        "--jsonl",
+        records,
+    ]
     assert_refused(invoke(*command), video, masks, records)
     assert video.read_text() == records.read_text() == mask.read_text() == EARLIER
     result = invoke(*command, "--overwrite")
@@ -86,8 +100,9 @@ def test_run_refuses_its_existing_outputs_and_replaces_them_with_overwrite(tiny_
     assert len(records.read_text().splitlines()) == 2
 
 
-def test_eval_refuses_its_existing_outputs_and_replaces_them_with_overwrite(tiny_onnx: Path, synthetic_dir: Path,
-                                                                            tmp_path: Path) -> None:
+def test_eval_refuses_its_existing_outputs_and_replaces_them_with_overwrite(
+    tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
     table, report, masks = tmp_path / "eval" / "per-image.csv", tmp_path / "eval.json", tmp_path / "masks"
     command = ["eval", tiny_onnx, "--data", synthetic_dir, "--out", tmp_path / "eval", "--json", report]
     for given in (table, report):
@@ -116,7 +131,9 @@ def test_bench_refuses_its_existing_outputs_and_replaces_them_with_overwrite(tin
     assert_replaced(report, table)
 
 
-def test_data_check_refuses_an_existing_report_and_replaces_it_with_overwrite(synthetic_dir: Path, tmp_path: Path) -> None:
+def test_data_check_refuses_an_existing_report_and_replaces_it_with_overwrite(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "check.json"
     earlier(report)
     assert_refused(invoke("data", "check", synthetic_dir, "--json", report), report)
@@ -124,12 +141,25 @@ def test_data_check_refuses_an_existing_report_and_replaces_it_with_overwrite(sy
     assert_replaced(report)
 
 
-def test_export_refuses_an_earlier_export_and_replaces_it_with_overwrite(tiny_onnx: Path, synthetic_dir: Path,
-                                                                         tmp_path: Path) -> None:
+def test_export_refuses_an_earlier_export_and_replaces_it_with_overwrite(
+    tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("onnx")
     out = tmp_path / "export"
-    command = ["export", tiny_onnx, "--format", "fp16", "--out", out, "--parity-data", synthetic_dir, "--parity-n", "2",
-               "--latency-runs", "1"]
+    command = [
+        "export",
+        tiny_onnx,
+        "--format",
+        "fp16",
+        "--out",
+        out,
+        "--parity-data",
+        synthetic_dir,
+        "--parity-n",
+        "2",
+        "--latency-runs",
+        "1",
+    ]
     report = out / "export-report.json"
     earlier(out / "model.fp16.onnx")  # a form with no report beside it: an export killed before its end, built again
     result = invoke(*command)
@@ -147,8 +177,26 @@ def test_train_refuses_an_earlier_run_and_starts_afresh_with_overwrite(synthetic
     pytest.importorskip("torch")
     run = tmp_path / "run"
     earlier(run / "checkpoint-last.pt", run / "card.json", run / "plots" / "old.png", run / "notes.txt")
-    command = ["train", "--data", synthetic_dir, "--out", run, "--epochs", "1", "--size", "64", "--batch-size", "4",
-               "--decoder-channels", "32,32", "--encoder-weights", "none", "--threads", "2", "--no-progress"]
+    command = [
+        "train",
+        "--data",
+        synthetic_dir,
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--size",
+        "64",
+        "--batch-size",
+        "4",
+        "--decoder-channels",
+        "32,32",
+        "--encoder-weights",
+        "none",
+        "--threads",
+        "2",
+        "--no-progress",
+    ]
     result = invoke(*command)
     assert_refused(result, run / "checkpoint-last.pt")
     assert f"--resume {run}" in result.output

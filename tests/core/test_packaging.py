@@ -57,15 +57,25 @@ def test_version_option():
 def test_wheel_holds_the_parts_as_subpackages(tmp_path):
     # Build from a copy: setuptools leaves a build/ folder in the tree it builds.
     source = tmp_path / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"))
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
-        check=True,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)], check=True
     )
     (wheel,) = tmp_path.glob("edgeseg-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("edgeseg/cli.py", "edgeseg/core/card.py", "edgeseg/loading/open.py", "edgeseg/train/__init__.py",
-                   "edgeseg/export/__init__.py", "edgeseg/runtime/__init__.py"):
+    for module in (
+        "edgeseg/cli.py",
+        "edgeseg/core/card.py",
+        "edgeseg/loading/open.py",
+        "edgeseg/train/__init__.py",
+        "edgeseg/export/__init__.py",
+        "edgeseg/runtime/__init__.py",
+    ):
         assert module in names, f"{module} missing from the wheel"
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)

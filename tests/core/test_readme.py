@@ -28,7 +28,7 @@ def readme() -> str:
 def python_example(text: str) -> str:
     """The README's tested Python block: the first one after the marker."""
     assert MARKER in text, "the README lost its tested Python example"
-    return re.search(r"```python\n(.*?)```", text[text.index(MARKER):], re.S).group(1)
+    return re.search(r"```python\n(.*?)```", text[text.index(MARKER) :], re.S).group(1)
 
 
 def write_photo(path: Path) -> None:
@@ -110,14 +110,16 @@ def test_the_readme_shows_every_verb_and_the_install_from_a_clone():
     commands = [line.strip() for line in text.splitlines() if line.strip().startswith("edgeseg ")]
     for verb in VERBS:
         assert any(command.startswith(f"edgeseg {verb} ") or command == f"edgeseg {verb}" for command in commands), verb
-    assert any(line.startswith("git clone ") and "pip install -e '.[cpu]'" in line
-               for line in (line.strip() for line in text.splitlines()))
+    assert any(
+        line.startswith("git clone ") and "pip install -e '.[cpu]'" in line
+        for line in (line.strip() for line in text.splitlines())
+    )
     assert "pip install -e '.[gpu]'" in text and "edgeseg run --camera 0" in text and "edgeseg run photos/" in text
 
 
 def test_ci_runs_the_test_command_the_readme_gives():
     text = readme()
-    development = text[text.index("## Development"):]
+    development = text[text.index("## Development") :]
     readme_command = re.search(r"^ {4}(make \w+)", development, re.M).group(1)
     assert readme_command == "make test"
     ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -14,10 +14,23 @@ from edgeseg.core.metrics import METRIC_NAMES, image_scores, mean_scores
 
 def run_eval(model, data, tmp_path):
     out = tmp_path / "eval"
-    result = CliRunner().invoke(main, [
-        "eval", str(model), "--data", str(data), "--split", "val",
-        "--out", str(out), "--json", str(tmp_path / "eval.json"), "--save-masks", str(tmp_path / "masks"),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(model),
+            "--data",
+            str(data),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "eval.json"),
+            "--save-masks",
+            str(tmp_path / "masks"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, json.loads((tmp_path / "eval.json").read_text())
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.evaluate.latency import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
 from edgeseg.cli import main
 from edgeseg.evaluate.cli import command_line
+from edgeseg.evaluate.latency import STAGES, STAT_KEYS, Result, noise_warnings, stage_stats, time_interleaved
 from edgeseg.loading.open import Form
 
 RESULT_KEYS = {"form", "backend", "status", "reason", "size_bytes", "stages", "fps", "accuracy", "accuracy_reason"}
@@ -55,8 +55,14 @@ def fake_engine(directory: Path) -> Path:
 
     engine = directory / "model.trt10.3.sm87-orin.fp16.engine"
     engine.write_bytes(b"not a real engine")
-    sidecar = {"card": ModelCard(input_size=(64, 64)).to_dict(), "engine_sha256": sha256_of(engine),
-               "tensorrt_version": "10.3.0.30", "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16"}
+    sidecar = {
+        "card": ModelCard(input_size=(64, 64)).to_dict(),
+        "engine_sha256": sha256_of(engine),
+        "tensorrt_version": "10.3.0.30",
+        "gpu_name": "Orin",
+        "compute_capability": "8.7",
+        "precision": "fp16",
+    }
     sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine
 
@@ -209,23 +215,41 @@ def test_directory_without_a_model_is_a_usage_error(tmp_path: Path) -> None:
 def test_stage_stats() -> None:
     stats = stage_stats([float(v) for v in range(1, 101)])
     assert stats["mean_ms"] == 50.5 and stats["min_ms"] == 1 and stats["max_ms"] == 100
-    assert stats["p50_ms"] == 50.5 and stats["p90_ms"] == pytest.approx(90.1) and stats["p99_ms"] == pytest.approx(99.01)
+    assert (
+        stats["p50_ms"] == 50.5 and stats["p90_ms"] == pytest.approx(90.1) and stats["p99_ms"] == pytest.approx(99.01)
+    )
     assert stage_stats([]) is None
 
 
 def test_noise_warning_only_above_ratio() -> None:
-    records = [{"form": "quiet", "backend": "b", "p99_over_p50": 1.2}, {"form": "busy", "backend": "b", "p99_over_p50": 2.0},
-               {"form": "skipped", "backend": "b", "p99_over_p50": None}]
+    records = [
+        {"form": "quiet", "backend": "b", "p99_over_p50": 1.2},
+        {"form": "busy", "backend": "b", "p99_over_p50": 2.0},
+        {"form": "skipped", "backend": "b", "p99_over_p50": None},
+    ]
     (warning,) = noise_warnings(records)
     assert warning.startswith("busy") and "noisy" in warning
 
 
 def test_command_line_can_be_rerun() -> None:
-    options = dict(backends=("auto", "onnxruntime-cpu"), runs=50, warmup=5, size=None, image=None, data=Path("d d"),
-                   split="val", split_dir=None, limit=10, json_path=Path("out.json"), md_path=None)
+    options = dict(
+        backends=("auto", "onnxruntime-cpu"),
+        runs=50,
+        warmup=5,
+        size=None,
+        image=None,
+        data=Path("d d"),
+        split="val",
+        split_dir=None,
+        limit=10,
+        json_path=Path("out.json"),
+        md_path=None,
+    )
     line = command_line((Path("exports/run"),), options)
-    assert line == ("edgeseg bench exports/run --backend auto --backend onnxruntime-cpu --runs 50 --warmup 5 "
-                    "--data 'd d' --split val --limit 10 --json out.json")
+    assert line == (
+        "edgeseg bench exports/run --backend auto --backend onnxruntime-cpu --runs 50 --warmup 5 "
+        "--data 'd d' --split val --limit 10 --json out.json"
+    )
 
 
 def test_benching_an_onnx_never_imports_torch(tiny_onnx: Path) -> None:

@@ -44,8 +44,9 @@ def test_eval_takes_the_model_positionally_and_the_old_model_option_with_a_note(
 
 
 def test_eval_refuses_the_model_twice(default_model, synthetic_dir):
-    result = CliRunner().invoke(main, ["eval", str(default_model), "--model", str(default_model),
-                                       "--data", str(synthetic_dir)])
+    result = CliRunner().invoke(
+        main, ["eval", str(default_model), "--model", str(default_model), "--data", str(synthetic_dir)]
+    )
     assert result.exit_code == 2
     assert "--model is the old spelling of MODEL" in result.output
 
@@ -60,8 +61,19 @@ def test_eval_help_shows_model_as_the_argument_and_only_the_real_backend_names()
 
 def test_eval_json_to_stdout_pipes_into_json_tool(default_model, synthetic_dir, tmp_path):
     """A real process, as a shell pipe runs it: stdout must be the JSON alone, the table goes to stderr."""
-    command = [sys.executable, "-m", "edgeseg", "eval", str(default_model), "--data", str(synthetic_dir),
-               "--out", str(tmp_path / "out"), "--json", "-"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "eval",
+        str(default_model),
+        "--data",
+        str(synthetic_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "-",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     tool = subprocess.run([sys.executable, "-m", "json.tool"], input=done.stdout, capture_output=True, text=True)
@@ -80,7 +92,9 @@ def test_eval_takes_an_old_backend_spelling_with_a_note(tiny_run_dir, synthetic_
 
 @pytest.mark.parametrize("command", ["eval", "bench"])
 def test_a_wrong_backend_is_refused_listing_the_choices(command, default_model, synthetic_dir):
-    arguments = [command, str(default_model), "--backend", "gpu"] + (["--data", str(synthetic_dir)] if command == "eval" else [])
+    arguments = [command, str(default_model), "--backend", "gpu"] + (
+        ["--data", str(synthetic_dir)] if command == "eval" else []
+    )
     result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 2
     assert "'gpu' is not one of" in result.output
@@ -88,8 +102,9 @@ def test_a_wrong_backend_is_refused_listing_the_choices(command, default_model, 
 
 
 def test_bench_json_to_stdout_is_the_json_alone(default_model, tmp_path):
-    result = CliRunner().invoke(main, ["bench", str(default_model), *FAST_BENCH, "--json", "-",
-                                       "--md", str(tmp_path / "bench.md")])
+    result = CliRunner().invoke(
+        main, ["bench", str(default_model), *FAST_BENCH, "--json", "-", "--md", str(tmp_path / "bench.md")]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [row["status"] for row in report["results"]] == ["ok"]
@@ -100,8 +115,10 @@ def test_bench_json_to_stdout_is_the_json_alone(default_model, tmp_path):
 
 def test_bench_takes_an_old_backend_spelling_with_a_note(default_model, tmp_path):
     json_path = tmp_path / "bench.json"
-    result = CliRunner().invoke(main, ["bench", str(default_model), *FAST_BENCH, "--backend", "auto",
-                                       "--backend", "cuda", "--json", str(json_path)])
+    result = CliRunner().invoke(
+        main,
+        ["bench", str(default_model), *FAST_BENCH, "--backend", "auto", "--backend", "cuda", "--json", str(json_path)],
+    )
     assert result.exit_code == 0, result.output
     assert result.stderr.count("note: --backend cuda is now spelled --backend torch-cuda") == 1
     assert "--backend torch-cuda" in json.loads(json_path.read_text())["command"]

@@ -8,10 +8,25 @@ from edgeseg.cli import main
 
 
 def test_eval_takes_tta_and_fill_holes_and_records_them(tiny_onnx, synthetic_dir, tmp_path):
-    result = CliRunner().invoke(main, [
-        "eval", str(tiny_onnx), "--data", str(synthetic_dir), "--split", "val", "--out", str(tmp_path / "eval"),
-        "--json", str(tmp_path / "eval.json"), "--tta", "hvflip", "--fill-holes", "--no-refine",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(tiny_onnx),
+            "--data",
+            str(synthetic_dir),
+            "--split",
+            "val",
+            "--out",
+            str(tmp_path / "eval"),
+            "--json",
+            str(tmp_path / "eval.json"),
+            "--tta",
+            "hvflip",
+            "--fill-holes",
+            "--no-refine",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["postprocess"] == {"tta": "hvflip", "fill_holes": True, "refine": False}
@@ -20,11 +35,25 @@ def test_eval_takes_tta_and_fill_holes_and_records_them(tiny_onnx, synthetic_dir
 
 
 def test_eval_defaults_to_the_closer_look_alone(tiny_onnx, synthetic_dir, tmp_path):
-    result = CliRunner().invoke(main, [
-        "eval", str(tiny_onnx), "--data", str(synthetic_dir), "--out", str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            str(tiny_onnx),
+            "--data",
+            str(synthetic_dir),
+            "--out",
+            str(tmp_path / "eval"),
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "e.json").read_text())["postprocess"] == {"tta": "none", "fill_holes": False, "refine": True}
+    assert json.loads((tmp_path / "e.json").read_text())["postprocess"] == {
+        "tta": "none",
+        "fill_holes": False,
+        "refine": True,
+    }
 
 
 def test_eval_refuses_an_unknown_tta_naming_the_choices(tiny_onnx, synthetic_dir, tmp_path):

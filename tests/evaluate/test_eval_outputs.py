@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
-from edgeseg.evaluate.accuracy import LEGEND_HEIGHT, PREDICTION_COLOUR, TRUTH_COLOUR, legend_band
 from edgeseg.core.names import default_model_path
+from edgeseg.evaluate.accuracy import LEGEND_HEIGHT, PREDICTION_COLOUR, TRUTH_COLOUR, legend_band
 
 DEFAULT_MODEL_NOTE = "the default model's folder belongs to the installation: outputs go to ./eval-val/"
 
@@ -60,6 +60,6 @@ def test_worst_cases_has_a_legend_in_the_outline_colours(model_copy, synthetic_d
     assert (picture.shape[0] - LEGEND_HEIGHT) % 256 == 0 and picture.shape[1] == 3 * 256
     assert np.array_equal(band, legend_band(256))
     for column, colour in ((1, TRUTH_COLOUR), (2, PREDICTION_COLOUR)):
-        third = band[:, column * 256:(column + 1) * 256].reshape(-1, 3)
+        third = band[:, column * 256 : (column + 1) * 256].reshape(-1, 3)
         assert np.count_nonzero((third == colour).all(axis=1)) > 20, colour  # a sample stroke in that colour
     assert np.count_nonzero((band[:, :256] >= 150).all(axis=2)) > 100  # the first column's label, in white

@@ -30,15 +30,36 @@ def test_every_mean_comes_with_its_interval(tiny_onnx: Path, synthetic_dir: Path
 
 
 def test_a_model_against_itself_shows_no_difference_and_a_trained_one_beats_an_untrained_one(
-        tiny_onnx: Path, trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path):
-    record, table = eval_json(str(tiny_onnx), "--data", str(synthetic_dir), "--split", "all", "--out", str(tmp_path / "a"),
-                              "--against", str(tiny_onnx))
+    tiny_onnx: Path, trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
+    record, table = eval_json(
+        str(tiny_onnx),
+        "--data",
+        str(synthetic_dir),
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "a"),
+        "--against",
+        str(tiny_onnx),
+    )
     same = record["comparison"]
-    assert all(same["differences"][name] == {"mean": 0.0, "low": 0.0, "high": 0.0, "images": 24} for name in METRIC_NAMES)
+    assert all(
+        same["differences"][name] == {"mean": 0.0, "low": 0.0, "high": 0.0, "images": 24} for name in METRIC_NAMES
+    )
     assert set(same["verdicts"].values()) == {"no difference shown (the interval holds 0)"}
     # The tiny FPN trained for 60 steps against the same architecture untrained (random weights): far apart.
-    record, table = eval_json(str(trained_run_dir), "--data", str(synthetic_dir), "--split", "all",
-                              "--out", str(tmp_path / "b"), "--against", str(tiny_onnx))
+    record, table = eval_json(
+        str(trained_run_dir),
+        "--data",
+        str(synthetic_dir),
+        "--split",
+        "all",
+        "--out",
+        str(tmp_path / "b"),
+        "--against",
+        str(tiny_onnx),
+    )
     dice = record["comparison"]["differences"]["dice"]
     assert dice["low"] > 0 and record["comparison"]["verdicts"]["dice"] == "better"
     assert dice["mean"] == pytest.approx(record["mean"]["dice"] - record["comparison"]["against_mean"]["dice"])

@@ -44,19 +44,23 @@ def _primitive_norm(proto: onnx.ModelProto, node: onnx.NodeProto, rank: int, tag
     x, scale, bias = node.input
     assert rank >= 3, f"{node.name}: the rank of its input is unknown"
     epsilon = next((attribute.f for attribute in node.attribute if attribute.name == "epsilon"), 1e-5)
-    constants = {f"{tag}_axes": np.arange(2, rank, dtype=np.int64),  # the spatial axes
-                 f"{tag}_channel_axes": np.arange(1, rank - 1, dtype=np.int64),  # scale (C,) -> (C, 1, ...)
-                 f"{tag}_eps": np.array(epsilon, np.float32)}
+    constants = {
+        f"{tag}_axes": np.arange(2, rank, dtype=np.int64),  # the spatial axes
+        f"{tag}_channel_axes": np.arange(1, rank - 1, dtype=np.int64),  # scale (C,) -> (C, 1, ...)
+        f"{tag}_eps": np.array(epsilon, np.float32),
+    }
     proto.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
     nodes: list[onnx.NodeProto] = []
 
     def op(op_type: str, inputs: list[str], name: str, **attributes) -> str:
         """``op_type`` in float32, its result rounded to float16 (inf beyond 65504) and back."""
-        nodes.extend([
-            helper.make_node(op_type, inputs, [f"{tag}_{name}_exact"], **attributes),
-            helper.make_node("Cast", [f"{tag}_{name}_exact"], [f"{tag}_{name}_fp16"], to=TensorProto.FLOAT16),
-            helper.make_node("Cast", [f"{tag}_{name}_fp16"], [f"{tag}_{name}"], to=TensorProto.FLOAT),
-        ])
+        nodes.extend(
+            [
+                helper.make_node(op_type, inputs, [f"{tag}_{name}_exact"], **attributes),
+                helper.make_node("Cast", [f"{tag}_{name}_exact"], [f"{tag}_{name}_fp16"], to=TensorProto.FLOAT16),
+                helper.make_node("Cast", [f"{tag}_{name}_fp16"], [f"{tag}_{name}"], to=TensorProto.FLOAT),
+            ]
+        )
         return f"{tag}_{name}"
 
     axes, channel_axes, eps = f"{tag}_axes", f"{tag}_channel_axes", f"{tag}_eps"

@@ -35,11 +35,25 @@ def test_too_many_images_are_refused_with_the_count_that_fits(inferred_onnx: Pat
     assert "64 images" in str(error.value)
 
 
-def test_export_reports_the_refusal_on_the_int8_form(trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path,
-                                                     monkeypatch) -> None:
+def test_export_reports_the_refusal_on_the_int8_form(
+    trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setattr(int8_export, "available_memory_bytes", lambda: 1)
-    result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--format", "onnx,int8", "--out", str(tmp_path),
-                                       "--parity-data", str(synthetic_dir), "--parity-n", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(trained_run_dir),
+            "--format",
+            "onnx,int8",
+            "--out",
+            str(tmp_path),
+            "--parity-data",
+            str(synthetic_dir),
+            "--parity-n",
+            "2",
+        ],
+    )
     assert result.exit_code == 1
     assert "CalibrationMemoryError" in result.output and "--calib-n 1 or fewer" in result.output
     assert not (tmp_path / "model.int8.onnx").exists()

@@ -20,13 +20,15 @@ OUT = "default-model-export"  # where the default model's forms go when no --out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, forms", [(["--fp16"], {"fp16"}), (["--fp16", "--int8"], {"fp16", "int8"})],
-                         ids=["fp16", "fp16-int8"])
+@pytest.mark.parametrize(
+    "flags, forms", [(["--fp16"], {"fp16"}), (["--fp16", "--int8"], {"fp16", "int8"})], ids=["fp16", "fp16-int8"]
+)
 def test_export_fp16_with_no_other_argument_builds_and_passes_every_form_it_can(flags, forms, tmp_path: Path):
     from edgeseg.export.tensorrt_export import engine_unavailable_reason
 
-    result = subprocess.run([sys.executable, "-m", "edgeseg", "export", *flags], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeseg", "export", *flags], cwd=tmp_path, capture_output=True, text=True, timeout=1200
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "edgeseg's reference set" in result.stderr
     report = json.loads((tmp_path / OUT / "export-report.json").read_text())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeseg.core.card import ModelCard, load_card
 from edgeseg.cli import main
+from edgeseg.core.card import ModelCard, load_card
 from edgeseg.export.parity import MEAN_RULES_MIN_IMAGES
 
 onnx = pytest.importorskip("onnx")
@@ -19,8 +19,18 @@ onnx = pytest.importorskip("onnx")
 # rounding in its encoder moves several % of its mask, which the default INT8 gate (made for trained
 # models on real images, see benchmarks/README.md) would reject. These relaxed INT8 tolerances say only
 # that the INT8 path runs and stays close.
-RELAXED_INT8 = ["--int8-confident-flips", "0.05", "--int8-image-confident-flips", "0.2", "--int8-abs-delta-dice", "0.05",
-                "--int8-abs-delta-threshold-jaccard", "0.2", "--int8-image-dice-loss", "0.3"]
+RELAXED_INT8 = [
+    "--int8-confident-flips",
+    "0.05",
+    "--int8-image-confident-flips",
+    "0.2",
+    "--int8-abs-delta-dice",
+    "0.05",
+    "--int8-abs-delta-threshold-jaccard",
+    "0.2",
+    "--int8-image-dice-loss",
+    "0.3",
+]
 
 
 def run_cli(*args: str):
@@ -30,8 +40,19 @@ def run_cli(*args: str):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, trained_run_dir: Path, synthetic_dir: Path):
     out = tmp_path_factory.mktemp("export")
-    result = run_cli("export", str(trained_run_dir), "--out", str(out), "--parity-data", str(synthetic_dir), "--simulate-fp16", "1",
-                     "--latency-runs", "2", *RELAXED_INT8)
+    result = run_cli(
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(out),
+        "--parity-data",
+        str(synthetic_dir),
+        "--simulate-fp16",
+        "1",
+        "--latency-runs",
+        "2",
+        *RELAXED_INT8,
+    )
     report = json.loads((out / "export-report.json").read_text())
     return result, out, report
 
@@ -58,7 +79,7 @@ def test_a_parity_set_too_small_for_a_mean_is_said_so_on_the_terminal_and_in_the
     count = report["parity_images"]["count"]
     assert count < MEAN_RULES_MIN_IMAGES  # the synthetic val split: the rules on a mean cannot judge it
     assert {text.split(":")[0] for text in report["not_judged"]} == {"fp16", "int8"}  # fp32 is judged on probability
-    assert f"warning: fp16: the rules on a mean over images" in result.output
+    assert "warning: fp16: the rules on a mean over images" in result.output
     assert f"{count} parity image(s)" in result.output
     assert "## Not judged" in (out / "export-report.md").read_text()
 
@@ -122,19 +143,40 @@ def qdq_facts(path: Path) -> dict:
     proto = onnx.load(str(path))
     constants = {tensor.name: tensor for tensor in proto.graph.initializer}
     qdq = [node for node in proto.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    zero_points = [onnx.numpy_helper.to_array(constants[node.input[2]]) for node in qdq]  # onnxruntime always writes one
-    dequantized = [constants[node.input[0]].data_type for node in qdq
-                   if node.op_type == "DequantizeLinear" and node.input[0] in constants]
-    conv_biases = [constants[node.input[2]].data_type for node in proto.graph.node
-                   if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in constants]
+    zero_points = [
+        onnx.numpy_helper.to_array(constants[node.input[2]]) for node in qdq
+    ]  # onnxruntime always writes one
+    dequantized = [
+        constants[node.input[0]].data_type
+        for node in qdq
+        if node.op_type == "DequantizeLinear" and node.input[0] in constants
+    ]
+    conv_biases = [
+        constants[node.input[2]].data_type
+        for node in proto.graph.node
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2] in constants
+    ]
     return {"qdq": len(qdq), "zero_points": zero_points, "dequantized": set(dequantized), "conv_biases": conv_biases}
 
 
-def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(trained_run_dir: Path, tmp_path: Path,
-                                                                            synthetic_dir: Path):
-    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "int8,int8-trt",
-                     "--parity-data", str(synthetic_dir),
-                     "--calib-n", "8", "--latency-runs", "1", *RELAXED_INT8)
+def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(
+    trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path
+):
+    result = run_cli(
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "int8,int8-trt",
+        "--parity-data",
+        str(synthetic_dir),
+        "--calib-n",
+        "8",
+        "--latency-runs",
+        "1",
+        *RELAXED_INT8,
+    )
     report = json.loads((tmp_path / "export-report.json").read_text())
     s8 = form(report, "int8-trt")
     assert s8["status"] == "built" and Path(s8["path"]) == tmp_path / "model.int8-trt.onnx", s8
@@ -157,8 +199,9 @@ def test_the_int8_form_for_tensorrt_is_symmetric_with_float_biases_and_gated(tra
 
     from edgeseg.runtime.loaders import precision_of, read_card
 
-    assert precision_of(tmp_path / "model.int8-trt.onnx") == "int8" and read_card(tmp_path / "model.int8-trt.onnx") == \
-        load_card(trained_run_dir)
+    assert precision_of(tmp_path / "model.int8-trt.onnx") == "int8" and read_card(
+        tmp_path / "model.int8-trt.onnx"
+    ) == load_card(trained_run_dir)
 
 
 def test_fp16_simulation_is_labelled_and_advisory(exported):
@@ -180,8 +223,9 @@ def test_engine_asked_without_gpu_fails_with_where_to_run(trained_run_dir: Path,
     assert not (tmp_path / "model.onnx").exists()  # it refused before doing any work
 
 
-def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path,
-                                                          monkeypatch):
+def test_perturbed_onnx_fails_gate_naming_form_and_image(
+    trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path, monkeypatch
+):
     from edgeseg.export import onnx_export
 
     real_export = onnx_export.export_onnx
@@ -197,23 +241,46 @@ def test_perturbed_onnx_fails_gate_naming_form_and_image(trained_run_dir: Path, 
         return path
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_with_perturbed_weights)
-    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "onnx", "--latency-runs", "1",
-                     "--parity-data", str(synthetic_dir))
+    result = run_cli(
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "onnx",
+        "--latency-runs",
+        "1",
+        "--parity-data",
+        str(synthetic_dir),
+    )
     assert result.exit_code == 1
     report = json.loads((tmp_path / "export-report.json").read_text())
     row = form(report, "onnx")
     assert row["status"] == "built" and row["passed"] is False
     worst = row["parity"]["max_abs_probability_image"]
     assert worst in report["parity_images"]["ids"]
-    assert f"onnx: max |delta probability| " in result.output and f"on {worst}" in result.output
+    assert "onnx: max |delta probability| " in result.output and f"on {worst}" in result.output
     assert "onnx: max |delta probability|" in (tmp_path / "export-report.md").read_text()
 
 
-def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path):
+def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(
+    trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path
+):
     # An unreachable FP16 tolerance forces the fallback path: rebuild once with norms in FP32, re-check.
-    result = run_cli("export", str(trained_run_dir), "--out", str(tmp_path), "--format", "fp16",
-                     "--parity-data", str(synthetic_dir),
-                     "--fp16-image-dice-loss", "-1", "--latency-runs", "1")
+    result = run_cli(
+        "export",
+        str(trained_run_dir),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "fp16",
+        "--parity-data",
+        str(synthetic_dir),
+        "--fp16-image-dice-loss",
+        "-1",
+        "--latency-runs",
+        "1",
+    )
     assert result.exit_code == 1
     assert "rebuilding with normalisation and Resize layers in FP32" in result.output
     row = form(json.loads((tmp_path / "export-report.json").read_text()), "fp16")
@@ -230,16 +297,18 @@ def test_unknown_format_is_a_usage_error(trained_run_dir: Path):
     assert result.exit_code != 0 and "unknown format(s) ['tflite']" in result.output
 
 
-def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, trained_run_dir: Path, synthetic_dir: Path):
+def test_no_preprocessing_drift_between_training_parity_and_runtime(
+    exported, trained_run_dir: Path, synthetic_dir: Path
+):
     """The tensor each exported form got in parity is the runtime's, and training's for the same image."""
     torch = pytest.importorskip("torch")
     from edgeseg.core.data import discover_samples
-    from edgeseg.export.parity import Tolerances, run_parity
     from edgeseg.core.files import read_image
     from edgeseg.core.preprocess import preprocess, resize_to_input
+    from edgeseg.core.segmenter import Segmenter
+    from edgeseg.export.parity import Tolerances, run_parity
     from edgeseg.runtime.backends import OnnxRuntimeBackend
     from edgeseg.runtime.loaders import read_card
-    from edgeseg.core.segmenter import Segmenter
     from edgeseg.train.dataset import normalize_batch
     from edgeseg.train.network import load_model
     from edgeseg.train.torch_backend import TorchBackend
@@ -262,8 +331,13 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
 
     with OnnxRuntimeBackend(out / "model.onnx") as onnx_backend, TorchBackend(model, card) as reference:
         recording = Recording(onnx_backend)
-        run_parity(Segmenter(reference, card), {"onnx": (Segmenter(recording, card), "fp32")}, samples, Tolerances(),
-                   progress=False)
+        run_parity(
+            Segmenter(reference, card),
+            {"onnx": (Segmenter(recording, card), "fp32")},
+            samples,
+            Tolerances(),
+            progress=False,
+        )
     for sample, seen in zip(samples, recording.seen, strict=True):
         bgr = read_image(sample.image)
         np.testing.assert_array_equal(seen, preprocess(bgr, card))
@@ -273,8 +347,20 @@ def test_no_preprocessing_drift_between_training_parity_and_runtime(exported, tr
 
 def test_export_from_an_onnx_builds_forms_checked_against_that_onnx(exported, tmp_path: Path, synthetic_dir: Path):
     _, out, _ = exported
-    result = run_cli("export", str(out / "model.onnx"), "--out", str(tmp_path), "--format", "fp16",
-                     "--parity-data", str(synthetic_dir), "--parity-n", "3", "--latency-runs", "1")
+    result = run_cli(
+        "export",
+        str(out / "model.onnx"),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "fp16",
+        "--parity-data",
+        str(synthetic_dir),
+        "--parity-n",
+        "3",
+        "--latency-runs",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "export-report.json").read_text())
     given = form(report, "onnx")
@@ -286,56 +372,125 @@ def test_export_from_an_onnx_builds_forms_checked_against_that_onnx(exported, tm
 
 def test_export_from_an_onnx_refuses_the_pytorch_simulation(exported, tmp_path: Path):
     _, out, _ = exported
-    result = CliRunner().invoke(main, ["export", str(out / "model.onnx"), "--out", str(tmp_path), "--simulate-fp16", "1"])
+    result = CliRunner().invoke(
+        main, ["export", str(out / "model.onnx"), "--out", str(tmp_path), "--simulate-fp16", "1"]
+    )
     assert result.exit_code != 0 and "run directory" in result.output
 
 
 def test_export_json_to_stdout_is_the_report_alone(exported, tmp_path: Path, synthetic_dir: Path):
     _, out, _ = exported
-    result = run_cli("export", str(out / "model.onnx"), "--out", str(tmp_path), "--format", "fp16",
-                     "--parity-data", str(synthetic_dir), "--parity-n", "2", "--latency-runs", "1", "--json", "-")
+    result = run_cli(
+        "export",
+        str(out / "model.onnx"),
+        "--out",
+        str(tmp_path),
+        "--format",
+        "fp16",
+        "--parity-data",
+        str(synthetic_dir),
+        "--parity-n",
+        "2",
+        "--latency-runs",
+        "1",
+        "--json",
+        "-",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads((tmp_path / "export-report.json").read_text())
     assert "report:" in result.stderr and "fp16" in result.stderr
     assert not (tmp_path / "-").exists()
 
 
-def test_export_half_weights_is_gated_as_fp16_and_the_other_forms_build_from_it(trained_run_dir: Path, tmp_path: Path,
-                                                                               synthetic_dir: Path):
+def test_export_half_weights_is_gated_as_fp16_and_the_other_forms_build_from_it(
+    trained_run_dir: Path, tmp_path: Path, synthetic_dir: Path
+):
     from edgeseg.export.half_weights import has_float16_weights
 
     out = tmp_path / "half"
-    result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--out", str(out), "--half-weights", "--format",
-                                       "onnx,fp16,int8", "--parity-data", str(synthetic_dir), "--latency-runs", "1",
-                                       *RELAXED_INT8], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(trained_run_dir),
+            "--out",
+            str(out),
+            "--half-weights",
+            "--format",
+            "onnx,fp16,int8",
+            "--parity-data",
+            str(synthetic_dir),
+            "--latency-runs",
+            "1",
+            *RELAXED_INT8,
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "export-report.json").read_text())
     onnx_row = form(report, "onnx")
-    assert onnx_row["precision"] == "fp16" and onnx_row["passed"] is True and "--half-weights" in " ".join(onnx_row["notes"])
+    assert (
+        onnx_row["precision"] == "fp16"
+        and onnx_row["passed"] is True
+        and "--half-weights" in " ".join(onnx_row["notes"])
+    )
     assert has_float16_weights(onnx.load(str(out / "model.onnx")))
     assert form(report, "fp16")["passed"] is True and form(report, "int8")["status"] == "built"
     assert not has_float16_weights(onnx.load(str(out / "model.fp16.onnx")))
     # And from that file, as from the shipped default model: the forms build, checked against it.
     again = tmp_path / "again"
-    result = CliRunner().invoke(main, ["export", str(out / "model.onnx"), "--out", str(again), "--format", "fp16,int8",
-                                       "--parity-data", str(synthetic_dir), "--calib", str(synthetic_dir),
-                                       "--latency-runs", "1", *RELAXED_INT8], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(out / "model.onnx"),
+            "--out",
+            str(again),
+            "--format",
+            "fp16,int8",
+            "--parity-data",
+            str(synthetic_dir),
+            "--calib",
+            str(synthetic_dir),
+            "--latency-runs",
+            "1",
+            *RELAXED_INT8,
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((again / "export-report.json").read_text())
     assert form(report, "fp16")["passed"] is True and form(report, "int8")["status"] == "built"
 
 
 @pytest.mark.slow
-def test_one_form_is_one_file_whatever_else_is_exported_beside_it(trained_run_dir: Path, synthetic_dir: Path,
-                                                                   tmp_path: Path):
+def test_one_form_is_one_file_whatever_else_is_exported_beside_it(
+    trained_run_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
     """The INT8 file from `--int8` alone is the one from `--fp16 --int8`, byte for byte: a form's gate verdict
     must not turn on which other forms were asked for."""
     files = {}
     for name, flags in (("alone", ["--int8"]), ("beside-fp16", ["--fp16", "--int8"])):
         out = tmp_path / name
-        result = run_cli("export", str(trained_run_dir), "--out", str(out), *flags, "--parity-data", str(synthetic_dir),
-                         "--calib-n", "8", "--parity-n", "2", "--latency-runs", "1", *RELAXED_INT8)
+        result = run_cli(
+            "export",
+            str(trained_run_dir),
+            "--out",
+            str(out),
+            *flags,
+            "--parity-data",
+            str(synthetic_dir),
+            "--calib-n",
+            "8",
+            "--parity-n",
+            "2",
+            "--latency-runs",
+            "1",
+            *RELAXED_INT8,
+        )
         assert result.exit_code == 0, result.output
         files[name] = (out / "model.int8.onnx").read_bytes()
-    assert (tmp_path / "beside-fp16" / "model.fp16.onnx").is_file() and not (tmp_path / "alone" / "model.fp16.onnx").exists()
+    assert (tmp_path / "beside-fp16" / "model.fp16.onnx").is_file() and not (
+        tmp_path / "alone" / "model.fp16.onnx"
+    ).exists()
     assert files["alone"] == files["beside-fp16"]

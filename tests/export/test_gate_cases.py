@@ -15,13 +15,18 @@ import numpy as np
 import pytest
 
 from edgeseg.core.data import discover_samples
-from edgeseg.loading.open import open_model
 from edgeseg.export.parity import Tolerances, run_parity
+from edgeseg.loading.open import open_model
 
 onnx = pytest.importorskip("onnx")
 
-RELAXED_INT8 = Tolerances(int8_confident_flips=0.05, int8_image_confident_flips=0.2, int8_abs_delta_dice=0.05,
-                          int8_abs_delta_threshold_jaccard=0.2, int8_image_dice_loss=0.3)
+RELAXED_INT8 = Tolerances(
+    int8_confident_flips=0.05,
+    int8_image_confident_flips=0.2,
+    int8_abs_delta_dice=0.05,
+    int8_abs_delta_threshold_jaccard=0.2,
+    int8_image_dice_loss=0.3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,8 @@ def perturbed_copy(source: Path, path: Path, scale: float) -> Path:
 
 @pytest.mark.slow
 def test_weights_perturbed_until_dice_drops_about_001_fail_every_reduced_precision(
-        trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
+    trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path
+):
     samples = discover_samples(synthetic_dir)  # all 24 pairs: more images, steadier Dice
     for scale in (0.02, 0.04, 0.08, 0.16, 0.32):
         form = perturbed_copy(fp32_onnx, tmp_path / f"perturbed-{scale}.onnx", scale)
@@ -70,7 +76,8 @@ def test_weights_perturbed_until_dice_drops_about_001_fail_every_reduced_precisi
 
 @pytest.mark.slow
 def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passes(
-        trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
+    trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path
+):
     from edgeseg.export.int8_export import export_int8
     from edgeseg.runtime.loaders import read_card
 
@@ -87,8 +94,9 @@ def test_int8_calibrated_on_one_black_image_fails_where_proper_calibration_passe
     assert parity_of(trained_run_dir, proper, "int8", RELAXED_INT8, val).passed
     parity = parity_of(trained_run_dir, broken, "int8", RELAXED_INT8, val)
     assert not parity.passed, parity
-    assert any(rule in message for message in parity.breaches
-               for rule in ("confident pixels flipped", "Dice", "NaN")), parity.breaches
+    assert any(
+        rule in message for message in parity.breaches for rule in ("confident pixels flipped", "Dice", "NaN")
+    ), parity.breaches
 
 
 def test_symmetric_int8_has_only_zero_points_of_zero(fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path):
@@ -100,11 +108,15 @@ def test_symmetric_int8_has_only_zero_points_of_zero(fp32_onnx: Path, synthetic_
     images = [sample.image for sample in discover_samples(synthetic_dir, split="train")[:4]]
     zero_points = {}
     for activations in ("u8", "s8"):
-        proto = onnx.load(str(export_int8(fp32_onnx, card, tmp_path / f"{activations}.onnx", images,
-                                          activations=activations)))
+        proto = onnx.load(
+            str(export_int8(fp32_onnx, card, tmp_path / f"{activations}.onnx", images, activations=activations))
+        )
         initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
-        zero_points[activations] = [initializers[node.input[2]] for node in proto.graph.node
-                                    if node.op_type == "QuantizeLinear" and len(node.input) > 2]
+        zero_points[activations] = [
+            initializers[node.input[2]]
+            for node in proto.graph.node
+            if node.op_type == "QuantizeLinear" and len(node.input) > 2
+        ]
     assert zero_points["s8"] and all(point.dtype == np.int8 and not point.any() for point in zero_points["s8"])
     assert any(point.dtype == np.uint8 and point.any() for point in zero_points["u8"])  # asymmetric activations
 
@@ -126,9 +138,13 @@ def scaled_norm_inputs_copy(run_dir: Path, path: Path, scale: float) -> Path:
     from edgeseg.train.network import WEIGHTS_FILENAME, load_model, save_weights
 
     model, card = load_model(run_dir)
-    pairs = [(conv, norm) for block in model.modules() if isinstance(block, torch.nn.Sequential)
-             for conv, norm in zip(list(block), list(block)[1:])
-             if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.GroupNorm)]
+    pairs = [
+        (conv, norm)
+        for block in model.modules()
+        if isinstance(block, torch.nn.Sequential)
+        for conv, norm in zip(list(block), list(block)[1:])
+        if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.GroupNorm)
+    ]
     assert pairs, "no convolution feeds a GroupNorm any more: this test needs another way to grow them"
     with torch.no_grad():
         for conv, _ in pairs:
@@ -163,12 +179,18 @@ def instance_norm_model(path: Path, in_float32: bool) -> Path:
     x, y = ("x32", "y32") if in_float32 else ("x", "y")
     nodes = [helper.make_node("InstanceNormalization", [x, "scale", "bias"], [y], epsilon=1e-5)]
     if in_float32:
-        nodes = [helper.make_node("Cast", ["x"], [x], to=TensorProto.FLOAT), *nodes,
-                 helper.make_node("Cast", [y], ["y"], to=TensorProto.FLOAT16)]
+        nodes = [
+            helper.make_node("Cast", ["x"], [x], to=TensorProto.FLOAT),
+            *nodes,
+            helper.make_node("Cast", [y], ["y"], to=TensorProto.FLOAT16),
+        ]
     graph = helper.make_graph(
-        nodes, "norm", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4, 256])],
+        nodes,
+        "norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4, 256])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, 256])],
-        [numpy_helper.from_array(np.ones(4, dtype), "scale"), numpy_helper.from_array(np.zeros(4, dtype), "bias")])
+        [numpy_helper.from_array(np.ones(4, dtype), "scale"), numpy_helper.from_array(np.zeros(4, dtype), "bias")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
     return path
 
@@ -195,13 +217,14 @@ def test_naive_fp16_norm_overflows_where_the_cpu_kernel_and_the_fp32_norm_do_not
 
 @pytest.mark.slow
 def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
-        trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    trained_run_dir: Path, fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from click.testing import CliRunner
 
     from edgeseg.cli import main
-    from edgeseg.export import export_run, fp16_export
     from edgeseg.core.files import read_image
     from edgeseg.core.preprocess import preprocess
+    from edgeseg.export import export_run, fp16_export
     from edgeseg.runtime.loaders import read_card
 
     from .naive_fp16_norm import with_naive_fp16_norms
@@ -210,17 +233,33 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
     monkeypatch.setattr(fp16_export, "export_fp16", with_naive_fp16_norms(fp16_export.export_fp16))
 
     def export(out: Path):
-        result = CliRunner().invoke(main, ["export", str(run), "--format", "fp16", "--out", str(out),
-                                           "--parity-data", str(synthetic_dir), "--latency-runs", "1"],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            main,
+            [
+                "export",
+                str(run),
+                "--format",
+                "fp16",
+                "--out",
+                str(out),
+                "--parity-data",
+                str(synthetic_dir),
+                "--latency-runs",
+                "1",
+            ],
+            catch_exceptions=False,
+        )
         report = json.loads((out / "export-report.json").read_text())
         return result, next(row for row in report["forms"] if row["name"] == "fp16")
 
     rescued, row = export(tmp_path / "rescued")
     # The premise, on every parity image: in each norm some |x - mean| passes 256 (its square, float16's
     # 65504), while |x| stays well inside float16; and the probabilities are the unscaled model's.
-    norms = tuple(node.input[0] for node in onnx.load(str(tmp_path / "rescued" / "model.onnx")).graph.node
-                  if node.op_type == "InstanceNormalization")
+    norms = tuple(
+        node.input[0]
+        for node in onnx.load(str(tmp_path / "rescued" / "model.onnx")).graph.node
+        if node.op_type == "InstanceNormalization"
+    )
     card = read_card(fp32_onnx)
     for sample in discover_samples(synthetic_dir, split="val"):
         batch = preprocess(read_image(sample.image), card)
@@ -230,8 +269,10 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
         np.testing.assert_allclose(probability, run_onnx(fp32_onnx, batch)[0], atol=1e-3)
 
     # The overflowed variance is inf, so each norm gives its bias alone: finite, and wrong.
-    first_verdict = ("fp16: rebuilding with normalisation and Resize layers in FP32: it failed parity "
-                     "(fp16: confident pixels flipped")
+    first_verdict = (
+        "fp16: rebuilding with normalisation and Resize layers in FP32: it failed parity "
+        "(fp16: confident pixels flipped"
+    )
     assert first_verdict in rescued.output, rescued.output
     assert rescued.exit_code == 0, rescued.output
     assert row["status"] == "built" and row["passed"] is True, row
@@ -247,8 +288,9 @@ def test_fp16_norm_overflow_fails_the_gate_and_the_fp32_norm_rebuild_rescues_it(
     assert first["parity"]["nonfinite_images"] == [], first["parity"]
 
 
-def test_int8_keeps_the_layers_down_to_a_quarter_of_the_input_float(fp32_onnx: Path, synthetic_dir: Path,
-                                                                      tmp_path: Path):
+def test_int8_keeps_the_layers_down_to_a_quarter_of_the_input_float(
+    fp32_onnx: Path, synthetic_dir: Path, tmp_path: Path
+):
     """The stem and first blocks stay float32 (their rounding flipped a real model's mask); the rest is INT8."""
     from edgeseg.export.int8_export import FLOAT_UNTIL_STRIDE, export_int8
     from edgeseg.runtime.loaders import read_card
@@ -260,15 +302,21 @@ def test_int8_keeps_the_layers_down_to_a_quarter_of_the_input_float(fp32_onnx: P
     def conv_heights_by_precision(proto) -> dict[str, list[int]]:
         dequantized = {node.output[0] for node in proto.graph.node if node.op_type == "DequantizeLinear"}
         graph = onnx.shape_inference.infer_shapes(proto).graph
-        heights = {value.name: value.type.tensor_type.shape.dim[2].dim_value for value in graph.value_info
-                   if len(value.type.tensor_type.shape.dim) == 4}
+        heights = {
+            value.name: value.type.tensor_type.shape.dim[2].dim_value
+            for value in graph.value_info
+            if len(value.type.tensor_type.shape.dim) == 4
+        }
         convs = [node for node in graph.node if node.op_type == "Conv"]
-        return {"float": [heights[node.output[0]] for node in convs if node.input[1] not in dequantized],
-                "int8": [heights[node.output[0]] for node in convs if node.input[1] in dequantized]}
+        return {
+            "float": [heights[node.output[0]] for node in convs if node.input[1] not in dequantized],
+            "int8": [heights[node.output[0]] for node in convs if node.input[1] in dequantized],
+        }
 
     default = conv_heights_by_precision(onnx.load(str(export_int8(fp32_onnx, card, tmp_path / "a.onnx", images))))
     assert default["float"] and all(conv_height * FLOAT_UNTIL_STRIDE >= height for conv_height in default["float"])
     assert any(conv_height * FLOAT_UNTIL_STRIDE < height for conv_height in default["int8"])
-    every_layer = conv_heights_by_precision(onnx.load(str(export_int8(fp32_onnx, card, tmp_path / "b.onnx", images,
-                                                                      float_until_stride=1))))
+    every_layer = conv_heights_by_precision(
+        onnx.load(str(export_int8(fp32_onnx, card, tmp_path / "b.onnx", images, float_until_stride=1)))
+    )
     assert every_layer["float"] == [] and len(every_layer["int8"]) == len(default["int8"]) + len(default["float"])

@@ -27,8 +27,11 @@ def run_onnx(proto, image: np.ndarray) -> np.ndarray:
 
 
 def float32_weights(proto) -> dict[str, np.ndarray]:
-    return {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer
-            if tensor.data_type == onnx.TensorProto.FLOAT}
+    return {
+        tensor.name: onnx.numpy_helper.to_array(tensor)
+        for tensor in proto.graph.initializer
+        if tensor.data_type == onnx.TensorProto.FLOAT
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,10 @@ def test_restoring_gives_float32_initializers_of_the_rounded_values_and_the_same
     restore_float32_weights(restored)
     onnx.checker.check_model(restored, full_check=True)
     assert not has_float16_weights(restored)
-    assert {tensor.data_type for tensor in restored.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    assert {tensor.data_type for tensor in restored.graph.initializer} <= {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.INT64,
+    }
     assert not any(node.op_type == "Cast" and node.input[0].endswith("__float16") for node in restored.graph.node)
     rounded, exact = float32_weights(restored), float32_weights(original)
     assert rounded.keys() == exact.keys()

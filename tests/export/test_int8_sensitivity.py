@@ -43,11 +43,16 @@ def two_block_onnx(path: Path) -> Path:
         helper.make_node("Conv", ["a_act", "b_weight", "b_bias"], ["logits"], name="/b/conv/Conv"),
     ]
     graph = helper.make_graph(
-        nodes, "two-blocks",
+        nodes,
+        "two-blocks",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, 32, 32])],
-        [numpy_helper.from_array(a_weight, "a_weight"), numpy_helper.from_array(a_bias, "a_bias"),
-         numpy_helper.from_array(b_weight, "b_weight"), numpy_helper.from_array(np.zeros(1, np.float32), "b_bias")],
+        [
+            numpy_helper.from_array(a_weight, "a_weight"),
+            numpy_helper.from_array(a_bias, "a_bias"),
+            numpy_helper.from_array(b_weight, "b_weight"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "b_bias"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -104,10 +109,10 @@ def test_without_the_pass_the_file_records_the_stride_rule(tmp_path: Path, image
 
 def test_pick_keeps_the_fewest_most_sensitive_blocks_that_leave_the_residual_share():
     ranked = [BlockSensitivity("small", (), 0.1), BlockSensitivity("big", (), 0.9), BlockSensitivity("mid", (), 0.4)]
-    total = 0.1 ** 2 + 0.9 ** 2 + 0.4 ** 2
+    total = 0.1**2 + 0.9**2 + 0.4**2
 
     chosen, share = pick_float_blocks(ranked, residual_share=0.5)
-    assert chosen == ["big"] and share == pytest.approx(((0.1 ** 2 + 0.4 ** 2) / total) ** 0.5)
+    assert chosen == ["big"] and share == pytest.approx(((0.1**2 + 0.4**2) / total) ** 0.5)
     assert pick_float_blocks(ranked, residual_share=0.2)[0] == ["big", "mid"]
     assert pick_float_blocks(ranked, residual_share=0.0, max_blocks=2)[0] == ["big", "mid"]
     assert pick_float_blocks(ranked, residual_share=1.0) == ([], 1.0)
@@ -121,26 +126,36 @@ def test_blocks_follow_the_module_path_and_keep_each_layer_whole(tmp_path: Path)
         return helper.make_node("Conv", [source, "w"], [out], name=name)
 
     nodes = [
-        conv("/enc/stem/conv/Conv", "x", "t0"), helper.make_node("Relu", ["t0"], ["t1"], name="/enc/bn1/act/Relu"),
+        conv("/enc/stem/conv/Conv", "x", "t0"),
+        helper.make_node("Relu", ["t0"], ["t1"], name="/enc/bn1/act/Relu"),
         conv("/enc/blocks.0/blocks.0.0/conv_dw/Conv", "t1", "t2"),
         conv("/enc/blocks.0/blocks.0.0/conv_pw/Conv", "t2", "t3"),
         helper.make_node("Add", ["t3", "t1"], ["t4"], name="/enc/blocks.0/blocks.0.0/Add"),
         conv("/head/conv/Conv", "t4", "y"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
-                              [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "g.onnx"))
 
     blocks = quantization_blocks(tmp_path / "g.onnx", depth=3)
     assert blocks == {
         "enc/stem/conv": ["/enc/stem/conv/Conv", "/enc/bn1/act/Relu"],  # the activation stays with its convolution
-        "enc/blocks.0/blocks.0.0": ["/enc/blocks.0/blocks.0.0/conv_dw/Conv", "/enc/blocks.0/blocks.0.0/conv_pw/Conv",
-                                    "/enc/blocks.0/blocks.0.0/Add"],
+        "enc/blocks.0/blocks.0.0": [
+            "/enc/blocks.0/blocks.0.0/conv_dw/Conv",
+            "/enc/blocks.0/blocks.0.0/conv_pw/Conv",
+            "/enc/blocks.0/blocks.0.0/Add",
+        ],
         "head/conv": ["/head/conv/Conv"],
     }
     assert list(quantization_blocks(tmp_path / "g.onnx", depth=3, max_blocks=2)) == [
-        "enc/stem/conv .. enc/blocks.0/blocks.0.0", "head/conv"]
+        "enc/stem/conv .. enc/blocks.0/blocks.0.0",
+        "head/conv",
+    ]
     assert block_name("Conv_12") == "Conv_12" and block_name("/a/b/c/d/e/Conv", depth=2) == "a/b"
     assert merge_neighbours({"x": ["1"], "y": ["2"], "z": ["3"]}, 5) == {"x": ["1"], "y": ["2"], "z": ["3"]}
 
@@ -157,7 +172,8 @@ def test_the_export_builds_the_cpu_form_by_the_pass_and_notes_its_choice(tmp_pat
 
 
 def test_an_onnxruntime_that_cannot_reuse_a_calibration_keeps_the_stride_rule_and_says_why(
-        tmp_path: Path, images: list[Path], monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, images: list[Path], monkeypatch: pytest.MonkeyPatch
+):
     from edgeseg.export import int8_export
 
     monkeypatch.setattr(int8_export, "calibration_reusable", lambda: False)

@@ -56,9 +56,11 @@ def test_the_int8_form_puts_no_quantization_on_shapes_or_pads(tiny_onnx: Path, s
     images = [sample.image for sample in discover_samples(synthetic_dir, split="train")][:4]
     proto = onnx.load(str(export_int8(tiny_onnx, read_card(tiny_onnx), tmp_path / "model.int8.onnx", images)))
     producers = {output: node for node in proto.graph.node for output in node.output}
-    quantized = {node.op_type for node in proto.graph.node
-                 if any(producers.get(name) is not None and producers[name].op_type == "DequantizeLinear"
-                        for name in node.input)}
+    quantized = {
+        node.op_type
+        for node in proto.graph.node
+        if any(producers.get(name) is not None and producers[name].op_type == "DequantizeLinear" for name in node.input)
+    }
     assert "Conv" in quantized and not quantized & {"Shape", "Ceil", "Sub", "Pad", "Cast"}, quantized
     batch = np.zeros((1, 3, 64, 64), np.float32)
     assert run(tmp_path / "model.int8.onnx", batch).shape == (1, 1, 64, 64)

@@ -11,19 +11,44 @@ import numpy as np
 import pytest
 
 from edgeseg.export.export_run import ExportError, FormResult, fp32_norm_retries, select_forms
-from edgeseg.export.parity import (MEAN_RULES_MIN_IMAGES, ImageComparison, Tolerances, compare_image, mask_iou,
-                                   summarize)
-from edgeseg.export.tensorrt_export import (Gpu, builds_strongly_typed, engine_filename, engine_unavailable_reason,
-                                             gpu_slug, timing_cache_filename)
+from edgeseg.export.parity import MEAN_RULES_MIN_IMAGES, ImageComparison, Tolerances, compare_image, mask_iou, summarize
+from edgeseg.export.tensorrt_export import (
+    Gpu,
+    builds_strongly_typed,
+    engine_filename,
+    engine_unavailable_reason,
+    gpu_slug,
+    timing_cache_filename,
+)
 from edgeseg.runtime.loaders import sidecar_path
 
 
-def row(image: str, iou: float = 1.0, dice: float = 0.8, reference_dice: float = 0.8, dp: float = 0.0, finite: bool = True,
-        confident_flips: int = 0, confident_pixels: int = 10_000):
-    return ImageComparison(image=image, max_abs_probability=dp, mean_abs_probability=dp / 2, flipped_fraction=1 - iou,
-                           mask_iou=iou, dice=dice, threshold_jaccard=dice, reference_dice=reference_dice,
-                           reference_threshold_jaccard=reference_dice, finite=finite, empty=False, reference_empty=False,
-                           confident_pixels=confident_pixels, confident_flips=confident_flips)
+def row(
+    image: str,
+    iou: float = 1.0,
+    dice: float = 0.8,
+    reference_dice: float = 0.8,
+    dp: float = 0.0,
+    finite: bool = True,
+    confident_flips: int = 0,
+    confident_pixels: int = 10_000,
+):
+    return ImageComparison(
+        image=image,
+        max_abs_probability=dp,
+        mean_abs_probability=dp / 2,
+        flipped_fraction=1 - iou,
+        mask_iou=iou,
+        dice=dice,
+        threshold_jaccard=dice,
+        reference_dice=reference_dice,
+        reference_threshold_jaccard=reference_dice,
+        finite=finite,
+        empty=False,
+        reference_empty=False,
+        confident_pixels=confident_pixels,
+        confident_flips=confident_flips,
+    )
 
 
 def test_rounding_near_the_threshold_alone_does_not_fail_fp16():
@@ -43,20 +68,27 @@ def test_fp16_gate_names_the_rule_the_image_and_the_number():
     parity = summarize("engine", "fp16", rows, Tolerances())
     assert not parity.passed and parity.max_image_confident_flip_image == "ISIC_2"
     assert "engine: confident pixels flipped in one image: 0.0120 on ISIC_2 > 0.005" in parity.breaches
-    assert any(message.startswith("engine: confident pixels flipped (|p - threshold| >= 0.1): 0.00060 of all")
-               for message in parity.breaches)
+    assert any(
+        message.startswith("engine: confident pixels flipped (|p - threshold| >= 0.1): 0.00060 of all")
+        for message in parity.breaches
+    )
 
 
 def test_one_image_that_got_worse_fails_and_is_named():
     rows = [row("a"), row("b", dice=0.72, reference_dice=0.80), row("c")]
     parity = summarize("fp16", "fp16", rows, Tolerances(fp16_abs_delta_dice=1.0, fp16_abs_delta_threshold_jaccard=1.0))
     assert parity.breaches == ["fp16: Dice lost on one image 0.0800 on b > 0.02"]
-    assert summarize("int8", "int8", rows, Tolerances(int8_abs_delta_dice=1.0, int8_abs_delta_threshold_jaccard=1.0)).passed
+    assert summarize(
+        "int8", "int8", rows, Tolerances(int8_abs_delta_dice=1.0, int8_abs_delta_threshold_jaccard=1.0)
+    ).passed
 
 
 def test_int8_gate_on_dice_change_and_nan():
-    rows = [row("a", 0.99, dice=0.80), row("b", 0.99, dice=0.55, reference_dice=0.80, finite=False),
-            *unchanged(MEAN_RULES_MIN_IMAGES - 2)]
+    rows = [
+        row("a", 0.99, dice=0.80),
+        row("b", 0.99, dice=0.55, reference_dice=0.80, finite=False),
+        *unchanged(MEAN_RULES_MIN_IMAGES - 2),
+    ]
     parity = summarize("int8", "int8", rows, Tolerances())
     assert "int8: |delta Dice| against the truth 0.0125 (largest change -0.2500 on b) > 0.005" in parity.breaches
     assert "int8: |delta thresholded Jaccard| against the truth 0.0125 > 0.01" in parity.breaches
@@ -98,8 +130,16 @@ def test_a_mask_shifted_by_a_few_pixels_fails_on_confident_pixels():
     reference = 1 / (1 + np.exp((distance - 60) / 4))  # a confident disc, a soft 60 px edge
     shifted = np.roll(reference, 4, axis=1)
     truth = distance < 60
-    comparison = compare_image("ISIC_shift", reference.astype(np.float32), reference > 0.5,
-                               shifted.astype(np.float32), shifted > 0.5, truth, threshold=0.5, margin=0.1)
+    comparison = compare_image(
+        "ISIC_shift",
+        reference.astype(np.float32),
+        reference > 0.5,
+        shifted.astype(np.float32),
+        shifted > 0.5,
+        truth,
+        threshold=0.5,
+        margin=0.1,
+    )
     assert comparison.confident_flips > 0
     for precision in ("fp16", "int8"):
         parity = summarize(precision, precision, [comparison] * MEAN_RULES_MIN_IMAGES, Tolerances())
@@ -133,7 +173,9 @@ def test_engine_file_is_named_by_tensorrt_gpu_and_precision():
     orin = Gpu("Orin", 8, 7)
     assert engine_filename("model", "10.3.0.30", orin, "fp16") == "model.trt10.3.sm87-orin.fp16.engine"
     assert timing_cache_filename("model", "10.3.0.30", orin) == "model.trt10.3.sm87-orin.timing.cache"
-    assert sidecar_path(Path("/m/model.trt10.3.sm87-orin.fp16.engine")) == Path("/m/model.trt10.3.sm87-orin.fp16.engine.json")
+    assert sidecar_path(Path("/m/model.trt10.3.sm87-orin.fp16.engine")) == Path(
+        "/m/model.trt10.3.sm87-orin.fp16.engine.json"
+    )
     assert orin.has_fast_fp16 and not Gpu("GTX 1080", 6, 1).has_fast_fp16
 
 
@@ -145,14 +187,17 @@ def test_two_gpus_of_one_compute_capability_get_two_engine_names():
     assert len(gpu_slug("NVIDIA " + "Very Long Name " * 8)) <= 32
 
 
-@pytest.mark.parametrize(("version", "strongly_typed"), [
-    ("10.0.1.6", False),
-    ("10.3.0.30", False),  # JetPack 6
-    ("10.11.0.33", False),
-    ("10.12.0.36", True),
-    ("10.13.3.9", True),
-    ("11.0.0.12", True),  # no weak typing at all
-])
+@pytest.mark.parametrize(
+    ("version", "strongly_typed"),
+    [
+        ("10.0.1.6", False),
+        ("10.3.0.30", False),  # JetPack 6
+        ("10.11.0.33", False),
+        ("10.12.0.36", True),
+        ("10.13.3.9", True),
+        ("11.0.0.12", True),  # no weak typing at all
+    ],
+)
 def test_the_tensorrt_version_chooses_strong_or_weak_typing(version: str, strongly_typed: bool):
     assert builds_strongly_typed(version) is strongly_typed
 
@@ -164,21 +209,27 @@ def failed(*breaches: str) -> FormResult:
 def test_fp32_norm_retries_rebuild_a_strongly_typed_engine_and_its_fp16_onnx_together():
     passed = FormResult("x", "fp16", path=Path("x"), parity=SimpleNamespace(passed=True, breaches=[]))
     engine_failed = {"fp16": passed, "engine": failed("engine: Dice")}
-    assert fp32_norm_retries(engine_failed, engine_from_fp16_onnx=False) == {"engine": "it failed parity (engine: Dice)"}
+    assert fp32_norm_retries(engine_failed, engine_from_fp16_onnx=False) == {
+        "engine": "it failed parity (engine: Dice)"
+    }
     assert fp32_norm_retries(engine_failed, engine_from_fp16_onnx=True) == {
         "engine": "it failed parity (engine: Dice)",
-        "fp16": "the strongly typed engine built from it failed parity (engine: Dice)"}
+        "fp16": "the strongly typed engine built from it failed parity (engine: Dice)",
+    }
     fp16_failed = {"fp16": failed("fp16: flips"), "engine": passed}
     assert fp32_norm_retries(fp16_failed, engine_from_fp16_onnx=False) == {"fp16": "it failed parity (fp16: flips)"}
     assert fp32_norm_retries(fp16_failed, engine_from_fp16_onnx=True) == {
-        "fp16": "it failed parity (fp16: flips)", "engine": "the FP16 ONNX it is built from (strongly typed) was rebuilt"}
+        "fp16": "it failed parity (fp16: flips)",
+        "engine": "the FP16 ONNX it is built from (strongly typed) was rebuilt",
+    }
     assert fp32_norm_retries({"fp16": passed, "engine": passed}, engine_from_fp16_onnx=True) == {}
 
 
 # --- on a GPU host with TensorRT ------------------------------------------------------------------
 
-needs_engine = pytest.mark.skipif(engine_unavailable_reason() is not None,
-                                  reason=f"no TensorRT engine build here: {engine_unavailable_reason()}")
+needs_engine = pytest.mark.skipif(
+    engine_unavailable_reason() is not None, reason=f"no TensorRT engine build here: {engine_unavailable_reason()}"
+)
 
 
 @pytest.mark.gpu
@@ -216,8 +267,22 @@ def test_engine_parity(trained_run_dir: Path, synthetic_dir: Path, tmp_path: Pat
 
     from edgeseg.cli import main
 
-    result = CliRunner().invoke(main, ["export", str(trained_run_dir), "--out", str(tmp_path), "--format", "engine",
-                                       "--parity-data", str(synthetic_dir), "--latency-runs", "2"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(trained_run_dir),
+            "--out",
+            str(tmp_path),
+            "--format",
+            "engine",
+            "--parity-data",
+            str(synthetic_dir),
+            "--latency-runs",
+            "2",
+        ],
+        catch_exceptions=False,
+    )
     report = json.loads((tmp_path / "export-report.json").read_text())
     engine = next(form for form in report["forms"] if form["name"] == "engine")
     assert engine["status"] == "built", engine["reason"]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeseg.cli import main
 from edgeseg.core import host
 from edgeseg.core.card import ModelCard, Provenance
-from edgeseg.cli import main
-from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
 from edgeseg.core.names import default_model_path
+from edgeseg.export.tensorrt_export import EngineUnavailable, build_engine
 from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, TensorRTBackend, open_backend
 from edgeseg.runtime.cuda import CudaError
 from edgeseg.runtime.loaders import RuntimeModelError, read_card, sha256_of, sidecar_path
@@ -41,18 +41,31 @@ def small_onnx(path: Path, card: ModelCard = CARD, dynamic: bool = False) -> Pat
     from edgeseg.export.onnx_export import set_card_metadata
 
     rng = np.random.default_rng(0)
-    weights = {"w1": rng.normal(0, 0.3, (4, 3, 3, 3)), "b1": np.zeros(4), "scale": np.ones(4), "shift": np.zeros(4),
-               "w2": rng.normal(0, 0.5, (1, 4, 1, 1)), "b2": np.full(1, 0.1), "scales": np.array([1, 1, 2, 2])}
+    weights = {
+        "w1": rng.normal(0, 0.3, (4, 3, 3, 3)),
+        "b1": np.zeros(4),
+        "scale": np.ones(4),
+        "shift": np.zeros(4),
+        "w2": rng.normal(0, 0.5, (1, 4, 1, 1)),
+        "b2": np.full(1, 0.1),
+        "scales": np.array([1, 1, 2, 2]),
+    }
     initializers = [numpy_helper.from_array(value.astype(np.float32), name) for name, value in weights.items()]
-    nodes = [helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("InstanceNormalization", ["c1", "scale", "shift"], ["n1"], name="norm"),
-             helper.make_node("Relu", ["n1"], ["r1"], name="relu"),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
-             helper.make_node("Resize", ["c2", "", "scales"], ["logits"], name="up", mode="linear")]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("InstanceNormalization", ["c1", "scale", "shift"], ["n1"], name="norm"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("Resize", ["c2", "", "scales"], ["logits"], name="up", mode="linear"),
+    ]
     side = ["h", "w"] if dynamic else list(card.input_size)
-    graph = helper.make_graph(nodes, "small", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, *side] if dynamic else [1, 3, *side])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 1, *side] if dynamic else [1, 1, *side])],
-                              initializers)
+    graph = helper.make_graph(
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, *side] if dynamic else [1, 3, *side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 1, *side] if dynamic else [1, 1, *side])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     set_card_metadata(model, card)
     onnx.checker.check_model(model, full_check=True)
@@ -63,7 +76,9 @@ def small_onnx(path: Path, card: ModelCard = CARD, dynamic: bool = False) -> Pat
 def fp16_of(onnx_path: Path, keep_norm_fp32: bool = False) -> Path:
     from edgeseg.export.fp16_export import export_fp16
 
-    return export_fp16(onnx_path, read_card(onnx_path), onnx_path.with_name("model.fp16.onnx"), keep_norm_fp32=keep_norm_fp32)
+    return export_fp16(
+        onnx_path, read_card(onnx_path), onnx_path.with_name("model.fp16.onnx"), keep_norm_fp32=keep_norm_fp32
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +129,9 @@ def test_weakly_typed_tensorrt_builds_fp16_from_the_fp32_onnx_with_the_fp16_flag
 
 
 @pytest.mark.parametrize("version", [STRONG, TRT11])
-def test_strongly_typed_tensorrt_builds_fp16_from_the_fp16_onnx_without_precision_flags(gpu_double, tmp_path: Path, version):
+def test_strongly_typed_tensorrt_builds_fp16_from_the_fp16_onnx_without_precision_flags(
+    gpu_double, tmp_path: Path, version
+):
     double = gpu_double(version)
     fp16 = fp16_of(small_onnx(tmp_path / "model.onnx"))
     engine = build_engine(fp16, CARD, tmp_path)
@@ -129,7 +146,9 @@ def test_strongly_typed_tensorrt_builds_fp16_from_the_fp16_onnx_without_precisio
 @pytest.mark.parametrize("version", [STRONG, TRT11])
 def test_a_strongly_typed_build_refuses_the_fp32_onnx_and_says_which_to_give(gpu_double, tmp_path: Path, version):
     gpu_double(version)
-    with pytest.raises(ValueError, match=r"model.onnx is a fp32 ONNX; TensorRT .* strongly typed.*pass model.fp16.onnx"):
+    with pytest.raises(
+        ValueError, match=r"model.onnx is a fp32 ONNX; TensorRT .* strongly typed.*pass model.fp16.onnx"
+    ):
         build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
     assert not list(tmp_path.glob("*.engine"))
 
@@ -150,7 +169,9 @@ def test_fp32_norms_come_from_the_fp16_onnx_when_strongly_typed(gpu_double, tmp_
     assert json.loads(sidecar_path(engine).read_text())["keep_norm_fp32"] is True
 
 
-def test_weakly_typed_int8_with_fp32_norms_sets_int8_and_pins_by_layer_type(gpu_double, tmp_path: Path, calibration_images):
+def test_weakly_typed_int8_with_fp32_norms_sets_int8_and_pins_by_layer_type(
+    gpu_double, tmp_path: Path, calibration_images
+):
     double = gpu_double(WEAK)
     int8 = int8_of(small_onnx(tmp_path / "model.onnx"), calibration_images)
     engine = build_engine(int8, CARD, tmp_path, precision="int8", keep_norm_fp32=True)
@@ -163,8 +184,9 @@ def test_weakly_typed_int8_with_fp32_norms_sets_int8_and_pins_by_layer_type(gpu_
 
 
 @pytest.mark.parametrize("version", [STRONG, TRT11])
-def test_strongly_typed_int8_comes_from_the_symmetric_qdq_onnx_without_flags(gpu_double, tmp_path: Path, version,
-                                                                               calibration_images):
+def test_strongly_typed_int8_comes_from_the_symmetric_qdq_onnx_without_flags(
+    gpu_double, tmp_path: Path, version, calibration_images
+):
     double = gpu_double(version)
     onnx_path = small_onnx(tmp_path / "model.onnx")
     engine = build_engine(int8_of(onnx_path, calibration_images), CARD, tmp_path, precision="int8")
@@ -243,14 +265,17 @@ def test_backend_runs_the_engine_twice_and_frees_everything_at_close(gpu_double,
         backend.infer(random_batch())
 
 
-@pytest.mark.parametrize(("layer", "call", "error", "message"), [
-    ("tensorrt", "deserialize_cuda_engine", RuntimeModelError, "could not deserialize"),
-    ("tensorrt", "create_execution_context", RuntimeModelError, "could not create an execution context"),
-    ("tensorrt", "set_tensor_address", RuntimeModelError, "refused the device buffer for tensor 'image'"),
-    ("cuda", "cudaStreamCreate", CudaError, "cudaStreamCreate failed: cudaErrorMemoryAllocation"),
-    ("cuda", "cudaMalloc", CudaError, "cudaMalloc failed"),
-    ("cuda", "cudaMallocHost", CudaError, "cudaMallocHost failed"),
-])
+@pytest.mark.parametrize(
+    ("layer", "call", "error", "message"),
+    [
+        ("tensorrt", "deserialize_cuda_engine", RuntimeModelError, "could not deserialize"),
+        ("tensorrt", "create_execution_context", RuntimeModelError, "could not create an execution context"),
+        ("tensorrt", "set_tensor_address", RuntimeModelError, "refused the device buffer for tensor 'image'"),
+        ("cuda", "cudaStreamCreate", CudaError, "cudaStreamCreate failed: cudaErrorMemoryAllocation"),
+        ("cuda", "cudaMalloc", CudaError, "cudaMalloc failed"),
+        ("cuda", "cudaMallocHost", CudaError, "cudaMallocHost failed"),
+    ],
+)
 def test_a_failed_start_frees_every_buffer_and_the_stream(gpu_double, tmp_path: Path, layer, call, error, message):
     double = gpu_double(WEAK)
     engine = build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
@@ -292,7 +317,10 @@ def test_an_engine_from_another_gpu_of_the_same_capability_warns(gpu_double, tmp
     with caplog.at_level(logging.WARNING, logger="edgeseg.runtime"), TensorRTBackend(engine) as backend:
         backend.infer(random_batch())  # TensorRT loads it, with a warning of its own
     assert not any(double.cuda.live().values())
-    assert "built on a NVIDIA GeForce RTX 4090, and this GPU is a NVIDIA L4 (the same compute capability 8.9)" in caplog.text
+    assert (
+        "built on a NVIDIA GeForce RTX 4090, and this GPU is a NVIDIA L4 (the same compute capability 8.9)"
+        in caplog.text
+    )
     gpu_double(WEAK, gpus=[("Orin", 8, 7)])
     with pytest.raises(RuntimeModelError, match=r"built for NVIDIA GeForce RTX 4090 \(compute capability 8.9\)"):
         TensorRTBackend(engine)
@@ -322,17 +350,26 @@ def cuda_major_from(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if source == "runtime":
         monkeypatch.setattr(runtime, "cudaRuntimeGetVersion", lambda: (cudaError_t.cudaSuccess, 12060), raising=False)
     versions = {"package": {"cuda-bindings": "13.0.2"}, "runtime": {}, "unknown": {}}[source]
-    monkeypatch.setattr(host, "package_version", lambda name: (versions.get(name), None if name in versions else "absent"))
+    monkeypatch.setattr(
+        host, "package_version", lambda name: (versions.get(name), None if name in versions else "absent")
+    )
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("runtime", "NVIDIA driver 470.82.01 is older than CUDA 12 needs (>= 525.60.13): install a newer driver"),
-    ("package", "NVIDIA driver 470.82.01 is older than CUDA 13 needs (>= 580)"),
-    ("unknown", "(driver 470.82.01), but CUDA reports cudaErrorInsufficientDriver: check that the driver is new enough "
-                "for the CUDA installed (CUDA 12 needs >= 525.60.13, CUDA 13 needs >= 580)"),
-])
-def test_an_insufficient_driver_is_reported_with_its_version_and_the_minimum(gpu_double, tmp_path: Path, monkeypatch,
-                                                                             source, expected):
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("runtime", "NVIDIA driver 470.82.01 is older than CUDA 12 needs (>= 525.60.13): install a newer driver"),
+        ("package", "NVIDIA driver 470.82.01 is older than CUDA 13 needs (>= 580)"),
+        (
+            "unknown",
+            "(driver 470.82.01), but CUDA reports cudaErrorInsufficientDriver: check that the driver is new enough "
+            "for the CUDA installed (CUDA 12 needs >= 525.60.13, CUDA 13 needs >= 580)",
+        ),
+    ],
+)
+def test_an_insufficient_driver_is_reported_with_its_version_and_the_minimum(
+    gpu_double, tmp_path: Path, monkeypatch, source, expected
+):
     double = gpu_double(WEAK)
     engine = build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
     monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: (OLD_DRIVER, None))
@@ -351,7 +388,9 @@ def test_no_gpu_is_no_gpu_only_where_nvidia_smi_lists_none(gpu_double, tmp_path:
     engine = build_engine(small_onnx(tmp_path / "model.onnx"), CARD, tmp_path)
     cuda_major_from("runtime", monkeypatch)
     monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: (None, "nvidia-smi not found on PATH"))
-    double.cuda.fail_next("cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver)  # CUDA's answer without a driver
+    double.cuda.fail_next(
+        "cudaGetDeviceCount", cudaError_t.cudaErrorInsufficientDriver
+    )  # CUDA's answer without a driver
     with pytest.raises(BackendUnavailable, match="tensorrt: no CUDA GPU is visible on this host"):
         TensorRTBackend(engine)
     gpu_double(WEAK, gpus=[])  # cudaErrorNoDevice
@@ -362,8 +401,11 @@ def test_no_gpu_is_no_gpu_only_where_nvidia_smi_lists_none(gpu_double, tmp_path:
     with pytest.raises(BackendUnavailable, match=r"470\.82\.01 is older than CUDA 12 needs \(>= 525\.60\.13\)"):
         TensorRTBackend(engine)
     monkeypatch.setattr(host, "nvidia_smi_gpus", lambda: ([{"name": "NVIDIA L4", "driver": "550.54.15"}], None))
-    with pytest.raises(BackendUnavailable, match=r"nvidia-smi lists NVIDIA L4 \(driver 550\.54\.15\), but CUDA sees no "
-                                                 r"GPU: .*CUDA_VISIBLE_DEVICES"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"nvidia-smi lists NVIDIA L4 \(driver 550\.54\.15\), but CUDA sees no "
+        r"GPU: .*CUDA_VISIBLE_DEVICES",
+    ):
         TensorRTBackend(engine)
 
 
@@ -413,9 +455,17 @@ def test_the_double_refuses_precision_on_a_strongly_typed_network_and_tensorrt_1
         logger = trt.Logger(trt.Logger.WARNING)
         flag = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = trt.Builder(logger).create_network(flag)
-        network.populate(onnx.helper.make_model(onnx.helper.make_graph(
-            [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
-            [onnx.helper.make_tensor_value_info("x", 1, [1])], [onnx.helper.make_tensor_value_info("y", 1, [1])])), b"")
+        network.populate(
+            onnx.helper.make_model(
+                onnx.helper.make_graph(
+                    [onnx.helper.make_node("Relu", ["x"], ["y"])],
+                    "g",
+                    [onnx.helper.make_tensor_value_info("x", 1, [1])],
+                    [onnx.helper.make_tensor_value_info("y", 1, [1])],
+                )
+            ),
+            b"",
+        )
         with pytest.raises(ApiMisuse, match="Setting layer precision and layer output types is not allowed"):
             network.get_layer(0).precision = trt.float32
         if version == TRT11:
@@ -471,28 +521,64 @@ def lesion_images(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path)
 
 # These tests are about which ONNX an engine comes from, not about FP16 or INT8 on 2 synthetic images. (On 2 of
 # them the default model's INT8 forms, the U8 one as much as the S8S8 one, lose about 0.1 Dice: unsure masks.)
-RELAXED_FP16 = ["--fp16-abs-delta-dice", "0.05", "--fp16-image-dice-loss", "0.05", "--fp16-abs-delta-threshold-jaccard", "0.05"]
+RELAXED_FP16 = [
+    "--fp16-abs-delta-dice",
+    "0.05",
+    "--fp16-image-dice-loss",
+    "0.05",
+    "--fp16-abs-delta-threshold-jaccard",
+    "0.05",
+]
 # Two synthetic parity images: thresholded Jaccard is all or nothing per image (0 under 0.65), so its mean
 # can only move by 0 or by about a third or more; these tests are about the build path, not the accuracy.
-RELAXED_INT8 = ["--int8-confident-flips", "0.05", "--int8-image-confident-flips", "0.2", "--int8-abs-delta-dice", "0.3",
-                "--int8-abs-delta-threshold-jaccard", "1", "--int8-image-dice-loss", "0.5"]
+RELAXED_INT8 = [
+    "--int8-confident-flips",
+    "0.05",
+    "--int8-image-confident-flips",
+    "0.2",
+    "--int8-abs-delta-dice",
+    "0.3",
+    "--int8-abs-delta-threshold-jaccard",
+    "1",
+    "--int8-image-dice-loss",
+    "0.5",
+]
 
 
 def export(source: Path, parity_data: Path, *options: str):
-    return CliRunner().invoke(main, ["export", str(source), "--format", "engine", "--parity-data", str(parity_data),
-                                     "--parity-n", "2", "--latency-runs", "1", *options], catch_exceptions=False)
+    return CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(source),
+            "--format",
+            "engine",
+            "--parity-data",
+            str(parity_data),
+            "--parity-n",
+            "2",
+            "--latency-runs",
+            "1",
+            *options,
+        ],
+        catch_exceptions=False,
+    )
 
 
 def run_masks(model: Path, backend: str, images: Path, out: Path) -> dict[str, np.ndarray]:
-    result = CliRunner().invoke(main, ["run", str(model), "--source", str(images), "--backend", backend, "--no-show",
-                                       "--save-masks", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["run", str(model), "--source", str(images), "--backend", backend, "--no-show", "--save-masks", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return {path.name: cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in sorted(out.iterdir())}
 
 
 @pytest.mark.parametrize("version", [WEAK, TRT11])
 def test_export_builds_the_engine_from_the_right_onnx_and_run_gives_the_same_masks(
-        gpu_double, default_model_dir: Path, lesion_images: Path, synthetic_dir: Path, tmp_path: Path, version):
+    gpu_double, default_model_dir: Path, lesion_images: Path, synthetic_dir: Path, tmp_path: Path, version
+):
     double = gpu_double(version)
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
@@ -506,7 +592,11 @@ def test_export_builds_the_engine_from_the_right_onnx_and_run_gives_the_same_mas
         assert built_from == "model.onnx" and "fp16" not in rows and double.tensorrt.builds[0]["flags"] == ["FP16"]
     else:  # strongly typed: the FP16 ONNX was built for it and gated as a form of its own
         assert built_from == "model.fp16.onnx" and double.tensorrt.builds[0]["flags"] == []
-        assert rows["fp16"]["status"] == "built" and rows["fp16"]["passed"] is True and "strongly typed" in rows["fp16"]["notes"][0]
+        assert (
+            rows["fp16"]["status"] == "built"
+            and rows["fp16"]["passed"] is True
+            and "strongly typed" in rows["fp16"]["notes"][0]
+        )
     assert result.exit_code == 0, result.output
     masks = run_masks(engine, "tensorrt", lesion_images, tmp_path / "trt")
     expected = run_masks(tmp_path / built_from, "onnxruntime-cpu", lesion_images, tmp_path / "ort")
@@ -518,7 +608,8 @@ def test_export_builds_the_engine_from_the_right_onnx_and_run_gives_the_same_mas
 
 @pytest.mark.parametrize("version", [WEAK, TRT11])
 def test_export_fp16_without_the_onnx_package_builds_the_engine_where_tensorrt_needs_no_fp16_onnx(
-        gpu_double, default_model_dir: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch, version):
+    gpu_double, default_model_dir: Path, synthetic_dir: Path, tmp_path: Path, monkeypatch, version
+):
     """A Jetson's JetPack has no `onnx`: TensorRT 10.3 builds the FP16 engine from the fp32 ONNX with its FP16
     flag, so `export --fp16` builds that engine and skips the FP16 ONNX with the reason; a strongly typed
     TensorRT needs the FP16 ONNX, and the export fails saying how to install onnx."""
@@ -529,8 +620,22 @@ def test_export_fp16_without_the_onnx_package_builds_the_engine_where_tensorrt_n
     monkeypatch.setattr(export_run, "module_installed", lambda name: name != "onnx" and real_module_installed(name))
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
-    result = CliRunner().invoke(main, ["export", str(source), "--fp16", "--parity-data", str(synthetic_dir),
-                                       "--parity-n", "2", "--latency-runs", "1", *RELAXED_FP16], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(source),
+            "--fp16",
+            "--parity-data",
+            str(synthetic_dir),
+            "--parity-n",
+            "2",
+            "--latency-runs",
+            "1",
+            *RELAXED_FP16,
+        ],
+        catch_exceptions=False,
+    )
     rows = {row["name"]: row for row in json.loads((tmp_path / "export-report.json").read_text())["forms"]}
     assert not (tmp_path / "model.fp16.onnx").exists()
     if version == WEAK:
@@ -546,14 +651,33 @@ def test_export_fp16_without_the_onnx_package_builds_the_engine_where_tensorrt_n
 
 @pytest.mark.parametrize("version", [WEAK, TRT11])
 def test_export_builds_the_int8_engine_from_the_s8s8_onnx_and_run_gives_its_masks(
-        gpu_double, default_model_dir: Path, lesion_images: Path, synthetic_dir: Path, tmp_path: Path, version):
+    gpu_double, default_model_dir: Path, lesion_images: Path, synthetic_dir: Path, tmp_path: Path, version
+):
     """No bias folding or other help: the S8S8 form export writes is what the strict parser takes."""
     double = gpu_double(version)
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
-    result = CliRunner().invoke(main, ["export", str(source), "--format", "engine-int8", "--parity-data", str(synthetic_dir),
-                                       "--parity-n", "2", "--calib", str(synthetic_dir), "--calib-n", "4",
-                                       "--latency-runs", "1", *RELAXED_INT8], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            str(source),
+            "--format",
+            "engine-int8",
+            "--parity-data",
+            str(synthetic_dir),
+            "--parity-n",
+            "2",
+            "--calib",
+            str(synthetic_dir),
+            "--calib-n",
+            "4",
+            "--latency-runs",
+            "1",
+            *RELAXED_INT8,
+        ],
+        catch_exceptions=False,
+    )
     rows = {row["name"]: row for row in json.loads((tmp_path / "export-report.json").read_text())["forms"]}
     assert set(rows) == {"onnx", "int8-trt", "engine-int8"}, rows  # the CPU's U8 form is not needed for the engine
     for name in ("int8-trt", "engine-int8"):
@@ -561,9 +685,13 @@ def test_export_builds_the_int8_engine_from_the_s8s8_onnx_and_run_gives_its_mask
     assert result.exit_code == 0, result.output
     (engine,) = tmp_path.glob("*.int8.engine")
     sidecar = json.loads(sidecar_path(engine).read_text())
-    assert sidecar["onnx_file"] == "model.int8-trt.onnx" and sidecar["onnx_sha256"] == sha256_of(tmp_path / "model.int8-trt.onnx")
+    assert sidecar["onnx_file"] == "model.int8-trt.onnx" and sidecar["onnx_sha256"] == sha256_of(
+        tmp_path / "model.int8-trt.onnx"
+    )
     (build,) = double.tensorrt.builds
-    assert build["flags"] == ([] if version == TRT11 else ["FP16", "INT8"]) and build["strongly_typed"] is (version == TRT11)
+    assert build["flags"] == ([] if version == TRT11 else ["FP16", "INT8"]) and build["strongly_typed"] is (
+        version == TRT11
+    )
     masks = run_masks(engine, "tensorrt", lesion_images, tmp_path / "trt")
     expected = run_masks(tmp_path / "model.int8-trt.onnx", "onnxruntime-cpu", lesion_images, tmp_path / "ort")
     assert list(masks) == list(expected) and len(masks) == 3
@@ -573,7 +701,8 @@ def test_export_builds_the_int8_engine_from_the_s8s8_onnx_and_run_gives_its_mask
 
 
 def test_a_strongly_typed_engine_failing_parity_rebuilds_its_fp16_onnx_with_fp32_norms_and_itself(
-        gpu_double, default_model_dir: Path, synthetic_dir: Path, tmp_path: Path):
+    gpu_double, default_model_dir: Path, synthetic_dir: Path, tmp_path: Path
+):
     double = gpu_double(TRT11)
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
@@ -586,4 +715,6 @@ def test_a_strongly_typed_engine_failing_parity_rebuilds_its_fp16_onnx_with_fp32
     (engine,) = tmp_path.glob("*.fp16.engine")
     sidecar = json.loads(sidecar_path(engine).read_text())
     assert sidecar["keep_norm_fp32"] is True and sidecar["onnx_sha256"] == sha256_of(tmp_path / "model.fp16.onnx")
-    assert len(double.tensorrt.builds) == 2 and read_card(engine) == read_card(source)  # the rebuilt pair belongs together
+    assert len(double.tensorrt.builds) == 2 and read_card(engine) == read_card(
+        source
+    )  # the rebuilt pair belongs together

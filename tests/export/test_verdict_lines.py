@@ -25,10 +25,22 @@ QUANTIZER_PRINTS = ("Collecting tensor data", "Finding optimal threshold", "Numb
 
 
 def row(image: str, dice: float = 0.8, reference_dice: float = 0.8, confident_flips: int = 0) -> ImageComparison:
-    return ImageComparison(image=image, max_abs_probability=0.0, mean_abs_probability=0.0, flipped_fraction=0.0,
-                           mask_iou=1.0, dice=dice, threshold_jaccard=dice, reference_dice=reference_dice,
-                           reference_threshold_jaccard=reference_dice, finite=True, empty=False, reference_empty=False,
-                           confident_pixels=10_000, confident_flips=confident_flips)
+    return ImageComparison(
+        image=image,
+        max_abs_probability=0.0,
+        mean_abs_probability=0.0,
+        flipped_fraction=0.0,
+        mask_iou=1.0,
+        dice=dice,
+        threshold_jaccard=dice,
+        reference_dice=reference_dice,
+        reference_threshold_jaccard=reference_dice,
+        finite=True,
+        empty=False,
+        reference_empty=False,
+        confident_pixels=10_000,
+        confident_flips=confident_flips,
+    )
 
 
 def built(name: str, precision: str, rows: list[ImageComparison], tolerances: Tolerances) -> FormResult:
@@ -41,25 +53,32 @@ def test_a_passing_form_names_the_rule_nearest_its_limit():
     # 0.01 Dice lost on b is half its limit of 0.02: nearer than |delta Dice| 0.00045 to its 0.002
     assert line == "PASS fp16: worst image dDice -0.0100 (rule: Dice lost on one image <= 0.02)"
     looser = Tolerances(fp16_image_dice_loss=1.0)
-    assert verdict_line(built("fp16", "fp16", rows, looser), looser) == \
-        "PASS fp16: dDice -0.0005 (rule: |delta Dice| against the truth <= 0.002)"
+    assert (
+        verdict_line(built("fp16", "fp16", rows, looser), looser)
+        == "PASS fp16: dDice -0.0005 (rule: |delta Dice| against the truth <= 0.002)"
+    )
 
 
 def test_a_failing_form_names_the_rule_that_decided_and_counts_the_others():
     tolerances = Tolerances()
     rows = [row("a"), row("b", dice=0.5, reference_dice=0.8), row("c", confident_flips=900)]
     line = verdict_line(built("int8", "int8", rows, tolerances), tolerances)
-    assert line == ("FAIL int8: confident pixels flipped in one image: 0.0900 on c > 0.05 "
-                    "(and 1 more in export-report.md)")
+    assert line == (
+        "FAIL int8: confident pixels flipped in one image: 0.0900 on c > 0.05 (and 1 more in export-report.md)"
+    )
     single = verdict_line(built("int8", "int8", [row("a"), row("b", dice=0.5)], tolerances), tolerances)
     assert single == "FAIL int8: Dice lost on one image 0.3000 on b > 0.1"
 
 
 def test_skipped_failed_and_advisory_forms_each_get_their_line():
-    assert verdict_line(FormResult("engine", "fp16", status="skipped", reason="no GPU here\nmore"), Tolerances()) == \
-        "SKIP engine: no GPU here"
-    assert verdict_line(FormResult("fp16", "fp16", status="failed", reason="ValueError: bad"), Tolerances()) == \
-        "FAIL fp16: build failed: ValueError: bad"
+    assert (
+        verdict_line(FormResult("engine", "fp16", status="skipped", reason="no GPU here\nmore"), Tolerances())
+        == "SKIP engine: no GPU here"
+    )
+    assert (
+        verdict_line(FormResult("fp16", "fp16", status="failed", reason="ValueError: bad"), Tolerances())
+        == "FAIL fp16: build failed: ValueError: bad"
+    )
     simulated = built("fp16-simulated", "fp16", [row("a")], Tolerances())
     simulated.simulation = True
     assert verdict_line(simulated, Tolerances()).startswith("PASS fp16-simulated: ")
@@ -68,9 +87,27 @@ def test_skipped_failed_and_advisory_forms_each_get_their_line():
 
 def export(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
     """`edgeseg export` of the default model, as a user runs it with its output going to a log (pipes)."""
-    return subprocess.run([sys.executable, "-m", "edgeseg", "export", "--format", "fp16,int8", "--parity-n", "3",
-                           "--calib-n", "3", "--out", str(tmp_path / "out"), *flags],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "export",
+            "--format",
+            "fp16,int8",
+            "--parity-n",
+            "3",
+            "--calib-n",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            *flags,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_export_prints_pass_and_fail_lines_and_no_onnxruntime_noise(tmp_path):
@@ -110,12 +147,45 @@ def test_export_under_quiet_keeps_the_verdict_and_the_warnings_only(tmp_path):
 
 
 def test_export_takes_the_old_parity_data_spelling_with_a_note(tmp_path, synthetic_dir):
-    new = subprocess.run([sys.executable, "-m", "edgeseg", "export", "--format", "fp16", "-q", "-d", str(synthetic_dir),
-                          "-o", str(tmp_path / "new")], capture_output=True, text=True, timeout=300)
-    old = subprocess.run([sys.executable, "-m", "edgeseg", "export", "--format", "fp16", "-q", "--parity-data",
-                          str(synthetic_dir), "-o", str(tmp_path / "old")], capture_output=True, text=True, timeout=300)
+    new = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "export",
+            "--format",
+            "fp16",
+            "-q",
+            "-d",
+            str(synthetic_dir),
+            "-o",
+            str(tmp_path / "new"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    old = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "export",
+            "--format",
+            "fp16",
+            "-q",
+            "--parity-data",
+            str(synthetic_dir),
+            "-o",
+            str(tmp_path / "old"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert new.returncode == old.returncode == 0, new.stderr[-2000:] + old.stderr[-2000:]
     assert "note: --parity-data of `export` is now spelled -d/--data" in old.stderr and "note:" not in new.stderr
-    reports = [json.loads((tmp_path / name / "export-report.json").read_text())["parity_images"]
-               for name in ("new", "old")]
+    reports = [
+        json.loads((tmp_path / name / "export-report.json").read_text())["parity_images"] for name in ("new", "old")
+    ]
     assert reports[0] == reports[1] and reports[0]["count"] >= 1 and reports[0]["reference_set"] is False

@@ -93,8 +93,11 @@ class cudaStream_t:  # noqa: N801
         self._owner: CudaDouble | None = None
 
     def __int__(self) -> int:
-        warnings.warn("int(cuda_obj) is deprecated: use cuda.bindings.utils.get_cuda_native_handle", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn(
+            "int(cuda_obj) is deprecated: use cuda.bindings.utils.get_cuda_native_handle",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if self._owner is not None:
             self._owner.deprecated_int_calls += 1
         return self._handle
@@ -141,8 +144,10 @@ class CudaDouble:
         return self._failures.pop(call, None)
 
     def _stream(self, stream: object, call: str) -> int | None:
-        require(isinstance(stream, cudaStream_t),
-                f"{call}: its stream is documented as CUstream or cudaStream_t; got {type(stream).__name__} {stream!r}")
+        require(
+            isinstance(stream, cudaStream_t),
+            f"{call}: its stream is documented as CUstream or cudaStream_t; got {type(stream).__name__} {stream!r}",
+        )
         return stream._handle if stream._handle in self.streams else None
 
     def _size(self, size: object, call: str) -> None:
@@ -242,15 +247,19 @@ class CudaDouble:
             return (error,)
         if handle is None:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        directions = {cudaMemcpyKind.cudaMemcpyHostToDevice: (self.device, self.host, "device", "pinned host"),
-                      cudaMemcpyKind.cudaMemcpyDeviceToHost: (self.host, self.device, "pinned host", "device")}
+        directions = {
+            cudaMemcpyKind.cudaMemcpyHostToDevice: (self.device, self.host, "device", "pinned host"),
+            cudaMemcpyKind.cudaMemcpyDeviceToHost: (self.host, self.device, "pinned host", "device"),
+        }
         require(kind in directions, f"cudaMemcpyAsync: edgeseg copies host<->device only, not {kind.name}")
         target, source, target_kind, source_kind = directions[kind]
         require(dst in target, f"cudaMemcpyAsync({kind.name}): dst {dst:#x} is not a live {target_kind} allocation")
         require(src in source, f"cudaMemcpyAsync({kind.name}): src {src:#x} is not a live {source_kind} allocation")
-        require(count == target[dst].size == source[src].size,
-                f"cudaMemcpyAsync({kind.name}): {count} bytes between allocations of {source[src].size} and "
-                f"{target[dst].size} bytes")
+        require(
+            count == target[dst].size == source[src].size,
+            f"cudaMemcpyAsync({kind.name}): {count} bytes between allocations of {source[src].size} and "
+            f"{target[dst].size} bytes",
+        )
 
         def copy() -> None:
             require(dst in target and src in source, "a queued copy found its memory freed before it ran")
@@ -263,8 +272,18 @@ class CudaDouble:
         runtime = _module("cuda.bindings.runtime")
         runtime.cudaError_t, runtime.cudaMemcpyKind = cudaError_t, cudaMemcpyKind
         runtime.cudaStream_t, runtime.cudaDeviceProp = cudaStream_t, cudaDeviceProp
-        for name in ("cudaGetDeviceCount", "cudaGetDeviceProperties", "cudaStreamCreate", "cudaStreamSynchronize",
-                     "cudaStreamDestroy", "cudaMallocHost", "cudaFreeHost", "cudaMalloc", "cudaFree", "cudaMemcpyAsync"):
+        for name in (
+            "cudaGetDeviceCount",
+            "cudaGetDeviceProperties",
+            "cudaStreamCreate",
+            "cudaStreamSynchronize",
+            "cudaStreamDestroy",
+            "cudaMallocHost",
+            "cudaFreeHost",
+            "cudaMalloc",
+            "cudaFree",
+            "cudaMemcpyAsync",
+        ):
             setattr(runtime, name, getattr(self, name))
         return runtime
 
@@ -289,10 +308,24 @@ class DataType(enum.IntEnum):
     INT64 = 8
 
 
-NUMPY_TYPES = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32,
-               DataType.BOOL: np.bool_, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
-ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 9: DataType.BOOL,
-              2: DataType.UINT8, 7: DataType.INT64}
+NUMPY_TYPES = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT8: np.int8,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+    DataType.UINT8: np.uint8,
+    DataType.INT64: np.int64,
+}
+ONNX_TYPES = {
+    1: DataType.FLOAT,
+    10: DataType.HALF,
+    3: DataType.INT8,
+    6: DataType.INT32,
+    9: DataType.BOOL,
+    2: DataType.UINT8,
+    7: DataType.INT64,
+}
 
 
 class TensorIOMode(enum.IntEnum):
@@ -321,19 +354,41 @@ class LayerType(enum.IntEnum):
     NORMALIZATION = 43
 
 
-LAYER_TYPES = {"Conv": LayerType.CONVOLUTION, "Relu": LayerType.ACTIVATION, "Sigmoid": LayerType.ACTIVATION,
-               "Resize": LayerType.RESIZE, "Constant": LayerType.CONSTANT, "QuantizeLinear": LayerType.QUANTIZE,
-               "DequantizeLinear": LayerType.DEQUANTIZE, "Cast": LayerType.CAST,
-               "InstanceNormalization": LayerType.NORMALIZATION, "GroupNormalization": LayerType.NORMALIZATION,
-               "LayerNormalization": LayerType.NORMALIZATION}
+LAYER_TYPES = {
+    "Conv": LayerType.CONVOLUTION,
+    "Relu": LayerType.ACTIVATION,
+    "Sigmoid": LayerType.ACTIVATION,
+    "Resize": LayerType.RESIZE,
+    "Constant": LayerType.CONSTANT,
+    "QuantizeLinear": LayerType.QUANTIZE,
+    "DequantizeLinear": LayerType.DEQUANTIZE,
+    "Cast": LayerType.CAST,
+    "InstanceNormalization": LayerType.NORMALIZATION,
+    "GroupNormalization": LayerType.NORMALIZATION,
+    "LayerNormalization": LayerType.NORMALIZATION,
+}
 PRECISION_FLAGS = ("FP16", "INT8", "BF16", "FP8", "INT4", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS")
 
 
 def builder_flag_enum(major: int) -> type[enum.IntEnum]:
     """TensorRT 10's builder flags; TensorRT 11 removed weak typing, and with it the precision flags."""
-    members = {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3, "REFIT": 4, "DISABLE_TIMING_CACHE": 5, "TF32": 6,
-               "SPARSE_WEIGHTS": 7, "SAFETY_SCOPE": 8, "OBEY_PRECISION_CONSTRAINTS": 9,
-               "PREFER_PRECISION_CONSTRAINTS": 10, "DIRECT_IO": 11, "BF16": 17, "FP8": 19, "INT4": 26}
+    members = {
+        "FP16": 0,
+        "INT8": 1,
+        "DEBUG": 2,
+        "GPU_FALLBACK": 3,
+        "REFIT": 4,
+        "DISABLE_TIMING_CACHE": 5,
+        "TF32": 6,
+        "SPARSE_WEIGHTS": 7,
+        "SAFETY_SCOPE": 8,
+        "OBEY_PRECISION_CONSTRAINTS": 9,
+        "PREFER_PRECISION_CONSTRAINTS": 10,
+        "DIRECT_IO": 11,
+        "BF16": 17,
+        "FP8": 19,
+        "INT4": 26,
+    }
     if major >= 11:
         members = {name: value for name, value in members.items() if name not in PRECISION_FLAGS}
     return enum.IntEnum("BuilderFlag", members)
@@ -341,10 +396,14 @@ def builder_flag_enum(major: int) -> type[enum.IntEnum]:
 
 def network_flag_enum(major: int) -> type[enum.IntEnum]:
     if major >= 11:  # strongly typed always; the flag stays, ignored
-        return enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1,
-                                                              "PREFER_JIT_PYTHON_PLUGINS": 2})
-    return enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1,
-                                                          "PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3})
+        return enum.IntEnum(
+            "NetworkDefinitionCreationFlag",
+            {"STRONGLY_TYPED": 0, "PREFER_AOT_PYTHON_PLUGINS": 1, "PREFER_JIT_PYTHON_PLUGINS": 2},
+        )
+    return enum.IntEnum(
+        "NetworkDefinitionCreationFlag",
+        {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1, "PREFER_JIT_PYTHON_PLUGINS": 2, "PREFER_AOT_PYTHON_PLUGINS": 3},
+    )
 
 
 class Logger:
@@ -358,7 +417,9 @@ class Logger:
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = Severity
 
     def __init__(self, min_severity: Logger.Severity = Severity.WARNING) -> None:
-        require(isinstance(min_severity, Logger.Severity), f"Logger(min_severity: Logger.Severity): got {min_severity!r}")
+        require(
+            isinstance(min_severity, Logger.Severity), f"Logger(min_severity: Logger.Severity): got {min_severity!r}"
+        )
         self.min_severity = min_severity
         self.messages: list[tuple[Logger.Severity, str]] = []
 
@@ -386,8 +447,10 @@ class Layer:
         self.output_types: dict[int, DataType] = {}
 
     def _settable(self, what: str, dtype: object) -> None:
-        require(not self._network.strongly_typed,
-                f"{what} on a strongly typed network: 'Setting layer precision and layer output types is not allowed'")
+        require(
+            not self._network.strongly_typed,
+            f"{what} on a strongly typed network: 'Setting layer precision and layer output types is not allowed'",
+        )
         require(isinstance(dtype, DataType), f"{what}: a tensorrt.DataType, got {dtype!r}")
 
     @property
@@ -443,8 +506,12 @@ class Network:
 
         self.inputs = [tensor(value) for value in graph.input if value.name not in initializers]
         self.outputs = [tensor(value) for value in graph.output]
-        self.layers = [Layer(self, LAYER_TYPES.get(node.op_type, LayerType.ELEMENTWISE), node.name or node.op_type,
-                             len(node.output)) for node in graph.node]
+        self.layers = [
+            Layer(
+                self, LAYER_TYPES.get(node.op_type, LayerType.ELEMENTWISE), node.name or node.op_type, len(node.output)
+            )
+            for node in graph.node
+        ]
         self.onnx = onnx_bytes
 
 
@@ -477,8 +544,10 @@ def unsupported_qdq(proto) -> list[str]:
                 problems.append(f"{name}: zero point must be int8 0 (symmetric INT8 only)")
         data = values.get(node.input[0])
         if node.op_type == "DequantizeLinear" and data is not None and data.data_type != TensorProto.INT8:
-            problems.append(f"{name}: only activation types allowed as input to this layer "
-                            f"({TensorProto.DataType.Name(data.data_type)} data)")
+            problems.append(
+                f"{name}: only activation types allowed as input to this layer "
+                f"({TensorProto.DataType.Name(data.data_type)} data)"
+            )
     return problems
 
 
@@ -545,8 +614,10 @@ class BuilderConfig:
         self.timing_cache: TimingCache | None = None
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
-        require(isinstance(pool, MemoryPoolType) and is_int(pool_size) and pool_size >= 0,
-                f"set_memory_pool_limit(pool: MemoryPoolType, pool_size: int): got {pool!r}, {pool_size!r}")
+        require(
+            isinstance(pool, MemoryPoolType) and is_int(pool_size) and pool_size >= 0,
+            f"set_memory_pool_limit(pool: MemoryPoolType, pool_size: int): got {pool!r}, {pool_size!r}",
+        )
         self.pools[pool] = pool_size
 
     def set_flag(self, flag) -> None:
@@ -564,13 +635,17 @@ class BuilderConfig:
         return len(self.profiles) - 1
 
     def create_timing_cache(self, serialized_timing_cache) -> TimingCache:
-        require(isinstance(serialized_timing_cache, (bytes, bytearray, memoryview)),
-                f"create_timing_cache(serialized_timing_cache: buffer): got {type(serialized_timing_cache).__name__}")
+        require(
+            isinstance(serialized_timing_cache, (bytes, bytearray, memoryview)),
+            f"create_timing_cache(serialized_timing_cache: buffer): got {type(serialized_timing_cache).__name__}",
+        )
         return TimingCache(bytes(serialized_timing_cache), self._double.cache_tag)
 
     def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
-        require(isinstance(cache, TimingCache) and isinstance(ignore_mismatch, bool),
-                f"set_timing_cache(cache: ITimingCache, ignore_mismatch: bool): got {cache!r}, {ignore_mismatch!r}")
+        require(
+            isinstance(cache, TimingCache) and isinstance(ignore_mismatch, bool),
+            f"set_timing_cache(cache: ITimingCache, ignore_mismatch: bool): got {cache!r}, {ignore_mismatch!r}",
+        )
         if cache.data and not cache.data.startswith(CACHE_MAGIC + self._double.cache_tag):
             return False  # corrupt, or another TensorRT's or GPU's: refused when mismatches are not ignored
         self.timing_cache = cache
@@ -591,7 +666,9 @@ class BuilderBase:
     def create_network(self, flags: int = 0) -> Network:
         flag_enum = self._double.NetworkDefinitionCreationFlag
         require(is_int(flags), f"create_network(flags: int): got {flags!r}")
-        require(flags & ~sum(1 << int(flag) for flag in flag_enum) == 0, f"create_network: unknown flag bits {flags:#x}")
+        require(
+            flags & ~sum(1 << int(flag) for flag in flag_enum) == 0, f"create_network: unknown flag bits {flags:#x}"
+        )
         strongly_typed = self._double.major >= 11 or bool(flags & (1 << int(flag_enum.STRONGLY_TYPED)))
         return Network(strongly_typed)
 
@@ -602,24 +679,36 @@ class BuilderBase:
         return OptimizationProfile()
 
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> HostMemory | None:
-        require(isinstance(network, Network) and isinstance(config, BuilderConfig), "build_serialized_network(network, config)")
+        require(
+            isinstance(network, Network) and isinstance(config, BuilderConfig),
+            "build_serialized_network(network, config)",
+        )
         require(network.onnx is not None, "build_serialized_network: the network is empty (parse the ONNX first)")
         flags = {flag.name for flag in config.flags}
         precision = sorted(flags & set(PRECISION_FLAGS))
         if network.strongly_typed:
-            require(not precision, f"a strongly typed network takes its types from the network: builder flags {precision} "
-                                   "are not allowed")
+            require(
+                not precision,
+                f"a strongly typed network takes its types from the network: builder flags {precision} are not allowed",
+            )
         elif any(layer.precision_is_set for layer in network.layers):
-            require(flags & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"},
-                    "layer precisions were set without OBEY_PRECISION_CONSTRAINTS (or PREFER_...): TensorRT ignores them")
+            require(
+                flags & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"},
+                "layer precisions were set without OBEY_PRECISION_CONSTRAINTS (or PREFER_...): TensorRT ignores them",
+            )
         profile = self._profile(network, config)
         if profile is None or self._double.take_failure("build_serialized_network"):
             return None
-        header = {"tensorrt_version": self._double.version, "gpu": self._double.gpu, "strongly_typed": network.strongly_typed,
-                  "flags": sorted(flags), "profile": profile,
-                  "pinned": [layer.name for layer in network.layers if layer.precision_is_set],
-                  "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network.inputs],
-                  "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network.outputs]}
+        header = {
+            "tensorrt_version": self._double.version,
+            "gpu": self._double.gpu,
+            "strongly_typed": network.strongly_typed,
+            "flags": sorted(flags),
+            "profile": profile,
+            "pinned": [layer.name for layer in network.layers if layer.precision_is_set],
+            "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network.inputs],
+            "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network.outputs],
+        }
         self._double.builds.append(header)
         return HostMemory(ENGINE_MAGIC + json.dumps(header).encode() + b"\n" + network.onnx)
 
@@ -632,15 +721,21 @@ class BuilderBase:
             if tensor.name not in shapes:
                 self._logger.log(Logger.ERROR, f"{tensor.name}: dynamic input without an optimization profile")
                 return None
-            require(all(len(shape) == len(tensor.shape) for shape in shapes[tensor.name]), f"profile rank for {tensor.name}")
+            require(
+                all(len(shape) == len(tensor.shape) for shape in shapes[tensor.name]), f"profile rank for {tensor.name}"
+            )
         return {name: [list(shape) for shape in value] for name, value in shapes.items()}
 
 
 class Engine:
     def __init__(self, double: TensorRTDouble, header: dict, onnx_bytes: bytes) -> None:
         self._double, self._header, self._onnx = double, header, onnx_bytes
-        self._io = {name: (TensorIOMode.INPUT, tuple(shape), DataType[dtype]) for name, shape, dtype in header["inputs"]}
-        self._io.update({name: (TensorIOMode.OUTPUT, tuple(shape), DataType[dtype]) for name, shape, dtype in header["outputs"]})
+        self._io = {
+            name: (TensorIOMode.INPUT, tuple(shape), DataType[dtype]) for name, shape, dtype in header["inputs"]
+        }
+        self._io.update(
+            {name: (TensorIOMode.OUTPUT, tuple(shape), DataType[dtype]) for name, shape, dtype in header["outputs"]}
+        )
         self._names = list(self._io)
         self._session = None
         self._output_shapes: dict[tuple, dict[str, tuple[int, ...]]] = {}
@@ -667,7 +762,10 @@ class Engine:
         return self._tensor(name, "get_tensor_dtype")[2]
 
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
-        require(profile_index == 0 and name in self._header["profile"], f"get_tensor_profile_shape({name!r}, {profile_index})")
+        require(
+            profile_index == 0 and name in self._header["profile"],
+            f"get_tensor_profile_shape({name!r}, {profile_index})",
+        )
         return [tuple(shape) for shape in self._header["profile"][name]]
 
     def create_execution_context(self) -> ExecutionContext | None:
@@ -698,8 +796,11 @@ class Engine:
 class ExecutionContext:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.input_shapes = {name: shape for name, (mode, shape, _) in engine._io.items()
-                             if mode == TensorIOMode.INPUT and all(side >= 0 for side in shape)}
+        self.input_shapes = {
+            name: shape
+            for name, (mode, shape, _) in engine._io.items()
+            if mode == TensorIOMode.INPUT and all(side >= 0 for side in shape)
+        }
         self.addresses: dict[str, int] = {}
 
     def _inputs(self) -> list[str]:
@@ -709,7 +810,10 @@ class ExecutionContext:
         require(isinstance(name, str), f"set_input_shape(name: str, shape): got {name!r}")
         shape = tuple(shape)
         require(all(is_int(side) for side in shape), f"set_input_shape: the shape takes ints, got {shape}")
-        if self.engine._double.take_failure("set_input_shape") or self.engine.get_tensor_mode(name) != TensorIOMode.INPUT:
+        if (
+            self.engine._double.take_failure("set_input_shape")
+            or self.engine.get_tensor_mode(name) != TensorIOMode.INPUT
+        ):
             return False
         declared = self.engine._io[name][1]
         if len(shape) != len(declared) or any(d >= 0 and d != s for d, s in zip(declared, shape)):
@@ -726,24 +830,34 @@ class ExecutionContext:
         if mode == TensorIOMode.INPUT:
             return self.input_shapes.get(name, declared)
         unset = [input_name for input_name in self._inputs() if input_name not in self.input_shapes]
-        require(not unset, f"get_tensor_shape({name!r}) of an output before set_input_shape of the dynamic input(s) "
-                           f"{unset}: TensorRT would answer with -1 dimensions")
+        require(
+            not unset,
+            f"get_tensor_shape({name!r}) of an output before set_input_shape of the dynamic input(s) "
+            f"{unset}: TensorRT would answer with -1 dimensions",
+        )
         return self.engine.output_shapes(self.input_shapes)[name]
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         require(isinstance(name, str), f"set_tensor_address(name: str, memory: int): got {name!r}")
-        require(is_int(memory), f"set_tensor_address(name, memory: int): pass the device pointer as an int, got {memory!r}")
+        require(
+            is_int(memory), f"set_tensor_address(name, memory: int): pass the device pointer as an int, got {memory!r}"
+        )
         if self.engine._double.take_failure("set_tensor_address") or name not in self.engine._io:
             return False
-        require(memory in self.engine._double.cuda.device,
-                f"set_tensor_address({name!r}): {memory:#x} is not a live cudaMalloc allocation (a host pointer, or freed)")
+        require(
+            memory in self.engine._double.cuda.device,
+            f"set_tensor_address({name!r}): {memory:#x} is not a live cudaMalloc allocation (a host pointer, or freed)",
+        )
         self.addresses[name] = memory
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         cuda = self.engine._double.cuda
-        require(is_int(stream_handle), "execute_async_v3(stream_handle: int): pass the stream's int handle "
-                                       f"(cuda.bindings.utils.get_cuda_native_handle), not {type(stream_handle).__name__}")
+        require(
+            is_int(stream_handle),
+            "execute_async_v3(stream_handle: int): pass the stream's int handle "
+            f"(cuda.bindings.utils.get_cuda_native_handle), not {type(stream_handle).__name__}",
+        )
         require(stream_handle in cuda.streams, f"execute_async_v3: {stream_handle:#x} is not a live stream")
         unset = [name for name in self._inputs() if name not in self.input_shapes]
         require(not unset, f"execute_async_v3 before set_input_shape of {unset}")
@@ -754,8 +868,11 @@ class ExecutionContext:
             dtype = np.dtype(NUMPY_TYPES[self.engine._io[name][2]])
             needed = int(np.prod(shapes[name])) * dtype.itemsize
             require(address in cuda.device, f"execute_async_v3: the buffer of {name!r} was freed")
-            require(cuda.device[address].size == needed, f"execute_async_v3: {name!r} is a {dtype} tensor of shape "
-                    f"{shapes[name]} ({needed} bytes), but its buffer has {cuda.device[address].size} bytes")
+            require(
+                cuda.device[address].size == needed,
+                f"execute_async_v3: {name!r} is a {dtype} tensor of shape "
+                f"{shapes[name]} ({needed} bytes), but its buffer has {cuda.device[address].size} bytes",
+            )
         if self.engine._double.take_failure("execute_async_v3"):
             return False
         cuda.enqueue(stream_handle, lambda: self._run(dict(self.addresses), shapes))
@@ -763,9 +880,13 @@ class ExecutionContext:
 
     def _run(self, addresses: dict[str, int], shapes: dict[str, tuple[int, ...]]) -> None:
         cuda, io = self.engine._double.cuda, self.engine._io
-        require(all(address in cuda.device for address in addresses.values()), "a queued inference found a buffer freed")
-        feeds = {name: cuda.device[addresses[name]].view(NUMPY_TYPES[io[name][2]]).reshape(shapes[name])
-                 for name in self._inputs()}
+        require(
+            all(address in cuda.device for address in addresses.values()), "a queued inference found a buffer freed"
+        )
+        feeds = {
+            name: cuda.device[addresses[name]].view(NUMPY_TYPES[io[name][2]]).reshape(shapes[name])
+            for name in self._inputs()
+        }
         names = [output.name for output in self.engine.session.get_outputs()]
         for name, value in zip(names, self.engine.session.run(None, feeds)):
             value = np.ascontiguousarray(value, NUMPY_TYPES[io[name][2]])
@@ -780,20 +901,27 @@ class RuntimeBase:
         self._logger = logger
 
     def deserialize_cuda_engine(self, serialized_engine) -> Engine | None:
-        require(isinstance(serialized_engine, (bytes, bytearray, memoryview)),
-                f"deserialize_cuda_engine(serialized_engine: buffer): got {type(serialized_engine).__name__}")
+        require(
+            isinstance(serialized_engine, (bytes, bytearray, memoryview)),
+            f"deserialize_cuda_engine(serialized_engine: buffer): got {type(serialized_engine).__name__}",
+        )
         data = bytes(serialized_engine)
         if self._double.take_failure("deserialize_cuda_engine") or not data.startswith(ENGINE_MAGIC):
             self._logger.log(Logger.ERROR, "the engine plan file is corrupt")
             return None
-        header_line, onnx_bytes = data[len(ENGINE_MAGIC):].split(b"\n", 1)
+        header_line, onnx_bytes = data[len(ENGINE_MAGIC) :].split(b"\n", 1)
         header = json.loads(header_line)
         if header["tensorrt_version"] != self._double.version or header["gpu"][1:] != self._double.gpu[1:]:
-            self._logger.log(Logger.ERROR, "the engine plan file is not compatible with this version of TensorRT or GPU")
+            self._logger.log(
+                Logger.ERROR, "the engine plan file is not compatible with this version of TensorRT or GPU"
+            )
             return None
         if header["gpu"][0] != self._double.gpu[0]:
-            self._logger.log(Logger.WARNING, "Using an engine plan file across different models of devices is not "
-                                             "recommended and is likely to affect performance or even cause errors.")
+            self._logger.log(
+                Logger.WARNING,
+                "Using an engine plan file across different models of devices is not "
+                "recommended and is likely to affect performance or even cause errors.",
+            )
         return Engine(self._double, header, onnx_bytes)
 
 
@@ -829,7 +957,12 @@ class TensorRTDouble:
         trt = _module("tensorrt")
         trt.__version__ = self.version
         trt.BuilderFlag, trt.NetworkDefinitionCreationFlag = self.BuilderFlag, self.NetworkDefinitionCreationFlag
-        trt.DataType, trt.TensorIOMode, trt.MemoryPoolType, trt.LayerType = DataType, TensorIOMode, MemoryPoolType, LayerType
+        trt.DataType, trt.TensorIOMode, trt.MemoryPoolType, trt.LayerType = (
+            DataType,
+            TensorIOMode,
+            MemoryPoolType,
+            LayerType,
+        )
         trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
         trt.Logger, trt.nptype = Logger, nptype
         trt.Builder = type("Builder", (BuilderBase,), {"_double": self})
@@ -858,8 +991,13 @@ class GpuDouble:
         runtime = self.cuda.module()
         utils.get_cuda_native_handle = get_cuda_native_handle
         cuda.bindings, bindings.runtime, bindings.utils = bindings, runtime, utils
-        modules = {"tensorrt": self.tensorrt.module(), "cuda": cuda, "cuda.bindings": bindings,
-                   "cuda.bindings.runtime": runtime, "cuda.bindings.utils": utils}
+        modules = {
+            "tensorrt": self.tensorrt.module(),
+            "cuda": cuda,
+            "cuda.bindings": bindings,
+            "cuda.bindings.runtime": runtime,
+            "cuda.bindings.utils": utils,
+        }
         for name, module in modules.items():
             monkeypatch.setitem(sys.modules, name, module)
 
@@ -868,8 +1006,11 @@ class GpuDouble:
         pending = [handle for handle, queue in self.cuda.streams.items() if queue]
         require(not live or self.allow_leaks, f"left allocated at the end of the test: {live}")
         require(not pending, f"work queued on streams {pending} was never synchronized")
-        require(not self.cuda.deprecated_int_calls, "int() was called on a cudaStream_t (deprecated in cuda-bindings): "
-                                                     "take the handle from get_cuda_native_handle")
+        require(
+            not self.cuda.deprecated_int_calls,
+            "int() was called on a cudaStream_t (deprecated in cuda-bindings): "
+            "take the handle from get_cuda_native_handle",
+        )
 
 
 @pytest.fixture
@@ -878,7 +1019,9 @@ def gpu_double(monkeypatch: pytest.MonkeyPatch):
     double of TensorRT and cuda-python in place; at the end, fails the test if anything is still allocated."""
     installed: list[GpuDouble] = []
 
-    def install(tensorrt_version: str = "10.3.0.30", gpus: Sequence[tuple[str, int, int]] = (("Orin", 8, 7),)) -> GpuDouble:
+    def install(
+        tensorrt_version: str = "10.3.0.30", gpus: Sequence[tuple[str, int, int]] = (("Orin", 8, 7),)
+    ) -> GpuDouble:
         double = GpuDouble(tensorrt_version, gpus)
         double.install(monkeypatch)
         installed.append(double)

@@ -38,9 +38,15 @@ def test_auto_picks_a_backend_this_host_runs_and_says_which(tiny_onnx: Path, cap
     with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
         backend = open_backend(tiny_onnx, "auto")
     available = ort.get_available_providers()
-    expected = next(name for name, provider in (("onnxruntime-tensorrt", "TensorrtExecutionProvider"),
-                                                ("onnxruntime-cuda", "CUDAExecutionProvider"),
-                                                ("onnxruntime-cpu", "CPUExecutionProvider")) if provider in available)
+    expected = next(
+        name
+        for name, provider in (
+            ("onnxruntime-tensorrt", "TensorrtExecutionProvider"),
+            ("onnxruntime-cuda", "CUDAExecutionProvider"),
+            ("onnxruntime-cpu", "CPUExecutionProvider"),
+        )
+        if provider in available
+    )
     if expected == "onnxruntime-cpu":
         assert backend.name == "onnxruntime-cpu"
     assert f"backend: {backend.name}" in caplog.text
@@ -52,12 +58,15 @@ def test_explicit_cuda_without_onnxruntime_gpu_says_what_to_install(tiny_onnx: P
         open_backend(tiny_onnx, "onnxruntime-cuda")
     message = str(error.value)
     assert "pip install 'edgeseg[gpu]'" in message and "'edgeseg[cuda12]'" in message and "Jetson" in message
-    assert "pip install onnxruntime-gpu" not in message  # beside the CPU build it would make two builds in one environment
+    assert (
+        "pip install onnxruntime-gpu" not in message
+    )  # beside the CPU build it would make two builds in one environment
 
 
 def test_two_onnxruntime_builds_or_none_get_the_install_checks_fix(tiny_onnx: Path, monkeypatch) -> None:
-    monkeypatch.setattr(install_check, "onnxruntime_distributions",
-                        lambda: {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"})
+    monkeypatch.setattr(
+        install_check, "onnxruntime_distributions", lambda: {"onnxruntime": "1.22.0", "onnxruntime-gpu": "1.22.0"}
+    )
     for backend in ("onnxruntime-cpu", "auto"):  # auto stops at once: every provider would fail the same way
         with pytest.raises(install_check.OnnxRuntimeInstallError, match="installed together") as error:
             open_backend(tiny_onnx, backend)
@@ -88,8 +97,9 @@ class FakeCudaOnnxRuntime:
 
 @pytest.mark.parametrize("falls_back", [False, True], ids=["raises", "falls_back"])
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
-def test_a_gpu_provider_on_an_old_driver_says_the_driver_and_the_minimum(tiny_onnx: Path, monkeypatch, tmp_path: Path,
-                                                                        device: str, falls_back: bool) -> None:
+def test_a_gpu_provider_on_an_old_driver_says_the_driver_and_the_minimum(
+    tiny_onnx: Path, monkeypatch, tmp_path: Path, device: str, falls_back: bool
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(install_check, "import_onnxruntime", lambda gpu=False: FakeCudaOnnxRuntime(falls_back))
     monkeypatch.setattr(install_check, "build_cuda_version", lambda module: "12.2")
@@ -163,14 +173,15 @@ def fake_tensorrt_on_path(folder: Path, version: str, monkeypatch) -> None:
     package = folder / "tensorrt"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(
-        f'import _edgeseg_test_events\n_edgeseg_test_events.append("import tensorrt")\n__version__ = "{version}"\n')
+        f'import _edgeseg_test_events\n_edgeseg_test_events.append("import tensorrt")\n__version__ = "{version}"\n'
+    )
     monkeypatch.syspath_prepend(str(folder))
     del sys.modules["tensorrt"]  # the fixture's None: let the import find the fake
 
 
 def test_tensorrt_libraries_are_loaded_before_the_tensorrt_provider_session(
-        tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fake_tensorrt_on_path(tmp_path / "site", "10.9.0.34", monkeypatch)
     monkeypatch.setattr(install_check, "_load_library", lambda name: gpu_onnxruntime.events.append(f"load {name}"))
     with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
@@ -181,25 +192,37 @@ def test_tensorrt_libraries_are_loaded_before_the_tensorrt_provider_session(
     assert f"FP32 TensorRT engine for {tiny_onnx.name}" in caplog.text  # and that is said, not left to guess
 
 
-@pytest.mark.parametrize("version, expected", [(None, "TensorRT is not installed"),
-                                               ("11.1.0.5", "TensorRT 11.1.0.5 is installed, but onnxruntime's "
-                                                            "TensorRT provider is built against TensorRT 10")])
+@pytest.mark.parametrize(
+    "version, expected",
+    [
+        (None, "TensorRT is not installed"),
+        (
+            "11.1.0.5",
+            "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10",
+        ),
+    ],
+)
 def test_tensorrt_provider_without_tensorrt_10_names_the_tensorrt_fix(
-        tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path, version, expected) -> None:
+    tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, tmp_path: Path, version, expected
+) -> None:
     if version:
         fake_tensorrt_on_path(tmp_path / "site", version, monkeypatch)
     monkeypatch.setattr(install_check, "_load_library", no_library)
     with pytest.raises(BackendUnavailable) as error:
         open_backend(tiny_onnx, "onnxruntime-tensorrt")
     message = str(error.value)
-    assert message.startswith("onnxruntime-tensorrt: onnxruntime's TensorRT provider cannot start: ") and expected in message
+    assert (
+        message.startswith("onnxruntime-tensorrt: onnxruntime's TensorRT provider cannot start: ")
+        and expected in message
+    )
     assert "pip install 'edgeseg[gpu]'" in message and "'edgeseg[gpu-cu13]'" in message and "JetPack" in message
     assert "pip uninstall -y onnxruntime" not in message  # ORT_GPU_FIX's advice, about the wrong thing here
     assert not any(event.startswith("session") for event in gpu_onnxruntime.events)  # refused before any session
 
 
-def test_auto_says_why_it_skipped_the_tensorrt_provider(tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime,
-                                                         monkeypatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_says_why_it_skipped_the_tensorrt_provider(
+    tiny_onnx: Path, gpu_onnxruntime: FakeGpuOnnxRuntime, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(install_check, "_load_library", no_library)
     with caplog.at_level(logging.INFO, logger="edgeseg.runtime"):
         backend = open_backend(tiny_onnx, "auto")
@@ -229,8 +252,14 @@ def sound_engine(folder: Path, card: ModelCard) -> Path:
     """An engine file with a sidecar that holds (the bytes are no real engine: only TensorRT would know)."""
     engine = folder / "model.trt10.3.sm87-orin.fp16.engine"
     engine.write_bytes(b"\x00" * 64)
-    sidecar = {"card": card.to_dict(), "engine_sha256": sha256_of(engine), "tensorrt_version": "10.3.0.30",
-               "gpu_name": "Orin", "compute_capability": "8.7", "precision": "fp16"}
+    sidecar = {
+        "card": card.to_dict(),
+        "engine_sha256": sha256_of(engine),
+        "tensorrt_version": "10.3.0.30",
+        "gpu_name": "Orin",
+        "compute_capability": "8.7",
+        "precision": "fp16",
+    }
     sidecar_path(engine).write_text(json.dumps(sidecar))
     return engine
 
@@ -241,10 +270,13 @@ def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path: Path, 
         TensorRTBackend(sound_engine(tmp_path, tiny_card))
 
 
-@pytest.mark.parametrize("sidecar", [None, "{not json", '{"card": {}}', "[]"], ids=["missing", "not_json", "bad_card", "no_card"])
+@pytest.mark.parametrize(
+    "sidecar", [None, "{not json", '{"card": {}}', "[]"], ids=["missing", "not_json", "bad_card", "no_card"]
+)
 @pytest.mark.parametrize("backend", ["tensorrt", "auto"])
-def test_an_incomplete_engine_file_is_named_before_tensorrt_is_looked_for(tmp_path: Path, tiny_card: ModelCard,
-                                                                          monkeypatch, sidecar, backend) -> None:
+def test_an_incomplete_engine_file_is_named_before_tensorrt_is_looked_for(
+    tmp_path: Path, tiny_card: ModelCard, monkeypatch, sidecar, backend
+) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT missing, here or not
     engine = sound_engine(tmp_path, tiny_card)
     if sidecar is None:
@@ -272,8 +304,14 @@ def external_data_model(folder: Path, source: Path, location: str = "weights.bin
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    onnx.save_model(onnx.load(str(source)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=0)
+    onnx.save_model(
+        onnx.load(str(source)),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     if location != "weights.bin":
         model = onnx.load(str(path), load_external_data=False)
         for tensor in model.graph.initializer:
@@ -292,13 +330,19 @@ def test_onnx_with_its_weights_beside_it_loads_and_runs(tiny_onnx: Path, tiny_ca
         np.testing.assert_array_equal(external.infer(batch), inline.infer(batch))
 
 
-OUTSIDE = {"parent": "../outside/weights.bin", "through_a_subfolder": "sub/../../outside/weights.bin",
-           "absolute": "{outside}", "etc_passwd": "/etc/passwd", "symlink": "weights.bin"}
+OUTSIDE = {
+    "parent": "../outside/weights.bin",
+    "through_a_subfolder": "sub/../../outside/weights.bin",
+    "absolute": "{outside}",
+    "etc_passwd": "/etc/passwd",
+    "symlink": "weights.bin",
+}
 
 
 @pytest.mark.parametrize("way", list(OUTSIDE))
 def test_onnx_external_data_outside_its_folder_is_refused_before_onnxruntime_opens_it(
-        tiny_onnx: Path, tmp_path: Path, monkeypatch, way: str) -> None:
+    tiny_onnx: Path, tmp_path: Path, monkeypatch, way: str
+) -> None:
     outside = external_data_model(tmp_path / "outside", tiny_onnx).with_name("weights.bin")  # real weights, elsewhere
     (tmp_path / "model" / "sub").mkdir(parents=True)
     location = OUTSIDE[way].format(outside=outside)

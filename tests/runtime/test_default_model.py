@@ -12,7 +12,6 @@ from edgeseg.cli import main
 from edgeseg.core.names import default_model_path
 from edgeseg.runtime.loaders import read_card
 
-
 MAX_SHIPPED_BYTES = 16 * 10**6
 
 
@@ -49,8 +48,8 @@ def test_the_default_model_finds_lesions():
     only, so the bar is "outlines lesions", not its real accuracy. Mean IoU measured: 0.56 (lite2, the
     current model), 0.42 (the lite0 before it); a model that outlines nothing, or the wrong place, scores
     near 0. (A flat dark ellipse on flat skin is no test: lite2 gives it probability 0.02, lite0 0.57.)"""
-    from edgeseg.runtime import open_segmenter
     from edgeseg.core.synthetic import make_sample
+    from edgeseg.runtime import open_segmenter
 
     ious = []
     with open_segmenter(default_model_path(), "onnxruntime-cpu") as segmenter:

@@ -27,13 +27,17 @@ import pytest
 
 from edgeseg.core.synthetic import make_sample
 
-CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
+CHROMIUM = next(
+    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+)
 CHROMEDRIVER = shutil.which("chromedriver")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="no Chromium with chromedriver here (Debian: apt install chromium chromium-driver; .ci/run does)"),
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="no Chromium with chromedriver here (Debian: apt install chromium chromium-driver; .ci/run does)",
+    ),
 ]
 
 
@@ -51,7 +55,18 @@ class ServedRun:
     """`edgeseg run --serve 127.0.0.1:0` in a child process, its address with the token read from what it prints."""
 
     def __init__(self, video: Path) -> None:
-        command = [sys.executable, "-m", "edgeseg", "run", "--source", str(video), "--loop", "--no-show", "--serve", "127.0.0.1:0"]
+        command = [
+            sys.executable,
+            "-m",
+            "edgeseg",
+            "run",
+            "--source",
+            str(video),
+            "--loop",
+            "--no-show",
+            "--serve",
+            "127.0.0.1:0",
+        ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._found = threading.Event()
@@ -75,7 +90,13 @@ class ServedRun:
 def headless_chromium():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,760", "--disable-gpu"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,760",
+        "--disable-gpu",
+    ):
         options.add_argument(argument)
     options.page_load_strategy = "eager"  # an MJPEG image never finishes loading
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
@@ -106,8 +127,10 @@ def test_the_live_view_plays_and_its_figures_change_in_chromium(tmp_path: Path) 
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert browser.execute_script("return document.cookie") == "", "the page's script cannot read the cookie"
         wait_for(lambda: text_of(browser, "state") == "live", what="the page to say live")
-        wait_for(lambda: browser.execute_script("return document.getElementById('video').naturalWidth") > 0,
-                 what="the first frame of the stream")
+        wait_for(
+            lambda: browser.execute_script("return document.getElementById('video').naturalWidth") > 0,
+            what="the first frame of the stream",
+        )
         video = browser.find_element("id", "video")
         pictures, frames, diameters = set(), set(), set()
         deadline = time.monotonic() + 8
@@ -121,7 +144,9 @@ def test_the_live_view_plays_and_its_figures_change_in_chromium(tmp_path: Path) 
         assert len({d for d in diameters if d.endswith(" px")}) >= 2, f"the lesion figures did not change: {diameters}"
         assert text_of(browser, "lesion") in ("Lesion found", "No lesion found")
         assert text_of(browser, "viewers") == "1"
-        refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+        refused = [
+            entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]
+        ]
         assert not refused, f"the page's CSP blocked part of the page: {refused}"
 
         snapshot_url = browser.find_element("id", "snapshot").get_attribute("href")

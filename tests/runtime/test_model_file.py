@@ -24,8 +24,9 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 
-def small_graph_model(op_type: str = "Relu", card: ModelCard | None = None, key: str = "edgeseg_card",
-                      graph_size: tuple | None = None):
+def small_graph_model(
+    op_type: str = "Relu", card: ModelCard | None = None, key: str = "edgeseg_card", graph_size: tuple | None = None
+):
     """A one-node ONNX model made with onnx.helper; with ``card`` it carries an edgeseg card. Its input is
     ``graph_size`` (height, width; a name for a dynamic side), by default the card's size, as in an export."""
     if op_type == "QuantizeLinear":
@@ -38,7 +39,9 @@ def small_graph_model(op_type: str = "Relu", card: ModelCard | None = None, key:
         output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])
         initializers = []
     side = list(graph_size or (card.input_size if card is not None else (4, 4)))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *side])], [output], initializers)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, *side])], [output], initializers
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     if card is not None:
         entry = model.metadata_props.add()
@@ -103,7 +106,9 @@ def test_fp16_export_is_detected(tmp_path: Path, tiny_onnx: Path) -> None:
     assert precision_of(path) == "fp16"
 
 
-def write_engine(tmp_path: Path, card: ModelCard, engine_bytes: bytes = b"serialized engine bytes", **overrides) -> Path:
+def write_engine(
+    tmp_path: Path, card: ModelCard, engine_bytes: bytes = b"serialized engine bytes", **overrides
+) -> Path:
     engine = tmp_path / "model.trt10.3.sm87.fp16.engine"
     engine.write_bytes(engine_bytes)
     sidecar = {
@@ -149,7 +154,9 @@ def test_engine_without_sidecar_is_refused(tmp_path: Path, tiny_card: ModelCard)
 def test_engine_for_another_gpu_or_tensorrt_is_refused(tmp_path: Path, tiny_card: ModelCard) -> None:
     info: EngineInfo = read_engine_info(write_engine(tmp_path, tiny_card))
     check_engine_host(info, "model.engine", "10.3.0", "8.7")  # the host it was built on: accepted
-    with pytest.raises(RuntimeModelError, match="built with TensorRT 10.3.0, but this host has TensorRT 10.7.0.*rebuild it here"):
+    with pytest.raises(
+        RuntimeModelError, match="built with TensorRT 10.3.0, but this host has TensorRT 10.7.0.*rebuild it here"
+    ):
         check_engine_host(info, "model.engine", "10.7.0", "8.7")
     with pytest.raises(RuntimeModelError, match="built for Orin \\(compute capability 8.7\\).*8.9.*rebuild it here"):
         check_engine_host(info, "model.engine", "10.3.0", "8.9")
@@ -163,11 +170,16 @@ def test_a_card_whose_input_size_is_not_the_graphs_is_refused_naming_both(tmp_pa
     message = str(error.value)
     assert str(path) in message and "4096x4096" in message and "256x256" in message and "edgeseg export" in message
     dynamic = tmp_path / "dynamic.onnx"  # a graph that takes any size takes the card's
-    onnx.save(small_graph_model("Relu", tiny_card.replace(input_size=(512, 384)), graph_size=("height", "width")), str(dynamic))
+    onnx.save(
+        small_graph_model("Relu", tiny_card.replace(input_size=(512, 384)), graph_size=("height", "width")),
+        str(dynamic),
+    )
     assert read_card(dynamic).input_size == (512, 384)
 
 
-def test_a_card_with_an_absurd_input_size_is_refused_in_an_onnx_and_in_an_engine(tmp_path: Path, tiny_card: ModelCard) -> None:
+def test_a_card_with_an_absurd_input_size_is_refused_in_an_onnx_and_in_an_engine(
+    tmp_path: Path, tiny_card: ModelCard
+) -> None:
     huge = tiny_card.replace(input_size=(32768, 32768))
     path = tmp_path / "model.onnx"
     onnx.save(small_graph_model("Relu", huge), str(path))  # the graph agrees: only the size itself is absurd
@@ -178,8 +190,9 @@ def test_a_card_with_an_absurd_input_size_is_refused_in_an_onnx_and_in_an_engine
 
 
 @pytest.mark.parametrize("side", [4096, 32768])
-def test_run_refuses_a_card_that_is_not_the_graphs_before_allocating_for_it(side: int, tmp_path: Path, tiny_card: ModelCard,
-                                                                            video_20: Path) -> None:
+def test_run_refuses_a_card_that_is_not_the_graphs_before_allocating_for_it(
+    side: int, tmp_path: Path, tiny_card: ModelCard, video_20: Path
+) -> None:
     """It used to end as "a bug in edgeseg" inside onnxruntime, after allocating a 4096x4096 frame (or gigabytes)."""
     import tracemalloc
 
@@ -191,7 +204,9 @@ def test_run_refuses_a_card_that_is_not_the_graphs_before_allocating_for_it(side
     onnx.save(small_graph_model("Relu", tiny_card.replace(input_size=(side, side)), graph_size=(256, 256)), str(path))
     tracemalloc.start()
     try:
-        result = CliRunner().invoke(main, ["run", str(path), "--source", str(video_20), "--no-show", "--max-frames", "1"])
+        result = CliRunner().invoke(
+            main, ["run", str(path), "--source", str(video_20), "--no-show", "--max-frames", "1"]
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

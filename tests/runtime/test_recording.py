@@ -30,7 +30,9 @@ def video_stream(path: Path) -> tuple[str, int, tuple[int, int], float]:
 
 
 @pytest.mark.parametrize(("suffix", "codec"), [(".mp4", "h264"), (".webm", "vp9")])
-def test_recordings_are_browser_codecs_with_every_frame(tiny_onnx: Path, video_20: Path, tmp_path: Path, suffix: str, codec: str) -> None:
+def test_recordings_are_browser_codecs_with_every_frame(
+    tiny_onnx: Path, video_20: Path, tmp_path: Path, suffix: str, codec: str
+) -> None:
     video = tmp_path / f"overlay{suffix}"
     result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--save", str(video))
     assert result.exit_code == 0, result.output

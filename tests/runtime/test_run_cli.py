@@ -14,19 +14,50 @@ from edgeseg.cli import main
 
 from .conftest import count_video_frames
 
-RECORD_KEYS = {"index", "source_index", "name", "timestamp", "width", "height", "timings_ms", "latency_ms", "lesion_present",
-               "regions", "area_px", "bbox", "perimeter_px", "max_diameter_px", "mm_per_px", "area_mm2", "perimeter_mm",
-               "max_diameter_mm"}
+RECORD_KEYS = {
+    "index",
+    "source_index",
+    "name",
+    "timestamp",
+    "width",
+    "height",
+    "timings_ms",
+    "latency_ms",
+    "lesion_present",
+    "regions",
+    "area_px",
+    "bbox",
+    "perimeter_px",
+    "max_diameter_px",
+    "mm_per_px",
+    "area_mm2",
+    "perimeter_mm",
+    "max_diameter_mm",
+}
 
 
 def run(*args: str):
     return CliRunner().invoke(main, ["run", *args], catch_exceptions=False)
 
 
-def test_run_on_a_video_writes_every_frame_and_one_record_per_frame(tiny_onnx: Path, video_20: Path, tmp_path: Path) -> None:
+def test_run_on_a_video_writes_every_frame_and_one_record_per_frame(
+    tiny_onnx: Path, video_20: Path, tmp_path: Path
+) -> None:
     video, records = tmp_path / "out" / "overlay.mp4", tmp_path / "out" / "frames.jsonl"
-    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--save", str(video), "--jsonl", str(records),
-                 "--mm-per-px", "0.05", "--save-masks", str(tmp_path / "masks"))
+    result = run(
+        str(tiny_onnx),
+        "--source",
+        str(video_20),
+        "--no-show",
+        "--save",
+        str(video),
+        "--jsonl",
+        str(records),
+        "--mm-per-px",
+        "0.05",
+        "--save-masks",
+        str(tmp_path / "masks"),
+    )
     assert result.exit_code == 0, result.output
     assert "20 frames" in result.output
     assert count_video_frames(video) == (20, (640, 480))
@@ -48,8 +79,9 @@ def test_run_on_a_video_writes_every_frame_and_one_record_per_frame(tiny_onnx: P
     assert not list((tmp_path / "out").glob(".*tmp*")), "no temporary file may be left behind"
 
 
-def test_folder_with_a_corrupt_image_processes_the_rest_and_reports_it(tiny_onnx: Path, image_folder: Path,
-                                                                       tmp_path: Path, caplog) -> None:
+def test_folder_with_a_corrupt_image_processes_the_rest_and_reports_it(
+    tiny_onnx: Path, image_folder: Path, tmp_path: Path, caplog
+) -> None:
     masks = tmp_path / "masks"
     result = run(str(tiny_onnx), "--source", str(image_folder), "--no-show", "--save-masks", str(masks))
     assert result.exit_code == 0, result.output
@@ -97,8 +129,9 @@ def test_serve_prints_the_live_view_address_and_the_run_ends_cleanly(tiny_onnx: 
     assert re.search(r"live view: http://127\.0\.0\.1:\d+/\n", result.output) and "20 frames" in result.output
 
 
-def test_serve_on_every_interface_prints_the_lan_addresses_a_tablet_opens(tiny_onnx: Path, video_20: Path,
-                                                                          monkeypatch) -> None:
+def test_serve_on_every_interface_prints_the_lan_addresses_a_tablet_opens(
+    tiny_onnx: Path, video_20: Path, monkeypatch
+) -> None:
     from edgeseg.runtime import serve
 
     monkeypatch.setattr(serve, "outgoing_addresses", lambda: ["192.168.1.23"])
@@ -110,7 +143,9 @@ def test_serve_on_every_interface_prints_the_lan_addresses_a_tablet_opens(tiny_o
 
 
 def test_a_bad_serve_address_is_a_usage_error_naming_the_option(tiny_onnx: Path, video_20: Path) -> None:
-    result = CliRunner().invoke(main, ["run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "host:port"])
+    result = CliRunner().invoke(
+        main, ["run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--serve", "host:port"]
+    )
     assert result.exit_code == 2 and "--serve" in result.output and "0 to 65535" in result.output
 
 
@@ -118,7 +153,18 @@ def test_jsonl_dash_streams_records_alone_on_stdout(tiny_onnx: Path, video_20: P
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--no-show", "--jsonl", "-"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        str(tiny_onnx),
+        "--source",
+        str(video_20),
+        "--no-show",
+        "--jsonl",
+        "-",
+    ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     records = [json.loads(line) for line in completed.stdout.splitlines()]
@@ -135,7 +181,11 @@ def test_the_run_loop_takes_grey_bgra_and_16_bit_frames_from_a_pipeline(tiny_onn
     from edgeseg.runtime.run_loop import RunOptions, run_pipeline
     from edgeseg.runtime.sources import Frame, Source
 
-    images = [np.full((48, 64), 90, np.uint8), np.full((48, 64, 4), 90, np.uint8), np.full((48, 64, 3), 90 * 257, np.uint16)]
+    images = [
+        np.full((48, 64), 90, np.uint8),
+        np.full((48, 64, 4), 90, np.uint8),
+        np.full((48, 64, 3), 90 * 257, np.uint16),
+    ]
 
     class OddFrames(Source):
         description = "odd frames"
@@ -159,10 +209,25 @@ def test_sigterm_stops_a_run_cleanly_with_a_complete_recording(tiny_onnx: Path, 
     import time as clock
 
     video, records = tmp_path / "overlay.mp4", tmp_path / "frames.jsonl"
-    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--loop", "--no-show",
-               "--save", str(video), "--jsonl", str(records)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        str(tiny_onnx),
+        "--source",
+        str(video_20),
+        "--loop",
+        "--no-show",
+        "--save",
+        str(video),
+        "--jsonl",
+        str(records),
+    ]
     # A service manager's process: SIGINT ignored, as for a background job, so only SIGTERM can stop it.
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
     while not records.exists() or len(records.read_text().splitlines()) < 30:
         assert process.poll() is None, process.stderr.read()
         clock.sleep(0.2)
@@ -181,8 +246,21 @@ def test_the_next_run_removes_the_temporary_a_killed_run_left(tiny_onnx: Path, v
     import time as clock
 
     video, masks = tmp_path / "overlay.mp4", tmp_path / "masks"
-    command = [sys.executable, "-m", "edgeseg", "run", str(tiny_onnx), "--source", str(video_20), "--loop", "--no-show",
-               "--save", str(video), "--save-masks", str(masks)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        str(tiny_onnx),
+        "--source",
+        str(video_20),
+        "--loop",
+        "--no-show",
+        "--save",
+        str(video),
+        "--save-masks",
+        str(masks),
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = clock.monotonic() + 120
     while not (masks.is_dir() and len(list(masks.glob("*.png"))) >= 5):
@@ -192,8 +270,19 @@ def test_the_next_run_removes_the_temporary_a_killed_run_left(tiny_onnx: Path, v
     process.communicate(timeout=60)
     assert list(tmp_path.glob(".overlay.*.tmp.mp4")) and not video.exists()
 
-    result = run(str(tiny_onnx), "--source", str(video_20), "--no-show", "--max-frames", "2", "--save", str(video),
-                 "--save-masks", str(masks), "--overwrite")
+    result = run(
+        str(tiny_onnx),
+        "--source",
+        str(video_20),
+        "--no-show",
+        "--max-frames",
+        "2",
+        "--save",
+        str(video),
+        "--save-masks",
+        str(masks),
+        "--overwrite",
+    )
     assert result.exit_code == 0, result.output
     assert count_video_frames(video)[0] == 2
     assert not list(tmp_path.rglob(".*.tmp*")), "a killed run's temporary was left"

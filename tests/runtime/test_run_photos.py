@@ -18,13 +18,15 @@ from click.testing import CliRunner
 from edgeseg.cli import main
 from edgeseg.core.lesion_measurements import Measurements
 from edgeseg.core.names import default_model_path
-from edgeseg.runtime.photos import RESULTS_CSV, image_line, numbered_results_folder
 from edgeseg.core.segmenter import Segmentation
 from edgeseg.core.synthetic import make_sample
+from edgeseg.runtime.photos import RESULTS_CSV, image_line, numbered_results_folder
 
-LINE = re.compile(r"^(?P<label>\S+)  (?:lesion (?P<percent>[\d.]+)% of image(?: \(\d+ regions\))?, "
-                  r"(?P<box>\d+x\d+) px box, max diameter (?P<diameter>\d+) px(?: \((?P<mm>[\d.]+) mm\))?"
-                  r"|no lesion found), (?P<ms>\d+) ms$")
+LINE = re.compile(
+    r"^(?P<label>\S+)  (?:lesion (?P<percent>[\d.]+)% of image(?: \(\d+ regions\))?, "
+    r"(?P<box>\d+x\d+) px box, max diameter (?P<diameter>\d+) px(?: \((?P<mm>[\d.]+) mm\))?"
+    r"|no lesion found), (?P<ms>\d+) ms$"
+)
 
 
 def lesion_photo(index: int, height: int = 256) -> np.ndarray:
@@ -57,15 +59,23 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
-def test_a_folder_gives_overlays_masks_results_csv_and_a_line_per_image(photos: Path, tmp_path: Path, monkeypatch,
-                                                                         caplog) -> None:
+def test_a_folder_gives_overlays_masks_results_csv_and_a_line_per_image(
+    photos: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = run(str(default_model_path()), str(photos))
     assert result.exit_code == 0, result.output
     folder = Path("edgeseg-results/run1")
     names = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
-    assert names == ["a/ISIC_0000001_overlay.jpg", "a/ISIC_0000001_segmentation.png", "b/ISIC_0000001_overlay.jpg",
-                     "b/ISIC_0000001_segmentation.png", "plain_overlay.jpg", "plain_segmentation.png", RESULTS_CSV]
+    assert names == [
+        "a/ISIC_0000001_overlay.jpg",
+        "a/ISIC_0000001_segmentation.png",
+        "b/ISIC_0000001_overlay.jpg",
+        "b/ISIC_0000001_segmentation.png",
+        "plain_overlay.jpg",
+        "plain_segmentation.png",
+        RESULTS_CSV,
+    ]
     mask = cv2.imread(str(folder / "b" / "ISIC_0000001_segmentation.png"), cv2.IMREAD_UNCHANGED)
     overlay = cv2.imread(str(folder / "b" / "ISIC_0000001_overlay.jpg"))
     assert mask.shape == (200, 256) and set(np.unique(mask).tolist()) <= {0, 255} and mask.any()
@@ -91,8 +101,9 @@ def test_a_folder_gives_overlays_masks_results_csv_and_a_line_per_image(photos: 
     assert result.stderr.splitlines()[-1] == "results: edgeseg-results/run1/ (3 overlays and masks, results.csv)"
 
 
-def test_each_run_gets_the_next_numbered_folder_and_never_overwrites_one(photos: Path, tmp_path: Path,
-                                                                          monkeypatch) -> None:
+def test_each_run_gets_the_next_numbered_folder_and_never_overwrites_one(
+    photos: Path, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     image = str(photos / "a" / "ISIC_0000001.jpg")
     assert run(str(default_model_path()), image).exit_code == 0
@@ -186,10 +197,12 @@ def test_quiet_leaves_the_results_and_silences_the_notes(photos: Path, tmp_path:
 def test_the_line_of_figures_with_and_without_a_lesion() -> None:
     mask = np.zeros((100, 200), bool)
     lesion = Measurements(True, 2, 4680, (10, 20, 90, 60), 300.0, 101.4, 0.1, 46.8, 30.0, 10.14)
-    found = Segmentation(np.zeros((100, 200), np.float32), mask, None, lesion,
-                         {"preprocess": 1.2, "inference": 25.1, "postprocess": 4.6})
+    found = Segmentation(
+        np.zeros((100, 200), np.float32), mask, None, lesion, {"preprocess": 1.2, "inference": 25.1, "postprocess": 4.6}
+    )
     assert image_line("ISIC_0012345.jpg", found, 200, 100) == (
-        "ISIC_0012345.jpg  lesion 23.4% of image (2 regions), 90x60 px box, max diameter 101 px (10.1 mm), 31 ms")
+        "ISIC_0012345.jpg  lesion 23.4% of image (2 regions), 90x60 px box, max diameter 101 px (10.1 mm), 31 ms"
+    )
     none_found = Measurements(False, 0, 0, None, 0.0, 0.0)
     nothing = Segmentation(found.probability, mask, None, none_found, {"inference": 20.0})
     assert image_line("a/b.png", nothing, 200, 100) == "a/b.png  no lesion found, 20 ms"
@@ -221,5 +234,9 @@ def test_ctrl_c_leaves_a_complete_results_csv_for_the_images_done(tmp_path: Path
     rows = read_csv(results / RESULTS_CSV)
     assert [row["image"] for row in rows] == ["ISIC_0000000.jpg", "ISIC_0000001.jpg"]
     assert sorted(path.name for path in results.iterdir()) == [
-        "ISIC_0000000_overlay.jpg", "ISIC_0000000_segmentation.png", "ISIC_0000001_overlay.jpg",
-        "ISIC_0000001_segmentation.png", RESULTS_CSV]
+        "ISIC_0000000_overlay.jpg",
+        "ISIC_0000000_segmentation.png",
+        "ISIC_0000001_overlay.jpg",
+        "ISIC_0000001_segmentation.png",
+        RESULTS_CSV,
+    ]

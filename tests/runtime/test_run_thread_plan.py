@@ -23,21 +23,29 @@ SPINNING = "session.intra_op.allow_spinning"
 PRESETS_CHEAP_TO_GOOD = ("ultrafast", "veryfast")
 
 
-@pytest.mark.parametrize(("cores", "physical", "inference", "spinning", "encoder", "preset"), [
-    (1, None, 1, False, 1, "ultrafast"),
-    (2, None, 2, False, 1, "ultrafast"),  # the 2-core EPYC: the model keeps both cores, the encoder is cheap
-    (2, 1, 1, False, 1, "ultrafast"),  # two SMT siblings of one core: one inference thread
-    (4, None, 4, False, 2, "ultrafast"),
-    (6, None, 6, False, 2, "ultrafast"),
-    (8, None, 8, False, 2, "veryfast"),
-    (16, 8, 8, True, 4, "veryfast"),  # 8 SMT siblings left over: the rest has cores of its own, spinning pays
-    (64, None, 64, False, 4, "veryfast"),
-])
-def test_the_plan_is_a_rule_of_the_cores(cores: int, physical: int | None, inference: int, spinning: bool,
-                                          encoder: int, preset: str) -> None:
+@pytest.mark.parametrize(
+    ("cores", "physical", "inference", "spinning", "encoder", "preset"),
+    [
+        (1, None, 1, False, 1, "ultrafast"),
+        (2, None, 2, False, 1, "ultrafast"),  # the 2-core EPYC: the model keeps both cores, the encoder is cheap
+        (2, 1, 1, False, 1, "ultrafast"),  # two SMT siblings of one core: one inference thread
+        (4, None, 4, False, 2, "ultrafast"),
+        (6, None, 6, False, 2, "ultrafast"),
+        (8, None, 8, False, 2, "veryfast"),
+        (16, 8, 8, True, 4, "veryfast"),  # 8 SMT siblings left over: the rest has cores of its own, spinning pays
+        (64, None, 64, False, 4, "veryfast"),
+    ],
+)
+def test_the_plan_is_a_rule_of_the_cores(
+    cores: int, physical: int | None, inference: int, spinning: bool, encoder: int, preset: str
+) -> None:
     plan = plan_threads(cores, physical)
     assert (plan.inference_threads, plan.inference_spinning, plan.encoder_threads, plan.x264_preset) == (
-        inference, spinning, encoder, preset)
+        inference,
+        spinning,
+        encoder,
+        preset,
+    )
     assert plan.cores == cores and plan.finisher_nice > 0
 
 
@@ -121,8 +129,14 @@ def test_a_run_uses_the_plan_it_is_given(monkeypatch, video_20: Path, tmp_path: 
     from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.sources import open_source
 
-    given = ThreadPlan(cores=2, inference_threads=2, inference_spinning=False, encoder_threads=1,
-                       x264_preset="superfast", finisher_nice=0)
+    given = ThreadPlan(
+        cores=2,
+        inference_threads=2,
+        inference_spinning=False,
+        encoder_threads=1,
+        x264_preset="superfast",
+        finisher_nice=0,
+    )
     used = []
     original = run_loop.open_recording
     monkeypatch.setattr(run_loop, "open_recording", lambda *args: used.append(args[-1]) or original(*args))

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 
 from edgeseg.core.card import ModelCard
+from edgeseg.core.drawing import HudInfo, OverlayRenderer
+from edgeseg.core.lesion_measurements import max_feret_diameter, measure
 from edgeseg.core.postprocess import NEAR_TIE_AREA_SHARE, activate, inside_contour, lesion_contour, probability_at
 from edgeseg.core.preprocess import FrameError, preprocess
-from edgeseg.core.lesion_measurements import max_feret_diameter, measure
-from edgeseg.core.drawing import HudInfo, OverlayRenderer
-from edgeseg.runtime.backends import open_segmenter
 from edgeseg.core.segmenter import Segmentation, Segmenter
+from edgeseg.runtime.backends import open_segmenter
 
 from .conftest import lesion_image
 
@@ -95,8 +95,10 @@ def test_of_two_near_equal_regions_the_central_one_is_the_lesion_whichever_round
     # Whichever of the two a form's rounding makes a few pixels larger, the mask is the central one.
     for central_side, other_side in ((40, 38), (38, 40)):
         mask = np.zeros((200, 200), dtype=bool)
-        mask[100 - central_side // 2:100 + central_side // 2, 100 - central_side // 2:100 + central_side // 2] = True
-        mask[5:5 + other_side, 150:150 + other_side] = True
+        mask[100 - central_side // 2 : 100 + central_side // 2, 100 - central_side // 2 : 100 + central_side // 2] = (
+            True
+        )
+        mask[5 : 5 + other_side, 150 : 150 + other_side] = True
         contour, regions = lesion_contour(mask)
         kept = inside_contour(mask, contour)
         assert regions == 2 and kept[100, 100] and not kept[20, 160], (central_side, other_side)
@@ -168,16 +170,19 @@ def test_segmenter_masks_agree_with_pytorch_on_real_images(isic_dir: Path, tiny_
         assert dice >= 0.99, f"{path.name}: Dice {dice:.4f} between onnxruntime and PyTorch masks"
 
 
-@pytest.mark.parametrize(("name", "image"), [
-    ("1x1", np.full((1, 1, 3), 120, np.uint8)),
-    ("grey", np.full((90, 120), 120, np.uint8)),
-    ("grey, one channel", np.full((90, 120, 1), 120, np.uint8)),
-    ("BGRA", np.full((90, 120, 4), 120, np.uint8)),
-    ("16-bit", np.full((90, 120, 3), 120 * 257, np.uint16)),
-    ("16-bit grey", np.full((90, 120), 120 * 257, np.uint16)),
-    ("a strided view", np.full((90, 240, 3), 120, np.uint8)[:, ::2]),
-    ("large", np.full((3000, 4000, 3), 120, np.uint8)),
-])
+@pytest.mark.parametrize(
+    ("name", "image"),
+    [
+        ("1x1", np.full((1, 1, 3), 120, np.uint8)),
+        ("grey", np.full((90, 120), 120, np.uint8)),
+        ("grey, one channel", np.full((90, 120, 1), 120, np.uint8)),
+        ("BGRA", np.full((90, 120, 4), 120, np.uint8)),
+        ("16-bit", np.full((90, 120, 3), 120 * 257, np.uint16)),
+        ("16-bit grey", np.full((90, 120), 120 * 257, np.uint16)),
+        ("a strided view", np.full((90, 240, 3), 120, np.uint8)[:, ::2]),
+        ("large", np.full((3000, 4000, 3), 120, np.uint8)),
+    ],
+)
 def test_odd_frames_are_segmented_at_their_own_size(tiny_onnx: Path, name: str, image: np.ndarray) -> None:
     with open_segmenter(tiny_onnx, "onnxruntime-cpu") as segmenter:
         result = segmenter.segment(image)
@@ -186,13 +191,16 @@ def test_odd_frames_are_segmented_at_their_own_size(tiny_onnx: Path, name: str, 
     np.testing.assert_allclose(result.probability, same_as_bgr.probability, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize(("image", "message"), [
-    (np.zeros((0, 10, 3), np.uint8), "shape"),
-    (np.zeros((10, 10, 2), np.uint8), "channels"),
-    (np.zeros((10, 10, 3), np.float32), "uint8 0-255 first"),
-    (np.zeros((10,), np.uint8), "shape"),
-    ([[1, 2, 3]], "numpy array"),
-])
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((0, 10, 3), np.uint8), "shape"),
+        (np.zeros((10, 10, 2), np.uint8), "channels"),
+        (np.zeros((10, 10, 3), np.float32), "uint8 0-255 first"),
+        (np.zeros((10,), np.uint8), "shape"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
 def test_frames_it_cannot_take_are_refused_with_what_to_do(tiny_onnx: Path, image, message: str) -> None:
     with open_segmenter(tiny_onnx, "onnxruntime-cpu") as segmenter, pytest.raises(FrameError, match=message):
         segmenter.segment(image)

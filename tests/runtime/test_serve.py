@@ -21,13 +21,24 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeseg.runtime.serve import (BOUNDARY, STREAM_MAX_FPS, LiveServer, LiveView, ServeAddress, ServeError, ServeLimits,
-                                   encode_jpeg, parse_serve_address)
+from edgeseg.runtime.serve import (
+    BOUNDARY,
+    STREAM_MAX_FPS,
+    LiveServer,
+    LiveView,
+    ServeAddress,
+    ServeError,
+    ServeLimits,
+    encode_jpeg,
+    parse_serve_address,
+)
 
 from .conftest import read_until_closed
 
 LOCAL = ServeAddress("127.0.0.1", 0)
-OTHER_MACHINES = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: 127.0.0.2 and up as other machines")
+OTHER_MACHINES = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux: 127.0.0.2 and up as other machines"
+)
 # The rates are tested on their own; elsewhere a test may ask as fast as it likes.
 FAST = ServeLimits(connections_per_s=10_000, client_connections_per_s=10_000)
 
@@ -42,12 +53,15 @@ def figures(number: int) -> dict:
     return {"index": number, "lesion_present": True, "max_diameter_px": 10.0 + number}
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("8080", ServeAddress("127.0.0.1", 8080)),
-    ("0.0.0.0:9000", ServeAddress("0.0.0.0", 9000)),
-    ("localhost:0", ServeAddress("localhost", 0)),
-    ("[::1]:8080", ServeAddress("::1", 8080)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8080", ServeAddress("127.0.0.1", 8080)),
+        ("0.0.0.0:9000", ServeAddress("0.0.0.0", 9000)),
+        ("localhost:0", ServeAddress("localhost", 0)),
+        ("[::1]:8080", ServeAddress("::1", 8080)),
+    ],
+)
 def test_serve_addresses(text, expected):
     assert parse_serve_address(text) == expected
 
@@ -130,8 +144,14 @@ class Publisher:
         self._thread.join()
 
 
-def send_request(port: int, target: bytes = b"/", headers: dict[bytes, bytes] | None = None, host: bytes | None = b"127.0.0.1",
-                 method: bytes = b"GET", source: str = "127.0.0.1") -> socket.socket:
+def send_request(
+    port: int,
+    target: bytes = b"/",
+    headers: dict[bytes, bytes] | None = None,
+    host: bytes | None = b"127.0.0.1",
+    method: bytes = b"GET",
+    source: str = "127.0.0.1",
+) -> socket.socket:
     """A request from ``source``: any address of 127/8 on Linux, which the server sees as another machine."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
     lines = [method + b" " + target + b" HTTP/1.1"]
@@ -154,8 +174,14 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), fields, body
 
 
-def get(port: int, target: bytes = b"/", headers: dict[bytes, bytes] | None = None, host: bytes | None = b"127.0.0.1",
-        method: bytes = b"GET", source: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+def get(
+    port: int,
+    target: bytes = b"/",
+    headers: dict[bytes, bytes] | None = None,
+    host: bytes | None = b"127.0.0.1",
+    method: bytes = b"GET",
+    source: str = "127.0.0.1",
+) -> tuple[int, dict[str, str], bytes]:
     return read_response(send_request(port, target, headers, host, method, source))
 
 
@@ -194,7 +220,7 @@ def is_closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
     sock.settimeout(timeout)
     try:
         return sock.recv(1) == b""
-    except socket.timeout:
+    except TimeoutError:
         return False
     except ConnectionResetError:
         return True
@@ -211,7 +237,9 @@ def test_page_stream_figures_and_snapshot_over_http():
         status, _, body = get(server.port, with_token(server, b"/figures.json"))
         assert status == 200 and json.loads(body)["index"] > 0
         status, headers, png = get(server.port, with_token(server, b"/snapshot.png"))
-        assert status == 200 and headers["content-type"] == "image/png" and "attachment" in headers["content-disposition"]
+        assert (
+            status == 200 and headers["content-type"] == "image/png" and "attachment" in headers["content-disposition"]
+        )
         assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
         assert get(server.port, with_token(server, b"/nothing-here"))[0] == 404
 
@@ -227,8 +255,22 @@ def test_every_request_needs_the_token_on_localhost_too():
         assert view.viewers == 0
 
 
-BAD_TOKENS = [b"%C3%A9", b"%FF", b"%FF%FE%00", b"%C3", b"%", b"%zz", b"\xff\xfe", b"\xc3\xa9", b"", b"+", b"%00", b"a" * 4000,
-              b"%E2%80%AE", b"token%0D%0ASet-Cookie:%20x=1"]
+BAD_TOKENS = [
+    b"%C3%A9",
+    b"%FF",
+    b"%FF%FE%00",
+    b"%C3",
+    b"%",
+    b"%zz",
+    b"\xff\xfe",
+    b"\xc3\xa9",
+    b"",
+    b"+",
+    b"%00",
+    b"a" * 4000,
+    b"%E2%80%AE",
+    b"token%0D%0ASet-Cookie:%20x=1",
+]
 
 
 def test_a_bad_token_of_any_bytes_gets_403_and_no_traceback(capfd, caplog):
@@ -239,7 +281,9 @@ def test_a_bad_token_of_any_bytes_gets_403_and_no_traceback(capfd, caplog):
                 status, headers, body = get(server.port, path + b"?token=" + token)
                 assert status == 403, (path, token)
                 assert "set-cookie" not in headers
-        status, _, _ = get(server.port, b"/figures.json", headers={b"Cookie": b"edgeseg-live-%d=\xff\xfe\xc3" % server.port})
+        status, _, _ = get(
+            server.port, b"/figures.json", headers={b"Cookie": b"edgeseg-live-%d=\xff\xfe\xc3" % server.port}
+        )
         assert status == 403
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
@@ -258,14 +302,18 @@ def test_the_first_visit_moves_the_token_into_an_httponly_strict_cookie_and_redi
         carried = {b"Cookie": cookie.encode()}
         status, _, page = get(server.port, b"/", headers=carried)
         assert status == 200 and server.token.encode() not in page
-        assert b'src="stream.mjpg"' in page and b'href="snapshot.png"' in page and b'fetch(figuresUrl' in page
+        assert b'src="stream.mjpg"' in page and b'href="snapshot.png"' in page and b"fetch(figuresUrl" in page
         assert get(server.port, b"/figures.json", headers=carried)[0] == 200
         assert len(read_parts(send_request(server.port, b"/stream.mjpg", headers=carried), 1)) == 1
-        forged = {b"Cookie": f"{name}={value[:-1]}0".encode() if not value.endswith("0") else f"{name}={value[:-1]}1".encode()}
+        forged = {
+            b"Cookie": f"{name}={value[:-1]}0".encode() if not value.endswith("0") else f"{name}={value[:-1]}1".encode()
+        }
         assert get(server.port, b"/figures.json", headers=forged)[0] == 403
         other_port = {b"Cookie": f"edgeseg-live-{server.port + 1}={value}".encode()}
         assert get(server.port, b"/figures.json", headers=other_port)[0] == 403
-        assert get(server.port, b"/figures.json?token=wrong", headers=carried)[0] == 403, "a wrong token is refused even with the cookie"
+        assert get(server.port, b"/figures.json?token=wrong", headers=carried)[0] == 403, (
+            "a wrong token is refused even with the cookie"
+        )
 
 
 def test_a_fixed_token_of_any_characters_travels_percent_encoded_and_a_short_one_is_refused(monkeypatch):
@@ -284,11 +332,25 @@ def test_the_host_must_be_an_address_or_a_name_of_this_device_and_the_origin_thi
     with LiveServer(view, LOCAL, FAST) as server:
         figures_url = with_token(server, b"/figures.json")
         port = str(server.port).encode()
-        for host in (b"127.0.0.1:" + port, b"127.0.0.1", b"[::1]:" + port, b"192.168.1.20:" + port, b"localhost:" + port,
-                     b"LOCALHOST", socket.gethostname().encode() + b":" + port, b"scope-3.clinic.lan:" + port):
+        for host in (
+            b"127.0.0.1:" + port,
+            b"127.0.0.1",
+            b"[::1]:" + port,
+            b"192.168.1.20:" + port,
+            b"localhost:" + port,
+            b"LOCALHOST",
+            socket.gethostname().encode() + b":" + port,
+            b"scope-3.clinic.lan:" + port,
+        ):
             assert get(server.port, figures_url, host=host)[0] == 200, host
-        for host in (b"attacker.example:" + port, b"attacker.example", b"localhost.attacker.example", b"127.0.0.1.nip.io:" + port, b"",
-                     b"\xff\xfe"):
+        for host in (
+            b"attacker.example:" + port,
+            b"attacker.example",
+            b"localhost.attacker.example",
+            b"127.0.0.1.nip.io:" + port,
+            b"",
+            b"\xff\xfe",
+        ):
             status, _, body = get(server.port, figures_url, host=host)
             assert status == 403 and b"not known by that name" in body, host
         assert get(server.port, figures_url, host=None)[0] == 403, "no Host at all"
@@ -296,7 +358,9 @@ def test_the_host_must_be_an_address_or_a_name_of_this_device_and_the_origin_thi
         same = {b"Origin": b"http://127.0.0.1:" + port}
         assert get(server.port, figures_url, host=b"127.0.0.1:" + port, headers=same)[0] == 200
         for origin in (b"http://attacker.example", b"null", b"https://127.0.0.1:" + port, b"http://127.0.0.1:1"):
-            assert get(server.port, figures_url, host=b"127.0.0.1:" + port, headers={b"Origin": origin})[0] == 403, origin
+            assert get(server.port, figures_url, host=b"127.0.0.1:" + port, headers={b"Origin": origin})[0] == 403, (
+                origin
+            )
 
 
 def test_every_response_carries_the_security_headers_and_no_versions():
@@ -305,8 +369,12 @@ def test_every_response_carries_the_security_headers_and_no_versions():
         stream = send_request(server.port, with_token(server, b"/stream.mjpg"))
         read_parts(stream, 1)
         responses = {path: get(server.port, path) for path in (with_token(server, b"/"), b"/figures.json", b"/nothing")}
-        responses.update({with_token(server, path): get(server.port, with_token(server, path))
-                          for path in (b"/figures.json", b"/snapshot.png", b"/nothing")})
+        responses.update(
+            {
+                with_token(server, path): get(server.port, with_token(server, path))
+                for path in (b"/figures.json", b"/snapshot.png", b"/nothing")
+            }
+        )
         cookie = responses[with_token(server, b"/")][1]["set-cookie"].split(";")[0].encode()
         responses[b"/ (page)"] = page = get(server.port, b"/", headers={b"Cookie": cookie})
         stream.close()
@@ -321,7 +389,9 @@ def test_every_response_carries_the_security_headers_and_no_versions():
     page_policy = page[1]["content-security-policy"]
     nonce = re.search(r"'nonce-([^']+)'", page_policy).group(1)
     assert "unsafe-inline" not in page_policy and "default-src 'none'" in page_policy
-    assert page[2].count(f'nonce="{nonce}"'.encode()) == 2, "the page's one <style> and one <script> carry this response's nonce"
+    assert page[2].count(f'nonce="{nonce}"'.encode()) == 2, (
+        "the page's one <style> and one <script> carry this response's nonce"
+    )
 
 
 def test_the_snapshot_is_encoded_once_per_frame_however_many_ask_at_once():
@@ -329,8 +399,10 @@ def test_the_snapshot_is_encoded_once_per_frame_however_many_ask_at_once():
     with LiveServer(view, LOCAL, replace(FAST, requests=32)) as server, view.viewer():
         view.publish(overlay(1, 1280, 960), figures(1))
         answers: list[tuple[int, bytes]] = []
-        requests = [threading.Thread(target=lambda: answers.append(get(server.port, with_token(server, b"/snapshot.png"))[::2]))
-                    for _ in range(24)]
+        requests = [
+            threading.Thread(target=lambda: answers.append(get(server.port, with_token(server, b"/snapshot.png"))[::2]))
+            for _ in range(24)
+        ]
         for request in requests:
             request.start()
         for request in requests:
@@ -377,7 +449,9 @@ def test_when_too_many_connections_wait_for_their_request_the_oldest_is_closed_a
 
 @OTHER_MACHINES
 def test_connections_from_one_address_beyond_its_rate_are_closed_at_once_and_other_addresses_still_get_in():
-    with LiveServer(LiveView(), LOCAL, replace(FAST, client_connections_per_s=0.1)) as server:  # one now, the next in 10 s
+    with LiveServer(
+        LiveView(), LOCAL, replace(FAST, client_connections_per_s=0.1)
+    ) as server:  # one now, the next in 10 s
         figures_url = with_token(server, b"/figures.json")
         assert get(server.port, figures_url, source="127.0.0.2")[0] == 200
         assert [get(server.port, figures_url, source="127.0.0.2")[0] for _ in range(5)] == [0] * 5, "closed unanswered"
@@ -387,9 +461,14 @@ def test_connections_from_one_address_beyond_its_rate_are_closed_at_once_and_oth
 
 @OTHER_MACHINES
 def test_connections_from_one_address_beyond_its_rate_wait_their_turn_unless_it_comes_after_their_deadline():
-    limits = replace(FAST, client_connections_per_s=1.0, header_timeout_s=3.5)  # turns at 0, 1, 2, 3 s; the fifth's at 4 s
+    limits = replace(
+        FAST, client_connections_per_s=1.0, header_timeout_s=3.5
+    )  # turns at 0, 1, 2, 3 s; the fifth's at 4 s
     with LiveServer(LiveView(), LOCAL, limits) as server:
-        sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=("127.0.0.2", 0)) for _ in range(5)]
+        sockets = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=("127.0.0.2", 0))
+            for _ in range(5)
+        ]
         for sock in sockets:
             sock.sendall(b"GET " + with_token(server, b"/figures.json") + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert [read_response(sock)[0] for sock in sockets] == [200, 200, 200, 200, 0], "a client that loops is paced"
@@ -451,7 +530,9 @@ def test_streams_beyond_the_cap_get_503_until_one_ends():
             read_parts(stream, 1)
         status, headers, _ = get(server.port, with_token(server, b"/stream.mjpg"))
         assert status == 503 and headers["retry-after"] == "1"
-        assert get(server.port, with_token(server, b"/figures.json"))[0] == 200, "other requests are not held up by the streams"
+        assert get(server.port, with_token(server, b"/figures.json"))[0] == 200, (
+            "other requests are not held up by the streams"
+        )
         streams.pop().close()
         wait_until(lambda: server.busy("streams") == 1, what="the closed stream's thread to end")
         streams.append(send_request(server.port, with_token(server, b"/stream.mjpg")))
@@ -471,7 +552,9 @@ def stalled_client(port: int, target: bytes) -> socket.socket:
 
 def test_other_requests_beyond_the_cap_get_503_and_a_client_that_does_not_read_is_dropped_at_the_send_timeout():
     view = LiveView(snapshot_min_interval_s=0.0)
-    noise = np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), dtype=np.uint8)  # a 9 MB PNG: more than any socket buffer
+    noise = np.random.default_rng(0).integers(
+        0, 256, (1500, 2000, 3), dtype=np.uint8
+    )  # a 9 MB PNG: more than any socket buffer
     with LiveServer(view, LOCAL, replace(FAST, requests=1, send_timeout_s=1.0)) as server, view.viewer():
         view.publish(noise, figures(1))
         stalled = stalled_client(server.port, with_token(server, b"/snapshot.png"))
@@ -485,11 +568,17 @@ def test_other_requests_beyond_the_cap_get_503_and_a_client_that_does_not_read_i
 
 def test_a_viewer_that_stops_reading_is_dropped_at_the_stream_send_timeout():
     view = LiveView()
-    noise = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)  # ~1 MB JPEGs fill the buffers fast
+    noise = np.random.default_rng(0).integers(
+        0, 256, (720, 1280, 3), dtype=np.uint8
+    )  # ~1 MB JPEGs fill the buffers fast
     with LiveServer(view, LOCAL, replace(FAST, stream_send_timeout_s=1.0)) as server, Publisher(view, 0.02, noise):
         stalled = stalled_client(server.port, with_token(server, b"/stream.mjpg"))
         wait_until(lambda: view.viewers == 1, what="the stream to start")
-        wait_until(lambda: view.viewers == 0 and server.busy("streams") == 0, timeout=30, what="the stalled viewer to be dropped")
+        wait_until(
+            lambda: view.viewers == 0 and server.busy("streams") == 0,
+            timeout=30,
+            what="the stalled viewer to be dropped",
+        )
         stalled.close()
 
 
@@ -508,11 +597,18 @@ def test_a_viewer_that_stops_reading_holds_up_neither_the_pipeline_nor_other_vie
 def test_serving_raises_the_open_files_soft_limit_to_the_hard_limit():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = min(64, hard)
-    script = ("import resource; from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress; "
-              "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; LiveServer(LiveView(), ServeAddress('127.0.0.1', 0)); "
-              "print(before, *resource.getrlimit(resource.RLIMIT_NOFILE))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)))
+    script = (
+        "import resource; from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress; "
+        "before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]; LiveServer(LiveView(), ServeAddress('127.0.0.1', 0)); "
+        "print(before, *resource.getrlimit(resource.RLIMIT_NOFILE))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard)),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(low), str(hard), str(hard)]
 
@@ -549,8 +645,9 @@ def test_lan_addresses_are_this_machines_reachable_ipv4_addresses():
     found = lan_addresses()
     assert all(not ipaddress.IPv4Address(address).is_loopback for address in found)
     try:
-        listed = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
-                                timeout=10).stdout
+        listed = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True, timeout=10
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         pytest.skip("no `ip` command to list this machine's addresses with")
     interfaces = set(re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", listed))
@@ -591,8 +688,9 @@ SANDBOX_CHECK = (
 def test_in_a_sandbox_without_a_network_the_address_is_localhost():
     """A network namespace of its own (unshare -rn): no interface but a loopback that is down."""
     try:
-        done = subprocess.run(["unshare", "-rn", sys.executable, "-c", SANDBOX_CHECK], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            ["unshare", "-rn", sys.executable, "-c", SANDBOX_CHECK], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.SubprocessError):
         pytest.skip("unshare is not available here")
     if done.returncode != 0 and "unshare" in done.stderr:

@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux: 127.0.0.2 and up as other machines")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux: 127.0.0.2 and up as other machines"
+)
 
 HALF_OPEN = 300  # more than the 256 open files the child may hold
 SLOW_SENDERS = 20
@@ -54,6 +56,7 @@ HEADER_TIMEOUT_S = 1.0  # shorter than the default 5 s, so slow senders are cut 
 
 
 # --- the fake pipeline (child process) ---
+
 
 def run_fake_pipeline(out: Path) -> None:
     from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress, ServeLimits
@@ -110,6 +113,7 @@ def finish_frames(view, items: queue.Queue, out: Path, failures: list[BaseExcept
 
 # --- the attack and the viewers (this process) ---
 
+
 class Viewer:
     """A real viewer reading the MJPEG stream as a browser does; the time of each frame it receives."""
 
@@ -134,7 +138,9 @@ class Viewer:
 
     def _watch(self) -> None:
         try:
-            self._socket = socket.create_connection(("127.0.0.1", self.port), timeout=30, source_address=(self.source, 0))
+            self._socket = socket.create_connection(
+                ("127.0.0.1", self.port), timeout=30, source_address=(self.source, 0)
+            )
             self._socket.sendall(f"GET /stream.mjpg?token={self.token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             stream = self._socket.makefile("rb")
             while line := stream.readline():
@@ -180,15 +186,21 @@ class Attack:
             thread.join(timeout=30)
 
     def summary(self) -> str:
-        first = f"{self.newcomer.frame_times[0] - self.newcomer.started:.1f} s" if self.newcomer.frame_times else "never"
-        return (f"watcher {self.watcher.frames_between(self.began, self.ended)} frames, newcomer "
-                f"{len(self.newcomer.frame_times)} (first after {first}), {self.snapshots} snapshots, "
-                f"{self.closed_by_server} connections closed by the server")
+        first = (
+            f"{self.newcomer.frame_times[0] - self.newcomer.started:.1f} s" if self.newcomer.frame_times else "never"
+        )
+        return (
+            f"watcher {self.watcher.frames_between(self.began, self.ended)} frames, newcomer "
+            f"{len(self.newcomer.frame_times)} (first after {first}), {self.snapshots} snapshots, "
+            f"{self.closed_by_server} connections closed by the server"
+        )
 
     def _connect(self, slow: bool) -> socket.socket | None:
         try:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=2, source_address=(ATTACKER, 0))
-            sock.sendall(b"GET /snapshot.png HTTP/1.1\r\n" if slow else b"GET /snapshot.png HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            sock.sendall(
+                b"GET /snapshot.png HTTP/1.1\r\n" if slow else b"GET /snapshot.png HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            )
         except OSError:
             return None
         sock.setblocking(False)
@@ -233,7 +245,9 @@ class Attack:
 
 
 def fetch(port: int, target: str, source: str) -> tuple[int, bytes]:
-    from .conftest import read_until_closed  # here, not at the top: run as a script (the child) this file has no package
+    from .conftest import (
+        read_until_closed,
+    )  # here, not at the top: run as a script (the child) this file has no package
 
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
         sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -254,7 +268,7 @@ def quiet_and_attacked_phases(port: int, token: str) -> tuple[list[tuple[bool, f
     """PAIRS pairs of phases, quiet then attacked and attacked then quiet in turn (ABBA), so drift cancels out."""
     phases, attacks = [], []
     for pair in range(PAIRS):
-        for attacked in ((False, True) if pair % 2 == 0 else (True, False)):
+        for attacked in (False, True) if pair % 2 == 0 else (True, False):
             begin = time.monotonic()
             if attacked:
                 with Attack(port, token) as attack:
@@ -276,9 +290,17 @@ def fps_ratios(records: list[dict], phases: list[tuple[bool, float, float]]) -> 
 
 
 @pytest.mark.slow
-def test_the_pipeline_keeps_its_speed_viewers_their_frames_and_every_output_completes_under_attack(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, __file__, "pipeline", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, preexec_fn=low_open_files_limit)
+def test_the_pipeline_keeps_its_speed_viewers_their_frames_and_every_output_completes_under_attack(
+    tmp_path: Path,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, __file__, "pipeline", str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_open_files_limit,
+    )
     try:
         started = json.loads(child.stdout.readline() or "null")
         assert started, child.stderr.read()
@@ -297,7 +319,9 @@ def test_the_pipeline_keeps_its_speed_viewers_their_frames_and_every_output_comp
     assert all(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) is not None for path in masks)
 
     ratios = fps_ratios(records, phases)
-    report = f"FPS attacked / quiet: {[round(ratio, 3) for ratio in ratios]}\n" + "\n".join(attack.summary() for attack in attacks)
+    report = f"FPS attacked / quiet: {[round(ratio, 3) for ratio in ratios]}\n" + "\n".join(
+        attack.summary() for attack in attacks
+    )
     print(report)
     assert statistics.median(ratios) >= 0.90, report
     for attack in attacks:
@@ -320,8 +344,22 @@ def lesion_video(path: Path, frames: int = 30) -> Path:
 def test_edgeseg_run_with_masks_and_records_finishes_them_all_under_attack_with_256_open_files(tmp_path: Path) -> None:
     video = lesion_video(tmp_path / "lesions.avi")
     masks, jsonl = tmp_path / "masks", tmp_path / "frames.jsonl"
-    command = [sys.executable, "-m", "edgeseg", "run", "--source", str(video), "--loop", "--no-show", "--serve", "127.0.0.1:0",
-               "--save-masks", str(masks), "--jsonl", str(jsonl)]
+    command = [
+        sys.executable,
+        "-m",
+        "edgeseg",
+        "run",
+        "--source",
+        str(video),
+        "--loop",
+        "--no-show",
+        "--serve",
+        "127.0.0.1:0",
+        "--save-masks",
+        str(masks),
+        "--jsonl",
+        str(jsonl),
+    ]
     run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=low_open_files_limit)
     lines: list[str] = []
     try:

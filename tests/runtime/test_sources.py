@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgeseg.core.card import ModelCard
-from edgeseg.runtime.run_loop import RunOptions, run_pipeline
 from edgeseg.core.segmenter import Segmenter
+from edgeseg.runtime.run_loop import RunOptions, run_pipeline
 from edgeseg.runtime.sources import ImageFiles, LiveSource, SourceError, VideoFile, open_source
 
 
@@ -99,8 +99,11 @@ def test_lost_camera_is_retried_then_the_run_ends_cleanly() -> None:
 
 def test_camera_that_comes_back_keeps_the_run_going() -> None:
     cameras = [FakeCamera(fail_after=2), FakeCamera(fail_after=2)]
-    source = LiveSource(lambda: cameras.pop(0) if cameras else (_ for _ in ()).throw(SourceError("gone")),
-                        "camera 3", reconnect_delays=(0.01, 0.01))
+    source = LiveSource(
+        lambda: cameras.pop(0) if cameras else (_ for _ in ()).throw(SourceError("gone")),
+        "camera 3",
+        reconnect_delays=(0.01, 0.01),
+    )
     indices = []
     for frame in source.frames():
         indices.append(frame.index)
@@ -145,8 +148,12 @@ def test_a_glob_through_symlink_loops_processes_each_image_once(image_folder: Pa
     started = time.perf_counter()
     source = open_source(str(image_folder / "**" / "*.jpg"))
     assert time.perf_counter() - started < 5
-    assert sorted(path.name for path in source.paths) == ["ISIC_0000001.jpg", "ISIC_0000009.jpg", "close-up.jpg",
-                                                          "visit3.jpg"]
+    assert sorted(path.name for path in source.paths) == [
+        "ISIC_0000001.jpg",
+        "ISIC_0000009.jpg",
+        "close-up.jpg",
+        "visit3.jpg",
+    ]
     # the corrupt one is skipped; an image in a subfolder is named with it, as its outputs are
     assert sorted(frame_names(source)) == ["ISIC_0000001", "visit3", "visit4/close-up"]
 
@@ -232,12 +239,16 @@ def test_digits_open_a_live_camera_by_index(fake_capture: list[tuple]) -> None:
         assert fake_capture[-1] == (12,)
 
 
-def test_dev_video_path_opens_a_live_camera_with_v4l2(fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dev_video_path_opens_a_live_camera_with_v4l2(
+    fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cv2
 
     from edgeseg.runtime import sources
 
-    monkeypatch.setattr(sources, "_is_char_device", lambda path: str(path) == "/dev/video3")  # no camera on this machine
+    monkeypatch.setattr(
+        sources, "_is_char_device", lambda path: str(path) == "/dev/video3"
+    )  # no camera on this machine
     with open_source("/dev/video3") as source:
         assert isinstance(source, LiveSource) and source.description == "camera /dev/video3"
     assert fake_capture == [("/dev/video3", cv2.CAP_V4L2)]
@@ -272,7 +283,9 @@ def test_csi_pipeline_carries_sensor_size_and_rate() -> None:
     assert "framerate=2997/100 !" in csi_pipeline(0, fps=29.97)
 
 
-def test_csi_without_gstreamer_fails_at_once_and_says_what_to_do(fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_csi_without_gstreamer_fails_at_once_and_says_what_to_do(
+    fake_capture: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgeseg.runtime import sources
 
     monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
@@ -329,7 +342,9 @@ class InterruptingBackend(SlowBackend):
         return np.zeros((batch.shape[0], 1, *batch.shape[2:]), dtype=np.float32)
 
 
-def test_ctrl_c_ends_the_run_cleanly_and_keeps_the_outputs(tiny_card: ModelCard, video_20: Path, tmp_path: Path) -> None:
+def test_ctrl_c_ends_the_run_cleanly_and_keeps_the_outputs(
+    tiny_card: ModelCard, video_20: Path, tmp_path: Path
+) -> None:
     from .conftest import count_video_frames
 
     options = RunOptions(save_video=tmp_path / "overlay.mp4", jsonl=tmp_path / "frames.jsonl")
@@ -339,8 +354,9 @@ def test_ctrl_c_ends_the_run_cleanly_and_keeps_the_outputs(tiny_card: ModelCard,
     assert len((tmp_path / "frames.jsonl").read_text().splitlines()) == 5
 
 
-def test_window_shows_overlays_saves_a_snapshot_on_s_and_stops_on_q(tiny_card: ModelCard, video_20: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_shows_overlays_saves_a_snapshot_on_s_and_stops_on_q(
+    tiny_card: ModelCard, video_20: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import cv2
 
     shown = []
@@ -377,6 +393,10 @@ def test_a_video_cut_short_is_processed_up_to_the_cut_and_reported(tmp_path: Pat
     with open_source(str(cut)) as source:
         frames = list(source.frames())
     assert 10 < len(frames) < 40
-    assert len(source.skipped) == 1 and "cut.avi" in source.skipped[0] and f"after {len(frames)} of its 40 frames" in source.skipped[0]
+    assert (
+        len(source.skipped) == 1
+        and "cut.avi" in source.skipped[0]
+        and f"after {len(frames)} of its 40 frames" in source.skipped[0]
+    )
     with open_source(str(whole)) as source:
         assert len(list(source.frames())) == 40 and source.skipped == []

@@ -22,15 +22,26 @@ RUN_WITHOUT_TORCH = (
 
 
 def edgeseg_without_torch(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUN_WITHOUT_TORCH, *arguments], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_TORCH, *arguments], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_the_runtime_commands_work_without_torch(tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path):
     images = str(synthetic_dir / "ISIC2018_Task1-2_Training_Input")
     commands = [
-        ["run", str(tiny_onnx), "--source", images, "--no-show", "--max-frames", "2", "--jsonl", str(tmp_path / "f.jsonl")],
+        [
+            "run",
+            str(tiny_onnx),
+            "--source",
+            images,
+            "--no-show",
+            "--max-frames",
+            "2",
+            "--jsonl",
+            str(tmp_path / "f.jsonl"),
+        ],
         ["eval", str(tiny_onnx), "--data", str(synthetic_dir), "--out", str(tmp_path / "eval")],
         ["bench", str(tiny_onnx), "--runs", "2", "--warmup", "0"],
     ]
@@ -45,8 +56,17 @@ def test_engine_export_without_torch_fails_only_on_tensorrt(tiny_onnx: Path, syn
 
     if engine_unavailable_reason() is None:
         pytest.skip("this host can build TensorRT engines")
-    done = edgeseg_without_torch("export", str(tiny_onnx), "--format", "engine", "--parity-data", str(synthetic_dir),
-                                 "--out", str(tmp_path / "out"), cwd=tmp_path)
+    done = edgeseg_without_torch(
+        "export",
+        str(tiny_onnx),
+        "--format",
+        "engine",
+        "--parity-data",
+        str(synthetic_dir),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr
     assert "cannot build engine on this host: TensorRT is not installed here" in done.stderr
     assert "torch" not in done.stderr.lower() and "Traceback" not in done.stderr
@@ -54,7 +74,16 @@ def test_engine_export_without_torch_fails_only_on_tensorrt(tiny_onnx: Path, syn
 
 @pytest.mark.slow
 def test_forms_are_built_from_an_onnx_without_torch(tiny_onnx: Path, synthetic_dir: Path, tmp_path: Path):
-    done = edgeseg_without_torch("export", str(tiny_onnx), "--format", "fp16", "--parity-data", str(synthetic_dir),
-                                 "--out", str(tmp_path / "out"), cwd=tmp_path)
+    done = edgeseg_without_torch(
+        "export",
+        str(tiny_onnx),
+        "--format",
+        "fp16",
+        "--parity-data",
+        str(synthetic_dir),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "model.fp16.onnx").is_file()

@@ -20,10 +20,34 @@ from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
 def test_two_processes_see_different_samples_and_rank0_alone_writes(synthetic_dir, tmp_path):
     out, sample_log = tmp_path / "run", tmp_path / "samples.txt"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "edgeseg", "train", "--data", str(synthetic_dir), "--out", str(out), "--epochs", "1",
-        "--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
-        "--device", "cpu", "--no-progress", "--sample-log", str(sample_log),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "edgeseg",
+        "train",
+        "--data",
+        str(synthetic_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--size",
+        "64",
+        "--batch-size",
+        "4",
+        "--decoder-channels",
+        "32,32",
+        "--encoder-weights",
+        "none",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--sample-log",
+        str(sample_log),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)

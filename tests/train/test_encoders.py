@@ -33,9 +33,9 @@ def full_timm(mapped):
     return network.eval()
 
 
-@pytest.mark.parametrize(("encoder", "count"), [
-    (LITE0_ENCODER, 296), ("tu-tf_efficientnet_lite1", 386), ("tu-tf_efficientnet_lite2", 386),
-])
+@pytest.mark.parametrize(
+    ("encoder", "count"), [(LITE0_ENCODER, 296), ("tu-tf_efficientnet_lite1", 386), ("tu-tf_efficientnet_lite2", 386)]
+)
 def test_mapping_covers_timm_network_one_to_one(encoder, count):
     mapped = lite_timm_state_dict(encoder)
     expected = timm.create_model(encoder.removeprefix("tu-"), pretrained=False).state_dict()
@@ -71,8 +71,10 @@ def test_encoder_features_equal_full_timm_network(full_timm, tiny_card):
     load_encoder_weights(model, LITE0_ENCODER, "imagenet")
     encoder = model.encoder.eval()
     captured = []
-    hooks = [full_timm.blocks[index].register_forward_hook(lambda _m, _i, out: captured.append(out))
-             for index in (0, 1, 2, 4, 6)]  # the ends of the stride-2/4/8/16/32 stages
+    hooks = [
+        full_timm.blocks[index].register_forward_hook(lambda _m, _i, out: captured.append(out))
+        for index in (0, 1, 2, 4, 6)
+    ]  # the ends of the stride-2/4/8/16/32 stages
     torch.manual_seed(0)
     image = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
@@ -94,7 +96,7 @@ def _grace_hopper_probability(network, preprocessing) -> tuple[int, float]:
     image = read_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     height, width = image.shape[:2]
     side = min(height, width)
-    image = image[(height - side) // 2:(height - side) // 2 + side, (width - side) // 2:(width - side) // 2 + side]
+    image = image[(height - side) // 2 : (height - side) // 2 + side, (width - side) // 2 : (width - side) // 2 + side]
     batch = torch.from_numpy(preprocess(image, ModelCard(input_size=(224, 224), preprocessing=preprocessing)))
     with torch.no_grad():
         probabilities = torch.softmax(network(batch), dim=1)[0]

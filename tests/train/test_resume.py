@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
-from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
+from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.core.data import read_split  # noqa: E402
 from edgeseg.train.checkpoints import CONFIG_FILENAME  # noqa: E402
 from edgeseg.train.loop import (  # noqa: E402
@@ -31,8 +31,21 @@ from edgeseg.train.loop import (  # noqa: E402
     TrainConfig,
 )
 
-TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
-        "--seed", "3", "--threads", "1", "--no-progress"]
+TINY = [
+    "--size",
+    "64",
+    "--batch-size",
+    "4",
+    "--decoder-channels",
+    "32,32",
+    "--encoder-weights",
+    "none",
+    "--seed",
+    "3",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 def invoke(*args: str):
@@ -58,8 +71,12 @@ def run_copy(stopped_run, tmp_path) -> Path:
 def hostile_paths(tmp_path: Path) -> dict[str, str]:
     """Paths a crafted run folder names: a log to append to, data, a split and an output elsewhere."""
     elsewhere = tmp_path / "elsewhere"
-    return {"sample_log": str(elsewhere / "appended.log"), "data": str(elsewhere / "data"),
-            "split_dir": str(elsewhere / "splits"), "out": str(elsewhere / "out")}
+    return {
+        "sample_log": str(elsewhere / "appended.log"),
+        "data": str(elsewhere / "data"),
+        "split_dir": str(elsewhere / "splits"),
+        "out": str(elsewhere / "out"),
+    }
 
 
 def assert_nothing_written_elsewhere(tmp_path: Path) -> None:
@@ -103,10 +120,13 @@ def test_a_crafted_config_json_chooses_no_path_and_no_test_hook(run_copy, synthe
     assert (run_copy / CHECKPOINT_FILENAME).is_file() and (run_copy / "logs" / "threshold.csv").is_file()
 
 
-@pytest.mark.parametrize(("field", "value", "option"), [
-    ("encoder_weights", "/somewhere/encoder.safetensors", "--encoder-weights"),
-    ("init_weights", "/somewhere/run", "--init-weights"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "option"),
+    [
+        ("encoder_weights", "/somewhere/encoder.safetensors", "--encoder-weights"),
+        ("init_weights", "/somewhere/run", "--init-weights"),
+    ],
+)
 def test_a_file_read_at_the_start_is_never_taken_from_config_json(run_copy, synthetic_dir, field, value, option):
     (run_copy / CHECKPOINT_FILENAME).unlink()
     config = json.loads((run_copy / CONFIG_FILENAME).read_text())
@@ -140,8 +160,9 @@ def test_resume_on_another_split_is_refused(run_copy, synthetic_dir, tmp_path):
     (splits / "train.txt").write_text("".join(f"{sample_id}\n" for sample_id in train_ids[1:]))
     shutil.copy(synthetic_dir / "splits" / "val.txt", splits / "val.txt")
 
-    result = invoke("--resume", str(run_copy), "--data", str(synthetic_dir), "--split-dir", str(splits),
-                    "--no-progress")
+    result = invoke(
+        "--resume", str(run_copy), "--data", str(synthetic_dir), "--split-dir", str(splits), "--no-progress"
+    )
 
     assert result.exit_code == 1, result.output
     assert f"{splits}: this train/val split is not the one {run_copy} trained on" in result.output

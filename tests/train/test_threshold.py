@@ -40,7 +40,9 @@ def test_sweep_picks_the_best_thresholded_jaccard():
     assert sweep.thresholds == THRESHOLDS
     best = max(sweep.means["threshold_jaccard"])
     assert sweep.means["threshold_jaccard"][THRESHOLDS.index(sweep.chosen)] == best
-    assert sweep.means["dice"][THRESHOLDS.index(0.4)] == pytest.approx(scores_at(probabilities, truths, card, 0.4)["dice"])
+    assert sweep.means["dice"][THRESHOLDS.index(0.4)] == pytest.approx(
+        scores_at(probabilities, truths, card, 0.4)["dice"]
+    )
     assert sum(sweep.histogram) == probabilities.size
 
 

@@ -14,14 +14,27 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.cli import main  # noqa: E402
+from edgeseg.core.card import load_card  # noqa: E402
 from edgeseg.train.loop import CHECKPOINT_FILENAME, TrainConfig, learning_rate, plan_epochs  # noqa: E402
 from edgeseg.train.network import load_model  # noqa: E402
 from edgeseg.train.threshold import THRESHOLDS  # noqa: E402
 
-TINY = ["--size", "64", "--batch-size", "4", "--decoder-channels", "32,32", "--encoder-weights", "none",
-        "--seed", "3", "--threads", "2", "--no-progress"]
+TINY = [
+    "--size",
+    "64",
+    "--batch-size",
+    "4",
+    "--decoder-channels",
+    "32,32",
+    "--encoder-weights",
+    "none",
+    "--seed",
+    "3",
+    "--threads",
+    "2",
+    "--no-progress",
+]
 
 
 def run_train(*args: str) -> None:
@@ -42,9 +55,19 @@ def two_epoch_run(synthetic_dir, tmp_path_factory) -> Path:
 
 
 def test_tiny_run_writes_a_complete_run_dir(two_epoch_run, synthetic_dir):
-    for name in ("model.safetensors", "card.json", CHECKPOINT_FILENAME, "config.json", "logs/iterations.csv",
-                 "logs/epochs.csv", "logs/threshold.csv", "plots/loss.png", "plots/iou.png", "plots/threshold.png",
-                 "plots/probability-histogram.png"):
+    for name in (
+        "model.safetensors",
+        "card.json",
+        CHECKPOINT_FILENAME,
+        "config.json",
+        "logs/iterations.csv",
+        "logs/epochs.csv",
+        "logs/threshold.csv",
+        "plots/loss.png",
+        "plots/iou.png",
+        "plots/threshold.png",
+        "plots/probability-histogram.png",
+    ):
         assert (two_epoch_run / name).stat().st_size > 0, name
     card = load_card(two_epoch_run)
     assert card.input_size == (64, 64)
@@ -85,6 +108,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(two_epoch_run, syntheti
         assert torch.equal(tensor, resumed["model"][name]), name
     best_a, best_b = load_file(str(two_epoch_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert all(torch.equal(best_a[name], best_b[name]) for name in best_a)
+
     def logged(run: Path) -> list[tuple[str, ...]]:  # everything but the wall-clock seconds
         return [(r["epoch"], r["step"], r["loss"], r["iou"], r["lr"]) for r in rows(run / "logs/iterations.csv")]
 
@@ -109,7 +133,9 @@ def test_existing_run_is_not_overwritten(two_epoch_run, synthetic_dir):
 
 
 def test_size_not_divisible_by_32_names_the_fix(synthetic_dir, tmp_path):
-    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path), "--size", "250x100"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path), "--size", "250x100"]
+    )
     assert result.exit_code != 0
     assert "multiples of 32" in result.output and "Consider 256x128" in result.output
 
@@ -122,11 +148,19 @@ def test_paper_preset_fills_what_is_not_given(synthetic_dir, tmp_path, monkeypat
         raise SystemExit(0)
 
     monkeypatch.setattr("edgeseg.train.loop.train", fake_train)
-    CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "r"), "--preset", "paper",
-                              "--epochs", "3"])
+    CliRunner().invoke(
+        main,
+        ["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "r"), "--preset", "paper", "--epochs", "3"],
+    )
     config = seen["config"]
     assert (config.encoder, config.size, config.loss, config.optimizer, config.lr, config.schedule) == (
-        "se_resnext50_32x4d", (320, 320), "dice", "adam", 1e-4, "step")
+        "se_resnext50_32x4d",
+        (320, 320),
+        "dice",
+        "adam",
+        1e-4,
+        "step",
+    )
     assert config.epochs == 3  # given explicitly, so it wins over the preset's 20
 
 
@@ -170,8 +204,19 @@ def test_config_json_records_the_run(two_epoch_run):
 
 def test_init_weights_fine_tunes_from_every_weight_of_a_run(two_epoch_run, synthetic_dir, tmp_path):
     out = tmp_path / "tuned"
-    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "1", "--init-weights", str(two_epoch_run),
-              "--lr", "1e-12", *TINY)
+    run_train(
+        "--data",
+        str(synthetic_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--init-weights",
+        str(two_epoch_run),
+        "--lr",
+        "1e-12",
+        *TINY,
+    )
     start, tuned = load_file(str(two_epoch_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
     weights = [name for name in start if name.endswith(".weight") and start[name].dim() == 4]  # conv kernels
     assert weights and all(torch.allclose(start[name], tuned[name], atol=1e-6) for name in weights)
@@ -182,8 +227,19 @@ def test_init_weights_fine_tunes_from_every_weight_of_a_run(two_epoch_run, synth
 
 def test_init_weights_from_another_architecture_names_the_options(two_epoch_run, synthetic_dir, tmp_path):
     tiny_other = [value if value != "32,32" else "16,16" for value in TINY]
-    result = CliRunner().invoke(main, ["train", "--data", str(synthetic_dir), "--out", str(tmp_path / "run"),
-                                       "--init-weights", str(two_epoch_run), *tiny_other])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(synthetic_dir),
+            "--out",
+            str(tmp_path / "run"),
+            "--init-weights",
+            str(two_epoch_run),
+            *tiny_other,
+        ],
+    )
     assert result.exit_code == 1
     assert "--decoder-channels" in result.output and str(two_epoch_run) in result.output
     assert not (tmp_path / "run").exists()
@@ -193,8 +249,19 @@ def test_a_fine_tune_resumes_after_the_run_it_started_from_is_gone(two_epoch_run
     source = tmp_path / "source"
     shutil.copytree(two_epoch_run, source)
     out = tmp_path / "tuned"
-    run_train("--data", str(synthetic_dir), "--out", str(out), "--epochs", "2", "--stop-after-epochs", "1",
-              "--init-weights", str(source), *TINY)
+    run_train(
+        "--data",
+        str(synthetic_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--stop-after-epochs",
+        "1",
+        "--init-weights",
+        str(source),
+        *TINY,
+    )
     shutil.rmtree(source)
     run_train("--resume", str(out), "--data", str(synthetic_dir), "--no-progress")
     assert [int(r["epoch"]) for r in rows(out / "logs/epochs.csv")] == [1, 2]
@@ -206,7 +273,9 @@ def test_training_never_reads_the_locked_test_split(synthetic_dir: Path, tmp_pat
     train_ids = (data / "splits" / "train.txt").read_text().split()
     # A test split that shares an id with train: refused before anything trains, naming the id.
     (data / "splits" / "test.txt").write_text(train_ids[0] + "\n")
-    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "leak"), *TINY, "--epochs", "1"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(data), "--out", str(tmp_path / "leak"), *TINY, "--epochs", "1"]
+    )
     assert result.exit_code != 0 and "locked test split" in result.output and train_ids[0] in result.output
     assert not (tmp_path / "leak" / "checkpoint-last.pt").exists()
     # A test split of its own, whose images are not even readable: training (and its threshold analysis)
@@ -215,6 +284,8 @@ def test_training_never_reads_the_locked_test_split(synthetic_dir: Path, tmp_pat
     (data / "splits" / "test.txt").write_text("\n".join(train_ids[:2]) + "\n")
     for sample_id in train_ids[:2]:
         (data / "ISIC2018_Task1-2_Training_Input" / f"{sample_id}.jpg").write_bytes(b"not an image")
-    result = CliRunner().invoke(main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "--epochs", "1"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, "--epochs", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert load_card(tmp_path / "run").provenance.train_images == len(train_ids) - 2

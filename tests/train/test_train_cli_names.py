@@ -37,14 +37,17 @@ def train(tmp_path, *flags: str):
     return CliRunner().invoke(main, ["train", "-d", str(tmp_path), "-o", str(tmp_path / "run"), *flags])
 
 
-@pytest.mark.parametrize("flags, device, note", [
-    ([], "auto", None),
-    (["--backend", "torch-cpu"], "cpu", None),
-    (["-b", "torch-cuda"], "cuda", None),
-    (["--backend", "cuda"], "cuda", "note: --backend cuda is now spelled --backend torch-cuda"),
-    (["--device", "cpu"], "cpu", DEVICE_NOTE),
-    (["--device", "cuda:1"], "cuda:1", DEVICE_NOTE),
-])
+@pytest.mark.parametrize(
+    "flags, device, note",
+    [
+        ([], "auto", None),
+        (["--backend", "torch-cpu"], "cpu", None),
+        (["-b", "torch-cuda"], "cuda", None),
+        (["--backend", "cuda"], "cuda", "note: --backend cuda is now spelled --backend torch-cuda"),
+        (["--device", "cpu"], "cpu", DEVICE_NOTE),
+        (["--device", "cuda:1"], "cuda:1", DEVICE_NOTE),
+    ],
+)
 def test_backend_names_the_device_and_the_old_device_still_works(started, tmp_path, flags, device, note):
     result = train(tmp_path, *flags)
     assert result.exit_code == 0, result.output
@@ -75,8 +78,14 @@ def test_only_typed_options_reach_the_run(started, tmp_path):
 def test_help_shows_trainconfig_defaults():
     shown = " ".join(CliRunner().invoke(main, ["train", "-h"]).output.split())
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
-    for flag, name in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--workers", "workers"),
-                       ("--optimizer", "optimizer"), ("--loss", "loss"), ("--seed", "seed")):
+    for flag, name in (
+        ("--epochs", "epochs"),
+        ("--batch-size", "batch_size"),
+        ("--workers", "workers"),
+        ("--optimizer", "optimizer"),
+        ("--loss", "loss"),
+        ("--seed", "seed"),
+    ):
         match = re.search(re.escape(flag) + r" .*?\[default: ([^;\]]+)", shown)
         assert match and match[1] == str(defaults[name]), (flag, match and match[1])
     assert "[default: 256;" in shown or "[default: 256]" in shown  # --size, as typed
