@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edgeseg.core.lesion_measurements import Measurements
-from edgeseg.core.segmenter import Segmentation
+
+if TYPE_CHECKING:  # segmenter draws through this module (Segmentation.overlay): a type, not an import
+    from edgeseg.core.segmenter import Segmentation
 
 FILL_BGR = (255, 200, 0)  # cyan-blue: far from the browns and pinks of skin and lesions
 CONTOUR_BGR = (255, 255, 0)

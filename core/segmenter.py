@@ -44,6 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeseg.core.card import ModelCard
+from edgeseg.core.drawing import OverlayRenderer, encode_overlay
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.lesion_measurements import Measurements, measure
 from edgeseg.core.postprocess import activate, closer_look_box, lesion_mask, probability_at
@@ -138,8 +139,6 @@ class Segmentation:
 
     def overlay(self) -> np.ndarray:
         """The BGR overlay of the lesion on the image (a new array): the fill, the contour and the size line."""
-        from edgeseg.core.drawing import OverlayRenderer  # drawing imports this module
-
         if self.image is None:
             raise ValueError(
                 "this Segmentation has no image to draw on (its logits were finished without one): "
@@ -153,7 +152,6 @@ class Segmentation:
         NAME is the image file's stem, or "image". The folder is made if need be; files of the same
         names are replaced, each atomically. Returns the paths written: the overlay's, then the mask's.
         """
-        from edgeseg.core.drawing import encode_overlay  # drawing imports this module
         from edgeseg.core.files import write_bytes_atomic, write_mask
         from edgeseg.core.names import MASK_SUFFIX, OVERLAY_SUFFIX
 
