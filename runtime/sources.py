@@ -1,10 +1,12 @@
 """Frame sources for `edgeseg run`: one loop for a camera, a video, images, a stream or a pipeline.
 
-What a ``--source`` string means, checked in this order: all digits (``0``) is camera index N;
-``csi://N`` is a Jetson CSI camera (sensor id N) through GStreamer; a string with '!' is a GStreamer
-pipeline; ``scheme://...`` is a stream URL (RTSP/HTTP); a glob is images; a character device
-(``/dev/video0``, or a link to one such as ``/dev/v4l/by-id/...``) is a camera; then a folder, an
-image or a video file. (A file whose name is all digits is reached as ``./0``.)
+What a ``--source`` string means: the kinds read through a capture are the entries of SOURCE_KINDS
+(at the end of this module), tried in order: all digits (``0``) is camera index N; ``csi://N`` is a
+Jetson CSI camera (sensor id N) through GStreamer; a string with '!' is a GStreamer pipeline;
+``scheme://...`` is a stream URL (RTSP/HTTP); a character device (``/dev/video0``, or a link to one
+such as ``/dev/v4l/by-id/...``) that is no glob is a camera. A string none of them takes is files: a
+glob of images, a folder, an image or a video file. (A file whose name is all digits is reached as
+``./0``.) A new kind of source is one more entry there (CONTRIBUTING.md, "Add a source").
 
 A folder is walked with its subfolders, as a glob's '**' is: hidden folders and files are skipped,
 and so are folders named ``edgeseg-results`` (edgeseg's own outputs) below it; a folder or file
@@ -182,7 +184,7 @@ class ImageFiles(_ReadAhead):
         self.root, self.names, self.labels = image_names(paths)
 
     def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
-        for path, name, label in zip(self.paths, self.names, self.labels):
+        for path, name, label in zip(self.paths, self.names, self.labels, strict=True):
             try:
                 image = read_image(path)
             except ImageReadError as error:
@@ -203,7 +205,10 @@ def image_names(paths: list[Path]) -> tuple[Path, list[str], list[str]]:
     relative = [Path(os.path.relpath(os.path.abspath(path), root)) for path in paths]
     stems = [path.with_suffix("").as_posix() for path in relative]
     counts = Counter(stem.lower() for stem in stems)  # x.jpg and X.png share their outputs on a case-blind disk
-    names = [f"{stem}_{path.suffix[1:]}" if counts[stem.lower()] > 1 else stem for stem, path in zip(stems, relative)]
+    names = [
+        f"{stem}_{path.suffix[1:]}" if counts[stem.lower()] > 1 else stem
+        for stem, path in zip(stems, relative, strict=True)
+    ]
     return root, names, [path.as_posix() for path in relative]
 
 
@@ -215,7 +220,8 @@ class VideoFile(_ReadAhead):
         self._capture = cv2.VideoCapture(str(path))
         if not self._capture.isOpened():
             raise SourceError(
-                f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, e.g. to MJPG .avi or mp4v .mp4 with ffmpeg."
+                f"{path}: OpenCV cannot open this video (corrupt, or a codec this OpenCV build lacks); convert it, "
+                "e.g. to MJPG .avi or mp4v .mp4 with ffmpeg."
             )
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or None
 
@@ -232,7 +238,10 @@ class VideoFile(_ReadAhead):
     def _check_complete(self, read: int) -> None:
         """A video that stops before the frame count its header gives is truncated or corrupt: said once."""
         expected = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        problem = f"{self.path}: the video ended after {read} of its {expected} frames (truncated or corrupt); the frames before were processed"
+        problem = (
+            f"{self.path}: the video ended after {read} of its {expected} frames (truncated or corrupt); "
+            "the frames before were processed"
+        )
         if expected > 0 and read < expected - 1 and problem not in self.skipped:
             log.warning("%s", problem)
             self.skipped.append(problem)
@@ -241,6 +250,34 @@ class VideoFile(_ReadAhead):
         if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):  # a format that cannot seek is opened again
             self._capture.release()
             self._capture = cv2.VideoCapture(str(self.path))
+
+    def close(self) -> None:
+        super().close()
+        self._capture.release()
+
+
+class CaptureFrames(_ReadAhead):
+    """Every frame of a capture that ends (a recording read through its own reader), read ahead, none dropped;
+    with ``loop`` the capture is opened again at its end."""
+
+    def __init__(self, open_capture: Callable[[], Capture], description: str, loop: bool = False) -> None:
+        super().__init__(loop=loop)
+        self.description = description + (" (looping)" if loop else "")
+        self._open_capture = open_capture
+        self._capture = open_capture()
+        get = getattr(self._capture, "get", None)
+        self.fps = (get(cv2.CAP_PROP_FPS) or None) if get else None
+
+    def _one_pass(self) -> Iterator[tuple[np.ndarray, str | None, str | None]]:
+        while True:
+            ok, image = self._capture.read()
+            if not ok or image is None:
+                return
+            yield image, None, None
+
+    def _rewind(self) -> None:
+        self._capture.release()
+        self._capture = self._open_capture()
 
     def close(self) -> None:
         super().close()
@@ -530,21 +567,31 @@ def open_source(
     fps: float | None = None,
     loop: bool = False,
 ) -> Source:
-    """The source for a camera index or a --source string (camera, CSI camera, pipeline, URL, images, video).
+    """The source for a camera index or a --source string: the first of SOURCE_KINDS that matches it (camera,
+    CSI camera, pipeline, URL, camera device), else image files or a video.
 
-    ``loop`` replays a video or image files from the start whenever they end (a demo, a soak test).
+    ``loop`` replays a video, image files or a recorded kind from the start whenever they end (a demo, a soak test).
     """
     if (source is None) == (camera is None):
         raise SourceError("give exactly one of a camera index (--camera N) or a source (--source PATH/URL/PIPELINE)")
-    if camera is not None:
-        live = (lambda: open_camera(camera, width, height, fps)), f"camera {camera}"
-    else:
-        live = _live_opener(source, width, height, fps)
-    if live is not None:
-        if loop:
-            raise SourceError(f"--loop replays a video or image files; {live[1]} is live and runs until stopped")
-        return LiveSource(*live)
-    return _file_source(source, width, height, fps, loop)
+    if source is None:
+        return open_kind(CAMERA_INDEX, str(camera), width, height, fps, loop)
+    kind = find_source_kind(source)
+    if kind is None:
+        return _file_source(source, loop)
+    return open_kind(kind, source, width, height, fps, loop)
+
+
+def open_kind(
+    kind: SourceKind, text: str, width: int | None, height: int | None, fps: float | None, loop: bool
+) -> Source:
+    """``text`` opened as ``kind``: a live source (newest frame only), or every frame of a recording."""
+    open_capture, description = kind.opener(text, width, height, fps)
+    if not kind.live:
+        return CaptureFrames(open_capture, description, loop)
+    if loop:
+        raise SourceError(f"--loop replays a video or image files; {description} is live and runs until stopped")
+    return LiveSource(open_capture, description)
 
 
 def is_glob(text: str) -> bool:
@@ -598,16 +645,12 @@ def open_images(inputs: list[str], loop: bool = False) -> ImageFiles:
     return ImageFiles(paths, f"{len(paths)} images" + (f" in {inputs[0]}" if len(inputs) == 1 else ""), loop)
 
 
-def _file_source(source: str, width: int | None, height: int | None, fps: float | None, loop: bool) -> Source:
-    """Image files (a glob, a folder, one image), a video, or a camera device given by its path."""
+def _file_source(source: str, loop: bool) -> Source:
+    """Image files (a glob, a folder, one image) or a video."""
     if is_glob(source):
         paths = glob_images(source)
         return ImageFiles(paths, f"{len(paths)} images matching {source}", loop)
     path = Path(source).expanduser()
-    if _is_char_device(path):
-        if loop:
-            raise SourceError(f"--loop replays a video or image files; camera {path} is live and runs until stopped")
-        return LiveSource(lambda: open_camera(str(path), width, height, fps), f"camera {path}")
     if str(path).startswith("/dev/") and not path.exists():
         raise SourceError(
             f"{path}: no such camera device. {LIST_CAMERAS}, then pass --source /dev/videoN (or --source N)."
@@ -625,20 +668,40 @@ def _file_source(source: str, width: int | None, height: int | None, fps: float 
     return VideoFile(path, loop)
 
 
-def _live_opener(
-    source: str, width: int | None, height: int | None, fps: float | None
-) -> tuple[Callable[[], Capture], str] | None:
-    """How to open a camera index, a CSI camera, a GStreamer pipeline or a stream URL, and its name; None for anything else."""
-    if source.isascii() and source.isdigit():
-        index = int(source)
-        return (lambda: open_camera(index, width, height, fps)), f"camera {index}"
-    if source.startswith(CSI_PREFIX):  # before the generic URL pattern, which csi:// also matches
-        return _csi_opener(source, width, height, fps)
-    if "!" in source:
-        return (lambda: open_stream(source)), "GStreamer pipeline"
-    if URL_PATTERN.match(source):
-        return (lambda: open_stream(source)), f"stream {source}"
-    return None
+# --- kinds of --source string: each one an entry in SOURCE_KINDS -------------------------------------
+
+Opener = Callable[[str, int | None, int | None, float | None], tuple[Callable[[], Capture], str]]
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """A kind of --source string read through a capture (a camera, a stream, a pipeline): how to tell it and open it.
+
+    ``matches(text)`` says whether ``text`` is this kind. ``opener(text, width, height, fps)`` checks ``text``
+    (a SourceError naming the fix when it is wrong) and gives a function that opens the capture, called again
+    to reconnect or replay, and the source's name for messages ("camera 0"). A live kind keeps only the newest
+    frame; any other is a recording, read to its end with every frame processed.
+    """
+
+    name: str
+    matches: Callable[[str], bool]
+    opener: Opener
+    live: bool = True
+
+
+def _is_camera_index(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _camera_index_opener(
+    text: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str]:
+    index = int(text)
+    return (lambda: open_camera(index, width, height, fps)), f"camera {index}"
+
+
+def _is_csi(text: str) -> bool:
+    return text.startswith(CSI_PREFIX)
 
 
 def _csi_opener(
@@ -651,9 +714,10 @@ def _csi_opener(
         )
     if not has_gstreamer():
         raise SourceError(
-            f"{source}: a CSI camera is read through GStreamer (nvarguscamerasrc), and this OpenCV was built without it "
-            "(the PyPI opencv-python wheels are). On the Jetson use JetPack's system OpenCV: `sudo apt install python3-opencv`, "
-            "a venv made with `python3 -m venv --system-site-packages`, and no opencv-python wheel installed in it."
+            f"{source}: a CSI camera is read through GStreamer (nvarguscamerasrc), and this OpenCV was built "
+            "without it (the PyPI opencv-python wheels are). On the Jetson use JetPack's system OpenCV: "
+            "`sudo apt install python3-opencv`, a venv made with `python3 -m venv --system-site-packages`, "
+            "and no opencv-python wheel installed in it."
         )
     pipeline = csi_pipeline(int(sensor), width, height, fps)
 
@@ -662,12 +726,44 @@ def _csi_opener(
             return open_stream(pipeline)
         except SourceError as error:
             raise SourceError(
-                f"CSI camera {sensor} did not open: check its ribbon cable and sensor id, that the size and frame rate are "
-                "a mode the sensor has (--width/--height/--fps), and that nvargus-daemon runs "
+                f"CSI camera {sensor} did not open: check its ribbon cable and sensor id, that the size and frame "
+                "rate are a mode the sensor has (--width/--height/--fps), and that nvargus-daemon runs "
                 f"(`sudo systemctl restart nvargus-daemon`). {error}"
             ) from error
 
     return open_csi, f"CSI camera {sensor}"
+
+
+def _is_pipeline(text: str) -> bool:
+    return "!" in text
+
+
+def _pipeline_opener(
+    text: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str]:
+    return (lambda: open_stream(text)), "GStreamer pipeline"
+
+
+def _is_url(text: str) -> bool:
+    return URL_PATTERN.match(text) is not None
+
+
+def _url_opener(
+    text: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str]:
+    return (lambda: open_stream(text)), f"stream {text}"
+
+
+def _is_camera_device(text: str) -> bool:
+    """A device node, or a link to one; a glob is images even where it names a device."""
+    return not is_glob(text) and _is_char_device(Path(text).expanduser())
+
+
+def _camera_device_opener(
+    text: str, width: int | None, height: int | None, fps: float | None
+) -> tuple[Callable[[], Capture], str]:
+    path = Path(text).expanduser()
+    return (lambda: open_camera(str(path), width, height, fps)), f"camera {path}"
 
 
 def _is_char_device(path: Path) -> bool:
@@ -676,3 +772,21 @@ def _is_char_device(path: Path) -> bool:
         return stat.S_ISCHR(path.stat().st_mode)  # stat() follows links
     except (OSError, ValueError):
         return False
+
+
+CAMERA_INDEX = SourceKind("camera index", _is_camera_index, _camera_index_opener)
+
+# Consulted in this order; the first that matches opens the source, and a string none matches is files.
+# A kind goes before any that would also match it: csi://N before the stream URL, which takes any scheme://.
+SOURCE_KINDS: tuple[SourceKind, ...] = (
+    CAMERA_INDEX,
+    SourceKind("CSI camera", _is_csi, _csi_opener),
+    SourceKind("GStreamer pipeline", _is_pipeline, _pipeline_opener),
+    SourceKind("stream URL", _is_url, _url_opener),
+    SourceKind("camera device", _is_camera_device, _camera_device_opener),
+)
+
+
+def find_source_kind(text: str) -> SourceKind | None:
+    """The first of SOURCE_KINDS that ``text`` is; None for files (images, a folder, a glob, a video)."""
+    return next((kind for kind in SOURCE_KINDS if kind.matches(text)), None)
