@@ -1,4 +1,5 @@
-"""What a training run keeps in its directory between epochs: the checkpoint, the logs, the card's provenance.
+"""What a training run keeps in its directory between epochs: its state (TrainState) in the checkpoint, its
+settings, the logs, the card's provenance.
 
 A checkpoint holds tensors and plain Python values only, so ``torch.load(weights_only=True)`` reads it.
 The CSV logs are rewritten from the checkpointed state, so after a resume they hold exactly what the
@@ -14,6 +15,7 @@ import io
 import json
 import random
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,9 +26,9 @@ import torch
 from edgeseg.core.card import ModelCard, Provenance, data_name
 from edgeseg.core.data import Sample
 from edgeseg.core.files import atomic_output, write_text_atomic
+from edgeseg.train.config import CONFIG_TOML_FILENAME, TrainConfig, settings_toml
 
 if TYPE_CHECKING:
-    from edgeseg.train.loop import TrainConfig, TrainState
     from edgeseg.train.threshold import ThresholdSweep
 
 CHECKPOINT_FILENAME = "checkpoint-last.pt"
@@ -47,6 +49,22 @@ EPOCH_FIELDS = (
     "lr",
     "seconds",
 )
+
+
+@dataclass
+class TrainState:
+    """What changes as training goes, and is saved with every checkpoint."""
+
+    epoch: int = 0  # epochs finished
+    step: int = 0  # optimiser steps taken
+    planned_epochs: int = 0
+    best_jaccard: float = -1.0
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch, validation included
+    iterations: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
 
 
 # --- checkpoint ------------------------------------------------------------------------------------
@@ -85,7 +103,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
+    """config.json, which --resume reads, and config.toml, which `edgeseg train --config` reads to run it again."""
     write_text_atomic(run_dir / CONFIG_FILENAME, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_text_atomic(run_dir / CONFIG_TOML_FILENAME, settings_toml(config))
 
 
 def read_config(run_dir: Path) -> dict[str, Any] | None:
@@ -142,7 +162,7 @@ class IterationLog:
     """logs/iterations.csv, appended every step so a long epoch can be watched live."""
 
     def __init__(self, path: Path) -> None:
-        self.stream = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        self.stream = open(path, "a", encoding="utf-8", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=ITERATION_FIELDS, lineterminator="\n")
 
     def writerow(self, row: dict[str, Any]) -> None:

@@ -1,4 +1,9 @@
-"""`edgeseg train`: the command line of the training part (torch is imported only when it runs)."""
+"""`edgeseg train`: the command line of the training part (torch is imported only when it runs).
+
+Everyday settings are flags; the rest live in a TOML settings file (``--config FILE.toml``, keys named as
+TrainConfig's fields), which flags given on the command line override. Each run writes its settings as
+RUN/config.toml. A flag whose setting moved to the file still works, hidden, with a note.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,14 @@ from edgeseg.core.click_types import (
 )
 from edgeseg.core.names import LOSSES
 from edgeseg.core.progress import is_quiet, quiet_option, set_quiet
-from edgeseg.train.config import default_of
+from edgeseg.train.config import (
+    CONFIG_TOML_FILENAME,
+    FILE_ONLY_SETTINGS,
+    ConfigFileError,
+    default_of,
+    read_settings,
+    toml_value,
+)
 
 # --backend as TrainConfig.device (which the old --device named directly, cuda:N included)
 BACKEND_DEVICES = {"auto": "auto", "torch-cpu": "cpu", "torch-cuda": "cuda"}
@@ -50,8 +62,6 @@ def shown(name: str) -> str:
         return size_text(value)
     if name == "device":
         return {device: backend for backend, device in BACKEND_DEVICES.items()}[value]
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -60,39 +70,77 @@ def config_default(name: str) -> dict[str, Any]:
     return {"default": shown(name), "show_default": True}
 
 
-def parse_pair(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[,/xX]\s*(\d+)\s*", text)
-    if not match:
-        raise click.BadParameter(f"{text!r}: give two numbers, PYRAMID,SEGMENTATION (for example 128,64)")
-    return int(match[1]), int(match[2])
+class ChannelPair(click.ParamType):
+    """Two channel counts, PYRAMID,SEGMENTATION (the hidden --decoder-channels)."""
+
+    name = "PYRAMID,SEGMENTATION"
+
+    def convert(self, value, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*[,/xX]\s*(\d+)\s*", str(value))
+        if not match:
+            self.fail(f"{value!r}: give two numbers, PYRAMID,SEGMENTATION (for example 128,64)", param, ctx)
+        return int(match[1]), int(match[2])
 
 
-EXAMPLE = """\b
+def moved_to_file(flag: str, name: str, **attrs):
+    """A flag whose setting now lives in the --config file only: hidden, still taken, and using it prints a
+    note with the file's spelling. Its type also checks the file's value of ``name`` (settings_from_file)."""
+
+    def tell(ctx, param, value):
+        if value is not None:
+            click.echo(
+                f"note: {flag} is now a setting of the --config file (TOML): {name} = {toml_value(value)}", err=True
+            )
+        return value
+
+    return click.option(flag, name, hidden=True, default=None, callback=tell, **attrs)
+
+
+def file_only_help() -> str:
+    """The settings only a --config file sets, each with TrainConfig's default, for the help's epilog."""
+    lines = ["\b", "Settings only a --config file sets, with their defaults:"]
+    for name, what in FILE_ONLY_SETTINGS.items():
+        default = default_of(name)
+        setting = name if default is None else f"{name} = {toml_value(default)}"
+        lines.append(f"  {setting:<30} {what}")
+    return "\n".join(lines) + "\n"
+
+
+EXAMPLES = """\b
 Examples:
   edgeseg train --data ../shared/data/isic2018 --out runs/lite0 --time-budget 60
   edgeseg train --data data/synth --out runs/try --epochs 3 --size 128 --encoder-weights none
   edgeseg train --data ../shared/data/isic2018 --out runs/paper --preset paper --encoder-weights none
+  edgeseg train --config my-settings.toml --data DIR --out runs/mine   # flags win over the file
+  edgeseg train --config runs/lite0/config.toml --out runs/again       # run a run's settings again
   edgeseg train --resume runs/lite0 --data ../shared/data/isic2018   # continue a stopped run exactly
   edgeseg train --data my-clinic --out runs/tuned --init-weights runs/lite0 --lr 3e-4 --time-budget 30
   torchrun --nproc_per_node 4 -m edgeseg train --data DIR --out runs/ddp --backend torch-cuda
+"""
 
-\b
+SETTINGS_FILE = """\b
+A settings file holds one `key = value` a line, keys named as in TrainConfig: a flag's name with _ for -
+(batch_size = 16), but time_budget_minutes = 60 for --time-budget and device = "auto" | "cpu" | "cuda"
+| "cuda:N" for --backend. Paths in it are read from the current folder, as flags are.
+"""
+
+RUN_DIRECTORY = """\b
 The run directory gets model.safetensors (best epoch by validation IoU), card.json (input size,
-normalisation, threshold, provenance), checkpoint-last.pt (for --resume), logs/*.csv and plots/*.png.
+normalisation, threshold, provenance), config.toml (its settings, for --config), checkpoint-last.pt
+(for --resume), logs/*.csv and plots/*.png.
 """
 
 
 # What --resume takes from the command line; every other setting comes from the run (train.loop.RUN_FIELDS).
 START_FILE_OPTIONS = ("encoder_weights", "init_weights")  # for a run stopped before its first checkpoint
-TEST_HOOK_OPTIONS = ("stop_after_epochs", "sample_log")
-RESUME_OPTIONS = ("data", "split_dir", *START_FILE_OPTIONS, *TEST_HOOK_OPTIONS)
+RESUME_OPTIONS = ("data", "split_dir", *START_FILE_OPTIONS)
 
 
-def check_resume_options(resume_dir: Path, preset: str | None, options: dict[str, Any]) -> None:
-    """--resume needs the data again and refuses settings it would not use."""
+def check_resume_options(resume_dir: Path, options: dict[str, Any]) -> None:
+    """--resume needs the data again and refuses settings it would not use (``options``: None where not given)."""
     refused = [name for name, value in options.items() if value is not None and name not in RESUME_OPTIONS]
-    if preset is not None:
-        refused.insert(0, "preset")
     if refused:
         raise click.UsageError(
             f"{option_flags(refused)}: a resumed run keeps the settings it was started with; "
@@ -135,12 +183,12 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
         [(f"--out: a training run, which `--resume {out}` continues", out / CHECKPOINT_FILENAME)], overwrite
     )
     if overwrite:
-        names = (CHECKPOINT_FILENAME, CONFIG_FILENAME, CARD_FILENAME, WEIGHTS_FILENAME)
+        names = (CHECKPOINT_FILENAME, CONFIG_FILENAME, CONFIG_TOML_FILENAME, CARD_FILENAME, WEIGHTS_FILENAME)
         for path in [*(out / name for name in names), *(out / "logs").glob("*.csv"), *(out / "plots").glob("*.png")]:
             path.unlink(missing_ok=True)
 
 
-@click.command("train", epilog=EXAMPLE)
+@click.command("train", epilog="\n".join([EXAMPLES, SETTINGS_FILE, file_only_help(), RUN_DIRECTORY]))
 @click.option(
     "-d",
     "--data",
@@ -155,6 +203,13 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
 )
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False, path_type=Path), help="Run directory to create.")
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of settings (below: how it spells them, and the settings only it sets); flags given on "
+    f"the command line win over it. Every run writes its own as RUN/{CONFIG_TOML_FILENAME}.",
+)
+@click.option(
     "--resume",
     "resume_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -165,7 +220,7 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
-    help="A named set-up; options given explicitly override it. paper: se_resnext50_32x4d, 320x320, "
+    help="A named set-up; a --config file and flags given override it. paper: se_resnext50_32x4d, 320x320, "
     "Dice loss, Adam lr 1e-4 -> 1e-5 after epoch 10, 20 epochs.",
 )
 @click.option(
@@ -194,28 +249,6 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
     help="Network input: one number or HEIGHTxWIDTH, multiples of 32.",
 )
 @click.option("--lr", type=click.FloatRange(0, min_open=True), **config_default("lr"), help="Peak learning rate.")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), **config_default("optimizer"))
-@click.option("--weight-decay", type=click.FloatRange(0), **config_default("weight_decay"), help="AdamW weight decay.")
-@click.option(
-    "--schedule",
-    type=click.Choice(["cosine", "step"]),
-    **config_default("schedule"),
-    help=f"cosine: {shown('warmup_epochs')} epoch linear warm-up, then cosine decay to lr * "
-    f"{shown('min_lr_factor')}; step: lr * {shown('step_factor')} after --step-epoch.",
-)
-@click.option(
-    "--step-epoch",
-    type=click.IntRange(1),
-    **config_default("step_epoch"),
-    help="For --schedule step: last epoch at the full lr.",
-)
-@click.option(
-    "--loss",
-    type=click.Choice(LOSSES),
-    **config_default("loss"),
-    help="Dice (the paper's), Dice + BCE, or the per-image Lovasz hinge, a surrogate of IoU that suits "
-    "fine-tuning a trained model (--init-weights).",
-)
 @click.option("--encoder", **config_default("encoder"), help="Any smp encoder name.")
 @click.option(
     "--encoder-weights",
@@ -226,21 +259,7 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
     "--init-weights",
     type=click.Path(exists=True, file_okay=False),
     help="Fine-tune: start from every weight of this trained run directory (same --encoder and "
-    "--decoder-channels; its normalisation is kept) instead of the encoder's ImageNet weights.",
-)
-@click.option(
-    "--decoder-channels",
-    callback=lambda ctx, param, value: parse_pair(value) if value else None,
-    **config_default("decoder_channels"),
-    help="FPN decoder channels PYRAMID,SEGMENTATION (smp's default is 256,128).",
-)
-@click.option("--no-augment", "augment", flag_value=False, default=None, help="Train without augmentation.")
-@click.option(
-    "--camera-framing",
-    type=click.FloatRange(0, 1),
-    **config_default("camera_framing"),
-    help="Share of training samples placed in a full 4:3 or 3:2 camera frame (smaller, off-centre lesions, "
-    "as a dermatoscope camera shows them).",
+    "decoder_channels; its normalisation is kept) instead of the encoder's ImageNet weights.",
 )
 @click.option(
     "-b",
@@ -254,40 +273,42 @@ def replace_an_earlier_run(out: Path, overwrite: bool) -> None:
     "--device",
     "--device of `train` is now spelled --backend (auto, torch-cpu, torch-cuda); --device cuda:N still picks GPU N",
 )
-@click.option(
-    "--seed", type=int, **config_default("seed"), help="Random seed; the same seed repeats a CPU run exactly."
-)
-@click.option(
-    "--threads", type=click.IntRange(1), show_default="all cores / processes", help="CPU threads per process."
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    **config_default("workers"),
-    help="DataLoader worker processes for augmentation.",
-)
+@moved_to_file("--optimizer", "optimizer", type=click.Choice(["adamw", "adam"]))
+@moved_to_file("--weight-decay", "weight_decay", type=click.FloatRange(0))
+@moved_to_file("--schedule", "schedule", type=click.Choice(["cosine", "step"]))
+@moved_to_file("--step-epoch", "step_epoch", type=click.IntRange(1))
+@moved_to_file("--loss", "loss", type=click.Choice(LOSSES))
+@moved_to_file("--decoder-channels", "decoder_channels", type=ChannelPair())
+@moved_to_file("--no-augment", "augment", flag_value=False)
+@moved_to_file("--camera-framing", "camera_framing", type=click.FloatRange(0, 1))
+@moved_to_file("--seed", "seed", type=int)
+@moved_to_file("--threads", "threads", type=click.IntRange(1))
+@moved_to_file("--workers", "workers", type=click.IntRange(0))
 @old_spelling("--no-progress", "--no-progress is now spelled -q/--quiet", is_flag=True)
-@click.option("--stop-after-epochs", type=click.IntRange(1), hidden=True)
+@click.option("--stop-after-epochs", type=click.IntRange(1), hidden=True)  # test hooks (train.loop.RunHooks)
 @click.option("--sample-log", hidden=True)
 @overwrite_option
 @quiet_option
 @click.pass_context
 def train_command(
     ctx: click.Context,
+    config_file: Path | None,
     resume_dir: Path | None,
     preset: str | None,
     overwrite: bool,
     old_no_progress: bool | None,
+    stop_after_epochs: int | None,
+    sample_log: str | None,
     **options: Any,
 ) -> None:
-    """Train an FPN lesion segmenter and write its run directory (weights, card, logs, plots).
+    """Train an FPN lesion segmenter and write its run directory (weights, card, settings, logs, plots).
 
     Every epoch is validated on the val split at each image's own resolution (Dice, IoU, thresholded
     Jaccard); the best epoch by IoU is kept. After training, a threshold sweep on the val split picks
     the threshold stored in the card. Bad data stops the run before the first step, listing problems.
     """
     try:
-        from edgeseg.train.loop import TrainConfig, resume, train
+        from edgeseg.train.loop import RunHooks
     except ImportError as error:
         raise click.ClickException(
             f"training needs PyTorch ({error.name} is missing): pip install 'edgeseg[train]'"
@@ -297,34 +318,66 @@ def train_command(
         set_quiet(True)
     options = typed(ctx, options)
     options["device"] = chosen_device(ctx, options)
-    progress = not is_quiet()
+    hooks = RunHooks(stop_after_epochs=stop_after_epochs, sample_log=sample_log)
     if resume_dir is not None:
         if overwrite:
             raise click.UsageError(
                 "--overwrite starts a new run over an earlier one, --resume continues it: give one of them"
             )
-        check_resume_options(resume_dir, preset, options)
-        start_files = {name: str(options[name]) for name in START_FILE_OPTIONS if options[name] is not None}
-        test_hooks = {name: options[name] for name in TEST_HOOK_OPTIONS if options[name] is not None}
-        result = resume(
-            resume_dir,
-            data=options["data"],
-            split_dir=options["split_dir"],
-            start_files=start_files,
-            progress=progress,
-            test_hooks=test_hooks,
-        )
+        check_resume_options(resume_dir, {"config_file": config_file, "preset": preset, **options})
+        result = resume_run(resume_dir, options, hooks)
     else:
-        if options["data"] is None or options["out"] is None:
-            raise click.UsageError("--data and --out are required (or --resume RUN_DIR)")
-        replace_an_earlier_run(options["out"], overwrite)
-        given = {name: value for name, value in options.items() if value is not None}
-        values = {**PRESETS.get(preset, {}), **given}
-        for name in ("data", "out", "split_dir", "init_weights"):
-            if name in values:
-                values[name] = str(values[name])
-        result = train(TrainConfig(**values, progress=progress))
+        settings = {**(PRESETS[preset] if preset else {}), **settings_from_file(ctx, config_file)}
+        result = start_run(settings, options, overwrite, hooks)
     say_result(result)
+
+
+def resume_run(resume_dir: Path, options: dict[str, Any], hooks):
+    from edgeseg.train.loop import resume
+
+    start_files = {name: str(options[name]) for name in START_FILE_OPTIONS if options[name] is not None}
+    return resume(
+        resume_dir,
+        data=options["data"],
+        split_dir=options["split_dir"],
+        start_files=start_files,
+        progress=not is_quiet(),
+        hooks=hooks,
+    )
+
+
+def start_run(settings: dict[str, Any], options: dict[str, Any], overwrite: bool, hooks):
+    """A new run of ``settings`` (a preset's, then a --config file's) and the options given, which win."""
+    from edgeseg.train.config import TrainConfig
+    from edgeseg.train.loop import train
+
+    values = {**settings, **{name: value for name, value in options.items() if value is not None}}
+    if "data" not in values or "out" not in values:
+        raise click.UsageError(
+            "--data and --out are required (as flags, or data and out in the --config file), or --resume RUN_DIR"
+        )
+    replace_an_earlier_run(Path(values["out"]), overwrite)
+    for name in ("data", "out", "split_dir", "init_weights"):
+        if name in values:
+            values[name] = str(values[name])
+    return train(TrainConfig(**values, progress=not is_quiet()), hooks)
+
+
+def settings_from_file(ctx: click.Context, path: Path | None) -> dict[str, Any]:
+    """A --config file's settings (none without one), each value checked as its flag checks it; read_settings
+    has checked the keys, the types, and the values of the settings that have no flag."""
+    if path is None:
+        return {}
+    settings = read_settings(path)
+    params = {param.name: param for param in ctx.command.params}
+    for name, value in settings.items():
+        # A pair (size, decoder_channels) read_settings checked whole; their flags' types take it as it is.
+        if name in params and not isinstance(value, tuple):
+            try:
+                settings[name] = params[name].type.convert(value, params[name], ctx)
+            except click.BadParameter as error:
+                raise ConfigFileError(f"{path}: key '{name}': {error.message}") from None
+    return settings
 
 
 def typed(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ A run directory holds:
     model.safetensors      the weights of the best epoch by validation IoU (the paper's rule)
     card.json              how to use them (input size, preprocessing, threshold) and where they came from
     checkpoint-last.pt     everything needed to resume after the last finished epoch (tensors only)
-    config.json            the training configuration
+    config.json            the training configuration (what --resume reads before the first checkpoint)
+    config.toml            the same settings as a --config file, to run them again
     logs/iterations.csv    loss, IoU and learning rate of every iteration
     logs/epochs.csv        per-epoch train loss/IoU and validation metrics (original resolution)
     logs/threshold.csv     the threshold analysis
@@ -48,6 +49,7 @@ from edgeseg.train.checkpoints import (
     CHECKPOINT_KEYS,
     CONFIG_FILENAME,
     IterationLog,
+    TrainState,
     card_with_provenance,
     load_checkpoint,
     open_iteration_log,
@@ -111,25 +113,18 @@ LOCATION_FIELDS = ("data", "split_dir", "out")
 #   checkpoint already holds the weights, so its values stay as the card's record and are never opened;
 #   a run stopped before its first checkpoint starts again and takes them from the command line.
 START_FILE_FIELDS = ("encoder_weights", "init_weights")
-# - Test hooks and this terminal's progress bars: from the command line or nowhere.
-COMMAND_LINE_ONLY_FIELDS = ("stop_after_epochs", "sample_log", "progress")
+# - This terminal's progress bars: from the command line. (Test hooks are no field: RunHooks.)
+COMMAND_LINE_ONLY_FIELDS = ("progress",)
 ENCODER_WEIGHT_NAMES = ("imagenet", "none")  # encoder_weights values that name no file
 
 
-@dataclass
-class TrainState:
-    """What changes as training goes, and is saved with every checkpoint."""
+@dataclass(frozen=True)
+class RunHooks:
+    """What a test asks of a run (the hidden --stop-after-epochs and --sample-log), beside its configuration:
+    never stored with the run, so a resumed run has them from its own command line or not at all."""
 
-    epoch: int = 0  # epochs finished
-    step: int = 0  # optimiser steps taken
-    planned_epochs: int = 0
-    best_jaccard: float = -1.0
-    best_epoch: int = 0
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    train_seconds: float = 0.0
-    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch, validation included
-    iterations: list[dict[str, float]] = field(default_factory=list)
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    stop_after_epochs: int | None = None  # leave the run after this epoch's checkpoint, as a kill would
+    sample_log: str | None = None  # append "rank id" for every training sample a step trains on
 
 
 @dataclass
@@ -144,15 +139,15 @@ class TrainingError(EdgesegError, RuntimeError):
     """A training run that cannot start or continue (bad resume directory, too little data)."""
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train from scratch into ``config.out`` (created; must not hold a run already)."""
+def train(config: TrainConfig, hooks: RunHooks | None = None) -> TrainResult:
+    """Train from scratch into ``config.out`` (created; must not hold a run already); ``hooks`` are for tests."""
     run_dir = Path(config.out)
     if (run_dir / CHECKPOINT_FILENAME).exists():
         raise TrainingError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir} "
             f"--data {config.data}, or choose another --out"
         )
-    return _run(config, checkpoint=None)
+    return _run(config, checkpoint=None, hooks=hooks or RunHooks())
 
 
 def resume(
@@ -161,7 +156,7 @@ def resume(
     split_dir: str | Path | None = None,
     start_files: dict[str, str] | None = None,
     progress: bool = True,
-    test_hooks: dict[str, Any] | None = None,
+    hooks: RunHooks | None = None,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` exactly where its last checkpoint left it (model, optimiser, schedule,
     epoch, RNG), or from the start when it stopped before its first checkpoint.
@@ -179,7 +174,6 @@ def resume(
         "split_dir": str(split_dir) if split_dir else None,
         "out": str(run_dir),
         "progress": progress,
-        **(test_hooks or {}),
     }
     try:
         config = TrainConfig.from_dict(values)
@@ -187,7 +181,7 @@ def resume(
         raise TrainingError(
             f"{run_dir}: its stored training configuration is not one edgeseg wrote ({error})"
         ) from None
-    return _run(config, checkpoint=checkpoint)
+    return _run(config, checkpoint=checkpoint, hooks=hooks or RunHooks())
 
 
 def read_checkpoint(run_dir: Path) -> dict[str, Any] | None:
@@ -263,14 +257,14 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
+def _run(config: TrainConfig, checkpoint: dict[str, Any] | None, hooks: RunHooks) -> TrainResult:
     ddp = setup_distributed(config.device)
     if ddp.is_main:
         remove_stale_temporaries(config.out)  # what a kill during a checkpoint or weights write left
     run = build(config, ddp, checkpoint)
     state = start_fresh(run) if checkpoint is None else restore(run, checkpoint)
 
-    sample_log = SampleLog(config.sample_log, ddp.rank, run.train_data.ids)
+    sample_log = SampleLog(hooks.sample_log, ddp.rank, run.train_data.ids)
     iteration_log = open_iteration_log(run.run_dir, state) if ddp.is_main else None
     clock = Clock.continuing(state.train_seconds, config.time_budget_minutes)
     out_of_time = False
@@ -282,7 +276,7 @@ def _run(config: TrainConfig, checkpoint: dict[str, Any] | None) -> TrainResult:
         if ddp.is_main:
             validate(run, state, trained, clock, epoch_start)
         end_epoch(run, state, clock, epoch_start)
-        if stop_after_this_epoch(config, state):
+        if stop_after_this_epoch(hooks, state):
             break  # as if killed here: the run dir is what a kill after this checkpoint leaves
 
     sample_log.close()
@@ -393,7 +387,8 @@ def start_fresh(run: Run) -> TrainState:
 
 
 def restore(run: Run, checkpoint: dict[str, Any]) -> TrainState:
-    """Continue from a checkpoint: weights, optimiser, loss scaler and this rank's RNG as they were (build took its card)."""
+    """Continue from a checkpoint: weights, optimiser, loss scaler and this rank's RNG as they were (build took
+    its card)."""
     run.model.load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.scaler.load_state_dict(checkpoint["scaler"])
@@ -611,7 +606,7 @@ class SampleLog:
     """--sample-log (tests): appends "rank id" for every training sample a step trains on."""
 
     def __init__(self, path: str | None, rank: int, ids: list[str]) -> None:
-        self.stream = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self.stream = open(path, "a", encoding="utf-8") if path else None
         self.rank = rank
         self.ids = ids
 
@@ -627,9 +622,9 @@ class SampleLog:
             self.stream.close()
 
 
-def stop_after_this_epoch(config: TrainConfig, state: TrainState) -> bool:
+def stop_after_this_epoch(hooks: RunHooks, state: TrainState) -> bool:
     """--stop-after-epochs (tests): leave the run after this epoch's checkpoint, as a kill would."""
-    return config.stop_after_epochs is not None and state.epoch >= config.stop_after_epochs
+    return hooks.stop_after_epochs is not None and state.epoch >= hooks.stop_after_epochs
 
 
 # --- set-up helpers ---------------------------------------------------------------------------------
@@ -701,9 +696,9 @@ def require_no_locked_ids(config: TrainConfig, train_samples: list[Sample], val_
     leaked = sorted(locked & {sample.id for sample in [*train_samples, *val_samples]})
     if leaked:
         raise TrainingError(
-            f"{config.data}: {len(leaked)} id(s) of the locked {LOCKED_SPLIT} split are in the train or val split (e.g. "
-            f"{', '.join(leaked[:3])}); a model must never train or be chosen on it. Remove them from train.txt and "
-            f"val.txt (edgeseg data check lists every id in two splits)."
+            f"{config.data}: {len(leaked)} id(s) of the locked {LOCKED_SPLIT} split are in the train or val split "
+            f"(e.g. {', '.join(leaked[:3])}); a model must never train or be chosen on it. Remove them from "
+            f"train.txt and val.txt (edgeseg data check lists every id in two splits)."
         )
 
 

@@ -7,10 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.core.data import discover_samples  # noqa: E402
-from edgeseg.core.files import read_image, read_mask  # noqa: E402
-from edgeseg.core.preprocess import preprocess, resize_to_input  # noqa: E402
-from edgeseg.train.dataset import AugmentedImages, TrainImages, decode_train, decode_val, normalize_batch  # noqa: E402
+from edgeseg.core.data import discover_samples
+from edgeseg.core.files import read_image, read_mask
+from edgeseg.core.preprocess import preprocess, resize_to_input
+from edgeseg.train.dataset import AugmentedImages, TrainImages, decode_train, decode_val, normalize_batch
 
 
 def test_validation_tensor_is_the_runtime_preprocessing(synthetic_dir, tiny_card):

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edgeseg.core.data import discover_samples  # noqa: E402
-from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
+from edgeseg.core.data import discover_samples
+from edgeseg.train.loop import CHECKPOINT_FILENAME
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 smp = pytest.importorskip("segmentation_models_pytorch")
 
-from edgeseg.core.card import ModelCard  # noqa: E402
-from edgeseg.train.encoders import (  # noqa: E402
+from edgeseg.core.card import ModelCard
+from edgeseg.train.encoders import (
     IMAGENET_PREPROCESSING,
     LITE0_ENCODER,
     LITE_PREPROCESSING,
@@ -18,7 +18,7 @@ from edgeseg.train.encoders import (  # noqa: E402
     lite_timm_state_dict,
     load_encoder_weights,
 )
-from edgeseg.train.network import build_model  # noqa: E402
+from edgeseg.train.network import build_model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-from edgeseg.core.names import LOSSES  # noqa: E402
-from edgeseg.train.losses import build_loss  # noqa: E402
+from edgeseg.core.names import LOSSES
+from edgeseg.train.losses import build_loss
 
 
 def target() -> torch.Tensor:

@@ -10,7 +10,7 @@ from edgeseg.core.metrics import image_scores, mean_scores
 from edgeseg.core.postprocess import probability_at
 
 pytest.importorskip("torch")
-from edgeseg.train.threshold import THRESHOLDS, choose_threshold, scores_at, sweep_thresholds  # noqa: E402
+from edgeseg.train.threshold import THRESHOLDS, choose_threshold, scores_at, sweep_thresholds
 
 
 def _case():

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.train.network import load_model  # noqa: E402
-from edgeseg.train.torch_backend import TorchBackend  # noqa: E402
+from edgeseg.train.network import load_model
+from edgeseg.train.torch_backend import TorchBackend
 
 
 def test_infer_returns_the_model_logits(tiny_run_dir):

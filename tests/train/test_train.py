@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-from click.testing import CliRunner  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from click.testing import CliRunner
+from safetensors.torch import load_file
 
-from edgeseg.cli import main  # noqa: E402
-from edgeseg.core.card import load_card  # noqa: E402
-from edgeseg.train.loop import CHECKPOINT_FILENAME, TrainConfig, learning_rate, plan_epochs  # noqa: E402
-from edgeseg.train.network import load_model  # noqa: E402
-from edgeseg.train.threshold import THRESHOLDS  # noqa: E402
+from edgeseg.cli import main
+from edgeseg.core.card import load_card
+from edgeseg.train.config import TrainConfig
+from edgeseg.train.loop import CHECKPOINT_FILENAME, learning_rate, plan_epochs
+from edgeseg.train.network import load_model
+from edgeseg.train.threshold import THRESHOLDS
 
 TINY = [
     "--size",
@@ -60,6 +61,7 @@ def test_tiny_run_writes_a_complete_run_dir(two_epoch_run, synthetic_dir):
         "card.json",
         CHECKPOINT_FILENAME,
         "config.json",
+        "config.toml",
         "logs/iterations.csv",
         "logs/epochs.csv",
         "logs/threshold.csv",
@@ -143,7 +145,7 @@ def test_size_not_divisible_by_32_names_the_fix(synthetic_dir, tmp_path):
 def test_paper_preset_fills_what_is_not_given(synthetic_dir, tmp_path, monkeypatch):
     seen = {}
 
-    def fake_train(config):
+    def fake_train(config, hooks=None):
         seen["config"] = config
         raise SystemExit(0)
 
