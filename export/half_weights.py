@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.core.names import WEIGHTS_STORAGE_KEY, WEIGHTS_STORED_FLOAT16
-from edgeseg.export.onnx_export import set_metadata
+from edgeseg.export.onnx_metadata import set_metadata
 
 # Smaller tensors (biases, Resize scales, shapes) stay float32: they weigh nothing, and some operators
 # need their inputs as constants of their own type.

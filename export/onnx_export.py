@@ -1,7 +1,8 @@
 """The fp32 ONNX form: the trained network exported with its card in the metadata.
 
 PyTorch is imported inside ``export_onnx`` only: the other forms import ``set_card_metadata`` from
-here, and on a Jetson (no PyTorch) they are built from an existing ONNX.
+here, and on a Jetson (no PyTorch) they are built from an existing ONNX. This module stands on
+half_weights (the weights stored as float16), never the other way round.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from edgeseg.core.card import ModelCard
 from edgeseg.core.files import atomic_output
 from edgeseg.core.names import CARD_METADATA_KEY
+from edgeseg.export.onnx_metadata import set_metadata
 
 if TYPE_CHECKING:
     import torch
@@ -67,13 +69,3 @@ def export_onnx(
 def set_card_metadata(proto, card: ModelCard) -> None:
     """Store the card in the model's metadata_props, replacing any card already there."""
     set_metadata(proto, CARD_METADATA_KEY, card.to_json())
-
-
-def set_metadata(proto, key: str, value: str | None) -> None:
-    """Set ``key`` in the model's metadata_props to ``value``, replacing any entry of it; None removes it."""
-    kept = [entry for entry in proto.metadata_props if entry.key != key]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    if value is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value

@@ -40,7 +40,9 @@ def form_dict(form: FormResult) -> dict:
     }
 
 
-def report_dict(report: ExportReport) -> dict:
+def report_dict(report: ExportReport, tolerance_sources: dict[str, str] | None = None) -> dict:
+    """The report as JSON data; ``tolerance_sources`` maps each rule set for this export to where it was set
+    (the --config file, --tolerance or an old flag)."""
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_dir": portable_path(report.run_dir),
@@ -53,6 +55,7 @@ def report_dict(report: ExportReport) -> dict:
         "card": report.card.to_dict(),
         "host": report.host,
         "tolerances": report.tolerances.to_dict(),
+        "tolerance_sources": dict(tolerance_sources or {}),
         "parity_images": report.parity_images,
         "calibration": report.calibration,
         "metrics": "Dice and thresholded Jaccard (ISIC 2018) against ground truth, per image at its original "
@@ -71,9 +74,11 @@ def json_safe(value):
     return value
 
 
-def write_report(report: ExportReport, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+def write_report(
+    report: ExportReport, out_dir: str | Path | None = None, tolerance_sources: dict[str, str] | None = None
+) -> tuple[Path, Path]:
     out_dir = Path(out_dir or report.out_dir)
-    data = json_safe(report_dict(report))
+    data = json_safe(report_dict(report, tolerance_sources))
     json_path = write_text_atomic(out_dir / JSON_NAME, json.dumps(data, indent=2, allow_nan=False) + "\n")
     markdown_path = write_text_atomic(out_dir / MARKDOWN_NAME, markdown(report, data))
     return json_path, markdown_path
@@ -215,6 +220,23 @@ def tolerance_lines(tolerances: dict) -> list[str]:
     return [*lines, "- every form: no NaN or Inf"]
 
 
+def tolerance_section(data: dict) -> list[str]:
+    return [
+        "## Tolerances (`--tolerance RULE=VALUE` or a `--config` file; `edgeseg export --help` lists the defaults)",
+        "",
+        *tolerance_lines(data["tolerances"]),
+        *tolerance_source_lines(data["tolerances"], data["tolerance_sources"]),
+        "",
+    ]
+
+
+def tolerance_source_lines(tolerances: dict, sources: dict[str, str]) -> list[str]:
+    """Which rules this export set (the others are the defaults), each with where it was set."""
+    if not sources:
+        return ["- every rule at its default"]
+    return [f"- set here: `{rule} = {tolerances[rule]:g}` ({source})" for rule, source in sorted(sources.items())]
+
+
 def markdown(report: ExportReport, data: dict | None = None) -> str:
     data = data or json_safe(report_dict(report))
     host = data["host"]
@@ -251,7 +273,7 @@ def markdown(report: ExportReport, data: dict | None = None) -> str:
     reasons = [(row["name"], f"{row['status']}: {row['reason']}") for row in data["forms"] if row["reason"]]
     if notes or reasons:
         lines += ["## Notes", "", *(f"- {name}: {text}" for name, text in reasons + notes), ""]
-    lines += ["## Tolerances (each an option of `edgeseg export`)", "", *tolerance_lines(data["tolerances"]), ""]
+    lines += tolerance_section(data)
     lines += [
         "## Verified on which hardware",
         "",

@@ -20,16 +20,16 @@ onnx = pytest.importorskip("onnx")
 # models on real images, see benchmarks/README.md) would reject. These relaxed INT8 tolerances say only
 # that the INT8 path runs and stays close.
 RELAXED_INT8 = [
-    "--int8-confident-flips",
-    "0.05",
-    "--int8-image-confident-flips",
-    "0.2",
-    "--int8-abs-delta-dice",
-    "0.05",
-    "--int8-abs-delta-threshold-jaccard",
-    "0.2",
-    "--int8-image-dice-loss",
-    "0.3",
+    "--tolerance",
+    "int8-confident-flips=0.05",
+    "--tolerance",
+    "int8-image-confident-flips=0.2",
+    "--tolerance",
+    "int8-abs-delta-dice=0.05",
+    "--tolerance",
+    "int8-abs-delta-threshold-jaccard=0.2",
+    "--tolerance",
+    "int8-image-dice-loss=0.3",
 ]
 
 
@@ -276,8 +276,8 @@ def test_failing_fp16_is_rebuilt_with_fp32_norms_and_says_so(
         "fp16",
         "--parity-data",
         str(synthetic_dir),
-        "--fp16-image-dice-loss",
-        "-1",
+        "--tolerance",
+        "fp16-image-dice-loss=-1",
         "--latency-runs",
         "1",
     )

@@ -522,26 +522,26 @@ def lesion_images(tmp_path_factory: pytest.TempPathFactory, synthetic_dir: Path)
 # These tests are about which ONNX an engine comes from, not about FP16 or INT8 on 2 synthetic images. (On 2 of
 # them the default model's INT8 forms, the U8 one as much as the S8S8 one, lose about 0.1 Dice: unsure masks.)
 RELAXED_FP16 = [
-    "--fp16-abs-delta-dice",
-    "0.05",
-    "--fp16-image-dice-loss",
-    "0.05",
-    "--fp16-abs-delta-threshold-jaccard",
-    "0.05",
+    "--tolerance",
+    "fp16-abs-delta-dice=0.05",
+    "--tolerance",
+    "fp16-image-dice-loss=0.05",
+    "--tolerance",
+    "fp16-abs-delta-threshold-jaccard=0.05",
 ]
 # Two synthetic parity images: thresholded Jaccard is all or nothing per image (0 under 0.65), so its mean
 # can only move by 0 or by about a third or more; these tests are about the build path, not the accuracy.
 RELAXED_INT8 = [
-    "--int8-confident-flips",
-    "0.05",
-    "--int8-image-confident-flips",
-    "0.2",
-    "--int8-abs-delta-dice",
-    "0.3",
-    "--int8-abs-delta-threshold-jaccard",
-    "1",
-    "--int8-image-dice-loss",
-    "0.5",
+    "--tolerance",
+    "int8-confident-flips=0.05",
+    "--tolerance",
+    "int8-image-confident-flips=0.2",
+    "--tolerance",
+    "int8-abs-delta-dice=0.3",
+    "--tolerance",
+    "int8-abs-delta-threshold-jaccard=1",
+    "--tolerance",
+    "int8-image-dice-loss=0.5",
 ]
 
 
@@ -706,7 +706,7 @@ def test_a_strongly_typed_engine_failing_parity_rebuilds_its_fp16_onnx_with_fp32
     double = gpu_double(TRT11)
     source = tmp_path / "model.onnx"
     shutil.copy(default_model_dir / "model.onnx", source)
-    result = export(source, synthetic_dir, "--fp16-image-dice-loss", "-1")  # unreachable: forces the retry
+    result = export(source, synthetic_dir, "--tolerance", "fp16-image-dice-loss=-1")  # unreachable: forces the retry
     assert result.exit_code == 1
     assert "engine: rebuilding with normalisation and Resize layers in FP32: it failed parity" in result.output
     assert "fp16: rebuilding with normalisation and Resize layers in FP32: it failed parity" in result.output

@@ -112,7 +112,7 @@ def export(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
 
 def test_export_prints_pass_and_fail_lines_and_no_onnxruntime_noise(tmp_path):
     # -1: no image can lose less Dice than that, so the per-image rule fails INT8 on any CPU
-    done = export(tmp_path, "--int8-image-dice-loss", "-1")
+    done = export(tmp_path, "--tolerance", "int8-image-dice-loss=-1")
     assert done.returncode == 1, done.stderr[-3000:]
     verdicts = [line for line in done.stdout.splitlines() if line.split(" ")[0] in ("PASS", "FAIL", "SKIP")]
     assert [line.split(":")[0] for line in verdicts] == ["SKIP onnx", "PASS fp16", "FAIL int8"], done.stdout
