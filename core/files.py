@@ -10,12 +10,14 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -23,9 +25,9 @@ import numpy as np
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.pixel_limit import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE, configured_max_pixels
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # Windows
+else:  # Windows has no fcntl: writes go unlocked there
     fcntl = None
 
 log = logging.getLogger("edgeseg")
@@ -94,9 +96,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    handle, temporary_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
     lock = hold_write_lock(handle)  # while it is written: remove_stale_temporaries leaves a live write's file alone
-    temporary = Path(temporary)
+    temporary = Path(temporary_name)
     try:
         yield temporary
         with open(temporary, "rb") as stream:
@@ -107,8 +109,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         if not isinstance(error, EdgesegError) and is_disk_full(error, path.parent):
             kept = f"the earlier {path.name} is kept" if path.exists() else "nothing was overwritten"
             raise DiskFullError(
-                f"{path.parent}: no space left on its device while writing {path.name} ({kept}); "
-                "free some space there, or choose another folder, and run the command again (training: --resume RUN_DIR)"
+                f"{path.parent}: no space left on its device while writing {path.name} ({kept}); free some space "
+                "there, or choose another folder, and run the command again (training: --resume RUN_DIR)"
             ) from error
         raise
     finally:
@@ -283,6 +285,7 @@ JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..
 JPEG_STANDALONE_MARKERS = frozenset([0x01, 0xD8, *range(0xD0, 0xD8)])  # TEM, SOI, RST0..7: no length field
 JPEG_START_OF_SCAN, JPEG_END_OF_IMAGE = 0xDA, 0xD9
 TIFF_WIDTH_TAG, TIFF_HEIGHT_TAG = 256, 257
+ByteOrder = Literal["little", "big"]
 TIFF_TYPE_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8 (BigTIFF): the types a width or height may have
 
 
@@ -303,7 +306,8 @@ def max_pixels() -> int:
 
 
 def image_format(data: bytes) -> str | None:
-    """The format of an image file judged by its first bytes, as OpenCV picks its decoder: one edgeseg reads, or None."""
+    """The format of an image file judged by its first bytes, as OpenCV picks its decoder: one edgeseg reads, or
+    None."""
     if data.startswith(PNG_SIGNATURE):
         return "PNG"
     if data.startswith(b"\xff\xd8"):
@@ -317,7 +321,7 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
-def unsigned(data: bytes, start: int, length: int, byteorder: str = "little") -> int | None:
+def unsigned(data: bytes, start: int, length: int, byteorder: ByteOrder = "little") -> int | None:
     """The unsigned integer stored in data[start:start + length], or None where the data ends before it."""
     if start < 0 or start + length > len(data):
         return None
@@ -327,7 +331,7 @@ def unsigned(data: bytes, start: int, length: int, byteorder: str = "little") ->
 def png_size(data: bytes) -> tuple[int, int] | None:
     if len(data) < 24 or data[12:16] != b"IHDR":  # IHDR must be the first chunk
         return None
-    return unsigned(data, 16, 4, "big"), unsigned(data, 20, 4, "big")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -373,15 +377,15 @@ def bmp_size(data: bytes) -> tuple[int, int] | None:
 
 def tiff_size(data: bytes) -> tuple[int, int] | None:
     """The size its first image file directory (the page OpenCV decodes) declares; classic TIFF or BigTIFF."""
-    order = "little" if data[:2] == b"II" else "big"
+    order: ByteOrder = "little" if data[:2] == b"II" else "big"
     big = data[2:4] in (b"+\x00", b"\x00+")
     # (directory offset at, entry count size, entry size, value field size): BigTIFF widens them all
     offset_at, count_size, entry_size, value_size = (8, 8, 20, 8) if big else (4, 2, 12, 4)
     directory = unsigned(data, offset_at, value_size, order)
     count = unsigned(data, directory, count_size, order) if directory is not None else None
-    if count is None:
+    if directory is None or count is None:
         return None
-    found = {}
+    found: dict[int, int | None] = {}
     for index in range(count):
         entry = directory + count_size + index * entry_size
         tag, kind = unsigned(data, entry, 2, order), unsigned(data, entry + 2, 2, order)
@@ -389,8 +393,9 @@ def tiff_size(data: bytes) -> tuple[int, int] | None:
             return None
         if tag in (TIFF_WIDTH_TAG, TIFF_HEIGHT_TAG) and kind in TIFF_TYPE_SIZES:
             found[tag] = unsigned(data, entry + 4 + value_size, TIFF_TYPE_SIZES[kind], order)
-        if found.get(TIFF_WIDTH_TAG) is not None and found.get(TIFF_HEIGHT_TAG) is not None:
-            return found[TIFF_WIDTH_TAG], found[TIFF_HEIGHT_TAG]
+        width, height = found.get(TIFF_WIDTH_TAG), found.get(TIFF_HEIGHT_TAG)
+        if width is not None and height is not None:
+            return width, height
     return None
 
 
@@ -399,12 +404,12 @@ def webp_size(data: bytes) -> tuple[int, int] | None:
     holds every frame to it), a lossless (VP8L) or a lossy (VP8) bitstream."""
     chunk = data[12:16]
     if chunk == b"VP8X" and len(data) >= 30:
-        return 1 + unsigned(data, 24, 3), 1 + unsigned(data, 27, 3)
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
     if chunk == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
-        bits = unsigned(data, 21, 4)
+        bits = int.from_bytes(data[21:25], "little")
         return 1 + (bits & 0x3FFF), 1 + (bits >> 14 & 0x3FFF)
     if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
-        return unsigned(data, 26, 2) & 0x3FFF, unsigned(data, 28, 2) & 0x3FFF
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
     return None
 
 
@@ -491,3 +496,26 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the mask as PNG")
     return write_bytes_atomic(path, encoded.tobytes())
+
+
+class SettingsFileError(EdgesegError, ValueError):
+    """A settings file (`--config FILE.toml`) that cannot be read or holds wrong settings; the message says which."""
+
+
+def read_toml(path: Path, example: str) -> dict:
+    """The table of a TOML file; SettingsFileError naming the file (and ``example``, a line of a good one)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: tomli, which the train extra (and so export) installs there
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise SettingsFileError(f"{path}: reading TOML on Python 3.10 needs tomli: pip install tomli") from None
+    try:
+        with open(path, "rb") as stream:
+            return tomllib.load(stream)
+    except OSError as error:
+        raise SettingsFileError(f"{path}: cannot be read ({error.strerror})") from None
+    except ValueError as error:  # TOMLDecodeError, or bytes that are not UTF-8
+        message = f"{path}: not a TOML file ({error}); write one setting a line, e.g. {example}"
+        raise SettingsFileError(message) from None

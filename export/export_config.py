@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import SettingsFileError, read_toml
 from edgeseg.export.export_run import ExportOptions
 from edgeseg.export.parity import Tolerances, tolerance_help
 
@@ -47,7 +46,7 @@ BUILD_SETTINGS = {
 }
 
 
-class ExportConfigError(EdgesegError, ValueError):
+class ExportConfigError(SettingsFileError):
     """A --config file that cannot be read or holds a key or value export does not take; the message names both."""
 
 
@@ -100,7 +99,7 @@ def parse_tolerance(text: str) -> tuple[str, float]:
 
 def read_config(path: Path) -> ExportConfig:
     """The rules and build settings of the TOML file at ``path``; ExportConfigError names the file, key and fix."""
-    document = read_toml(path)
+    document = read_toml(path, example="int8_image_dice_loss = 0.12")
     build = document.pop(BUILD_TABLE, {})
     if not isinstance(build, dict):
         raise ExportConfigError(f"{path}: '{BUILD_TABLE}' must be a table ([{BUILD_TABLE}]) of: {build_keys()}")
@@ -109,22 +108,6 @@ def read_config(path: Path) -> ExportConfig:
         rules=dict(checked_rule(path, key, value) for key, value in document.items()),
         build={key: checked_build_setting(path, key, value) for key, value in build.items()},
     )
-
-
-def read_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10: tomli, which edgeseg's train extra installs there
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ExportConfigError(f"{path}: reading TOML on Python 3.10 needs tomli: pip install tomli") from None
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ExportConfigError(f"{path}: cannot read it ({error})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ExportConfigError(f"{path}: not valid TOML ({error}); docs/export.md shows an example") from None
 
 
 def checked_rule(path: Path, key: str, value) -> tuple[str, float]:

@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import json
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.core.card import CardError, parse_input_size
-from edgeseg.core.errors import EdgesegError
+from edgeseg.core.files import SettingsFileError, read_toml
 
 LITE0_ENCODER = "tu-tf_efficientnet_lite0"  # the default edge encoder (train.encoders holds its weights)
 CONFIG_TOML_FILENAME = "config.toml"  # a run's settings as a --config file
@@ -106,7 +105,7 @@ VALUE_RULES = {
 TYPE_WORDS = {int: "a whole number", float: "a number", str: "a quoted string", bool: "true or false"}
 
 
-class ConfigFileError(EdgesegError, ValueError):
+class ConfigFileError(SettingsFileError):
     """A --config file that is not TrainConfig's settings; the message names the file, the key and the fix."""
 
 
@@ -130,24 +129,7 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 
 def parse_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ConfigFileError(
-                f"{path}: reading TOML on Python 3.10 needs tomli: pip install 'edgeseg[train]'"
-            ) from None
-    try:
-        with open(path, "rb") as stream:
-            return tomllib.load(stream)
-    except OSError as error:
-        raise ConfigFileError(f"{path}: cannot be read ({error.strerror})") from None
-    except ValueError as error:  # TOMLDecodeError, or bytes that are not UTF-8
-        raise ConfigFileError(
-            f"{path}: not a TOML file ({error}); write one setting a line, for example: epochs = 20"
-        ) from None
+    return read_toml(path, example="epochs = 20")
 
 
 def unknown_key(path: Path, key: str, value: Any) -> str:

@@ -15,9 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from edgeseg.cli import main
+from edgeseg.core.files import SettingsFileError
 from edgeseg.export import cli as export_cli
 from edgeseg.export import export_run as export_run_module
-from edgeseg.export.export_config import BUILD_SETTINGS, RULES, ExportConfigError, read_config
+from edgeseg.export.export_config import BUILD_SETTINGS, RULES, read_config
 from edgeseg.export.export_run import ExportOptions
 from edgeseg.export.parity import Tolerances
 
@@ -124,7 +125,7 @@ def test_a_bad_tolerance_is_a_usage_error_that_says_why(exported, value: str, wr
         ("[build]\nlatency = 3\n", "key 'latency' of [build] is not a build setting"),
         ("[build]\nlatency_runs = 0\n", "key 'latency_runs' must be a whole number >= 1"),
         ("[build]\nkeep_norm_fp32 = 1\n", "key 'keep_norm_fp32' must be true or false"),
-        ("int8_image_dice_loss = \n", "not valid TOML"),
+        ("int8_image_dice_loss = \n", "not a TOML file"),
     ],
     ids=["unknown-rule", "rule-type", "unknown-setting", "setting-range", "setting-type", "not-toml"],
 )
@@ -174,7 +175,7 @@ def test_the_gate_file_example_in_the_docs_reads_as_it_says(tmp_path: Path):
 
 
 def test_reading_a_missing_rule_file_is_an_edgeseg_error(tmp_path: Path):
-    with pytest.raises(ExportConfigError, match="gone.toml: cannot read it"):
+    with pytest.raises(SettingsFileError, match="gone.toml: cannot be read"):
         read_config(tmp_path / "gone.toml")
 
 
