@@ -1,7 +1,8 @@
 """The names every part agrees on: model files, forms, backends, image files. Each is defined here once.
 
 Train writes these files, export writes and reads them, the runtime and the evaluation layer open
-them; a name that two of them must agree on lives here and nowhere else.
+them; a name that two of them must agree on lives here and nowhere else. The names of the forms' files
+and of the backends are read from the table of forms (edgeseg.core.forms).
 """
 
 from __future__ import annotations
@@ -9,20 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgeseg.core import forms
 from edgeseg.core.card import CARD_FILENAME
 from edgeseg.core.errors import EdgesegError
+from edgeseg.core.forms import WEIGHTS_FILENAME  # re-exported: the table of forms names the run's weights
 
-# A run directory (from `edgeseg train`): the weights beside the model card (edgeseg.core.card.CARD_FILENAME).
-WEIGHTS_FILENAME = "model.safetensors"
-
-# The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed. "int8" is
-# the CPU's INT8 form (U8 activations); "int8-trt" the symmetric S8S8 one the INT8 TensorRT engine is built from.
-ONNX_FILENAMES = {
-    "onnx": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8": "model.int8.onnx",
-    "int8-trt": "model.int8-trt.onnx",
-}
+# The ONNX forms `edgeseg export` writes, by form name, in the order they are built and listed
+# (edgeseg.core.forms.FORMS says what each is).
+ONNX_FILENAMES = {row.name: row.file for row in forms.forms_of_kind("onnx")}
 
 # Where an edgeseg ONNX carries its model card: a key of the model's metadata_props.
 CARD_METADATA_KEY = "edgeseg_card"
@@ -43,17 +38,14 @@ MASK_SUFFIX = "_segmentation.png"
 # Images edgeseg reads, as data (with masks) or as frames to segment. Masks are always PNG.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
-# Backends, one set of names for every command. "auto" picks the fastest this host can run.
-RUNTIME_BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-TORCH_BACKENDS = ("torch-cpu", "torch-cuda")
-BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
+# Which backends can run which kind of model: a run directory ("torch"), an ONNX, an engine; as people read
+# them, "auto" (the fastest this host can run) first, then from the one that runs anywhere to the fastest.
+BACKENDS_FOR_KIND = {kind.name: ("auto", *reversed(kind.backends)) for kind in forms.KINDS}
 
-# Which backends can run which kind of model: a run directory ("torch"), an ONNX, an engine.
-BACKENDS_FOR_KIND = {
-    "torch": ("auto", *TORCH_BACKENDS),
-    "onnx": ("auto", *(name for name in RUNTIME_BACKENDS if name.startswith("onnxruntime-"))),
-    "engine": ("auto", "tensorrt"),
-}
+# Backends, one set of names for every command: the runtime's (no PyTorch), then PyTorch's.
+RUNTIME_BACKENDS = tuple(name for kind in forms.KINDS if not kind.needs_torch for name in reversed(kind.backends))
+TORCH_BACKENDS = tuple(name for kind in forms.KINDS if kind.needs_torch for name in reversed(kind.backends))
+BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
 
 
 # Training losses (edgeseg.train.losses builds them; the CLI lists them without importing torch).

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from edgeseg.core import forms as form_table
 from edgeseg.core.card import ModelCard
 from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, model_or_default, write_json
 from edgeseg.core.names import BACKENDS_FOR_KIND, model_kind
@@ -56,14 +57,6 @@ def info_command(model: Path | None, json_path: Path | None) -> None:
 # --- gathering ------------------------------------------------------------------------------------
 
 
-def fastest_first() -> tuple[str, ...]:
-    """The backends `auto` tries, fastest first: an engine's TensorRT, then onnxruntime's providers in
-    open_backend's order; a run directory runs on PyTorch's CPU unless torch-cuda is asked for."""
-    from edgeseg.runtime.backends import AUTO_ONNXRUNTIME_DEVICES
-
-    return ("tensorrt", *(f"onnxruntime-{device}" for device in AUTO_ONNXRUNTIME_DEVICES), "torch-cpu")
-
-
 def model_info(path: Path) -> dict[str, Any]:
     """Everything `info` says about the model at ``path``, JSON-ready; an EdgesegError names a bad model file."""
     from edgeseg.doctor import doctor_findings
@@ -96,7 +89,8 @@ def model_info(path: Path) -> dict[str, Any]:
             "jetson": findings["jetson"],
         },
         "backends": backends,
-        "auto": next((backend for backend in fastest_first() if backend in runnable), None),
+        # What "auto" picks: the first of the backends it tries, in the table of forms' order, that runs here.
+        "auto": next((backend for backend in form_table.auto_backends(kind) if backend in runnable), None),
     }
 
 

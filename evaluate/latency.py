@@ -82,8 +82,8 @@ def plan(forms: list[Form], backends: tuple[str, ...]) -> list[Result]:
                     "/".join(backends),
                     status="skipped",
                     reason=(
-                        f"a {form.kind} form runs on {', '.join(BACKENDS_FOR_KIND[form.kind])}; none of the backends asked "
-                        f"for ({', '.join(backends)}) applies"
+                        f"a {form.kind} form runs on {', '.join(BACKENDS_FOR_KIND[form.kind])}; none of the "
+                        f"backends asked for ({', '.join(backends)}) applies"
                     ),
                 )
             )
@@ -198,7 +198,7 @@ def stage_stats(values: list[float]) -> dict[str, float] | None:
     array = np.asarray(values, dtype=np.float64)
     p50, p90, p99 = np.percentile(array, [50, 90, 99])
     figures = (array.mean(), p50, p90, p99, array.min(), array.max())
-    return {key: round(float(value), 4) for key, value in zip(STAT_KEYS, figures)}
+    return {key: round(float(value), 4) for key, value in zip(STAT_KEYS, figures, strict=True)}
 
 
 def result_record(result: Result) -> dict[str, Any]:
@@ -229,9 +229,9 @@ def noise_warnings(records: list[dict[str, Any]]) -> list[str]:
         ratio = record["p99_over_p50"]
         if ratio is not None and ratio > NOISY_RATIO:
             warnings.append(
-                f"{record['form']} on {record['backend']}: end-to-end p99/p50 = {ratio:.2f} > {NOISY_RATIO}: the machine "
-                f"was noisy while measuring (other processes, frequency scaling, thermal throttling); compare p50s, and "
-                f"rerun on an idle machine (on a Jetson: fixed nvpmodel mode and `sudo jetson_clocks`)"
+                f"{record['form']} on {record['backend']}: end-to-end p99/p50 = {ratio:.2f} > {NOISY_RATIO}: the "
+                f"machine was noisy while measuring (other processes, frequency scaling, thermal throttling); compare "
+                f"p50s, and rerun on an idle machine (on a Jetson: fixed nvpmodel mode and `sudo jetson_clocks`)"
             )
     return warnings
 
@@ -281,7 +281,8 @@ def run_bench(
     notes = [INTERLEAVE_NOTE, TIMING_NOTE]
     if size is not None:
         notes.append(
-            f"--size {size[0]}x{size[1]} applies to PyTorch and dynamic-shape ONNX forms; the others ran at their card's size (input_size)"
+            f"--size {size[0]}x{size[1]} applies to PyTorch and dynamic-shape ONNX forms; the others ran at their "
+            "card's size (input_size)"
         )
     return {
         "host": host_info(),

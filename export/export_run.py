@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from edgeseg.core import forms as form_table
 from edgeseg.core.card import ModelCard
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.files import portable_path, remove_stale_temporaries
@@ -23,20 +25,13 @@ from edgeseg.core.segmenter import Segmenter
 from edgeseg.export.parity import FormParity, Tolerances, run_parity
 from edgeseg.loading.open import open_model
 
-# Form name -> the precision its parity is judged at. "engine" is the TensorRT FP16 engine. "int8" is the CPU's
-# INT8 ONNX (U8 activations, int32 biases: fast on onnxruntime's CPU provider); "int8-trt" the symmetric S8S8 one
-# with float biases that TensorRT's ONNX parser takes, which "engine-int8" is built from.
-FORM_PRECISION = {
-    "onnx": "fp32",
-    "fp16": "fp16",
-    "int8": "int8",
-    "int8-trt": "int8",
-    "engine": "fp16",
-    "engine-int8": "int8",
-}
-FORMS = tuple(FORM_PRECISION)
-ENGINE_FORMS = ("engine", "engine-int8")
-INT8_FORMS = ("int8", "int8-trt")
+# The forms export builds, in build order. What each is, its precision (the gate's rules) and the form it is built
+# from: the table of forms, edgeseg.core.forms.FORMS; how each is built: BUILDERS, below.
+FORMS = form_table.exported_names()
+# The FP16 engine is built from the FP16 ONNX (the table's source) on TensorRT 10.12+ only; 10.0-10.11 build it from
+# the fp32 ONNX with their FP16 flag. So choosing the engine chooses only this source, found on every host;
+# engine_source builds the FP16 ONNX (and the gate checks it) where this TensorRT needs it.
+SOURCE_ON_EVERY_HOST = {"engine": "onnx"}
 SIMULATED_FP16 = "fp16-simulated"
 LATENCY_WARMUP = 2
 
@@ -127,22 +122,26 @@ def select_forms(
     """The forms to build and those asked for explicitly, from --format, --fp16 and --int8.
 
     With none of them: every form (engines, and the INT8 form made for TensorRT unless asked for by
-    name, are skipped on a host that cannot build engines). --fp16 adds the FP16 ONNX and, where
-    TensorRT is present, the FP16 engine; --int8 likewise for INT8 (the INT8 engine comes with its S8S8 ONNX).
+    name, are skipped on a host that cannot build engines). --fp16 adds every FP16 form (the FP16 ONNX and,
+    where TensorRT is present, the FP16 engine); --int8 likewise for INT8. Each chosen form comes with the forms
+    it is built from (the INT8 engine with its S8S8 ONNX), in build order.
     """
-    unknown = [name for name in formats if name not in FORMS]
+    exported = form_table.exported_names()
+    unknown = [name for name in formats if name not in exported]
     if unknown:
-        raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(FORMS)}")
+        raise ExportError(f"unknown format(s) {unknown}; choose from {', '.join(exported)}")
     if not formats and not fp16 and not int8:
-        return FORMS, frozenset()
-    chosen = {"onnx", *formats}
-    if fp16:
-        chosen |= {"fp16", "engine"}
-    if int8:
-        chosen |= {"int8", "engine-int8"}
-    if "engine-int8" in chosen:
-        chosen.add("int8-trt")  # the INT8 engine is built from the symmetric QDQ ONNX
-    return tuple(name for name in FORMS if name in chosen), frozenset(formats)
+        return exported, frozenset()
+    flagged = {precision for precision, asked in (("fp16", fp16), ("int8", int8)) if asked}
+    chosen = {*formats, "onnx", *(row.name for row in form_table.FORMS if row.exported and row.precision in flagged)}
+    return exported_order(chosen), frozenset(formats)
+
+
+def exported_order(names: Collection[str]) -> tuple[str, ...]:
+    """``names`` and the forms they are built from on every host (SOURCE_ON_EVERY_HOST), in build order; without
+    the trained weights export starts from."""
+    needed = {*names, *form_table.build_order(SOURCE_ON_EVERY_HOST.get(name, name) for name in names)}
+    return tuple(row.name for row in form_table.FORMS if row.name in needed and row.exported)
 
 
 def export_run(
@@ -180,7 +179,7 @@ def export_run(
     reference_row = check_parity(source, built, samples, options, echo)
     reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if is_onnx(source) else "pytorch-fp32"
     retry_with_fp32_norms(source, card, results, samples, results["onnx"].path, out_dir, options, echo)
-    forms = [results[name] for name in FORMS if name in results]
+    forms = [results[name] for name in form_table.exported_names() if name in results]
     if options.simulate_fp16:
         forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
     return ExportReport(
@@ -200,11 +199,42 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
     """Refuse, before any work, what this source or host cannot give."""
     if source.is_file() and not is_onnx(source):
         raise ExportError(f"{source}: pass a run directory (from `edgeseg train`) or an edgeseg model.onnx")
-    asked_engines = sorted(options.explicit & set(ENGINE_FORMS))
+    asked_engines = sorted(name for name in options.explicit if form_table.form(name).needs_gpu)
     if engine_reason and asked_engines:
         raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
     if is_onnx(source) and options.simulate_fp16:
         raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
+
+
+@dataclass
+class BuildContext:
+    """What the builders share: the source and its model, where the forms go, the options, why engines cannot be
+    built here (None: they can); the forms built so far, by name (each form's source among them), and the INT8
+    calibration, gathered once for both INT8 forms."""
+
+    source: Path
+    model: Any
+    card: ModelCard
+    out_dir: Path
+    options: ExportOptions
+    calibration_data: DataSource
+    engine_reason: str | None
+    results: dict[str, FormResult] = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    images: list[Path] = field(default_factory=list)
+
+    @property
+    def onnx_path(self) -> Path:
+        """The fp32 ONNX: built first; without it the export stops (build_onnx_form)."""
+        path = self.results["onnx"].path
+        if path is None:
+            raise ExportError("the fp32 ONNX every other form starts from was not built")
+        return path
+
+    def int8_images(self) -> list[Path]:
+        if not self.images:
+            self.images, self.calibration = calibration_images(self.calibration_data, self.options.calib_n)
+        return self.images
 
 
 def build_forms(
@@ -217,44 +247,12 @@ def build_forms(
     engine_reason: str | None,
     echo: Callable[[str], None],
 ) -> tuple[dict[str, FormResult], dict]:
-    """Every chosen form, each built from the fp32 ONNX (the INT8 engine from the S8S8 ONNX); and the calibration."""
-    results: dict[str, FormResult] = {"onnx": build_fp32_onnx(source, model, card, out_dir, options)}
-    onnx_path = results["onnx"].path
-    if onnx_path is None:
-        raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {results['onnx'].reason}")
-    echo(f"  onnx: {onnx_path}")
-    calibration: dict = {}
-    images: list[Path] = []
-    for name in options.formats:
-        if name == "onnx":
-            continue
-        if name == "fp16" and not module_installed("onnx"):
-            results[name] = fp16_without_onnx(options, engine_reason)
-        elif name == "fp16":
-            results[name] = attempt(name, lambda: build_fp16(onnx_path, card, out_dir, options.keep_norm_fp32), card)
-            if options.keep_norm_fp32:
-                results[name].notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
-        elif name == "int8-trt" and engine_reason and name not in options.explicit:
-            results[name] = FormResult(
-                name,
-                "int8",
-                status="skipped",
-                reason=(
-                    "made for the INT8 TensorRT engine, which this host cannot build; `--format int8-trt` builds "
-                    "and gates it here"
-                ),
-            )
-        elif name in INT8_FORMS:
-            if not images:  # one calibration set for both INT8 forms
-                images, calibration = calibration_images(calibration_data, options.calib_n)
-            results[name] = attempt(
-                name, lambda: build_int8(name, onnx_path, card, out_dir, images, options.progress), card
-            )
-            results[name].notes.extend(int8_float_notes(results[name]))
-        else:
-            results[name] = build_engine_result(name, onnx_path, results, card, out_dir, options, engine_reason)
-        echo(f"  {name}: {results[name].status} {results[name].path or results[name].reason}")
-    return results, calibration
+    """Every chosen form and the forms it is built from, in build order, each by its builder; and the calibration."""
+    step = BuildContext(source, model, card, out_dir, options, calibration_data, engine_reason)
+    for name in exported_order(options.formats):
+        result = step.results[name] = BUILDERS[name](step, name)
+        echo(f"  {name}: {result.status} {result.path if result.status == 'built' else result.reason}")
+    return step.results, step.calibration
 
 
 def module_installed(name: str) -> bool:
@@ -310,50 +308,98 @@ def build_fp32_onnx(source: Path, model, card: ModelCard, out_dir: Path, options
     return result
 
 
-def build_engine_result(
-    name: str,
-    onnx_path: Path,
-    results: dict[str, FormResult],
-    card: ModelCard,
-    out_dir: Path,
-    options: ExportOptions,
-    engine_reason: str | None,
-) -> FormResult:
-    if engine_reason:
-        return FormResult(name, FORM_PRECISION[name], status="skipped", reason=engine_reason)
+# --- the builders: one per exported form, each (context, form name) -> its FormResult ----------------
+
+
+def build_onnx_form(step: BuildContext, name: str) -> FormResult:
+    """The fp32 ONNX every other form starts from: without it the export stops."""
+    result = build_fp32_onnx(step.source, step.model, step.card, step.out_dir, step.options)
+    if result.path is None:
+        raise ExportError(f"the fp32 ONNX export failed, so no other form can be built: {result.reason}")
+    return result
+
+
+def build_fp16_form(step: BuildContext, name: str) -> FormResult:
+    if not module_installed("onnx"):
+        return fp16_without_onnx(step.options, step.engine_reason)
+    keep_norm_fp32 = step.options.keep_norm_fp32
+    result = attempt(name, lambda: build_fp16(step.onnx_path, step.card, step.out_dir, keep_norm_fp32), step.card)
+    if keep_norm_fp32:
+        result.notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
+    return result
+
+
+def build_int8_form(step: BuildContext, name: str) -> FormResult:
+    """An INT8 ONNX ("int8" or "int8-trt", build_int8), calibrated on the images both INT8 forms share."""
+    images = step.int8_images()
+    result = attempt(
+        name,
+        lambda: build_int8(name, step.onnx_path, step.card, step.out_dir, images, step.options.progress),
+        step.card,
+    )
+    result.notes.extend(int8_float_notes(result))
+    return result
+
+
+def build_int8_trt_form(step: BuildContext, name: str) -> FormResult:
+    """The S8S8 INT8 ONNX; skipped where the INT8 engine it is made for cannot be built, unless asked for by name."""
+    if step.engine_reason and name not in step.options.explicit:
+        return FormResult(
+            name,
+            form_table.form(name).precision,
+            status="skipped",
+            reason=(
+                "made for the INT8 TensorRT engine, which this host cannot build; `--format int8-trt` builds "
+                "and gates it here"
+            ),
+        )
+    return build_int8_form(step, name)
+
+
+def build_engine_result(step: BuildContext, name: str) -> FormResult:
+    """A TensorRT engine ("engine" or "engine-int8") from the ONNX engine_source names; skipped without TensorRT."""
+    precision = form_table.form(name).precision
+    if step.engine_reason:
+        return FormResult(name, precision, status="skipped", reason=step.engine_reason)
+    options = step.options
     try:
-        source = engine_source(name, onnx_path, results, card, out_dir, options.keep_norm_fp32)
+        source = engine_source(name, step.onnx_path, step.results, step.card, step.out_dir, options.keep_norm_fp32)
     except ExportError as error:
-        return FormResult(name, FORM_PRECISION[name], status="failed", reason=str(error))
-    return attempt(name, lambda: build_engine_form(name, source, card, out_dir, options), card)
+        return FormResult(name, precision, status="failed", reason=str(error))
+    return attempt(name, lambda: build_engine_form(name, source, step.card, step.out_dir, options), step.card)
+
+
+# Exported form -> its builder. Every exported row of the table of forms has one (tests/core/test_forms_table.py).
+BUILDERS: dict[str, Callable[[BuildContext, str], FormResult]] = {
+    "onnx": build_onnx_form,
+    "fp16": build_fp16_form,
+    "int8": build_int8_form,
+    "int8-trt": build_int8_trt_form,
+    "engine": build_engine_result,
+    "engine-int8": build_engine_result,
+}
 
 
 def engine_source(
     name: str, onnx_path: Path, results: dict[str, FormResult], card: ModelCard, out_dir: Path, keep_norm_fp32: bool
 ) -> Path:
-    """The ONNX an engine is built from: for "engine-int8" the symmetric S8S8 ONNX ("int8-trt", the only
-    INT8 Q/DQ TensorRT's parser takes, on every TensorRT version); for "engine" the fp32 ONNX on
-    TensorRT 10.0-10.11, and from 10.12 on (strongly typed) the FP16 ONNX the gate checks, built here
-    (and then gated as the "fp16" form) when it was not asked for."""
-    if name == "engine-int8":
-        int8 = results.get("int8-trt")
-        if int8 is None or int8.status != "built" or int8.path is None:
-            reason = f": {int8.reason}" if int8 is not None and int8.reason else ""
-            raise ExportError(f"the S8S8 INT8 ONNX it is built from ({ONNX_FILENAMES['int8-trt']}) failed{reason}")
-        return int8.path
-    if not engine_built_from_fp16_onnx():
-        return onnx_path
-    if "fp16" not in results:
+    """The ONNX an engine is built from, the form the table names: for "engine-int8" the symmetric S8S8 ONNX
+    ("int8-trt", the only INT8 Q/DQ TensorRT's parser takes, on every TensorRT version); for "engine" the
+    FP16 ONNX the gate checks from TensorRT 10.12 on (strongly typed), built here (and then gated as the
+    "fp16" form) when it is not among ``results``; TensorRT 10.0-10.11 builds it from the fp32 ONNX instead."""
+    source = form_table.source_of(name)
+    if source == "fp16" and not engine_built_from_fp16_onnx():
+        return onnx_path  # with its FP16 flag (weakly typed)
+    if source == "fp16" and "fp16" not in results:
         results["fp16"] = attempt("fp16", lambda: build_fp16(onnx_path, card, out_dir, keep_norm_fp32), card)
         results["fp16"].notes.append(
             "built for the FP16 engine: TensorRT 10.12+ builds it strongly typed from this ONNX"
         )
-    fp16 = results["fp16"]
-    if fp16.status != "built":
-        raise ExportError(
-            f"the FP16 ONNX it is built from (TensorRT 10.12+ builds strongly typed) failed: {fp16.reason}"
-        )
-    return fp16.path
+    built = results.get(source)
+    if built is None or built.status != "built" or built.path is None:
+        reason = f": {built.reason}" if built is not None and built.reason else ""
+        raise ExportError(f"the {source} form it is built from ({form_table.form(source).file}) failed{reason}")
+    return built.path
 
 
 def engine_built_from_fp16_onnx() -> bool:
@@ -368,7 +414,7 @@ def engine_built_from_fp16_onnx() -> bool:
 
 def attempt(name: str, build: Callable[[], Path], card: ModelCard) -> FormResult:
     """Run one format's builder; a failure becomes a "failed" row with the error, not a crash."""
-    result = FormResult(name, FORM_PRECISION[name])
+    result = FormResult(name, form_table.form(name).precision)
     try:
         with quiet_onnxruntime_tools():  # the quantizer's prints and warnings: nothing a user can act on
             result.path = Path(build())
@@ -424,7 +470,7 @@ def build_engine_form(
         source,
         card,
         out_dir,
-        precision=FORM_PRECISION[name],
+        precision=form_table.form(name).precision,
         workspace_mib=options.workspace_mib,
         keep_norm_fp32=options.keep_norm_fp32 if keep_norm_fp32 is None else keep_norm_fp32,
     )
@@ -516,8 +562,14 @@ def calibration_images(data: DataSource, n: int) -> tuple[list[Path], dict]:
 
 
 def open_form(form: FormResult) -> Segmenter:
-    """A built form as the gate runs it: an engine on TensorRT, an ONNX on onnxruntime's CPU provider."""
-    return open_model(form.path, "tensorrt" if form.name in ENGINE_FORMS else "onnxruntime-cpu")
+    """A built form as the gate runs it: on its kind's backend that runs anywhere (an engine on TensorRT, an ONNX
+    on onnxruntime's CPU provider)."""
+    return open_model(form.path, gate_backend(form_table.form(form.name).kind))
+
+
+def gate_backend(kind: str) -> str:
+    """The backend the gate runs a kind of form on: its slowest, the one every host that runs the kind has."""
+    return form_table.backends_for(kind)[-1]
 
 
 def load_reference(source: Path):
@@ -538,7 +590,7 @@ def load_reference(source: Path):
 
 def open_reference(source: Path) -> Segmenter:
     """What every form is checked against: the run on PyTorch fp32, or the given ONNX on onnxruntime's CPU."""
-    return open_model(source, "onnxruntime-cpu" if is_onnx(source) else "torch-cpu")
+    return open_model(source, gate_backend("onnx" if is_onnx(source) else "torch"))
 
 
 def check_parity(
@@ -599,8 +651,8 @@ def retry_with_fp32_norms(
             rebuilt = attempt(
                 name,
                 lambda: build_engine_form(
-                    name,
-                    engine_source(name, onnx_path, results, card, out_dir, True),
+                    "engine",
+                    engine_source("engine", onnx_path, results, card, out_dir, True),
                     card,
                     out_dir,
                     options,

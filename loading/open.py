@@ -9,9 +9,10 @@ PyTorch is imported only when a run directory is opened.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgeseg.core import forms as form_table
 from edgeseg.core.errors import EdgesegError
 from edgeseg.core.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
 from edgeseg.core.segmenter import (
@@ -103,7 +104,10 @@ def open_torch(run_dir: Path, backend: str, size: tuple[int, int] | None):
             f"running a training run needs PyTorch ({error.name} is missing): pip install 'edgeseg[train]', or use "
             f"its exported {ONNX_FILENAMES['onnx']}, which needs no PyTorch"
         ) from None
-    device = "cuda" if backend == "torch-cuda" else "cpu"
+    if backend == "auto":  # the first that this PyTorch can run, of those the table of forms has auto try
+        tried = form_table.auto_backends("torch")
+        backend = next((name for name in tried if name != "torch-cuda" or torch.cuda.is_available()), tried[-1])
+    device = backend.removeprefix("torch-")
     if device == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable("torch-cuda: this PyTorch sees no CUDA GPU")
     model, card = load_model(run_dir)
@@ -131,17 +135,30 @@ class Form:
     label: str
     path: Path
     kind: str
+    form: str | None = None  # its row in the table of forms (edgeseg.core.forms); None for a file of another name
 
 
 def forms_in_directory(directory: Path) -> list[Form]:
-    """PyTorch for a run directory, and every ONNX and engine file in it (`edgeseg export` writes there)."""
-    forms = [Form("pytorch", directory, "torch")] if is_run_dir(directory) else []
-    known = {name: rank for rank, name in enumerate(ONNX_FILENAMES.values())}
-    onnx_files = sorted(directory.glob("*.onnx"), key=lambda p: (known.get(p.name, len(known)), p.name))
-    forms += [Form(path.name, path, "onnx") for path in onnx_files]
-    engines = sorted(p for p in directory.iterdir() if is_engine(p) and p.is_file())
-    forms += [Form(path.name, path, "engine") for path in engines]
-    return forms
+    """PyTorch for a run directory, and every ONNX and engine file in it (`edgeseg export` writes there).
+
+    Each kind in the table of forms' order (the forms `edgeseg export` writes, in build order), then the other
+    files of that kind by name; a file is labelled by its name, a run directory "pytorch".
+    """
+    run = form_table.forms_of_kind("torch")[0]
+    forms = [Form(run.name, directory, "torch", run.name)] if is_run_dir(directory) else []
+    onnx_files = [path for path in directory.glob("*.onnx") if path.is_file()]
+    engines = [path for path in directory.iterdir() if is_engine(path) and path.is_file()]
+    return forms + files_in_table_order(onnx_files, "onnx") + files_in_table_order(engines, "engine")
+
+
+def files_in_table_order(paths: list[Path], kind: str) -> list[Form]:
+    """The files of one kind as forms, in the table's order; files the table does not name after them, by name."""
+    rows = form_table.forms_of_kind(kind)
+    found = []
+    for path in paths:
+        rank = next((index for index, row in enumerate(rows) if row.matches(path.name)), len(rows))
+        found.append((rank, path.name, Form(path.name, path, kind, rows[rank].name if rank < len(rows) else None)))
+    return [form for _, _, form in sorted(found, key=lambda item: item[:2])]
 
 
 def discover_forms(paths: list[Path]) -> list[Form]:
@@ -153,8 +170,9 @@ def discover_forms(paths: list[Path]) -> list[Form]:
             if not found:
                 raise ModelPathError(f"{path}: no model here; {NOT_A_MODEL}")
             forms += found
-        elif model_kind(path) is not None:
-            forms.append(Form(path.name, path, model_kind(path)))
+        elif (kind := model_kind(path)) is not None:
+            row = form_table.form_of_file(path.name)
+            forms.append(Form(path.name, path, kind, row.name if row else None))
         else:
             raise ModelPathError(f"{path}: not a model form; {NOT_A_MODEL}")
     return unique_labels(forms)
@@ -169,6 +187,6 @@ def unique_labels(forms: list[Form]) -> list[Form]:
     for form in forms:
         if counts[form.label] > 1:
             label = f"{form.path} (pytorch)" if form.kind == "torch" else str(form.path)
-            form = Form(label, form.path, form.kind)
+            form = replace(form, label=label)
         relabelled.append(form)
     return relabelled

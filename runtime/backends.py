@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.core import forms as form_table
 from edgeseg.core import install_check
 from edgeseg.core.names import RUNTIME_BACKENDS, is_engine
 from edgeseg.core.segmenter import Backend, BackendUnavailable, Segmenter
@@ -91,8 +92,9 @@ def tensorrt_engine_precision(name: str, precision: str) -> str:
     return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
 
 
-# The onnxruntime providers `auto` tries for an ONNX, fastest first (open_backend; `edgeseg info` says which it picks).
-AUTO_ONNXRUNTIME_DEVICES = ("tensorrt", "cuda", "cpu")
+# The onnxruntime providers `auto` tries for an ONNX, fastest first (open_backend; `edgeseg info` says which it picks):
+# the table of forms' order for the "onnx" kind (edgeseg.core.forms.KINDS).
+AUTO_ONNXRUNTIME_DEVICES = tuple(name.removeprefix("onnxruntime-") for name in form_table.auto_backends("onnx"))
 
 
 def session_options(ort, threads: int | None, plan: ThreadPlan):
@@ -372,10 +374,10 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | 
             + (" (PyTorch backends run a training run directory)" if backend.startswith("torch") else "")
         )
     if is_engine(path):
-        if backend not in ("auto", "tensorrt"):
+        if backend not in ("auto", *form_table.backends_for("engine")):
             raise BackendUnavailable(
-                f"{path} is a TensorRT engine, which only the 'tensorrt' backend runs; pass the model.onnx it was built "
-                f"from to use {backend}."
+                f"{path} is a TensorRT engine, which only the 'tensorrt' backend runs; pass the model.onnx it was "
+                f"built from to use {backend}."
             )
         chosen = TensorRTBackend(path)
         log.info("backend: %s (%s) for %s", chosen.name, chosen.precision, path.name)
