@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
+from edgeseg.core.forms import exported_names
 from edgeseg.core.progress import note, quiet_option
 
 EXAMPLES = """\b
@@ -152,7 +153,7 @@ def refuse_an_earlier_export(source: Path, out_dir: Path | None, json_path: Path
     "formats",
     multiple=True,
     metavar="FORMS",
-    help="Forms to build: onnx,fp16,int8,int8-trt,engine,engine-int8 (default: every form this host can build).",
+    help=f"Forms to build: {','.join(exported_names())} (default: every form this host can build).",
 )
 @click.option(
     "--fp16", is_flag=True, help="FP16 ONNX, and the FP16 TensorRT engine where TensorRT and a GPU are present."

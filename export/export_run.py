@@ -203,7 +203,9 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
     if engine_reason and asked_engines:
         raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
     if is_onnx(source) and options.simulate_fp16:
-        raise ExportError("--simulate-fp16 runs the PyTorch model: pass the run directory, not an ONNX")
+        raise ExportError(
+            "simulate_fp16 (a --config file's [build] setting) runs the PyTorch model: pass the run directory, not an ONNX"
+        )
 
 
 @dataclass
@@ -325,7 +327,7 @@ def build_fp16_form(step: BuildContext, name: str) -> FormResult:
     keep_norm_fp32 = step.options.keep_norm_fp32
     result = attempt(name, lambda: build_fp16(step.onnx_path, step.card, step.out_dir, keep_norm_fp32), step.card)
     if keep_norm_fp32:
-        result.notes.append("normalisation and Resize layers kept in FP32 (--keep-norm-fp32)")
+        result.notes.append("normalisation and Resize layers kept in FP32 (keep_norm_fp32)")
     return result
 
 

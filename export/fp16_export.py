@@ -16,7 +16,7 @@ from edgeseg.export.half_weights import has_float16_weights, restore_float32_wei
 from edgeseg.export.onnx_export import set_card_metadata
 
 # The known FP16 hazards of smp's FPN decoder: GroupNorm (exported as InstanceNormalization) and
-# bilinear upsampling. --keep-norm-fp32 keeps these in float32.
+# bilinear upsampling. keep_norm_fp32 (a --config file's [build] setting) keeps these in float32.
 NORM_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNormalization", "BatchNormalization", "Resize")
 
 

@@ -202,11 +202,12 @@ def _check_onnx_fits(onnx_path: Path, precision: str, tensorrt_version: str, kee
     found = read_onnx_info(onnx_path).precision
     if found != wanted:
         fix = {
-            "int8": "an INT8 engine takes its scales from the symmetric QDQ ONNX made for TensorRT: pass model.int8-trt.onnx "
-            "(`edgeseg export --format int8-trt` makes it)",
+            "int8": "an INT8 engine takes its scales from the symmetric QDQ ONNX made for TensorRT: pass "
+            "model.int8-trt.onnx (`edgeseg export --format int8-trt` makes it)",
             "fp16": f"TensorRT {tensorrt_version} builds FP16 engines strongly typed, in the ONNX's own types: pass "
             "model.fp16.onnx (`edgeseg export --fp16` makes it)",
-            "fp32": f"TensorRT {tensorrt_version} builds FP16 engines from the fp32 ONNX and its FP16 flag: pass model.onnx",
+            "fp32": f"TensorRT {tensorrt_version} builds FP16 engines from the fp32 ONNX and its FP16 flag: "
+            "pass model.onnx",
         }[wanted]
         raise ValueError(f"{onnx_path} is a {found} ONNX; {fix}")
     if strongly_typed and precision == "fp16" and keep_norm_fp32:
@@ -215,7 +216,7 @@ def _check_onnx_fits(onnx_path: Path, precision: str, tensorrt_version: str, kee
             raise ValueError(
                 f"{onnx_path}: FP32 normalisation was asked for, but {len(half)} normalisation/Resize nodes of this "
                 f"FP16 ONNX compute in float16 (e.g. {half[0]}), and a strongly typed engine computes in the ONNX's "
-                "types: make the FP16 ONNX with --keep-norm-fp32 (export_fp16(keep_norm_fp32=True)), then the engine"
+                "types: make the FP16 ONNX with keep_norm_fp32 = true in a --config file's [build] table (export_fp16(keep_norm_fp32=True)), then the engine"
             )
 
 

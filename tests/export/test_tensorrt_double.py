@@ -162,7 +162,7 @@ def test_a_weakly_typed_build_refuses_the_fp16_onnx(gpu_double, tmp_path: Path):
 def test_fp32_norms_come_from_the_fp16_onnx_when_strongly_typed(gpu_double, tmp_path: Path):
     double = gpu_double(TRT11)
     onnx_path = small_onnx(tmp_path / "model.onnx")
-    with pytest.raises(ValueError, match="compute in float16 .*--keep-norm-fp32"):
+    with pytest.raises(ValueError, match="compute in float16 .*keep_norm_fp32"):
         build_engine(fp16_of(onnx_path), CARD, tmp_path, keep_norm_fp32=True)
     engine = build_engine(fp16_of(onnx_path, keep_norm_fp32=True), CARD, tmp_path, keep_norm_fp32=True)
     assert double.tensorrt.builds[-1]["pinned"] == []  # nothing set on the network: the ONNX carries the types
