@@ -1,6 +1,8 @@
 # Two entry points, each creating its own virtual environment:
 #   make demo   install everything and run the whole toolchain on synthetic data
-#   make test   install everything and run the test suite
+#   make test   install everything and run the test suite (the lint and type checks among the tests)
+# and, for people who change the code:
+#   make lint   ruff's lint and format checks, then mypy and the suppression check (tests/core/test_code_style.py)
 # VENV picks the environment's folder; PYTHON the interpreter that creates it.
 
 PYTHON ?= python3
@@ -8,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(BIN)/edgeseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# mypy reads an installed copy of the tree (the editable install's folder mapping hides the parts from it): the
+# style tests make one, so lint runs them after ruff's own output.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q tests/core/test_code_style.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

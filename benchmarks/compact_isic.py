@@ -72,7 +72,8 @@ def main() -> int:
     shutil.copytree(args.source / "splits", args.target / "splits")
     size = sum(path.stat().st_size for path in args.target.rglob("*") if path.is_file())
     print(
-        f"{len(train)} train pairs at {args.size} px, {len(val)} val pairs as they are: {size / 1e6:.1f} MB in {args.target}"
+        f"{len(train)} train pairs at {args.size} px, {len(val)} val pairs as they are: "
+        f"{size / 1e6:.1f} MB in {args.target}"
     )
     return 0
 

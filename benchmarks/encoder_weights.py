@@ -1,6 +1,8 @@
-"""An encoder's ImageNet weights as a safetensors file, for `edgeseg train --encoder-weights PATH` on a machine without them.
+"""An encoder's ImageNet weights as a safetensors file, for `edgeseg train --encoder-weights PATH` on a machine
+without them.
 
-    python benchmarks/encoder_weights.py .gpu-data/lite0-imagenet-encoder.safetensors [--encoder tu-tf_efficientnet_lite0] [--half]
+    python benchmarks/encoder_weights.py .gpu-data/lite0-imagenet-encoder.safetensors \
+        [--encoder tu-tf_efficientnet_lite0] [--half]
 
 A borrowed GPU machine has PyTorch but neither network nor the 17 MB weights package; this writes the
 encoder's state dict exactly as `--encoder-weights imagenet` would load it here (12 MB for lite0),

@@ -1,7 +1,7 @@
 """How far the models already trained reach on val if cost were no object: ensembles, flip TTA, threshold.
 
     python benchmarks/ensemble_ceiling.py RUN [RUN ...] [--data ../shared/data/isic2018]
-                                          [--thresholds 0.4 0.45 0.5] [--out benchmarks/results/ensemble-ceiling-cpu.json]
+        [--thresholds 0.4 0.45 0.5] [--out benchmarks/results/ensemble-ceiling-cpu.json]
 
 The question (issue 13): is the val target within reach of the edge models trained so far, by any
 means that needs no more training? Every combination of the runs that contains the first one (the
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_accuracy import DEFAULT_DATA  # noqa: E402  (the accuracy benchmark's data set)
+from train_accuracy import DEFAULT_DATA  # the accuracy benchmark's data set
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VAL_TARGET = {"dice": 0.915, "jaccard": 0.855, "threshold_jaccard": 0.84}  # issue 13's val target
@@ -151,8 +151,8 @@ def main() -> int:
         "benchmark": "ensemble_ceiling",
         "runs": {run.name: portable_path(run) for run in args.runs},
         "val_target": VAL_TARGET,
-        "labels": "val split, masks as `edgeseg run` makes them (closer look, largest region), ISIC scorer's rules, mean "
-        "over images; probabilities averaged over members and flip views; threshold and combination picked on "
+        "labels": "val split, masks as `edgeseg run` makes them (closer look, largest region), ISIC scorer's rules, "
+        "mean over images; probabilities averaged over members and flip views; threshold and combination picked on "
         "val: an upper bound for these models, not an estimate on unseen images",
         "rows": rows,
         "command": portable_command(sys.argv),
@@ -178,7 +178,8 @@ def markdown(report: dict) -> str:
         f"Val target: Dice >= {target['dice']}, Jaccard >= {target['jaccard']}, "
         f"thresholded Jaccard >= {target['threshold_jaccard']}.",
         "",
-        "| runs averaged | TTA | networks per frame | threshold | Dice | Jaccard | thr. Jaccard | meets the val target |",
+        "| runs averaged | TTA | networks per frame | threshold | Dice | Jaccard | thr. Jaccard "
+        "| meets the val target |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in report["rows"]:

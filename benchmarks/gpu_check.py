@@ -130,7 +130,8 @@ class DeviceArray:
 
 
 def open_stream(cuda: Any) -> tuple[Any, int, Callable[[], None], Callable[[], None]]:
-    """(what PinnedBuffer's copies take, the int handle, synchronize, destroy), across edgeseg.runtime.cuda's versions."""
+    """(what PinnedBuffer's copies take, the int handle, synchronize, destroy), across edgeseg.runtime.cuda's
+    versions."""
     if hasattr(cuda, "Stream"):
         stream = cuda.Stream()
         return stream, stream.handle, stream.synchronize, stream.destroy
@@ -257,37 +258,9 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
 
     deadline, log = time.monotonic() + budget_s, work / "train.log"
     data, run = work / "synth", work / "run"
-    edgeseg(
-        "synth",
-        str(data),
-        "--images",
-        str(setup["n"]),
-        "--image-size",
-        str(setup["image_size"]),
-        "--seed",
-        "0",
-        timeout=60,
-        log=log,
-    ).check_returncode()
-    backend = "torch-cuda" if device == "cuda" else "torch-cpu"
-    arguments = [
-        "train",
-        "--data",
-        str(data),
-        "--out",
-        str(run),
-        "--backend",
-        backend,
-        "--epochs",
-        str(setup["epochs"]),
-        "--time-budget",
-        "2",
-        "--seed",
-        "0",
-        "--quiet",
-        *setup["train"],
-    ]
-    result = train_until_first_checkpoint(arguments, run, deadline, log)
+    sizes = ("--images", str(setup["n"]), "--image-size", str(setup["image_size"]))
+    edgeseg("synth", str(data), *sizes, "--seed", "0", timeout=60, log=log).check_returncode()
+    result = train_until_first_checkpoint(train_arguments(data, run, device, setup), run, deadline, log)
     if not result["killed"] or result["reason"] or result["finished_before_kill"]:
         return {"status": "failed", **result, "reason": result["reason"] or "the run had finished before the kill"}
     resumed = edgeseg(
@@ -296,20 +269,9 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
     epochs = [int(row["epoch"]) for row in epoch_rows(run)]
     card = json.loads((run / "card.json").read_text()) if (run / "card.json").exists() else {}
     scaler = torch.load(run / "checkpoint-last.pt", map_location="cpu", weights_only=True).get("scaler") or {}
-    complete = all((run / name).exists() for name in ("model.safetensors", "card.json", "logs/threshold.csv"))
-    problems = [
-        text
-        for failed, text in (
-            (resumed.returncode != 0, f"the resumed run exited {resumed.returncode} (see train.log)"),
-            (
-                epochs != list(range(1, len(epochs) + 1)) or len(epochs) <= result["epochs_before_kill"],
-                f"epochs after resume are {epochs}",
-            ),
-            (not complete, "the run directory is incomplete"),
-            (device == "cuda" and not scaler, "the checkpoint has no grad scaler state: mixed precision was off"),
-        )
-        if failed
-    ]
+    problems = resume_problems(
+        run, resumed.returncode, epochs, result["epochs_before_kill"], device == "cuda" and not scaler
+    )
     seconds = [float(row["seconds"]) for row in epoch_rows(run) if row.get("seconds")]
     return {
         "status": "failed" if problems else "passed",
@@ -324,6 +286,29 @@ def part_train(budget_s: float, work: Path, device: str, setup: dict[str, Any]) 
         "run": portable_path(run),
         "data": portable_path(data),
     }
+
+
+def train_arguments(data: Path, run: Path, device: str, setup: dict[str, Any]) -> list[str]:
+    """`edgeseg train` on the synthetic data, on the device's PyTorch backend, with the setup's own options."""
+    backend = "torch-cuda" if device == "cuda" else "torch-cpu"
+    folders = ("--data", str(data), "--out", str(run))
+    length = ("--epochs", str(setup["epochs"]), "--time-budget", "2")
+    return ["train", *folders, "--backend", backend, *length, "--seed", "0", "--quiet", *setup["train"]]
+
+
+def resume_problems(
+    run: Path, resumed_exit: int, epochs: list[int], epochs_before_kill: int, scaler_missing: bool
+) -> list[str]:
+    """What the resumed run got wrong, a sentence each: its exit, its epochs, its files, its grad scaler."""
+    complete = all((run / name).exists() for name in ("model.safetensors", "card.json", "logs/threshold.csv"))
+    counts_on = epochs == list(range(1, len(epochs) + 1))  # 1, 2, 3, ...: no epoch repeated or skipped
+    checks = (
+        (resumed_exit != 0, f"the resumed run exited {resumed_exit} (see train.log)"),
+        (not counts_on or len(epochs) <= epochs_before_kill, f"epochs after resume are {epochs}"),
+        (not complete, "the run directory is incomplete"),
+        (scaler_missing, "the checkpoint has no grad scaler state: mixed precision was off"),
+    )
+    return [text for failed, text in checks if failed]
 
 
 # --- 3. eval and 4. bench -------------------------------------------------------------------------
@@ -563,7 +548,7 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
 def agreement(reference: list[np.ndarray], logits: list[np.ndarray], threshold: float, margin: float) -> dict[str, Any]:
     """A form's outputs against the reference form's on the same images: probabilities, masks, sure pixels flipped."""
     worst, dice, sure_pixels, sure_flips = 0.0, [], 0, 0
-    for reference_logits, form_logits in zip(reference, logits):
+    for reference_logits, form_logits in zip(reference, logits, strict=True):
         expected, probability = probabilities(reference_logits), probabilities(form_logits)
         worst = max(worst, float(np.max(np.abs(probability - expected))))
         expected_mask, mask = expected > threshold, probability > threshold
@@ -741,7 +726,8 @@ def cuda_gpu() -> tuple[dict[str, Any] | None, str | None, bool]:
             return None, f"no CUDA GPU found (PyTorch not installed; nvidia-smi: {why})", False
         return (
             None,
-            "PyTorch is not installed (this check needs PyTorch for CUDA and cuda-python: pip install 'edgeseg[gpu,train]')",
+            "PyTorch is not installed (this check needs PyTorch for CUDA and cuda-python: "
+            "pip install 'edgeseg[gpu,train]')",
             True,
         )
     if torch.cuda.is_available():
@@ -837,7 +823,8 @@ def summary(name: str, part: dict[str, Any]) -> str:
         return (
             f"killed (SIGKILL) after epoch {part['epochs_before_kill']} (first checkpoint after "
             f"{part['seconds_to_first_checkpoint']} s), resumed to epochs {part['epochs'][0]}-{part['epochs'][-1]}; "
-            f"AMP grad scaler: {part['amp_grad_scaler']}; {part['images']} synthetic images at {part['image_size']} px; "
+            f"AMP grad scaler: {part['amp_grad_scaler']}; "
+            f"{part['images']} synthetic images at {part['image_size']} px; "
             f"val Dice {dice if dice is None else round(dice, 4)}"
         )
     if name == "eval" and part.get("runs"):

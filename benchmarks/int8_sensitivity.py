@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_options import gate, latency  # noqa: E402  (the same gate and interleaved timing as int8-options-cpu)
+from int8_options import gate, latency  # the same gate and interleaved timing as int8-options-cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]

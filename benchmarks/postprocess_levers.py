@@ -1,7 +1,8 @@
-"""The accuracy levers that need no training, measured on the shipped default model: hole filling, flip TTA, the closer look.
+"""The accuracy levers that need no training, measured on the shipped default model: hole filling, flip TTA,
+the closer look.
 
     python benchmarks/postprocess_levers.py [--model models/default/model.onnx] [--data ../shared/data/isic2018]
-                                            [--timing-images 12] [--timing-rounds 5] [--threads N]
+        [--timing-images 12] [--timing-rounds 5] [--threads N]
 
 Every lever runs through the real ``edgeseg.core.segmenter.Segmenter`` (what `edgeseg eval` and `edgeseg run`
 use) over the model on onnxruntime CPU, and is scored on the rows of the accuracy benchmark
@@ -12,15 +13,17 @@ each image at its own resolution with the ISIC-exact metrics, mean over images.
 Levers: ``fill_holes`` (holes inside the kept lesion region filled), ``tta`` (``hflip``: the image and
 its horizontal flip; ``hvflip``: also the vertical and the double flip; probabilities flipped back and
 averaged after the sigmoid) and ``refine`` (the closer look: where the lesion is small in the frame, a
-square around it segmented again at the network's full input, ``edgeseg.core.postprocess.closer_look_box``). Cost: end-to-end ms per frame (prepare + infer + finish,
-image decoding excluded) of each setting, interleaved on the same images, on val crops and on camera frames.
+square around it segmented again at the network's full input, ``edgeseg.core.postprocess.closer_look_box``).
+Cost: end-to-end ms per frame (prepare + infer + finish, image decoding excluded) of each setting,
+interleaved on the same images, on val crops and on camera frames.
 
 A lever helps when Jaccard rises and neither Jaccard nor thresholded Jaccard falls, on val and on val
 camera-framed both; only a lever that helps may become a default. Flip TTA also multiplies the inference
 work by its views (2 or 4) on every frame, so it stays an option (`--tta` of eval and run) whatever it
 gains: the runtime's live frame rate comes first. The closer look costs a second network run only on
 frames whose lesion is small; it may become the default when it helps on camera-framed val (what the
-device sees) by more than it costs on val, whose crops already show the lesion close. Writes benchmarks/results/levers-postprocess-cpu.json and .md.
+device sees) by more than it costs on val, whose crops already show the lesion close. Writes
+benchmarks/results/levers-postprocess-cpu.json and .md.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_accuracy import DEFAULT_DATA  # noqa: E402  (the accuracy benchmark's data set)
+from train_accuracy import DEFAULT_DATA  # the accuracy benchmark's data set
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {  # label -> (tta, fill_holes, refine)
@@ -92,7 +95,7 @@ def measure_accuracy(segmenter, data: Path, split_dir: Path | None) -> dict[str,
         print(f"{label}: scored in {time.monotonic() - started:.0f} s", file=sys.stderr)
     results = {}
     for label, rows in evaluations.items():
-        results[label] = dict(zip(("tta", "fill_holes", "refine"), SETTINGS[label]))
+        results[label] = dict(zip(("tta", "fill_holes", "refine"), SETTINGS[label], strict=True))
         for row, evaluation in rows.items():
             mean, base = evaluation.mean, evaluations["baseline"][row].mean
             results[label][row] = {
@@ -303,8 +306,8 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         "Kept or dropped (a lever helps when Jaccard rises, and neither Jaccard nor thresholded Jaccard falls, "
-        "on val and on val camera-framed both; the closer look, refine, when it rises on camera-framed val and costs val "
-        f"at most {REFINE_VAL_TOLERANCE}):",
+        "on val and on val camera-framed both; the closer look, refine, when it rises on camera-framed val and "
+        f"costs val at most {REFINE_VAL_TOLERANCE}):",
         "",
     ]
     lines += [f"- **{label}**: {text}" for label, text in report["kept_or_dropped"].items()]

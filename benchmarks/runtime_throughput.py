@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import resource
@@ -217,7 +218,7 @@ def overlay_frames(segmenter: Segmenter, video: Path, frames: int) -> list[np.nd
     """The overlays `run` would record for the video's first ``frames`` frames (no HUD: it changes every run)."""
     renderer, overlays = OverlayRenderer(), []
     with open_source(str(video)) as source:
-        for frame, _ in zip(source.frames(), range(frames)):
+        for frame in itertools.islice(source.frames(), frames):
             overlays.append(renderer.render(frame.image, segmenter.segment(frame.image)).copy())
     return overlays
 

@@ -228,17 +228,19 @@ def memory_mib(pid: int, field: str) -> float:
 
 
 def markdown(report: dict) -> str:
+    host, cpu = report["host"], report["host"]["cpu"]
+    loads = ", ".join(f"{load:.1f}" for load in host["load_average_after"])
     lines = [
         "# Live view under load (`edgeseg run --serve`)",
         "",
-        f"{report['date']}; CPU: {report['host']['cpu']['model']}, {report['host']['cpu']['usable_cores']} cores; GPU: {report['host']['gpus']}; "
+        f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {host['gpus']}; "
         f"model {report['model']}; {report['seconds']} s per run, {report['rounds']} rounds in alternating order.",
-        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run; {SNAPSHOT_LOOPS} clients "
-        f"request /snapshot.png back to back from another address. `{report['command']}`. "
-        f"Load average afterwards: {', '.join(f'{load:.1f}' for load in report['host']['load_average_after'])} "
-        "(other work on the machine shows up as noise between rounds).",
+        f"5 viewers read the MJPEG stream continuously; a sixth stops reading for {STALL_S:.0f} s mid-run; "
+        f"{SNAPSHOT_LOOPS} clients request /snapshot.png back to back from another address. `{report['command']}`. "
+        f"Load average afterwards: {loads} (other work on the machine shows up as noise between rounds).",
         "",
-        f"| round | FPS, no viewer | FPS, {WATCHED} | ratio | frames per reader | stalled viewer: frames before / after "
+        f"| round | FPS, no viewer | FPS, {WATCHED} | ratio | frames per reader "
+        "| stalled viewer: frames before / after "
         "| snapshots received / closed unanswered, per loop | RSS MiB start / end (watched) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -247,9 +249,11 @@ def markdown(report: dict) -> str:
         loops = ", ".join(
             f"{received} / {unanswered}" for received, unanswered in watched["snapshot_loops_received_unanswered"]
         )
+        readers = ", ".join(map(str, watched["reader_parts"]))
+        stalled = " / ".join(map(str, watched["stalled_parts_before_after"][0]))
         lines.append(
             f"| {number} | {alone['fps']:.1f} | {watched['fps']:.1f} | {watched['fps'] / alone['fps']:.3f} | "
-            f"{', '.join(map(str, watched['reader_parts']))} | {' / '.join(map(str, watched['stalled_parts_before_after'][0]))} | "
+            f"{readers} | {stalled} | "
             f"{loops} | {watched['rss_mib_start_end_peak'][0]} / {watched['rss_mib_start_end_peak'][1]} |"
         )
     lines += [

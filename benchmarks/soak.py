@@ -10,12 +10,14 @@
    read by `edgeseg run --source http://...` as a live source) stops for --dropout-s seconds and
    comes back on the same address. Pass: the run reconnects by itself and goes on; the gap is logged.
 
-Results: benchmarks/results/soak-<cpu|gpu>.json and .md; the plot of memory and FPS over time in docs/soak-<cpu|gpu>.png.
+Results: benchmarks/results/soak-<cpu|gpu>.json and .md; the plot of memory and FPS over time in
+docs/soak-<cpu|gpu>.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -33,7 +35,7 @@ from edgeseg.core.host import host_info
 from edgeseg.runtime.serve import LiveServer, LiveView, ServeAddress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import lesion_video, memory_mib  # noqa: E402  (one synthetic video for both benchmarks)
+from serve_load import lesion_video, memory_mib  # one synthetic video for both benchmarks
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"  # images live in docs/, figures in results/
@@ -150,7 +152,7 @@ def dropout_run(model: list[str], video: Path, dropout_s: float, work: Path) -> 
     _, log = process.communicate(timeout=60)
     camera.close()
     stamps = [json.loads(line)["timestamp"] for line in jsonl.read_text().splitlines()]
-    gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
     return {
         "dropout_s": dropout_s,
         "frames_before": sum(stamp < dropped_at for stamp in stamps),
@@ -202,19 +204,23 @@ def plot(samples: list[dict], path: Path) -> None:
 
 def markdown(report: dict) -> str:
     v, d, cpu = report["verdict"], report["dropout"], report["host"]["cpu"]
+    loads = ", ".join(f"{x:.1f}" for x in report["host"]["load_average_after"])
     return "\n".join(
         [
             "# Soak: `edgeseg run` for a long time, and a camera that drops out",
             "",
-            f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {report['host']['gpus']}; model {report['model']}.",
-            f"Long run: {report['minutes']} min on a looping 640x480 video with --jsonl and --save (H.264); samples every 10 s "
-            f"(docs/soak-{report['kind']}.png). Load average afterwards: {', '.join(f'{x:.1f}' for x in report['host']['load_average_after'])}.",
+            f"{report['date']}; CPU: {cpu['model']}, {cpu['usable_cores']} cores; GPU: {report['host']['gpus']}; "
+            f"model {report['model']}.",
+            f"Long run: {report['minutes']} min on a looping 640x480 video with --jsonl and --save (H.264); "
+            f"samples every 10 s (docs/soak-{report['kind']}.png). Load average afterwards: {loads}.",
             "",
-            f"- Resident memory after the first minute grew by at most {v['rss_growth_after_first_minute']:.1%} (target < 5%).",
+            f"- Resident memory after the first minute grew by at most {v['rss_growth_after_first_minute']:.1%} "
+            "(target < 5%).",
             f"- FPS: {v['fps_second_minute']:.1f} in the second minute, {v['fps_last_minute']:.1f} in the last "
             f"({v['fps_change']:+.1%}; target within 5%).",
             f"- Drop-out: the fake camera stopped for {d['dropout_s']:.0f} s; the run reconnected by itself "
-            f"({d['frames_before']} frames before, {d['frames_after']} after, longest gap {d['longest_gap_s']} s, exit code {d['exit_code']}).",
+            f"({d['frames_before']} frames before, {d['frames_after']} after, longest gap {d['longest_gap_s']} s, "
+            f"exit code {d['exit_code']}).",
             "  Its log:",
             *[f"  `{line}`" for line in d["reconnect_log"]],
             "",

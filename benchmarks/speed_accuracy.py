@@ -65,6 +65,11 @@ def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, Path]:
     return pairs
 
 
+def weights_note(label: str, trained_runs: dict[str, Path]) -> str:
+    """Which weights the row of ``label`` measured: a trained run's, or random ones."""
+    return f"{label}: weights {'trained: ' + trained_runs[label].name if label in trained_runs else 'random (seed 0)'}"
+
+
 def build_run(directory: Path, encoder: str, size: int, trained: Path | None) -> tuple[Path, int]:
     """A run directory of this size (random weights, seed 0, unless a trained run is given) and its parameter count."""
     import torch
@@ -228,7 +233,7 @@ def draw_plot(report: dict[str, Any], path: Path) -> bool:
         )
 
     cv2.rectangle(canvas, at(x_range[0], y_range[0]), at(x_range[1], y_range[1]), (0, 0, 0), 1)
-    for (x, accuracy, label), low, high in zip(points, lows, highs):
+    for (x, accuracy, label), low, high in zip(points, lows, highs, strict=True):
         cv2.line(canvas, at(x, low), at(x, high), (120, 120, 120), 1)
         cv2.circle(canvas, at(x, accuracy["dice"]), 5, (200, 80, 0), -1)
         cv2.putText(canvas, label, at(x, accuracy["dice"]), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
@@ -333,10 +338,7 @@ def main(
             "rows": rows_from_bench(bench, chosen),
             "host": bench["host"],
             "warnings": bench["warnings"],
-            "notes": [
-                f"{size['label']}: weights {'trained: ' + trained_runs[size['label']].name if size['label'] in trained_runs else 'random (seed 0)'}"
-                for size in chosen
-            ]
+            "notes": [weights_note(size["label"], trained_runs) for size in chosen]
             + [ONE_PASS_NOTE, INT8_NOTE, NOT_SCORED.capitalize() + " where a row says not measured."],
         }
     write_text_atomic(out_stem.with_suffix(".json"), json.dumps(report, indent=2) + "\n")

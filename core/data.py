@@ -418,7 +418,8 @@ def _check_pair(sample: Sample) -> _PairCheck:
                     "save it as an 8-bit single-channel PNG with 0 and 255",
                 )
             )
-            mask = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_GRAYSCALE)  # as read_mask reads it
+            grey = cv2.imdecode(np.frombuffer(mask_bytes, np.uint8), cv2.IMREAD_GRAYSCALE)  # as read_mask reads it
+            mask = grey if grey is not None else mask
         problems += _mask_problems(sample, mask)
     if image is not None and mask is not None and image.shape[:2] != mask.shape[:2]:
         image_size = f"{image.shape[1]}x{image.shape[0]}"
@@ -575,6 +576,23 @@ def _duplicate_images(samples: list[Sample], digests: dict[str, str], split_of: 
     return problems
 
 
+def _checked_splits(root: Path, split: str | None, split_dir: Path | None) -> dict[str, Path]:
+    """The split files to check: `split`'s alone if given, else every one in the split folder."""
+    splits_folder = _splits_folder(root, split_dir)
+    if split_dir is not None and not splits_folder.is_dir():
+        raise DataError(f"{splits_folder}: no such split folder")
+    if split is not None:
+        return {split: _split_file(root, split, split_dir)}
+    return {path.stem: path for path in sorted(splits_folder.glob("*.txt"))} if splits_folder.is_dir() else {}
+
+
+def _check_pairs(candidates: list[Sample], workers: int | None, progress: bool) -> list[_PairCheck]:
+    """Every pair decoded and checked on a pool of threads, in the order of candidates."""
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+        checked = pool.map(_check_pair, candidates)
+        return list(track(checked, total=len(candidates), desc="checking pairs", unit="pair", enabled=progress))
+
+
 def check_dataset(
     root: str | os.PathLike,
     split: str | None = None,
@@ -592,13 +610,7 @@ def check_dataset(
     layout = _find_layout(root)
     files = _list_files(layout)
 
-    splits_folder = _splits_folder(root, split_dir)
-    if split_dir is not None and not splits_folder.is_dir():
-        raise DataError(f"{splits_folder}: no such split folder")
-    if split is not None:
-        splits = {split: _split_file(root, split, split_dir)}
-    else:
-        splits = {path.stem: path for path in sorted(splits_folder.glob("*.txt"))} if splits_folder.is_dir() else {}
+    splits = _checked_splits(root, split, split_dir)
     split_ids = {name: read_split(path) for name, path in splits.items()}
     split_of = {sample_id: name for name, ids in split_ids.items() for sample_id in ids}
 
@@ -614,19 +626,10 @@ def check_dataset(
         for sample_id in paired
         if len(files.images[sample_id]) == 1 and len(files.masks[sample_id]) == 1
     ]
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
-        checks = list(
-            track(
-                pool.map(_check_pair, candidates),
-                total=len(candidates),
-                desc="checking pairs",
-                unit="pair",
-                enabled=progress,
-            )
-        )
+    checks = _check_pairs(candidates, workers, progress)
 
     samples, digests = [], {}
-    for sample, check in zip(candidates, checks):
+    for sample, check in zip(candidates, checks, strict=True):
         problems += check.problems
         if check.image_digest:
             digests[sample.id] = check.image_digest

@@ -44,44 +44,56 @@ def lesion_text(measurements: Measurements) -> str:
     return f"lesion {measurements.max_diameter_px:.0f} px max, {measurements.area_px:,} px2"
 
 
+@dataclass
+class _Buffers:
+    """The images one frame size needs: the canvas drawn on, the solid fill colour, the blend of the two."""
+
+    canvas: np.ndarray
+    solid: np.ndarray
+    blend: np.ndarray
+
+    @classmethod
+    def of_shape(cls, shape: tuple[int, ...]) -> _Buffers:
+        solid = np.empty(shape, dtype=np.uint8)
+        solid[:] = FILL_BGR
+        return cls(np.empty(shape, dtype=np.uint8), solid, np.empty(shape, dtype=np.uint8))
+
+
 class OverlayRenderer:
     """Draws the overlay into a canvas it reuses; the returned image is valid until the next render."""
 
     def __init__(self, alpha: float = 0.35) -> None:
         self.alpha = alpha
-        self._canvas: np.ndarray | None = None
-        self._solid: np.ndarray | None = None
-        self._blend: np.ndarray | None = None
+        self._buffers: _Buffers | None = None
 
-    def _buffers_for(self, shape: tuple[int, ...]) -> None:
-        if self._canvas is None or self._canvas.shape != shape:
-            self._canvas = np.empty(shape, dtype=np.uint8)
-            self._solid = np.empty(shape, dtype=np.uint8)
-            self._solid[:] = FILL_BGR
-            self._blend = np.empty(shape, dtype=np.uint8)
+    def _buffers_for(self, shape: tuple[int, ...]) -> _Buffers:
+        if self._buffers is None or self._buffers.canvas.shape != shape:
+            self._buffers = _Buffers.of_shape(shape)
+        return self._buffers
 
     def render(self, bgr: np.ndarray, segmentation: Segmentation, hud: HudInfo | None = None) -> np.ndarray:
         """The overlay of ``segmentation`` on ``bgr``; ``hud`` adds the live lines (speed, backend) above the size."""
-        self._buffers_for(bgr.shape)
-        canvas = self._canvas
+        buffers = self._buffers_for(bgr.shape)
+        canvas = buffers.canvas
         np.copyto(canvas, bgr)
         measurements = segmentation.measurements
-        if measurements.lesion_present:
-            self._fill(canvas, segmentation.mask, measurements.bbox)
+        if measurements.lesion_present and measurements.bbox is not None:
+            self._fill(buffers, segmentation.mask, measurements.bbox)
             self._draw_contour(canvas, segmentation.contour)
         self._draw_hud(canvas, hud, measurements)
         return canvas
 
-    def _fill(self, canvas: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> None:
+    def _fill(self, buffers: _Buffers, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> None:
         x, y, width, height = bbox
         rows, columns = slice(y, y + height), slice(x, x + width)
+        canvas = buffers.canvas
         blend = cv2.addWeighted(
             canvas[rows, columns],
             1.0 - self.alpha,
-            self._solid[rows, columns],
+            buffers.solid[rows, columns],
             self.alpha,
             0.0,
-            dst=self._blend[rows, columns],
+            dst=buffers.blend[rows, columns],
         )
         np.copyto(canvas[rows, columns], blend, where=mask[rows, columns, None])
 

@@ -374,7 +374,7 @@ def sysfs_clocks() -> dict[str, dict[str, Any]]:
             for name in ("scaling_min_freq", "scaling_max_freq", "scaling_cur_freq")
         ]
         if all(value and value.strip().isdigit() for value in frequencies):
-            domains[cpu.name] = dict(zip(("min", "max", "current"), (int(v) for v in frequencies)))
+            domains[cpu.name] = dict(zip(("min", "max", "current"), (int(v) for v in frequencies), strict=True))
     for device in sorted(DEVFREQ.glob("*")):
         if (
             "gpu" not in device.name
@@ -385,7 +385,7 @@ def sysfs_clocks() -> dict[str, dict[str, Any]]:
             continue
         frequencies = [read_text(device / name)[0] for name in ("min_freq", "max_freq", "cur_freq")]
         if all(value and value.strip().isdigit() for value in frequencies):
-            domains["GPU"] = dict(zip(("min", "max", "current"), (int(v) for v in frequencies)))
+            domains["GPU"] = dict(zip(("min", "max", "current"), (int(v) for v in frequencies), strict=True))
     return domains
 
 
@@ -513,7 +513,8 @@ def describe_host(info: dict[str, Any]) -> list[str]:
     if jetson is not None:
         mode = jetson["power_mode"]
         lines.append(
-            f"Jetson: {jetson['board'] or '?'}, L4T {jetson['l4t'] or '?'}, JetPack package {jetson['jetpack'] or '-'}, "
+            f"Jetson: {jetson['board'] or '?'}, L4T {jetson['l4t'] or '?'}, "
+            f"JetPack package {jetson['jetpack'] or '-'}, "
             f"power mode {mode['name'] + ' (' + str(mode['id']) + ')' if mode else '?'}, "
             f"clocks locked: {'unknown' if jetson['clocks_locked'] is None else jetson['clocks_locked']}"
         )

@@ -28,7 +28,8 @@ from edgeseg.core.segmenter import BackendUnavailable
 
 EXTRAS_HINT = (
     "pip install 'edgeseg[cpu]' (any machine), 'edgeseg[gpu]' (NVIDIA GPU, CUDA 12) or "
-    "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel (docs/gpu-and-jetson.md, Support matrix)"
+    "'edgeseg[gpu-cu13]' (CUDA 13); on a Jetson, JetPack's onnxruntime-gpu wheel "
+    "(docs/gpu-and-jetson.md, Support matrix)"
 )
 BOTH_FIX = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'edgeseg[gpu]'"
 CUDA_EXTRAS = {12: "gpu", 13: "gpu-cu13"}
@@ -60,7 +61,7 @@ def _provides_onnxruntime(distribution: metadata.Distribution) -> bool:
 
 def onnxruntime_distributions() -> dict[str, str]:
     """Every installed distribution that installs the module `onnxruntime`, name -> version."""
-    found = {}
+    found: dict[str, str] = {}
     for distribution in metadata.distributions():
         if _provides_onnxruntime(distribution):
             found.setdefault(distribution.metadata["Name"], distribution.version)
@@ -256,13 +257,13 @@ def _major(version: str | None) -> int | None:
 
 def cuda_software(build: dict[str, Any]) -> dict[str, int]:
     """The CUDA major each installed piece of CUDA software was built for, from its build or package name."""
-    majors = {}
-    if _major(build["cuda"]):
-        majors[f"onnxruntime {build['version']}"] = _major(build["cuda"])
+    majors: dict[str, int] = {}
+    if onnxruntime_major := _major(build["cuda"]):
+        majors[f"onnxruntime {build['version']}"] = onnxruntime_major
     for name in ("cuda-bindings", "cuda-python"):
         version, _ = host.package_version(name)
-        if _major(version):
-            majors[f"{name} {version}"] = _major(version)
+        if bindings_major := _major(version):
+            majors[f"{name} {version}"] = bindings_major
             break
     for name, major in TENSORRT_CUDA.items():
         version, _ = host.package_version(name)

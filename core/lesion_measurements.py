@@ -57,7 +57,8 @@ def measure(mask: np.ndarray, contour: np.ndarray | None, regions: int, mm_per_p
     if area == 0 or contour is None:
         return Measurements(False, 0, 0, None, 0.0, 0.0, mm_per_px, *((0.0,) * 3 if mm_per_px else (None,) * 3))
     # One region: its contour's box is the mask's box, and far cheaper than scanning the mask.
-    bbox = tuple(int(v) for v in cv2.boundingRect(contour if regions == 1 else mask.view(np.uint8)))
+    x, y, width, height = cv2.boundingRect(contour if regions == 1 else mask.view(np.uint8))
+    bbox = (int(x), int(y), int(width), int(height))
     perimeter = float(cv2.arcLength(contour, closed=True))
     diameter = max_feret_diameter(contour)
     millimetres: tuple[float | None, ...] = (None, None, None)

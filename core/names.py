@@ -43,8 +43,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BACKENDS_FOR_KIND = {kind.name: ("auto", *reversed(kind.backends)) for kind in forms.KINDS}
 
 # Backends, one set of names for every command: the runtime's (no PyTorch), then PyTorch's.
-RUNTIME_BACKENDS = tuple(name for kind in forms.KINDS if not kind.needs_torch for name in reversed(kind.backends))
-TORCH_BACKENDS = tuple(name for kind in forms.KINDS if kind.needs_torch for name in reversed(kind.backends))
+RUNTIME_BACKENDS = forms.runtime_backends()
+TORCH_BACKENDS = forms.torch_backends()
 BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
 
 

@@ -56,7 +56,9 @@ def lesion_contour(mask: np.ndarray) -> tuple[np.ndarray | None, int]:
     if not contours:
         return None, 0
     areas = [cv2.contourArea(contour) for contour in contours]
-    near_tie = [contour for contour, area in zip(contours, areas) if area >= NEAR_TIE_AREA_SHARE * max(areas)]
+    near_tie = [
+        contour for contour, area in zip(contours, areas, strict=True) if area >= NEAR_TIE_AREA_SHARE * max(areas)
+    ]
     return min(near_tie, key=lambda contour: distance_to_centre(contour, mask.shape)), len(contours)
 
 
@@ -93,7 +95,7 @@ def lesion_mask(
     """
     mask = binarize(probability, card, threshold)
     contour, regions = lesion_contour(mask)
-    if card.output.keep_largest_region and regions > 1:
+    if card.output.keep_largest_region and contour is not None and regions > 1:
         mask, regions = inside_contour(mask, contour), 1
     return (filled(mask) if fill_holes and regions else mask), contour, regions
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any
 
 import click
@@ -53,7 +53,7 @@ def progress(
 
     The object returned iterates like the iterable and has tqdm's ``update``, ``set_postfix`` and ``close``.
     """
-    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+    if total is None and isinstance(iterable, Sized):
         total = len(iterable)
     if not enabled or is_quiet():
         return PlainProgress(iterable, desc, unit, total, silent=True)
@@ -83,6 +83,8 @@ class PlainProgress:
         return float("inf")
 
     def __iter__(self) -> Iterator:
+        if self.iterable is None:
+            raise TypeError("a progress made without an iterable is advanced with update(), not iterated")
         for item in self.iterable:
             yield item
             self.update(1)

@@ -183,6 +183,13 @@ class Pending:
     )
 
 
+def _stage_input(value: np.ndarray | None, what: str) -> np.ndarray:
+    """What a stage needs from the Pending the stage before made."""
+    if value is None:
+        raise ValueError(f"this Pending has no {what}: run the stages in order (prepare, infer, finish)")
+    return value
+
+
 class Segmenter:
     """Segment BGR uint8 images with a backend and the model card that belongs to it.
 
@@ -251,7 +258,8 @@ class Segmenter:
         self.backend.close()
 
     def prepare(self, bgr: np.ndarray) -> Pending:
-        """Stage 1: the network input for a BGR uint8 image (grey, BGRA, 16-bit converted), written into a reused buffer.
+        """Stage 1: the network input for a BGR uint8 image (grey, BGRA, 16-bit converted), written into a reused
+        buffer.
 
         With test-time augmentation the buffer holds the image and then each of its flips.
         """
@@ -269,15 +277,16 @@ class Segmenter:
         """Stage 2: the backend's logits for the prepared input (one per view with test-time augmentation),
         then, with ``refine``, for the closer look at a lesion that is small in the frame."""
         started = time.perf_counter()
-        pending.logits = self._run_backend(pending.batch)
+        pending.logits = self._run_backend(_stage_input(pending.batch, "network input"))
         if self.refine and pending.image is not None:
             height, width = pending.image_size
             pending.first_look = self._averaged_views(pending.logits)
             pending.crop = closer_look_box(pending.first_look, height, width, self.card)
-        if pending.crop is not None:
-            left, top, crop_width, crop_height = pending.crop
-            self._prepare_views(pending.image[top : top + crop_height, left : left + crop_width], self._crop_input)
-            pending.crop_logits = self._run_backend(self._crop_input)
+            if pending.crop is not None:
+                left, top, crop_width, crop_height = pending.crop
+                crop = pending.image[top : top + crop_height, left : left + crop_width]
+                self._prepare_views(crop, self._crop_input)
+                pending.crop_logits = self._run_backend(self._crop_input)
         pending.timings_ms["inference"] = _ms_since(started)
         return pending
 
@@ -299,11 +308,14 @@ class Segmenter:
         """Stage 3: probability and mask at the image's own size, the lesion's contour and measurements."""
         started = time.perf_counter()
         height, width = pending.image_size
-        first_look = self._averaged_views(pending.logits) if pending.first_look is None else pending.first_look
+        first_look = pending.first_look
+        if first_look is None:
+            first_look = self._averaged_views(_stage_input(pending.logits, "logits"))
         probability = probability_at(first_look, height, width, self.card)
         if pending.crop is not None:
             left, top, crop_width, crop_height = pending.crop
-            closer = probability_at(self._averaged_views(pending.crop_logits), crop_height, crop_width, self.card)
+            crop_logits = _stage_input(pending.crop_logits, "logits of the closer look")
+            closer = probability_at(self._averaged_views(crop_logits), crop_height, crop_width, self.card)
             inside = probability[top : top + crop_height, left : left + crop_width]
             inside += closer
             inside *= np.float32(0.5)

@@ -90,8 +90,8 @@ def skin(rng: np.random.Generator, size: int) -> np.ndarray:
     redness = np.clip(smooth_noise(rng, size, int(rng.integers(3, 7))), 0, None) * rng.uniform(0.0, 0.035)
     image = image - redness[..., None] * rgb(0.0, 1.0, 0.7)  # less green and blue: redder
 
-    pores = (rng.random((size, size)) < rng.uniform(0.0005, 0.003)).astype(np.float32)
-    pores = cv2.GaussianBlur(pores, (0, 0), 0.8 * size / 256 + 0.3)
+    pore_seeds = (rng.random((size, size)) < rng.uniform(0.0005, 0.003)).astype(np.float32)
+    pores = cv2.GaussianBlur(pore_seeds, (0, 0), 0.8 * size / 256 + 0.3)
     pores = rng.uniform(0.08, 0.2) * pores / max(float(pores.max()), 1e-6)
     image = blend(image, base * rgb(0.75, 0.65, 0.6), pores)
 
@@ -186,11 +186,11 @@ def dots(rng: np.random.Generator, colors: np.ndarray, mask: np.ndarray) -> np.n
     """Dark brown dots and globules scattered inside the lesion."""
     size = mask.shape[0]
     rows, cols = np.nonzero(mask)
-    layer = np.zeros((size, size), np.uint8)
+    drawn = np.zeros((size, size), np.uint8)
     for pick in rng.integers(0, rows.size, int(rng.integers(3, 25))):
         radius = max(1, int(round(rng.uniform(0.6, 2.5) * size / 256)))
-        cv2.circle(layer, (int(cols[pick]), int(rows[pick])), radius, 255, -1, cv2.LINE_AA)
-    layer = cv2.GaussianBlur(layer.astype(np.float32) / 255, (0, 0), 0.6 * size / 256)
+        cv2.circle(drawn, (int(cols[pick]), int(rows[pick])), radius, 255, -1, cv2.LINE_AA)
+    layer = cv2.GaussianBlur(drawn.astype(np.float32) / 255, (0, 0), 0.6 * size / 256)
     return blend(colors, rgb(0.25, 0.13, 0.10), rng.uniform(0.4, 0.8) * layer)
 
 
@@ -228,19 +228,19 @@ def bubbles_and_glare(rng: np.random.Generator, image: np.ndarray) -> np.ndarray
     size = image.shape[0]
     scale = size / 256
     if rng.random() < 0.2:
-        rims = np.zeros((size, size), np.uint8)
+        rim_lines = np.zeros((size, size), np.uint8)
         for _ in range(int(rng.integers(1, 5))):
             center = tuple(int(v) for v in rng.uniform(0, size, 2))
             radius = int(rng.uniform(4, 25) * scale) + 1
-            cv2.circle(rims, center, radius, 255, max(1, int(round(scale))), cv2.LINE_AA)
-        rims = cv2.GaussianBlur(rims.astype(np.float32) / 255, (0, 0), 0.7 * scale)
+            cv2.circle(rim_lines, center, radius, 255, max(1, int(round(scale))), cv2.LINE_AA)
+        rims = cv2.GaussianBlur(rim_lines.astype(np.float32) / 255, (0, 0), 0.7 * scale)
         image = blend(image, rgb(0.97, 0.97, 0.97), np.clip(1.5 * rims, 0, 0.8))
     if rng.random() < 0.25:
-        spots = np.zeros((size, size), np.float32)
+        spot_discs = np.zeros((size, size), np.float32)
         for _ in range(int(rng.integers(1, 5))):
             center = tuple(int(v) for v in rng.uniform(0, size, 2))
-            cv2.circle(spots, center, int(rng.uniform(1, 4) * scale) + 1, 1.0, -1, cv2.LINE_AA)
-        spots = cv2.GaussianBlur(spots, (0, 0), 1.2 * scale)
+            cv2.circle(spot_discs, center, int(rng.uniform(1, 4) * scale) + 1, 1.0, -1, cv2.LINE_AA)
+        spots = cv2.GaussianBlur(spot_discs, (0, 0), 1.2 * scale)
         image = blend(image, rgb(1.0, 1.0, 1.0), np.clip(spots * 1.5, 0, 0.9))
     return image
 

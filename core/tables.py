@@ -8,7 +8,7 @@ from collections.abc import Sequence
 def text_table(rows: Sequence[Sequence[str]]) -> str:
     """Columns padded to their widest cell, a rule under the header row."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""The overlay screenshot of the docs (docs/overlay.jpg): a trained model through the runtime on synthetic 640x480 frames.
+"""The overlay screenshot of the docs (docs/overlay.jpg): a trained model through the runtime on synthetic
+640x480 frames.
 
     python docs/make_overlay_screenshot.py models/default/model.onnx docs/overlay.jpg 0,4
 

@@ -116,10 +116,9 @@ def load(
     <Segmenter model.onnx on onnxruntime-cpu (fp32): input 256x256, threshold 0.4, tta 'hflip', refine True, 0.02 mm/px>
     """
     from edgeseg.core.names import default_model_path
+    from edgeseg.core.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT
     from edgeseg.loading.open import open_model
 
-    given = {"tta": tta, "refine": refine, "fill_holes": fill_holes}
-    settings = {name: value for name, value in given.items() if value is not None}  # the rest: open_model's defaults
     return open_model(
         default_model_path() if model is None else model,
         backend,
@@ -127,7 +126,9 @@ def load(
         keep_largest=keep_largest,
         mm_per_px=mm_per_px,
         threads=threads,
-        **settings,
+        tta=TTA_DEFAULT if tta is None else tta,
+        refine=REFINE_DEFAULT if refine is None else refine,
+        fill_holes=FILL_HOLES_DEFAULT if fill_holes is None else fill_holes,
     )
 
 

@@ -85,7 +85,7 @@ def make_video(images: list[Path], path: Path, fps: float = 12.0) -> Path:
     """A slow pan and zoom over each image, as a hand-held dermatoscope would show it."""
     width, height = VIDEO_SIZE
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise click.ClickException(f"OpenCV cannot write {path} (no mp4v encoder in this OpenCV build)")
     try:
@@ -483,99 +483,48 @@ def prepare_out(plan: DemoPlan, overwrite: bool) -> None:
 
 def run_steps(plan: DemoPlan) -> None:
     """Every step of the flow, each the edgeseg command a user would type."""
-    out = plan.out
     if plan.data is None:
-        run_step(
-            plan,
-            "synthesise data",
-            edgeseg_command(
-                "synth",
-                str(plan.data_dir),
-                "--images",
-                str(plan.images),
-                "--image-size",
-                str(plan.image_size),
-                "--seed",
-                "0",
-                "--overwrite",
-            ),
-        )
+        run_step(plan, "synthesise data", command_for_synth(plan))
     run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
-    run_step(
-        plan,
-        "train",
-        edgeseg_command(
-            "train",
-            "--data",
-            str(plan.data_dir),
-            "--out",
-            str(plan.run_dir),
-            "--size",
-            size_text(plan.input_size),
-            "--epochs",
-            str(plan.epochs),
-            "--time-budget",
-            str(plan.time_budget_minutes),
-            "--encoder-weights",
-            plan.encoder_weights,
-            "--decoder-channels",
-            plan.decoder_channels,
-            "--seed",
-            "0",
-        ),
-    )
-    run_step(
-        plan,
-        "evaluate",
-        edgeseg_command(
-            "eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val", "--json", str(out / "eval.json")
-        ),
-    )
+    run_step(plan, "train", command_for_train(plan))
+    run_step(plan, "evaluate", command_for_eval(plan))
     # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
-    run_step(
-        plan,
-        "export",
-        edgeseg_command(
-            "export",
-            str(plan.run_dir),
-            "--data",
-            str(plan.data_dir),
-            "--parity-n",
-            str(plan.parity_n),
-            "--calib-n",
-            "32",
-        ),
-        allowed_exit_codes=(0, 1),
-    )
-    run_step(
-        plan,
-        "benchmark",
-        edgeseg_command(
-            "bench",
-            str(plan.run_dir),
-            "--runs",
-            str(plan.bench_runs),
-            "--warmup",
-            "5",
-            "--json",
-            str(out / "bench.json"),
-            "--md",
-            str(out / "bench.md"),
-        ),
-    )
-    make_video(val_images(plan.data_dir, limit=12), out / "video.mp4")
-    run_step(
-        plan,
-        "run the runtime",
-        edgeseg_command(
-            "run",
-            str(plan.run_dir / ONNX_FILENAMES["onnx"]),
-            "--source",
-            str(out / "video.mp4"),
-            "--no-show",
-            "--save",
-            str(out / "overlay.mp4"),
-            "--jsonl",
-            str(out / "frames.jsonl"),
-        ),
-    )
+    run_step(plan, "export", command_for_export(plan), allowed_exit_codes=(0, 1))
+    run_step(plan, "benchmark", command_for_bench(plan))
+    make_video(val_images(plan.data_dir, limit=12), plan.out / "video.mp4")
+    run_step(plan, "run the runtime", command_for_run(plan))
+
+
+def command_for_synth(plan: DemoPlan) -> list[str]:
+    sizes = ("--images", str(plan.images), "--image-size", str(plan.image_size))
+    return edgeseg_command("synth", str(plan.data_dir), *sizes, "--seed", "0", "--overwrite")
+
+
+def command_for_train(plan: DemoPlan) -> list[str]:
+    folders = ("--data", str(plan.data_dir), "--out", str(plan.run_dir))
+    budget = ("--epochs", str(plan.epochs), "--time-budget", str(plan.time_budget_minutes))
+    network = ("--size", size_text(plan.input_size), "--encoder-weights", plan.encoder_weights)
+    decoder = ("--decoder-channels", plan.decoder_channels)
+    return edgeseg_command("train", *folders, *network, *decoder, *budget, "--seed", "0")
+
+
+def command_for_eval(plan: DemoPlan) -> list[str]:
+    report = ("--json", str(plan.out / "eval.json"))
+    return edgeseg_command("eval", str(plan.run_dir), "--data", str(plan.data_dir), "--split", "val", *report)
+
+
+def command_for_export(plan: DemoPlan) -> list[str]:
+    samples = ("--images", str(plan.parity_n), "--calib-n", "32")
+    return edgeseg_command("export", str(plan.run_dir), "--data", str(plan.data_dir), *samples)
+
+
+def command_for_bench(plan: DemoPlan) -> list[str]:
+    runs = ("--runs", str(plan.bench_runs), "--warmup", "5")
+    reports = ("--json", str(plan.out / "bench.json"), "--md", str(plan.out / "bench.md"))
+    return edgeseg_command("bench", str(plan.run_dir), *runs, *reports)
+
+
+def command_for_run(plan: DemoPlan) -> list[str]:
+    source = ("--source", str(plan.out / "video.mp4"), "--no-show")
+    outputs = ("--save", str(plan.out / "overlay.mp4"), "--jsonl", str(plan.out / "frames.jsonl"))
+    return edgeseg_command("run", str(plan.run_dir / ONNX_FILENAMES["onnx"]), *source, *outputs)

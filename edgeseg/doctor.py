@@ -21,7 +21,7 @@ def doctor_findings() -> dict[str, Any]:
     problems = [build["problem"]] if build["problem"] else []
     problems += install_check.driver_problems(gpus, software, tensorrt)
     provider_problem = install_check.tensorrt_provider_problem(build)
-    notes = []
+    notes: list[str] = []
     if provider_problem and "TensorrtExecutionProvider" in (build["providers"] or []):
         # With the gpu extra installed the provider is meant to start: then it is a problem, else a note.
         (problems if install_check.pip_tensorrt_10() else notes).append(

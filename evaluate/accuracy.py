@@ -94,7 +94,8 @@ def comparison_dict(evaluation: Evaluation, against: Evaluation) -> dict:
     return {
         "against": portable_path(against.model),
         "against_mean": against.mean,
-        "difference": f"{portable_path(evaluation.model)} minus {portable_path(against.model)}, per image, then the mean",
+        "difference": f"{portable_path(evaluation.model)} minus {portable_path(against.model)}, per image, "
+        "then the mean",
         "differences": {name: interval.to_dict() for name, interval in differences.items()},
         "verdicts": {name: verdict(interval) for name, interval in differences.items()},
         "interval": INTERVAL_METHOD,
@@ -194,8 +195,9 @@ def per_image_csv(evaluation: Evaluation) -> str:
 
 def summary_table(evaluation: Evaluation) -> str:
     options = "".join(f", {name} {value}" for name, value in evaluation.postprocess.items())
+    images = len(evaluation.per_image)
     lines = [
-        f"{evaluation.model} on {evaluation.split} ({len(evaluation.per_image)} images), backend {evaluation.backend}{options}",
+        f"{evaluation.model} on {evaluation.split} ({images} images), backend {evaluation.backend}{options}",
         "metric              mean    [95% interval]     min",
     ]
     for name, interval in evaluation.intervals.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,10 @@ from edgeseg.core.files import portable_path
 from edgeseg.core.progress import note, quiet_option
 from edgeseg.core.segmenter import FILL_HOLES_DEFAULT, REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
 from edgeseg.evaluate.latency import DEFAULT_RUNS, DEFAULT_WARMUP
+
+if TYPE_CHECKING:  # the evaluation parts load when a command runs
+    from edgeseg.core.data import Sample
+    from edgeseg.evaluate.accuracy import Evaluation
 
 EXAMPLE = """\b
 Examples:
@@ -154,36 +158,33 @@ def eval_command(
     specificity and accuracy are computed per image, then averaged over images, as the official
     scorer does. Each mean comes with its 95% bootstrap interval over the images.
     """
-    import cv2
-
-    from edgeseg.core.click_types import json_to_stdout, model_or_default, renamed, write_json
+    from edgeseg.core.click_types import model_or_default, renamed
     from edgeseg.core.data import LOCKED_SPLIT, require_usable
-    from edgeseg.core.files import prepare_outputs, write_bytes_atomic, write_text_atomic
-    from edgeseg.evaluate.accuracy import (
-        comparison_dict,
-        comparison_table,
-        per_image_csv,
-        summary_table,
-        worst_cases_image,
-    )
+    from edgeseg.core.files import prepare_outputs
 
     model = model_or_default(renamed(ctx, "model", "old_model"))
     out_dir = out_dir or default_out_dir(model, split)
-    prepare_outputs(
-        [
-            ("--out", out_dir / "per-image.csv"),
-            ("--out", out_dir / "worst-cases.png"),
-            ("--json", json_path),
-            ("--save-masks", save_masks),
-        ],
-        overwrite,
-    )
+    out_files = [("--out", out_dir / "per-image.csv"), ("--out", out_dir / "worst-cases.png")]
+    prepare_outputs([*out_files, ("--json", json_path), ("--save-masks", save_masks)], overwrite)
     samples = require_usable(data_dir, split=None if split == "all" else split, split_dir=split_dir)
     if split == LOCKED_SPLIT:  # edgeseg.core.data.LOCKED_SPLIT
         note(LOCKED_NOTE)
     options = {"tta": tta, "fill_holes": fill_holes, "refine": refine}
     evaluation = score(model, backend, options, samples, split, save_masks)
     baseline = score(against, backend, options, samples, split, None) if against is not None else None
+    write_eval_files(evaluation, baseline, samples, out_dir, json_path)
+    echo_eval(evaluation, baseline, out_dir, json_path)
+
+
+def write_eval_files(
+    evaluation: Evaluation, baseline: Evaluation | None, samples: list[Sample], out_dir: Path, json_path: Path | None
+) -> None:
+    """per-image.csv and worst-cases.png in out_dir; the JSON record (with the comparison, if any) at json_path."""
+    import cv2
+
+    from edgeseg.core.click_types import write_json
+    from edgeseg.core.files import write_bytes_atomic, write_text_atomic
+    from edgeseg.evaluate.accuracy import comparison_dict, per_image_csv, worst_cases_image
 
     write_text_atomic(out_dir / "per-image.csv", per_image_csv(evaluation))
     ok, png = cv2.imencode(".png", worst_cases_image(evaluation, samples))
@@ -194,13 +195,19 @@ def eval_command(
         if baseline is not None:
             record["comparison"] = comparison_dict(evaluation, baseline)
         write_json(json_path, record)
-    to_stderr = json_to_stdout(json_path)  # stdout carries the JSON alone
+
+
+def echo_eval(evaluation: Evaluation, baseline: Evaluation | None, out_dir: Path, json_path: Path | None) -> None:
+    """The tables, and where the per-image files are; on stderr when stdout carries the JSON alone."""
+    from edgeseg.core.click_types import json_to_stdout
+    from edgeseg.evaluate.accuracy import comparison_table, summary_table
+
+    to_stderr = json_to_stdout(json_path)
     click.echo(summary_table(evaluation), err=to_stderr)
     if baseline is not None:
         click.echo("\n" + summary_table(baseline) + "\n\n" + comparison_table(evaluation, baseline), err=to_stderr)
-    click.echo(
-        f"per-image results: {out_dir / 'per-image.csv'}; worst cases: {out_dir / 'worst-cases.png'}", err=to_stderr
-    )
+    files = f"per-image results: {out_dir / 'per-image.csv'}; worst cases: {out_dir / 'worst-cases.png'}"
+    click.echo(files, err=to_stderr)
 
 
 def score(model: Path, backend: str, options: dict, samples, split: str, save_masks: Path | None):
@@ -279,7 +286,8 @@ host (no TensorRT, no GPU provider, no PyTorch) are reported as skipped and do n
     "--size",
     type=INPUT_SIZE,
     default=None,
-    help="256 or HEIGHTxWIDTH: input size for PyTorch and dynamic-shape ONNX forms; static forms keep their card's size.",
+    help="256 or HEIGHTxWIDTH: input size for PyTorch and dynamic-shape ONNX forms; static forms keep their "
+    "card's size.",
 )
 @click.option(
     "--image",
@@ -325,8 +333,9 @@ def bench_command(
     """Measure latency per stage and end to end (and accuracy with --data) of model forms, side by side.
 
     MODEL is a run directory (PyTorch, plus any forms exported into it), an export directory (every
-    .onnx and .engine in it) or model files; without one, edgeseg's default model. The forms are interleaved: each round sends the same
-    frame once through every form, so the figures come from one run under the same conditions.
+    .onnx and .engine in it) or model files; without one, edgeseg's default model. The forms are
+    interleaved: each round sends the same frame once through every form, so the figures come from
+    one run under the same conditions.
     Reports mean, p50, p90, p99, min and max per stage (preprocess, inference, postprocess,
     end to end) and FPS, and warns when p99/p50 shows a noisy machine.
     """
@@ -338,42 +347,13 @@ def bench_command(
 
     prepare_outputs([("--json", json_path), ("--md", md_path)], overwrite)
     models = models or (model_or_default(None),)
-    command = command_line(
-        models,
-        dict(
-            backends=backends,
-            runs=runs,
-            warmup=warmup,
-            size=size,
-            image=image,
-            data=data,
-            split=split,
-            split_dir=split_dir,
-            limit=limit,
-            json_path=json_path,
-            md_path=md_path,
-        ),
-    )
-    samples = None
-    if data is not None:
-        from edgeseg.core.data import require_usable
-
-        samples = require_usable(data, split=None if split == "all" else split, split_dir=split_dir)
-        samples = samples[:limit] if limit else samples
+    command = command_line(models, ctx.params)  # the options as parsed, defaults included
+    samples = bench_samples(data, split, split_dir, limit) if data is not None else None
     frame = read_image(image) if image is not None else None
+    frame_source = portable_path(image) if image is not None else None
     try:
         report = run_bench(
-            list(models),
-            backends,
-            runs,
-            warmup,
-            size,
-            frame,
-            portable_path(image) if image else None,
-            data,
-            samples,
-            split,
-            command,
+            list(models), backends, runs, warmup, size, frame, frame_source, data, samples, split, command
         )
     except ModelPathError as error:
         raise click.UsageError(str(error)) from None
@@ -386,3 +366,11 @@ def bench_command(
         if path is not None and not json_to_stdout(path):
             click.echo(f"wrote {path}", err=to_stderr)
     ctx.exit(exit_code(report))
+
+
+def bench_samples(data: Path, split: str, split_dir: Path | None, limit: int | None) -> list[Sample]:
+    """The checked samples of --data's split ('all': every pair), the first --limit of them."""
+    from edgeseg.core.data import require_usable
+
+    samples = require_usable(data, split=None if split == "all" else split, split_dir=split_dir)
+    return samples[:limit] if limit else samples

@@ -241,12 +241,12 @@ def leading_fine_nodes(model_path: Path, card: ModelCard, stride: int) -> list[s
     proto = onnx.load(str(model_path))
     height, width = card.input_size
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    for dim, size in zip(dims, (1, 3, height, width)):
+    for dim, size in zip(dims, (1, 3, height, width), strict=True):
         dim.Clear()
         dim.dim_value = size
     inferred = onnx.shape_inference.infer_shapes(proto).graph
     shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim] for value in inferred.value_info}
-    leading = []
+    leading: list[str] = []
     for node in inferred.node:
         shape = shapes.get(node.output[0], [])
         out_height, out_width = (shape[2], shape[3]) if len(shape) == 4 else (0, 0)  # 0: unknown, or not an image

@@ -129,7 +129,8 @@ def pick_float_blocks(
     total = sum(block.rms**2 for block in ordered)
     if total == 0:
         return [], 0.0
-    remaining, chosen = total, []
+    remaining = total
+    chosen: list[str] = []
     for block in ordered:
         if math.sqrt(max(remaining, 0.0) / total) <= residual_share or len(chosen) >= max_blocks:
             break
@@ -150,13 +151,13 @@ def quantization_blocks(
     import onnx
 
     blocks: dict[str, list[str]] = {}
-    current = name = None
+    current: str | None = None  # the block being filled
+    name: str | None = None  # its module path
     for node in onnx.load(str(model_path), load_external_data=False).graph.node:
-        if current is None or node.op_type in WEIGHTED_OPS:
-            if block_name(node.name, depth) != name:
-                name = block_name(node.name, depth)
-                current = unique_name(name, blocks)
-                blocks[current] = []
+        node_block = block_name(node.name, depth)
+        if current is None or (node.op_type in WEIGHTED_OPS and node_block != name):
+            name, current = node_block, unique_name(node_block, blocks)
+            blocks[current] = []
         blocks[current].append(node.name)
     return merge_neighbours(blocks, max_blocks)
 

@@ -84,7 +84,7 @@ def evaluate(proto, names: list[str]) -> dict:
         tensor = value.type.tensor_type
         shape = [dim.dim_value for dim in tensor.shape.dim]
         feeds[value.name] = np.zeros(shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    return dict(zip(names, session.run(names, feeds)))
+    return dict(zip(names, session.run(names, feeds), strict=True))
 
 
 def remove_unused(graph) -> None:

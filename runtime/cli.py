@@ -19,10 +19,11 @@ import click
 from edgeseg.core.click_types import overwrite_option
 from edgeseg.core.names import ENGINE_SUFFIXES, RUNTIME_BACKENDS
 from edgeseg.core.progress import is_quiet, note, quiet_option
-from edgeseg.core.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES
+from edgeseg.core.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES, Backend, Segmenter
 
 if TYPE_CHECKING:  # the runtime parts load when the command runs
     from edgeseg.runtime.photos import PhotoOutputs
+    from edgeseg.runtime.sources import Source
 
 HELP = """Segment skin lesions in photos, or live from a camera, a video or a stream, with a torch-free runtime.
 
@@ -65,7 +66,7 @@ Examples:
   edgeseg run model.onnx -s clinic.mp4 --no-show -o overlay.mp4 --jsonl frames.jsonl
   edgeseg run model.fp16.engine -s rtsp://192.168.1.20:8554/scope
   edgeseg run model.onnx --source 'nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'
-"""
+"""  # noqa: E501 - the GStreamer example is one shell line, to copy as it is
 
 MODEL_SUFFIXES = (".onnx", *ENGINE_SUFFIXES)
 SAVE_HELP = (
@@ -194,7 +195,6 @@ def run_command(
     overwrite: bool,
 ) -> None:
     from edgeseg.core.click_types import model_or_default
-    from edgeseg.runtime.backends import open_segmenter
     from edgeseg.runtime.photos import numbered_results_folder
     from edgeseg.runtime.run_loop import RunOptions, run_pipeline
 
@@ -209,19 +209,12 @@ def run_command(
         stack.callback(frames.close)  # stops the source's reader thread, whatever happens after
         outputs = plan_outputs(frames, save, save_kind, save_masks, jsonl, loop, overwrite)
         show = window_wanted(show, photos=outputs.photos is not None)
-        segmenter = stack.enter_context(
-            open_segmenter(
-                model, backend, threads=threads, keep_largest=False if all_regions else None, mm_per_px=mm_per_px
-            )
-        )
+        segmenter = open_run_segmenter(stack, model, backend, threads, all_regions, mm_per_px)
         segmenter.tta, segmenter.refine = tta, refine
-        opened = segmenter.backend
-        note(
-            f"model {model.name}: {opened.name} ({opened.precision}), input {opened.card.input_size[0]}x"
-            f"{opened.card.input_size[1]}; source: {frames.description}"
-        )
+        note(opened_line(model, segmenter.backend, frames))
         live_view = stack.enter_context(live_view_served_at(serve)) if serve else None
-        if outputs.numbered:  # made once everything has opened: a run that cannot start leaves no empty folder
+        # The numbered folder is made once everything has opened: a run that cannot start leaves no empty folder.
+        if outputs.numbered and outputs.photos is not None:
             outputs.photos.folder = numbered_results_folder()
         options = RunOptions(
             show=show,
@@ -235,11 +228,26 @@ def run_command(
         )
         summary = run_pipeline(segmenter, frames, options)
     records = None if jsonl is not None and str(jsonl) == "-" else jsonl
-    report_run(
-        summary,
-        frames,
-        {"overlay video": outputs.video, "masks": save_masks, "per-frame records": records},
-        outputs.photos,
+    written = {"overlay video": outputs.video, "masks": save_masks, "per-frame records": records}
+    report_run(summary, frames, written, outputs.photos)
+
+
+def open_run_segmenter(
+    stack: ExitStack, model: Path, backend: str, threads: int | None, all_regions: bool, mm_per_px: float | None
+) -> Segmenter:
+    """The model on its backend, closed with the stack; --all-regions keeps every region rather than the largest."""
+    from edgeseg.runtime.backends import open_segmenter
+
+    keep_largest = False if all_regions else None
+    segmenter = open_segmenter(model, backend, threads=threads, keep_largest=keep_largest, mm_per_px=mm_per_px)
+    return stack.enter_context(segmenter)
+
+
+def opened_line(model: Path, opened: Backend, frames: Source) -> str:
+    """The note that says what runs: the model, its backend and precision, its input size, and the source."""
+    height, width = opened.card.input_size
+    return (
+        f"model {model.name}: {opened.name} ({opened.precision}), input {height}x{width}; source: {frames.description}"
     )
 
 
@@ -347,14 +355,12 @@ def plan_outputs(
     prepare_outputs([("--save", save), ("--save-masks", save_masks), ("--jsonl", jsonl)], overwrite)
     if not photos:
         return Outputs(video=save)
-    outputs = Outputs(
-        video=save if save_kind == "video" else None,
-        photos=PhotoOutputs(lines_to_stderr=jsonl is not None and str(jsonl) == "-"),
-    )
+    photo_outputs = PhotoOutputs(lines_to_stderr=jsonl is not None and str(jsonl) == "-")
+    outputs = Outputs(video=save if save_kind == "video" else None, photos=photo_outputs)
     if save_kind == "folder":
-        outputs.photos.folder = save
+        photo_outputs.folder = save
     elif save_kind == "image":
-        outputs.photos.overlay_file = save
+        photo_outputs.overlay_file = save
     elif save is None and save_masks is None and jsonl is None:
         outputs.numbered = True
     return outputs
@@ -370,7 +376,7 @@ def check_save_fits(frames, save: Path | None, save_kind: str | None, photos: bo
             ".webm path for the overlay video",
             param_hint="--save",
         )
-    if save_kind == "image" and len(frames.paths) != 1:
+    if save is not None and save_kind == "image" and len(frames.paths) != 1:
         raise click.BadParameter(
             f"{save}: an image path takes a single photo's overlay, not those of "
             f"{frames.description}; give a folder for their results, e.g. "
@@ -405,7 +411,8 @@ def window_wanted(show: bool | None, photos: bool = False) -> bool:
             note("no display found (DISPLAY/WAYLAND_DISPLAY unset): running without a window")
     elif show and not display_available():
         raise click.UsageError(
-            "--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --serve, --save or --jsonl on a headless device"
+            "--show needs a display (DISPLAY or WAYLAND_DISPLAY); use --no-show with --serve, --save or --jsonl "
+            "on a headless device"
         )
     return show
 

@@ -176,6 +176,8 @@ class Stream:
 class PinnedBuffer:
     """A page-locked host array and a device allocation of the same size, made once and reused."""
 
+    host: np.ndarray | None  # None once freed: no view into released memory is left
+
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         runtime = cudart()
         dtype = np.dtype(dtype)

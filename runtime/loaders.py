@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
         locations = set(_external_locations(memoryview(data), (0, len(data)), "model"))
     except ValueError as error:
         raise RuntimeModelError(
-            f"{path}: not a readable ONNX model ({error}); the file is corrupt or truncated. Re-export it: {EXPORT_FIX}."
+            f"{path}: not a readable ONNX model ({error}); the file is corrupt or truncated. "
+            f"Re-export it: {EXPORT_FIX}."
         ) from None
     check_external_data(path, sorted(locations))
     if CARD_METADATA_KEY not in metadata:
@@ -129,12 +131,12 @@ def check_card_input_size(path: Path, card: ModelCard, graph_sides: tuple[int | 
     height, width = card.input_size
     if max(height, width) > MAX_INPUT_SIDE:
         raise RuntimeModelError(
-            f"{path}: its model card claims an input of {height}x{width}, more than the {MAX_INPUT_SIDE} a side edgeseg "
-            f"accepts; the card is corrupt or was edited. Re-export the model: {EXPORT_FIX}."
+            f"{path}: its model card claims an input of {height}x{width}, more than the {MAX_INPUT_SIDE} a side "
+            f"edgeseg accepts; the card is corrupt or was edited. Re-export the model: {EXPORT_FIX}."
         )
     if graph_sides is None:
         return
-    if any(side is not None and side != expected for side, expected in zip(graph_sides, (height, width))):
+    if any(side is not None and side != expected for side, expected in zip(graph_sides, (height, width), strict=True)):
         graph = "x".join("?" if side is None else str(side) for side in graph_sides)
         raise RuntimeModelError(
             f"{path}: its model card says the input is {height}x{width}, but the graph takes {graph}; the card does "
@@ -169,7 +171,12 @@ def _scan_onnx(data: bytes) -> tuple[dict[str, str], set[str], set[int], tuple[i
             graph_seen = True
             for graph_field, item in _fields(view, *value):
                 if graph_field == 1 and isinstance(item, tuple):
-                    op_types.update(bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *item) if n == 4)
+                    node_fields = _fields(view, *item)
+                    op_types.update(
+                        bytes(view[v[0] : v[1]]).decode("utf-8")
+                        for n, v in node_fields
+                        if n == 4 and isinstance(v, tuple)
+                    )
                 elif graph_field == 5 and isinstance(item, tuple):
                     for n, v in _fields(view, *item):
                         if n == 2 and isinstance(v, int):
@@ -227,8 +234,8 @@ def check_external_data(path: Path, locations: list[str]) -> None:
         if not inside:
             raise RuntimeModelError(
                 f"{path}: its tensor data is stored outside the model's folder (external data location {location!r}); "
-                f"refused: an edgeseg export keeps its weights in the file or beside it in {path.parent}. Use the model "
-                f"as `edgeseg export` wrote it ({EXPORT_FIX})."
+                f"refused: an edgeseg export keeps its weights in the file or beside it in {path.parent}. "
+                f"Use the model as `edgeseg export` wrote it ({EXPORT_FIX})."
             )
 
 
@@ -270,14 +277,16 @@ def _entry(view: memoryview, span: tuple[int, int]) -> dict[int, str]:
     return {n: bytes(view[v[0] : v[1]]).decode("utf-8") for n, v in _fields(view, *span) if isinstance(v, tuple)}
 
 
-def _fields(view: memoryview, start: int, end: int):
-    """Yield (field number, value) of one protobuf message: an int, or (start, end) of a length-delimited field."""
+def _fields(view: memoryview, start: int, end: int) -> Iterator[tuple[int, int | tuple[int, int] | None]]:
+    """Yield (field number, value) of one protobuf message: an int, (start, end) of a length-delimited field, or
+    None for a fixed-size one (never read)."""
     position = start
     while position < end:
         key, position = _varint(view, position, end)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise ValueError(f"invalid field number at byte {position}")
+        value: int | tuple[int, int] | None
         if wire_type == 0:
             value, position = _varint(view, position, end)
         elif wire_type == 1:
@@ -332,7 +341,8 @@ def read_engine_info(engine_path: str | os.PathLike) -> EngineInfo:
     if not sidecar.is_file():
         raise RuntimeModelError(
             f"{engine_path}: its sidecar {sidecar.name} is missing, so the model card (input size, preprocessing, "
-            f"threshold) is unknown. Keep the sidecar next to the engine, or {REBUILD_FIX[0].lower() + REBUILD_FIX[1:]}."
+            f"threshold) is unknown. Keep the sidecar next to the engine, or "
+            f"{REBUILD_FIX[0].lower() + REBUILD_FIX[1:]}."
         )
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -385,7 +395,8 @@ def check_engine_source(info: EngineInfo, engine_path: str | os.PathLike) -> Non
     raise RuntimeModelError(
         f"{engine_path}: built from another ONNX than the one beside it (the sidecar records sha256 "
         f"{info.onnx_sha256[:12]}...; {seen}): the model was exported again after the engine was built. Rebuild the "
-        f"engine from it on this device: `edgeseg export {engine_path.with_name(ONNX_FILENAMES['onnx'])} --format {form}`."
+        f"engine from it on this device: "
+        f"`edgeseg export {engine_path.with_name(ONNX_FILENAMES['onnx'])} --format {form}`."
     )
 
 
@@ -413,7 +424,8 @@ def check_engine_host(
             else f"compute capability {info.compute_capability}"
         )
         raise RuntimeModelError(
-            f"{engine_path}: built for {built_for}, but this GPU has compute capability {compute_capability}. {REBUILD_FIX}."
+            f"{engine_path}: built for {built_for}, but this GPU has compute capability {compute_capability}. "
+            f"{REBUILD_FIX}."
         )
     if gpu_name and info.gpu_name and gpu_name != info.gpu_name:
         log.warning(

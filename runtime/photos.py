@@ -89,7 +89,7 @@ def image_line(label: str, segmentation: Segmentation, width: int, height: int) 
     ``ISIC_0012345.jpg  lesion 23.4% of image, 412x380 px box, max diameter 530 px (10.6 mm), 31 ms``."""
     measurements = segmentation.measurements
     timing = f"{total_ms(segmentation):.0f} ms"
-    if not measurements.lesion_present:
+    if not measurements.lesion_present or measurements.bbox is None:
         return f"{label}  no lesion found, {timing}"
     percent = 100.0 * measurements.area_px / (width * height)
     regions = f" ({measurements.regions} regions)" if measurements.regions > 1 else ""
@@ -145,11 +145,13 @@ class PhotoResults:
         label = frame.label or frame.name
         names = None
         folder = self.outputs.folder
+        # The overlay is drawn whenever a folder or an overlay file asks for it (PhotoOutputs.needs_overlay).
         if folder is not None:
             names = (frame.name + OVERLAY_SUFFIX, frame.name + MASK_SUFFIX)
-            write_bytes_atomic(folder / names[0], encode_overlay(folder / names[0], overlay))
+            if overlay is not None:
+                write_bytes_atomic(folder / names[0], encode_overlay(folder / names[0], overlay))
             write_mask(folder / names[1], segmentation.mask)
-        if self.outputs.overlay_file is not None:
+        if self.outputs.overlay_file is not None and overlay is not None:
             write_bytes_atomic(self.outputs.overlay_file, encode_overlay(self.outputs.overlay_file, overlay))
         self.rows.append(csv_row(label, names, segmentation, width, height))
         click.echo(image_line(label, segmentation, width, height), err=self.outputs.lines_to_stderr)

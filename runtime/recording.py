@@ -50,6 +50,7 @@ class PyAVRecording:
         self, path: Path, size: tuple[int, int], fps: float, codec: str, container_format: str, options: dict[str, str]
     ) -> None:
         import av
+        from av.video.stream import VideoStream
 
         self.codec = codec
         self._video_frame = av.VideoFrame  # imported once here, not on every frame
@@ -61,11 +62,13 @@ class PyAVRecording:
             options={"movflags": "+faststart"} if container_format == "mp4" else {},
         )
         try:
-            self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-            self._stream.width, self._stream.height = size
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.options = options
-            self._stream.codec_context.time_base = TIME_BASE
+            stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+            if not isinstance(stream, VideoStream):
+                raise ValueError(f"{codec} is not a video codec")
+            stream.width, stream.height = size
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = TIME_BASE
+            self._stream = stream
         except Exception:
             self._container.close()
             raise
@@ -93,7 +96,7 @@ class OpenCVRecording:
     codec = "mp4v"
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             raise OSError(f"{path}: OpenCV cannot write an mp4v video here")
 

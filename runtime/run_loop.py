@@ -217,10 +217,8 @@ class _Finisher:
         drawn = time.perf_counter()
         if self.photos is not None:
             self.photos.add(item.frame, segmentation, overlay)
-        if self.options.save_video is not None:
-            if self._video is None:
-                self._open_video(outputs, overlay.shape)
-            self._video.write(self._fit(overlay, self._video_size), self._video_milliseconds(item.frame))
+        if self.options.save_video is not None and overlay is not None:
+            self._record(overlay, item.frame, outputs, self.options.save_video)
         if self.options.save_masks is not None:
             write_mask(self.options.save_masks / mask_filename(item.frame), segmentation.mask)
         if jsonl is not None or self.options.live_view is not None:
@@ -228,7 +226,7 @@ class _Finisher:
         if jsonl is not None:
             jsonl.write(json.dumps(record) + "\n")
             jsonl.flush()
-        if self.options.live_view is not None:
+        if self.options.live_view is not None and overlay is not None:
             self.options.live_view.publish(
                 overlay,
                 {
@@ -242,13 +240,20 @@ class _Finisher:
         self.stage_ms["overlay"] += (drawn - now) * 1000
         self.stage_ms["write"] += (time.perf_counter() - drawn) * 1000
 
-    def _open_video(self, outputs: ExitStack, shape: tuple[int, ...]) -> None:
-        temporary = outputs.enter_context(atomic_output(self.options.save_video))
+    def _record(self, overlay: np.ndarray, frame: Frame, outputs: ExitStack, path: Path) -> None:
+        """The overlay as the next frame of the --save video, opened at the first frame's size."""
+        if self._video is None or self._video_size is None:
+            self._video, self._video_size = self._open_video(outputs, path, overlay.shape)
+        self._video.write(self._fit(overlay, self._video_size), self._video_milliseconds(frame))
+
+    def _open_video(self, outputs: ExitStack, path: Path, shape: tuple[int, ...]) -> tuple[Recording, tuple[int, int]]:
+        temporary = outputs.enter_context(atomic_output(path))
         height, width = shape[:2]
-        self._video_size = even_size(width, height)
-        self._video = open_recording(self.options.save_video, temporary, self._video_size, self.fps, self.plan)
-        outputs.callback(self._video.close)  # closed (and flushed) before atomic_output renames the file
-        log.info("recording %s as %s", self.options.save_video, self._video.codec)
+        size = even_size(width, height)
+        video = open_recording(path, temporary, size, self.fps, self.plan)
+        outputs.callback(video.close)  # closed (and flushed) before atomic_output renames the file
+        log.info("recording %s as %s", path, video.codec)
+        return video, size
 
     def _video_milliseconds(self, frame: Frame) -> int:
         """A live frame's capture time since the first one; a file's frame time from its index and frame rate."""

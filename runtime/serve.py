@@ -47,7 +47,7 @@ from functools import cached_property
 from http import HTTPStatus
 from importlib import resources
 from string import Template
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote_to_bytes
 
 import cv2
@@ -295,7 +295,8 @@ SECURITY_HEADERS = {
 
 def page_policy(nonce: str) -> str:
     return (
-        f"default-src 'none'; img-src 'self'; connect-src 'self'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        "default-src 'none'; img-src 'self'; connect-src 'self'; "
+        f"script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
 
@@ -346,7 +347,8 @@ def is_ip_address(text: str) -> bool:
 
 
 def known_host_names(address: ServeAddress) -> frozenset[str]:
-    """The names a browser may call this device by; an IP address is always accepted (a rebinding attack needs a name)."""
+    """The names a browser may call this device by; an IP address is always accepted (a rebinding attack needs a
+    name)."""
     machine = socket.gethostname().lower()  # no DNS look-up: a device with a broken resolver must still start
     extra = [name.strip().lower() for name in os.environ.get(HOSTS_ENVIRONMENT, "").split(",") if name.strip()]
     return frozenset({"localhost", machine, f"{machine}.local", address.host.lower(), *extra})
@@ -365,7 +367,10 @@ class Gate:
         """Why the request is refused (403), or None."""
         host = request.headers.get("host")
         if host is None or not (is_ip_address(host_name(host)) or host_name(host) in self.host_names):
-            return f"this device is not known by that name; open the address `edgeseg run` printed (or add the name to {HOSTS_ENVIRONMENT})"
+            return (
+                "this device is not known by that name; open the address `edgeseg run` printed "
+                f"(or add the name to {HOSTS_ENVIRONMENT})"
+            )
         origin = request.headers.get("origin")
         if origin is not None and origin.lower() != f"http://{host}".lower():
             return "requests from other sites are refused"
@@ -456,7 +461,7 @@ def host_name_addresses(timeout: float = HOST_LOOKUP_TIMEOUT_S) -> list[str]:
             infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM)
         except OSError:
             return
-        found.extend(info[4][0] for info in infos)
+        found.extend(str(info[4][0]) for info in infos)  # an AF_INET address: (host, port)
 
     thread = threading.Thread(target=look_up, name="edgeseg-host-lookup", daemon=True)
     thread.start()
@@ -597,7 +602,7 @@ class LiveServer:
                 # newer ones can push it out of a full waiting list.
                 for key, _ in events:
                     if key.fileobj is not self._listener:
-                        self._receive(key.fileobj)
+                        self._receive(cast(socket.socket, key.fileobj))  # only sockets are registered
                 if any(key.fileobj is self._listener for key, _ in events):
                     self._accept()
                 self._close_expired()

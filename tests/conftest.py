@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,19 @@ def isic_dir() -> Path:
     if not (path / "ISIC2018_Task1_Training_GroundTruth").is_dir():
         pytest.skip(f"real ISIC 2018 data not found at {path}; set EDGESEG_ISIC_DIR to its folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def installed_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """edgeseg installed (not editable) from a copy of the tree into the returned folder's site/: import-linter and
+    mypy read the parts where a wheel puts them (the editable install's folder mapping hides them from both)."""
+    work = tmp_path_factory.mktemp("installed")
+    source = work / "source"
+    skipped = (".git", ".venv*", "build", "runs", "demo-out", "out", "data", "*.egg-info", "__pycache__", ".*_cache")
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*skipped))
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(work / "site"), str(source)], check=True)
+    return work
 
 
 @pytest.fixture(scope="session")
@@ -103,7 +117,7 @@ def trained_run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_card: ModelCa
     torch.manual_seed(0)
     model = build_model(card).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(TRAIN_STEPS):
+    for _ in range(TRAIN_STEPS):
         batch = torch.randperm(len(inputs))[:8]
         logits = model(inputs[batch])
         probability = torch.sigmoid(logits)

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 torch = pytest.importorskip("torch")
 
-from edgeseg.cli import main  # noqa: E402
-from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
+from edgeseg.cli import main
+from edgeseg.train.loop import CHECKPOINT_FILENAME
 
 TINY = [
     "--size",

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-from safetensors.torch import load_file  # noqa: E402
+from safetensors.torch import load_file
 
-from edgeseg.train.checkpoints import CONFIG_FILENAME  # noqa: E402
-from edgeseg.train.loop import CHECKPOINT_FILENAME  # noqa: E402
+from edgeseg.train.checkpoints import CONFIG_FILENAME
+from edgeseg.train.loop import CHECKPOINT_FILENAME
 
 TINY = [
     "--size",

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +145,9 @@ def load_encoder_weights(model: torch.nn.Module, encoder: str, weights: str) -> 
     if weights == "imagenet" and encoder in LITE_WEIGHTS:
         # smp's timm encoder holds the timm network as `.model`, without the classifier head.
         state = {f"model.{name}": tensor for name, tensor in lite_timm_state_dict(encoder).items()}
-        encoder_keys = set(model.encoder.state_dict())
+        encoder_keys = set(model.get_submodule("encoder").state_dict())
         state = {name: tensor for name, tensor in state.items() if name in encoder_keys}
-        _load_strict(model.encoder, state, LITE_WEIGHTS[encoder].package)
+        _load_strict(model.get_submodule("encoder"), state, LITE_WEIGHTS[encoder].package)
     elif weights == "imagenet":
         _load_smp_imagenet(model, encoder)
     else:
@@ -158,7 +159,7 @@ def load_encoder_weights(model: torch.nn.Module, encoder: str, weights: str) -> 
             )
         from safetensors.torch import load_file
 
-        _load_strict(model.encoder, load_file(str(path)), str(path))
+        _load_strict(model.get_submodule("encoder"), load_file(str(path)), str(path))
 
 
 def _load_strict(encoder: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -180,7 +181,7 @@ def _load_smp_imagenet(model: torch.nn.Module, encoder: str) -> None:
             f"machine ({type(error).__name__}). Pass --encoder-weights none to start from random weights, or "
             "--encoder-weights PATH to a .safetensors file of the encoder's state dict."
         ) from None
-    model.encoder.load_state_dict(pretrained.encoder.state_dict())
+    model.get_submodule("encoder").load_state_dict(pretrained.encoder.state_dict())
 
 
 def encoder_preprocessing(encoder: str, weights: str) -> Preprocessing:
@@ -194,5 +195,11 @@ def encoder_preprocessing(encoder: str, weights: str) -> Preprocessing:
 
         config = timm.models.get_pretrained_cfg(encoder[3:])
         if config is not None:
-            return Preprocessing(mean=tuple(config.mean), std=tuple(config.std))
+            return Preprocessing(mean=per_channel(config.mean), std=per_channel(config.std))
     return IMAGENET_PREPROCESSING
+
+
+def per_channel(values: Sequence[float]) -> tuple[float, float, float]:
+    """A (red, green, blue) triple of a normalisation's mean or std."""
+    red, green, blue = values
+    return float(red), float(green), float(blue)

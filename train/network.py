@@ -56,8 +56,8 @@ def initial_card(run_dir: str | Path, card: ModelCard) -> ModelCard:
     if mine != theirs:
         raise CardError(
             f"--init-weights {run_dir}: that run is {source.architecture} with {source.encoder} "
-            f"{source.architecture_kwargs}, this one {card.architecture} with {card.encoder} {card.architecture_kwargs}; "
-            "give the same --encoder and --decoder-channels as that run"
+            f"{source.architecture_kwargs}, this one {card.architecture} with {card.encoder} "
+            f"{card.architecture_kwargs}; give the same --encoder and --decoder-channels as that run"
         )
     return source
 

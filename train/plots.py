@@ -1,4 +1,5 @@
-"""Training plots (matplotlib, Agg backend: no display needed): the paper's figures 5 and 6 and the threshold analysis."""
+"""Training plots (matplotlib, Agg backend: no display needed): the paper's figures 5 and 6 and the threshold
+analysis."""
 
 from __future__ import annotations
 

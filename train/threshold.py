@@ -34,12 +34,18 @@ class ThresholdSweep:
         ]
 
 
+def at_truth_size(probability: np.ndarray, truth: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The probability map resized to its (h, w) truth mask's own resolution."""
+    height, width = truth.shape
+    return probability_at(probability, height, width, card)
+
+
 def scores_at(
     probabilities: np.ndarray, truths: list[np.ndarray], card: ModelCard, threshold: float
 ) -> dict[str, float]:
     """Mean ISIC metrics of (N, h, w) probability maps at network resolution against truths at their own."""
     per_image = [
-        image_scores(truth, lesion_mask(probability_at(probability, *truth.shape, card), card, threshold)[0])
+        image_scores(truth, lesion_mask(at_truth_size(probability, truth, card), card, threshold)[0])
         for probability, truth in zip(probabilities, truths, strict=True)
     ]
     return mean_scores(per_image)
@@ -50,7 +56,7 @@ def sweep_thresholds(
 ) -> ThresholdSweep:
     per_threshold: list[list[dict[str, float]]] = [[] for _ in thresholds]
     for probability, truth in zip(probabilities, truths, strict=True):
-        upsampled = probability_at(probability, *truth.shape, card)  # once per image, not per threshold
+        upsampled = at_truth_size(probability, truth, card)  # once per image, not per threshold
         for index, threshold in enumerate(thresholds):
             per_threshold[index].append(image_scores(truth, lesion_mask(upsampled, card, threshold)[0]))
     means_by_threshold = [mean_scores(scores) for scores in per_threshold]

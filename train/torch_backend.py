@@ -39,7 +39,8 @@ class TorchBackend:
         height, width = self.card.input_size
         if batch.ndim != 4 or batch.shape[1] != 3 or batch.shape[2:] != (height, width):
             raise ValueError(
-                f"expected a float32 batch (N, 3, {height}, {width}) as edgeseg.core.preprocess makes it, got {batch.shape}"
+                f"expected a float32 batch (N, 3, {height}, {width}) as edgeseg.core.preprocess makes it, "
+                f"got {batch.shape}"
             )
         inputs = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, dtype=self.dtype)
         with torch.inference_mode():

@@ -1,4 +1,5 @@
-"""benchmarks/ensemble_ceiling.py: its averaging, its memory, and a single run's row equal to `edgeseg eval`'s figures."""
+"""benchmarks/ensemble_ceiling.py: its averaging, its memory, and a single run's row equal to `edgeseg eval`'s
+figures."""
 
 from __future__ import annotations
 

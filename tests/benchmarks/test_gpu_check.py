@@ -180,7 +180,7 @@ def test_io_binding_on_the_cpu_gives_what_a_plain_run_gives_and_keeps_each_outpu
     batches = [np.random.default_rng(seed).standard_normal(shape, dtype=np.float32) for seed in (1, 2)]
     outputs = [infer(batch) for batch in batches]
     plain = onnxruntime.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    for batch, output in zip(batches, outputs):  # the first output is not overwritten by the second run
+    for batch, output in zip(batches, outputs, strict=True):  # the first output is not overwritten by the second run
         expected = plain.run(None, {plain.get_inputs()[0].name: batch})[0]
         assert output.dtype == np.float32 and output.shape == expected.shape
         np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5)

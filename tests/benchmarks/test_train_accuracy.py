@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
-from edgeseg.cli import main  # noqa: E402
+from edgeseg.cli import main
 
 
 def test_a_run_without_its_checkpoint_is_recorded_from_its_logs_as_from_the_checkpoint(

@@ -197,4 +197,4 @@ def test_the_public_names_resolve_and_import_edgeseg_stays_light():
         edgeseg.BackendUnavailable, edgeseg.EdgesegError
     )
     with pytest.raises(AttributeError, match="no attribute 'segment'"):
-        edgeseg.segment  # noqa: B018
+        edgeseg.segment  # noqa: B018 - reading the attribute is what raises

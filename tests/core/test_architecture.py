@@ -1,9 +1,9 @@
-"""The shape of the code: the layers hold (import-linter), and no function grows past 60 lines."""
+"""The shape of the code: the layers hold (import-linter, on the `installed_copy` of tests/conftest.py), and no
+function grows past 60 lines."""
 
 from __future__ import annotations
 
 import ast
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,36 +13,6 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE_FOLDERS = ("edgeseg", "core", "loading", "train", "export", "runtime", "evaluate", "benchmarks", "docs")
 MAX_FUNCTION_LINES = 60
-
-
-@pytest.fixture(scope="module")
-def installed_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """edgeseg installed (not editable) from a copy of the tree: import-linter reads the parts where a wheel puts them."""
-    work = tmp_path_factory.mktemp("layers")
-    source = work / "source"
-    shutil.copytree(
-        REPO_ROOT,
-        source,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv*", "build", "runs", "demo-out", "*.egg-info", "__pycache__", "data"
-        ),
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(work / "site"),
-            str(source),
-        ],
-        check=True,
-    )
-    return work
 
 
 def lint_imports(installed: Path) -> subprocess.CompletedProcess:

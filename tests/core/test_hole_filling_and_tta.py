@@ -13,7 +13,8 @@ from edgeseg.core.segmenter import TTA_MODES, Segmenter
 
 
 class FunctionBackend:
-    """A backend double whose logits are a known function of its (N, 3, H, W) input; it records each call's batch size."""
+    """A backend double whose logits are a known function of its (N, 3, H, W) input; it records each call's batch
+    size."""
 
     name, precision = "fake", "fp32"
 
@@ -109,23 +110,33 @@ def asymmetric_image(size: int = 64) -> np.ndarray:
     return image
 
 
+def pixelwise_network(view: np.ndarray) -> np.ndarray:
+    """A pixelwise network: flipping commutes with it."""
+    return view[0] * 2.0
+
+
+def left_to_right_network(view: np.ndarray) -> np.ndarray:
+    """A network that reads left to right: flipping changes what it says."""
+    return np.cumsum(view[0], axis=-1) / 16.0
+
+
 def test_a_flip_equivariant_network_gives_the_same_probability_with_and_without_tta(tiny_card: ModelCard) -> None:
-    channel = lambda view: view[0] * 2.0  # noqa: E731  (a pixelwise network: flipping commutes with it)
-    plain = Segmenter(FunctionBackend(tiny_card, channel)).segment(asymmetric_image()).probability
+    plain = Segmenter(FunctionBackend(tiny_card, pixelwise_network)).segment(asymmetric_image()).probability
     for tta in ("hflip", "hvflip"):
-        averaged = Segmenter(FunctionBackend(tiny_card, channel), tta=tta).segment(asymmetric_image()).probability
+        segmenter = Segmenter(FunctionBackend(tiny_card, pixelwise_network), tta=tta)
+        averaged = segmenter.segment(asymmetric_image()).probability
         np.testing.assert_allclose(averaged, plain, atol=1e-6)
 
 
 def test_tta_changes_what_a_position_dependent_network_says_about_an_asymmetric_image(tiny_card: ModelCard) -> None:
-    cumulative = lambda view: np.cumsum(view[0], axis=-1) / 16.0  # noqa: E731  (reads left to right)
-    segmenter = Segmenter(FunctionBackend(tiny_card, cumulative))
+    segmenter = Segmenter(FunctionBackend(tiny_card, left_to_right_network))
     plain = segmenter.segment(asymmetric_image()).probability
-    averaged = Segmenter(FunctionBackend(tiny_card, cumulative), tta="hflip").segment(asymmetric_image()).probability
+    averaged = Segmenter(FunctionBackend(tiny_card, left_to_right_network), tta="hflip").segment(asymmetric_image())
     batch = segmenter.prepare(asymmetric_image()).batch[0]
-    expected = (sigmoid(cumulative(batch)) + sigmoid(cumulative(batch[:, :, ::-1]))[:, ::-1]) / 2
-    assert np.abs(averaged - plain).max() > 0.05
-    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+    flipped_back = sigmoid(left_to_right_network(batch[:, :, ::-1]))[:, ::-1]
+    expected = (sigmoid(left_to_right_network(batch)) + flipped_back) / 2
+    assert np.abs(averaged.probability - plain).max() > 0.05
+    np.testing.assert_allclose(averaged.probability, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(("tta", "views"), [("none", 1), ("hflip", 2), ("hvflip", 4)])

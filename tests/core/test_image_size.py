@@ -187,7 +187,8 @@ def test_a_limit_that_is_not_a_number_of_pixels_is_named(value, tmp_path, monkey
 
 
 def python(arguments: list[str], **environment: str) -> subprocess.CompletedProcess:
-    """Run a fresh interpreter with ``arguments``, EDGESEG_MAX_PIXELS and OPENCV_IO_MAX_IMAGE_PIXELS as given (else unset)."""
+    """Run a fresh interpreter with ``arguments``, EDGESEG_MAX_PIXELS and OPENCV_IO_MAX_IMAGE_PIXELS as given
+    (else unset)."""
     env = {
         name: value
         for name, value in os.environ.items()

@@ -1,4 +1,5 @@
-"""One onnxruntime build per environment: the extras cannot bring two, and the runtime says when an install has two or none."""
+"""One onnxruntime build per environment: the extras cannot bring two, and the runtime says when an install has
+two or none."""
 
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ def fake_tensorrt(monkeypatch: pytest.MonkeyPatch, version: str | None) -> None:
         (
             "11.1.0.5",
             False,
-            "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10 (libnvinfer.so.10)",
+            "TensorRT 11.1.0.5 is installed, but onnxruntime's TensorRT provider is built against TensorRT 10 "
+            "(libnvinfer.so.10)",
         ),
         ("10.9.0.34", False, "libnvinfer.so.10 cannot be loaded (libnvinfer.so.10: cannot open shared object file"),
     ],

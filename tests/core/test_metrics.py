@@ -38,7 +38,7 @@ def assert_matches_scorer(cases: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Each image's scores and the mean over images equal the official scorer's."""
     pairs = [official_pair(f"ISIC_{index:07d}", truth, prediction) for index, (truth, prediction) in enumerate(cases)]
     ours = [image_scores(truth, prediction) for truth, prediction in cases]
-    for pair, scores in zip(pairs, ours):
+    for pair, scores in zip(pairs, ours, strict=True):
         expected = official_scores([pair])
         for name in METRIC_NAMES:
             assert scores[name] == pytest.approx(expected[name], abs=TOLERANCE), (pair.image_id, name)
@@ -145,7 +145,7 @@ def test_real_isic_masks_match_the_official_scorer_from_files(isic_dir: Path, tm
     for name in METRIC_NAMES:
         assert mean[name] == pytest.approx(official_mean[name], abs=TOLERANCE), name
 
-    for (truth_file, _, _), scores in zip(cases, ours):
+    for (truth_file, _, _), scores in zip(cases, ours, strict=True):
         pair = load_image.ImagePair(truth_file=truth_file)
         pair.parse_image_id()
         pair.find_prediction_file(prediction_dir)

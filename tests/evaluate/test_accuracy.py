@@ -41,7 +41,7 @@ def test_eval_of_an_onnx_equals_metrics_on_its_saved_masks(tiny_onnx, synthetic_
     assert [row["id"] for row in report["per_image"]] == [sample.id for sample in samples]
 
     direct = []
-    for sample, row in zip(samples, report["per_image"]):
+    for sample, row in zip(samples, report["per_image"], strict=True):
         saved = read_mask(tmp_path / "masks" / f"{sample.id}_segmentation.png")
         truth = read_mask(sample.mask)
         assert saved.shape == truth.shape  # written at the image's own resolution

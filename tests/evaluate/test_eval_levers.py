@@ -1,4 +1,5 @@
-"""`edgeseg eval --tta/--fill-holes/--refine`: accepted, validated, applied to the Segmenter and recorded with the figures."""
+"""`edgeseg eval --tta/--fill-holes/--refine`: accepted, validated, applied to the Segmenter and recorded with the
+figures."""
 
 import json
 

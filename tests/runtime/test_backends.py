@@ -89,7 +89,7 @@ class FakeCudaOnnxRuntime:
     def get_available_providers(self) -> list[str]:
         return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    def InferenceSession(self, path, options, providers):  # noqa: N802 - onnxruntime's name
+    def InferenceSession(self, path, options, providers):  # onnxruntime's name
         if not self.falls_back:
             raise RuntimeError("CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version")
         return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -144,7 +144,7 @@ class FakeGpuOnnxRuntime:
     def get_available_providers(self) -> list[str]:
         return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    def InferenceSession(self, path, options, providers):  # noqa: N802 - onnxruntime's name
+    def InferenceSession(self, path, options, providers):  # onnxruntime's name
         first = providers[0]
         name, self.provider_options = first if isinstance(first, tuple) else (first, {})
         self.events.append(f"session {name}")
@@ -299,7 +299,8 @@ def test_foreign_onnx_fails_before_a_session_is_built(tmp_path: Path) -> None:
 
 
 def external_data_model(folder: Path, source: Path, location: str = "weights.bin") -> Path:
-    """``source`` saved as ``folder``/model.onnx with its weights in weights.bin beside it, then pointed at ``location``."""
+    """``source`` saved as ``folder``/model.onnx with its weights in weights.bin beside it, then pointed at
+    ``location``."""
     import onnx
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 It runs the command as a user would, on a looping video of synthetic lesions with the default
 model, opens the printed address with its token, and checks that the token moves into an HttpOnly,
 SameSite=Strict cookie and out of the address bar, that frames arrive (the picture changes) and the
-figures update under the page's Content-Security-Policy, and that the snapshot button gives a PNG. Set EDGESEG_README_SCREENSHOT=PATH to keep the page's
-screenshot (docs/live-view.png in the README is made that way). `.ci/run` installs Chromium where
+figures update under the page's Content-Security-Policy, and that the snapshot button gives a PNG.
+Set EDGESEG_README_SCREENSHOT=PATH to keep the page's screenshot (docs/live-view.png in the README
+is made that way). `.ci/run` installs Chromium where
 it can; elsewhere this test skips and says why.
 """
 

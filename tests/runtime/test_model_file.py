@@ -21,7 +21,7 @@ from edgeseg.runtime.loaders import (
 )
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper
 
 
 def small_graph_model(

@@ -85,7 +85,7 @@ def test_a_folder_gives_overlays_masks_results_csv_and_a_line_per_image(
     assert [LINE.match(line)["label"] for line in lines] == ["a/ISIC_0000001.jpg", "b/ISIC_0000001.jpg", "plain.png"]
     rows = read_csv(folder / RESULTS_CSV)
     assert [row["image"] for row in rows] == ["a/ISIC_0000001.jpg", "b/ISIC_0000001.jpg", "plain.png"]
-    for line, row in zip(lines, rows):
+    for line, row in zip(lines, rows, strict=True):
         match = LINE.match(line)
         if row["lesion_present"] == "1":
             assert float(match["percent"]) == pytest.approx(float(row["area_percent"]), abs=0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -51,7 +52,7 @@ def test_the_plan_is_a_rule_of_the_cores(
 
 def test_more_cores_never_get_fewer_threads_or_a_cheaper_preset() -> None:
     plans = [plan_threads(cores) for cores in range(1, 129)]
-    for smaller, bigger in zip(plans, plans[1:]):
+    for smaller, bigger in itertools.pairwise(plans):
         assert bigger.inference_threads >= smaller.inference_threads
         assert bigger.encoder_threads >= smaller.encoder_threads
         assert PRESETS_CHEAP_TO_GOOD.index(bigger.x264_preset) >= PRESETS_CHEAP_TO_GOOD.index(smaller.x264_preset)

@@ -379,7 +379,7 @@ def test_every_response_carries_the_security_headers_and_no_versions():
         responses[b"/ (page)"] = page = get(server.port, b"/", headers={b"Cookie": cookie})
         stream.close()
     assert sorted(status for status, _, _ in responses.values()) == [200, 200, 200, 303, 403, 403, 404]
-    for path, (status, headers, _) in responses.items():
+    for path, (_, headers, _) in responses.items():
         assert headers["x-content-type-options"] == "nosniff", path
         assert headers["referrer-policy"] == "no-referrer", path
         assert headers["x-frame-options"] == "DENY", path

@@ -286,7 +286,7 @@ def fps_ratios(records: list[dict], phases: list[tuple[bool, float, float]]) -> 
     rates: dict[bool, list[float]] = {False: [], True: []}
     for attacked, begin, end in phases:
         rates[attacked].append(frames_between(stamps, begin, end) / (end - begin))
-    return [attacked / quiet for quiet, attacked in zip(rates[False], rates[True])]
+    return [attacked / quiet for quiet, attacked in zip(rates[False], rates[True], strict=True)]
 
 
 @pytest.mark.slow
