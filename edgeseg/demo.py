@@ -486,6 +486,7 @@ def run_steps(plan: DemoPlan) -> None:
     if plan.data is None:
         run_step(plan, "synthesise data", command_for_synth(plan))
     run_step(plan, "check data", edgeseg_command("data", "check", str(plan.data_dir)))
+    write_train_settings(plan)
     run_step(plan, "train", command_for_train(plan))
     run_step(plan, "evaluate", command_for_eval(plan))
     # A form that breaks its parity gate makes export exit 1: the demo reports it rather than stopping.
@@ -500,12 +501,22 @@ def command_for_synth(plan: DemoPlan) -> list[str]:
     return edgeseg_command("synth", str(plan.data_dir), *sizes, "--seed", "0", "--overwrite")
 
 
+def train_settings_path(plan: DemoPlan) -> Path:
+    return plan.out / "train.toml"
+
+
+def write_train_settings(plan: DemoPlan) -> None:
+    """The demo's training settings that have no flag, as the --config file a user would write."""
+    channels = [int(side) for side in plan.decoder_channels.split(",")]
+    text = f"# edgeseg demo: training settings (edgeseg train --config)\ndecoder_channels = {channels}\nseed = 0\n"
+    write_text_atomic(train_settings_path(plan), text)
+
+
 def command_for_train(plan: DemoPlan) -> list[str]:
     folders = ("--data", str(plan.data_dir), "--out", str(plan.run_dir))
     budget = ("--epochs", str(plan.epochs), "--time-budget", str(plan.time_budget_minutes))
     network = ("--size", size_text(plan.input_size), "--encoder-weights", plan.encoder_weights)
-    decoder = ("--decoder-channels", plan.decoder_channels)
-    return edgeseg_command("train", *folders, *network, *decoder, *budget, "--seed", "0")
+    return edgeseg_command("train", *folders, *network, *budget, "--config", str(train_settings_path(plan)))
 
 
 def command_for_eval(plan: DemoPlan) -> list[str]:
