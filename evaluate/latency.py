@@ -115,7 +115,8 @@ def open_result(result: Result, size: tuple[int, int] | None) -> None:
     result.segmenter = segmenter
     result.backend = segmenter.backend.name
     result.precision = segmenter.backend.precision
-    result.input_size = tuple(segmenter.card.input_size)
+    height, width = segmenter.card.input_size
+    result.input_size = (height, width)
 
 
 def engine_for_another_host(path: Path) -> bool:
@@ -165,10 +166,17 @@ def time_interleaved(results: list[Result], frame: np.ndarray, runs: int, warmup
             result.times_ms["end_to_end"].append(elapsed_ms)
 
 
-def score(results: list[Result], samples: list, split: str, data: Path, progress: bool = True) -> None:
-    """Dice and thresholded Jaccard (and the other ISIC metrics) of each form, at original resolution."""
+def score(results: list[Result], samples: list | None, split: str, data: Path | None, progress: bool = True) -> None:
+    """Dice and thresholded Jaccard (and the other ISIC metrics) of each form, at original resolution, on
+    ``samples`` (None: no accuracy) from the folder ``data``."""
     from edgeseg.evaluate.accuracy import evaluate
 
+    if samples is None:
+        for result in results:
+            result.accuracy_reason = "no --data given"
+        return
+    if data is None:
+        raise ValueError("samples were given without data: pass data=, the folder they come from (the report names it)")
     for result in results:
         if result.status != "ok":
             result.accuracy_reason = f"form {result.status}: no accuracy"
@@ -272,11 +280,7 @@ def run_bench(
             if result.segmenter is not None:  # the backend's context: it frees sessions, engines, GPU buffers
                 stack.enter_context(result.segmenter.backend)
         time_interleaved(results, frame, runs, warmup, progress)
-        if samples is not None:
-            score(results, samples, split, data, progress)
-        else:
-            for result in results:
-                result.accuracy_reason = "no --data given"
+        score(results, samples, split, data, progress)
         records = [result_record(result) for result in results]
     notes = [INTERLEAVE_NOTE, TIMING_NOTE]
     if size is not None:

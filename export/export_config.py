@@ -90,10 +90,11 @@ def parse_tolerance(text: str) -> tuple[str, float]:
     if not equals:
         raise ValueError(f"{text!r} is not RULE=VALUE (e.g. int8-image-dice-loss=0.12)")
     name = rule_name(rule)
+    value: float | str
     try:
         value = float(number)
     except ValueError:
-        value = number.strip()
+        value = number.strip()  # checked_limit refuses it, naming the rule and its default
     return name, checked_limit(name, value)
 
 

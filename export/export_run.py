@@ -178,7 +178,7 @@ def export_run(
     built = [form for form in results.values() if form.status == "built"]
     reference_row = check_parity(source, built, samples, options, echo)
     reference_row["name"] = f"onnxruntime-fp32 ({source.name})" if is_onnx(source) else "pytorch-fp32"
-    retry_with_fp32_norms(source, card, results, samples, results["onnx"].path, out_dir, options, echo)
+    retry_with_fp32_norms(source, card, results, samples, fp32_onnx_path(results), out_dir, options, echo)
     forms = [results[name] for name in form_table.exported_names() if name in results]
     if options.simulate_fp16:
         forms.append(simulate_fp16(model, card, samples[: options.simulate_fp16], options, echo))
@@ -204,7 +204,8 @@ def check_request(source: Path, options: ExportOptions, engine_reason: str | Non
         raise ExportError(f"cannot build {', '.join(asked_engines)} on this host: {engine_reason}")
     if is_onnx(source) and options.simulate_fp16:
         raise ExportError(
-            "simulate_fp16 (a --config file's [build] setting) runs the PyTorch model: pass the run directory, not an ONNX"
+            "simulate_fp16 (a --config file's [build] setting) runs the PyTorch model: "
+            "pass the run directory, not an ONNX"
         )
 
 
@@ -227,16 +228,20 @@ class BuildContext:
 
     @property
     def onnx_path(self) -> Path:
-        """The fp32 ONNX: built first; without it the export stops (build_onnx_form)."""
-        path = self.results["onnx"].path
-        if path is None:
-            raise ExportError("the fp32 ONNX every other form starts from was not built")
-        return path
+        return fp32_onnx_path(self.results)
 
     def int8_images(self) -> list[Path]:
         if not self.images:
             self.images, self.calibration = calibration_images(self.calibration_data, self.options.calib_n)
         return self.images
+
+
+def fp32_onnx_path(results: dict[str, FormResult]) -> Path:
+    """The fp32 ONNX: built first; without it the export stops (build_onnx_form)."""
+    onnx = results.get("onnx")
+    if onnx is None or onnx.path is None:
+        raise ExportError("the fp32 ONNX every other form starts from was not built")
+    return onnx.path
 
 
 def build_forms(
@@ -496,7 +501,8 @@ def data_sources(parity_data: Path | None, calib: Path | None) -> tuple[DataSour
 
     Never a folder recorded in the model's card: that names the machine that trained it, not this one.
     """
-    if parity_data is None and calib is None:
+    named = parity_data or calib
+    if named is None:
         from edgeseg.core.names import DefaultModelMissing, reference_set_path
 
         try:
@@ -505,7 +511,7 @@ def data_sources(parity_data: Path | None, calib: Path | None) -> tuple[DataSour
             raise ExportError(str(error)) from None
         reference = DataSource(root, REFERENCE_SET_NAME, "--data", reference_set=True)
         return reference, reference
-    return (data_source(parity_data or calib, "--data"), data_source(calib or parity_data, "--calib"))
+    return (data_source(parity_data or named, "--data"), data_source(calib or named, "--calib"))
 
 
 def data_source(root: Path, option: str) -> DataSource:
@@ -566,6 +572,8 @@ def calibration_images(data: DataSource, n: int) -> tuple[list[Path], dict]:
 def open_form(form: FormResult) -> Segmenter:
     """A built form as the gate runs it: on its kind's backend that runs anywhere (an engine on TensorRT, an ONNX
     on onnxruntime's CPU provider)."""
+    if form.path is None:
+        raise ExportError(f"the {form.name} form has no file to check: it was not built")
     return open_model(form.path, gate_backend(form_table.form(form.name).kind))
 
 

@@ -382,18 +382,12 @@ def run_parity(
     for segmenter in (reference, *(segmenter for segmenter, _ in candidates.values())):
         segmenter.refine = False
     # The reference on every image first, then the exported forms: alternating PyTorch and onnxruntime
-    # per image makes each wait on the other's thread pool (10x slower on a small CPU). The reference
-    # is kept as logits at network size (small) and finished per image below, as segment() would.
-    reference_logits = [
-        reference.infer(reference.prepare(read_image(sample.image))).logits.copy()
-        for sample in track(
-            samples, desc=f"parity: reference ({reference.backend.name})", unit="image", enabled=progress, leave=False
-        )
-    ]
+    # per image makes each wait on the other's thread pool (10x slower on a small CPU).
+    reference_logits = logits_of_every_image(reference, samples, progress)
     rows: dict[str, list[ImageComparison]] = {name: [] for name in candidates}
     label = "parity: " + ", ".join(candidates)
     for sample, logits in track(
-        list(zip(samples, reference_logits)), desc=label, unit="image", enabled=progress, leave=False
+        list(zip(samples, reference_logits, strict=True)), desc=label, unit="image", enabled=progress, leave=False
     ):
         bgr = read_image(sample.image)
         truth = read_truth(sample, bgr.shape[:2])
@@ -416,6 +410,19 @@ def run_parity(
         name: summarize(name, precision, rows[name], tolerances, simulation=name in simulation)
         for name, (_, precision) in candidates.items()
     }
+
+
+def logits_of_every_image(segmenter: Segmenter, samples: Sequence, progress: bool) -> list[np.ndarray]:
+    """The network's logits for each sample's image, at network size (small): finished per image later, as
+    segment() would."""
+    logits = []
+    desc = f"parity: reference ({segmenter.backend.name})"
+    for sample in track(samples, desc=desc, unit="image", enabled=progress, leave=False):
+        pending = segmenter.infer(segmenter.prepare(read_image(sample.image)))
+        if pending.logits is None:
+            raise RuntimeError(f"{sample.image}: the {segmenter.backend.name} backend gave no logits")
+        logits.append(pending.logits.copy())  # a backend may hand back a buffer it reuses
+    return logits
 
 
 def read_truth(sample, shape: tuple[int, int]) -> np.ndarray:

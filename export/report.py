@@ -125,7 +125,7 @@ TABLE_HEADER = (
 
 
 def table_rows(data: dict) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     reference = data["reference"]
     if reference:
         accuracy = reference.get("accuracy") or {}

@@ -216,7 +216,8 @@ def _check_onnx_fits(onnx_path: Path, precision: str, tensorrt_version: str, kee
             raise ValueError(
                 f"{onnx_path}: FP32 normalisation was asked for, but {len(half)} normalisation/Resize nodes of this "
                 f"FP16 ONNX compute in float16 (e.g. {half[0]}), and a strongly typed engine computes in the ONNX's "
-                "types: make the FP16 ONNX with keep_norm_fp32 = true in a --config file's [build] table (export_fp16(keep_norm_fp32=True)), then the engine"
+                "types: make the FP16 ONNX with keep_norm_fp32 = true in a --config file's [build] table "
+                "(export_fp16(keep_norm_fp32=True)), then the engine"
             )
 
 

@@ -322,6 +322,13 @@ class Run:
     def use_amp(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def val_images(self) -> ValImages:
+        """The val split, which rank 0 alone holds."""
+        if self.val_data is None:
+            raise RuntimeError(f"rank {self.ddp.rank} holds no val images: only rank 0 validates")
+        return self.val_data
+
 
 def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | None) -> Run:
     """Data, model, optimiser and loader; a fresh run starts from the encoder's pretrained weights (or
@@ -332,7 +339,7 @@ def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | No
     show = shows_progress(config, ddp)
 
     seed_everything(config.seed)
-    card = make_card(config) if fresh else checkpoint_card(checkpoint, config)
+    card = make_card(config) if checkpoint is None else checkpoint_card(checkpoint, config)
     train_samples, val_samples = load_samples(config, show)
     if not fresh:
         require_the_split_it_trained_on(card, config, train_samples, val_samples)
@@ -349,7 +356,7 @@ def build(config: TrainConfig, ddp: Distributed, checkpoint: dict[str, Any] | No
         load_run_weights(model, config.init_weights)
     elif fresh and config.encoder_weights != "none":
         load_encoder_weights(model, config.encoder, config.encoder_weights)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # the stubs take them only one at a time
     network = wrap_for_ddp(model, device, ddp)
     optimizer = build_optimizer(config, model)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
@@ -501,7 +508,7 @@ def train_step(run: Run, images: torch.Tensor, masks: torch.Tensor, lr: float) -
 
 def validate(run: Run, state: TrainState, trained: EpochTraining, clock: Clock, epoch_start: float) -> None:
     """Rank 0: score the epoch on the val split, log it, and keep its weights and card if it is the best."""
-    val = run.val_data
+    val = run.val_images
     metrics = scores_at(
         predict_probabilities(run.model, val, run.card, run.device, run.config.batch_size),
         val.truths,
@@ -559,7 +566,7 @@ def finish(run: Run, state: TrainState, finished: bool) -> TrainResult:
     """Rank 0 analyses the threshold of a finished run; every rank then leaves the process group."""
     sweep = None
     if run.ddp.is_main and finished:
-        run.card, sweep = finish_run(run.run_dir, run.card, run.config, state, run.val_data, run.device)
+        run.card, sweep = finish_run(run.run_dir, run.card, run.config, state, run.val_images, run.device)
     teardown_distributed(run.ddp)
     return TrainResult(run.run_dir, run.card, state, sweep)
 
@@ -578,7 +585,7 @@ def finish_run(
     card = load_card(run_dir)
     model = build_model(card)
     model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILENAME)))
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # the stubs take them only one at a time
     probabilities = predict_probabilities(model, val, card, device, config.batch_size)
     sweep = sweep_thresholds(probabilities, val.truths, card)
     chosen = scores_at(probabilities, val.truths, card, sweep.chosen)
@@ -667,10 +674,11 @@ def checkpoint_card(checkpoint: dict[str, Any], config: TrainConfig) -> ModelCar
 
 def make_card(config: TrainConfig) -> ModelCard:
     pyramid, segmentation = config.decoder_channels
+    height, width = config.size
     card = ModelCard(
         encoder=config.encoder,
         architecture_kwargs={"decoder_pyramid_channels": pyramid, "decoder_segmentation_channels": segmentation},
-        input_size=tuple(config.size),
+        input_size=(height, width),
         preprocessing=encoder_preprocessing(config.encoder, config.encoder_weights),
     )
     if config.init_weights:
@@ -734,10 +742,12 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
 
 def build_loader(
     config: TrainConfig, train_data: TrainImages, ddp: Distributed
-) -> tuple[DistributedSampler, DataLoader]:
+) -> tuple[DistributedSampler[int], DataLoader]:
     """Augmented batches of this rank's share of the training set, reshuffled every epoch."""
     dataset = AugmentedImages(train_data, augment=config.augment, camera_framing=config.camera_framing)
-    sampler = DistributedSampler(dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed
+    )
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,

@@ -1,4 +1,5 @@
-"""INT8 calibration that would not fit in memory is refused up front with the --calib-n that fits, not killed half-way."""
+"""INT8 calibration that would not fit in memory is refused up front with the --calib-n that fits, not killed
+half-way."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ the broken forms below fail even those.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -142,7 +143,7 @@ def scaled_norm_inputs_copy(run_dir: Path, path: Path, scale: float) -> Path:
         (conv, norm)
         for block in model.modules()
         if isinstance(block, torch.nn.Sequential)
-        for conv, norm in zip(list(block), list(block)[1:])
+        for conv, norm in pairwise(block)
         if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.GroupNorm)
     ]
     assert pairs, "no convolution feeds a GroupNorm any more: this test needs another way to grow them"

@@ -12,7 +12,7 @@ from edgeseg.runtime.loaders import read_onnx_info
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgeseg.export.half_weights import (  # noqa: E402
+from edgeseg.export.half_weights import (
     FLOAT16_MAX,
     MIN_ELEMENTS,
     has_float16_weights,

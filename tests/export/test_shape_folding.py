@@ -16,7 +16,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from edgeseg.export.shape_folding import fold_shape_arithmetic, shape_only_tensors  # noqa: E402
+from edgeseg.export.shape_folding import fold_shape_arithmetic, shape_only_tensors
 
 
 def run(path: Path, batch: np.ndarray) -> np.ndarray:

@@ -123,7 +123,7 @@ def test_fp32_gate_is_on_probability():
 
 
 def test_a_mask_shifted_by_a_few_pixels_fails_on_confident_pixels():
-    # A form whose mask sits 4 px off, on every image: each pixel near the threshold may move, but these are sure pixels.
+    # A form whose mask sits 4 px off on every image: pixels near the threshold may move, but these are sure ones.
     height, width = 256, 256
     rows_, columns = np.mgrid[0:height, 0:width]
     distance = np.hypot(rows_ - 128, columns - 128)

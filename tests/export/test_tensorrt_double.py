@@ -26,7 +26,7 @@ from edgeseg.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, Ten
 from edgeseg.runtime.cuda import CudaError
 from edgeseg.runtime.loaders import RuntimeModelError, read_card, sha256_of, sidecar_path
 
-from .trt_double import ApiMisuse, GpuDouble, cudaError_t, cudaStream_t, gpu_double  # noqa: F401 - gpu_double is a fixture
+from .trt_double import ApiMisuse, GpuDouble, cudaError_t, cudaStream_t
 
 onnx = pytest.importorskip("onnx")
 

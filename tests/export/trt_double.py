@@ -1,6 +1,6 @@
 """A strict test double of the TensorRT Python API and of the CUDA runtime calls edgeseg makes.
 
-The fixture ``gpu_double`` puts fake ``tensorrt`` and ``cuda.bindings.runtime`` (with
+The fixture ``gpu_double`` (conftest.py) puts fake ``tensorrt`` and ``cuda.bindings.runtime`` (with
 ``cuda.bindings.utils``) modules into ``sys.modules``, so the engine builder and ``TensorRTBackend`` run
 end to end on a machine without a GPU. Its engine carries the ONNX it was built from and computes with
 onnxruntime's CPU provider, so what comes out is a real model's output.
@@ -13,8 +13,9 @@ two allocations; ``set_tensor_address`` takes only live ``cudaMalloc`` pointers,
 every buffer must be the tensor's size (a wrong dtype or shape fails); an output's shape may not be
 asked before a dynamic input's shape is set; a strongly typed network refuses layer precisions and
 precision builder flags, and the TensorRT 11 double has no FP16/INT8/OBEY_PRECISION_CONSTRAINTS flags
-at all; the ONNX parser refuses asymmetric Q/DQ and int32 (bias) DequantizeLinear. Misuse raises ``ApiMisuse`` (an AssertionError, so
-no ``except Exception`` in the code under test hides it for long: the fixture also fails the test).
+at all; the ONNX parser refuses asymmetric Q/DQ and int32 (bias) DequantizeLinear. Misuse raises
+``ApiMisuse`` (an AssertionError, so no ``except Exception`` in the code under test hides it for long:
+the fixture also fails the test).
 Live pinned buffers, device buffers and streams are counted; the fixture fails a test that leaves any.
 ``fail_next(call)`` makes one call report failure the way the real one does (an error code, None or
 False), to test the clean-up paths.
@@ -67,7 +68,7 @@ def is_int(value: object) -> bool:
 # --- CUDA runtime (cuda.bindings.runtime) ---------------------------------------------------------
 
 
-class cudaError_t(enum.IntEnum):  # noqa: N801 - the names are cuda-python's
+class cudaError_t(enum.IntEnum):  # the names here and below are cuda-python's
     cudaSuccess = 0
     cudaErrorInvalidValue = 1
     cudaErrorMemoryAllocation = 2
@@ -77,7 +78,7 @@ class cudaError_t(enum.IntEnum):  # noqa: N801 - the names are cuda-python's
     cudaErrorInvalidResourceHandle = 400
 
 
-class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
+class cudaMemcpyKind(enum.IntEnum):
     cudaMemcpyHostToHost = 0
     cudaMemcpyHostToDevice = 1
     cudaMemcpyDeviceToHost = 2
@@ -85,7 +86,7 @@ class cudaMemcpyKind(enum.IntEnum):  # noqa: N801
     cudaMemcpyDefault = 4
 
 
-class cudaStream_t:  # noqa: N801
+class cudaStream_t:
     """As cuda-python's: wraps the handle; int() still works but is deprecated (get_cuda_native_handle)."""
 
     def __init__(self, init_value: int = 0) -> None:
@@ -112,7 +113,7 @@ class cudaStream_t:  # noqa: N801
         return f"<cudaStream_t {self._handle:#x}>"
 
 
-class cudaDeviceProp:  # noqa: N801
+class cudaDeviceProp:
     def __init__(self, name: str, major: int, minor: int) -> None:
         self.name = name.encode().ljust(256, b"\0")  # a C char[256], as cuda-python gives it
         self.major, self.minor = major, minor
@@ -163,14 +164,14 @@ class CudaDouble:
 
     # The API, as cuda.bindings.runtime spells it: every call returns (cudaError_t, *values).
 
-    def cudaGetDeviceCount(self):  # noqa: N802
+    def cudaGetDeviceCount(self):
         if (error := self._enter("cudaGetDeviceCount")) is not None:
             return error, None
         if not self.gpus:
             return cudaError_t.cudaErrorNoDevice, 0
         return cudaError_t.cudaSuccess, len(self.gpus)
 
-    def cudaGetDeviceProperties(self, device):  # noqa: N802
+    def cudaGetDeviceProperties(self, device):
         require(is_int(device), f"cudaGetDeviceProperties(device: int): got {device!r}")
         if (error := self._enter("cudaGetDeviceProperties")) is not None:
             return error, None
@@ -178,7 +179,7 @@ class CudaDouble:
             return cudaError_t.cudaErrorInvalidDevice, None
         return cudaError_t.cudaSuccess, cudaDeviceProp(*self.gpus[device])
 
-    def cudaStreamCreate(self):  # noqa: N802
+    def cudaStreamCreate(self):
         if (error := self._enter("cudaStreamCreate")) is not None:
             return error, None
         handle = next(self._stream_handles)
@@ -187,7 +188,7 @@ class CudaDouble:
         stream._owner = self
         return cudaError_t.cudaSuccess, stream
 
-    def cudaStreamSynchronize(self, stream):  # noqa: N802
+    def cudaStreamSynchronize(self, stream):
         handle = self._stream(stream, "cudaStreamSynchronize")
         if (error := self._enter("cudaStreamSynchronize")) is not None:
             return (error,)
@@ -196,7 +197,7 @@ class CudaDouble:
         self.run_queue(handle)
         return (cudaError_t.cudaSuccess,)
 
-    def cudaStreamDestroy(self, stream):  # noqa: N802
+    def cudaStreamDestroy(self, stream):
         handle = self._stream(stream, "cudaStreamDestroy")
         if (error := self._enter("cudaStreamDestroy")) is not None:
             return (error,)
@@ -206,7 +207,7 @@ class CudaDouble:
         del self.streams[handle]
         return (cudaError_t.cudaSuccess,)
 
-    def cudaMallocHost(self, size):  # noqa: N802
+    def cudaMallocHost(self, size):
         self._size(size, "cudaMallocHost")
         if (error := self._enter("cudaMallocHost")) is not None:
             return error, None
@@ -214,7 +215,7 @@ class CudaDouble:
         self.host[buffer.ctypes.data] = buffer
         return cudaError_t.cudaSuccess, buffer.ctypes.data
 
-    def cudaFreeHost(self, ptr):  # noqa: N802
+    def cudaFreeHost(self, ptr):
         require(is_int(ptr), f"cudaFreeHost(ptr): pass the int cudaMallocHost gave; got {ptr!r}")
         if (error := self._enter("cudaFreeHost")) is not None:
             return (error,)
@@ -222,7 +223,7 @@ class CudaDouble:
             return (cudaError_t.cudaErrorInvalidValue,)
         return (cudaError_t.cudaSuccess,)
 
-    def cudaMalloc(self, size):  # noqa: N802
+    def cudaMalloc(self, size):
         self._size(size, "cudaMalloc")
         if (error := self._enter("cudaMalloc")) is not None:
             return error, None
@@ -230,7 +231,7 @@ class CudaDouble:
         self.device[address] = np.zeros(size, np.uint8)
         return cudaError_t.cudaSuccess, address
 
-    def cudaFree(self, devPtr):  # noqa: N802, N803
+    def cudaFree(self, devPtr):
         require(is_int(devPtr), f"cudaFree(devPtr): pass the int cudaMalloc gave; got {devPtr!r}")
         if (error := self._enter("cudaFree")) is not None:
             return (error,)
@@ -238,7 +239,7 @@ class CudaDouble:
             return (cudaError_t.cudaErrorInvalidValue,)
         return (cudaError_t.cudaSuccess,)
 
-    def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
+    def cudaMemcpyAsync(self, dst, src, count, kind, stream):
         require(isinstance(kind, cudaMemcpyKind), f"cudaMemcpyAsync(kind: cudaMemcpyKind): got {kind!r}")
         require(is_int(dst) and is_int(src), f"cudaMemcpyAsync: pass the pointers as ints; got {dst!r}, {src!r}")
         self._size(count, "cudaMemcpyAsync")
@@ -588,12 +589,16 @@ class OptimizationProfile:
     def __init__(self) -> None:
         self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
 
-    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:  # noqa: A002
+    # The parameter names are TensorRT's (callers may pass them by keyword).
+    def set_shape(self, input: str, min: Sequence[int], opt: Sequence[int], max: Sequence[int]) -> None:
         require(isinstance(input, str), f"set_shape(input: str, ...): got {input!r}")
         shapes = tuple(tuple(shape) for shape in (min, opt, max))
         require(all(is_int(side) and side > 0 for shape in shapes for side in shape), f"set_shape: {shapes}")
         require(len({len(shape) for shape in shapes}) == 1, f"set_shape: ranks differ in {shapes}")
-        require(all(a <= b <= c for a, b, c in zip(*shapes)), f"set_shape: min <= opt <= max fails for {shapes}")
+        require(
+            all(a <= b <= c for a, b, c in zip(*shapes, strict=True)),
+            f"set_shape: min <= opt <= max fails for {shapes}",
+        )
         self.shapes[input] = shapes
 
 
@@ -789,7 +794,7 @@ class Engine:
             feeds = {name: np.zeros(shape, NUMPY_TYPES[self._io[name][2]]) for name, shape in input_shapes.items()}
             outputs = self.session.run(None, feeds)
             names = [output.name for output in self.session.get_outputs()]
-            self._output_shapes[key] = {name: tuple(value.shape) for name, value in zip(names, outputs)}
+            self._output_shapes[key] = {name: tuple(value.shape) for name, value in zip(names, outputs, strict=True)}
         return self._output_shapes[key]
 
 
@@ -816,11 +821,11 @@ class ExecutionContext:
         ):
             return False
         declared = self.engine._io[name][1]
-        if len(shape) != len(declared) or any(d >= 0 and d != s for d, s in zip(declared, shape)):
+        if len(shape) != len(declared) or any(d >= 0 and d != s for d, s in zip(declared, shape, strict=True)):
             return False
         if name in self.engine._header["profile"]:
             low, _, high = self.engine._header["profile"][name]
-            if not all(a <= s <= b for a, s, b in zip(low, shape, high)):
+            if not all(a <= s <= b for a, s, b in zip(low, shape, high, strict=True)):
                 return False
         self.input_shapes[name] = shape
         return True
@@ -888,7 +893,7 @@ class ExecutionContext:
             for name in self._inputs()
         }
         names = [output.name for output in self.engine.session.get_outputs()]
-        for name, value in zip(names, self.engine.session.run(None, feeds)):
+        for name, value in zip(names, self.engine.session.run(None, feeds), strict=True):
             value = np.ascontiguousarray(value, NUMPY_TYPES[io[name][2]])
             cuda.device[addresses[name]][:] = value.view(np.uint8).ravel()
 
@@ -1011,22 +1016,3 @@ class GpuDouble:
             "int() was called on a cudaStream_t (deprecated in cuda-bindings): "
             "take the handle from get_cuda_native_handle",
         )
-
-
-@pytest.fixture
-def gpu_double(monkeypatch: pytest.MonkeyPatch):
-    """Returns install(tensorrt_version="10.3.0.30", gpus=(("Orin", 8, 7),)) -> GpuDouble, which puts a strict
-    double of TensorRT and cuda-python in place; at the end, fails the test if anything is still allocated."""
-    installed: list[GpuDouble] = []
-
-    def install(
-        tensorrt_version: str = "10.3.0.30", gpus: Sequence[tuple[str, int, int]] = (("Orin", 8, 7),)
-    ) -> GpuDouble:
-        double = GpuDouble(tensorrt_version, gpus)
-        double.install(monkeypatch)
-        installed.append(double)
-        return double
-
-    yield install
-    for double in installed:
-        double.check_released()

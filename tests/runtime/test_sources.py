@@ -201,7 +201,7 @@ class FakeCapture:
     def __init__(self, *args: object) -> None:
         FakeCapture.opened.append(args)
 
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+    def isOpened(self) -> bool:  # OpenCV's name
         return True
 
     def read(self) -> tuple[bool, np.ndarray]:
