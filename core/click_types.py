@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
+from edgeseg.core import forms
 from edgeseg.core.card import CardError, parse_input_size
-from edgeseg.core.names import BACKENDS, TORCH_BACKENDS
 from edgeseg.core.progress import note
 
 
@@ -59,11 +60,19 @@ OLD_BACKEND_NAMES = {"cpu": "torch-cpu", "torch": "torch-cpu", "cuda": "torch-cu
 
 
 class BackendChoice(click.Choice):
-    """One of edgeseg.core.names.BACKENDS (the help lists only these); an old spelling is taken with a one-line note."""
+    """One of the backends ``listed()`` names (the help lists only these); an old spelling is taken with a one-line
+    note. The list is read each time it is used, from the table of forms (edgeseg.core.forms.KINDS), so a backend
+    added to the table after this module was imported (a test's) is taken too."""
 
-    def __init__(self, choices, old_names: dict[str, str] | None = None) -> None:
-        super().__init__(tuple(choices))
+    def __init__(self, listed: Callable[[], tuple[str, ...]], old_names: dict[str, str] | None = None) -> None:
+        # Not click.Choice's __init__, which fixes the choices once (all it sets besides case_sensitive).
+        self.case_sensitive = True
+        self.listed = listed
         self.old_names = dict(old_names or {})
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]  # read-only: the table of forms holds them
+        return self.listed()
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value in self.old_names:
@@ -74,10 +83,15 @@ class BackendChoice(click.Choice):
         return super().convert(value, param, ctx)
 
 
-# --backend of `eval` and `bench`: every backend name; the old cpu/cuda/torch spellings still taken.
-BACKEND_CHOICE = BackendChoice(BACKENDS, old_names=OLD_BACKEND_NAMES)
+# --backend of `eval` and `bench`: every backend name (edgeseg.core.names.BACKENDS); the old cpu/cuda/torch spellings
+# still taken.
+BACKEND_CHOICE = BackendChoice(
+    lambda: ("auto", *forms.runtime_backends(), *forms.torch_backends()), old_names=OLD_BACKEND_NAMES
+)
 # --backend of `train`: the PyTorch backends alone, by the same names (auto: CUDA where PyTorch sees a GPU).
-TORCH_BACKEND_CHOICE = BackendChoice(("auto", *TORCH_BACKENDS), old_names=OLD_BACKEND_NAMES)
+TORCH_BACKEND_CHOICE = BackendChoice(lambda: ("auto", *forms.torch_backends()), old_names=OLD_BACKEND_NAMES)
+# --backend of `run`: the torch-free runtime's backends.
+RUNTIME_BACKEND_CHOICE = BackendChoice(lambda: ("auto", *forms.runtime_backends()))
 
 # Short flags: one letter, one meaning, in every command that has the option (-h/--help and -q/--quiet in all).
 # -o is where a command writes its outputs: --out, and `run`'s --save (an image, a folder or a video).

@@ -186,3 +186,14 @@ def auto_backends(kind_name: str) -> tuple[str, ...]:
     """What backend "auto" tries for a form of this kind, in order."""
     row = form_kind(kind_name)
     return row.auto or row.backends
+
+
+def runtime_backends() -> tuple[str, ...]:
+    """The torch-free runtime's backends as people read them (--help, messages): kind by kind, each kind's from the
+    one that runs anywhere to the fastest. Read from KINDS when called, so a backend added to it is in it at once."""
+    return tuple(name for kind in KINDS if not kind.needs_torch for name in reversed(kind.backends))
+
+
+def torch_backends() -> tuple[str, ...]:
+    """PyTorch's backends, in the same order."""
+    return tuple(name for kind in KINDS if kind.needs_torch for name in reversed(kind.backends))

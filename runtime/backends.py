@@ -6,6 +6,8 @@
   memory handled by NVIDIA's cuda-python (no torch, no pycuda).
 - ``open_backend(path, backend="auto")`` picks the fastest one this host can run and logs which;
   ``open_segmenter`` wraps it in a Segmenter with the card read from the model file.
+- ``RUNNERS``: each backend's name and how it opens a model file. Adding a backend is an entry there and its
+  name among its kind's backends in the table of forms (edgeseg.core.forms.KINDS): CONTRIBUTING.md, "Add a backend".
 
 Each implements ``edgeseg.core.segmenter.Backend``: ``name``, ``precision`` ("fp32"/"fp16"/"int8"), ``card``
 and ``infer`` from float32 (N, 3, H, W) to float32 logits (N, 1, H, W).
@@ -15,13 +17,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeseg.core import forms as form_table
 from edgeseg.core import install_check
-from edgeseg.core.names import RUNTIME_BACKENDS, is_engine
+from edgeseg.core.names import is_engine
 from edgeseg.core.segmenter import Backend, BackendUnavailable, Segmenter
 from edgeseg.runtime.loaders import (
     REBUILD_FIX,
@@ -32,6 +36,9 @@ from edgeseg.runtime.loaders import (
     sha256_of,
 )
 from edgeseg.runtime.thread_plan import ThreadPlan, this_host_plan
+
+if TYPE_CHECKING:  # edgeseg.runtime.cuda loads when a TensorRT engine opens
+    from edgeseg.runtime.cuda import PinnedBuffer
 
 log = logging.getLogger("edgeseg.runtime")
 
@@ -90,11 +97,6 @@ def tensorrt_engine_precision(name: str, precision: str) -> str:
             f"as in model.int8-trt.onnx)"
         )
     return f"FP16 TensorRT engine for {name} (an FP16 ONNX)"
-
-
-# The onnxruntime providers `auto` tries for an ONNX, fastest first (open_backend; `edgeseg info` says which it picks):
-# the table of forms' order for the "onnx" kind (edgeseg.core.forms.KINDS).
-AUTO_ONNXRUNTIME_DEVICES = tuple(name.removeprefix("onnxruntime-") for name in form_table.auto_backends("onnx"))
 
 
 def session_options(ort, threads: int | None, plan: ThreadPlan):
@@ -237,7 +239,11 @@ class TensorRTBackend(_ContextManager):
         self.card, self.precision, self.name = info.card, info.precision, "tensorrt"
         self._cuda = cuda
         self._buffers: list = []
-        self._stream = self._runtime = self._engine = self._context = None
+        # TensorRT's objects and the CUDA stream: Any, as neither library ships type information.
+        self._stream: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
         try:
             self._load(trt, engine_path)
         except BaseException:
@@ -300,23 +306,24 @@ class TensorRTBackend(_ContextManager):
             )
         return shape
 
-    def _allocate(self, shape: tuple[int, ...], dtype) -> object:
+    def _allocate(self, shape: tuple[int, ...], dtype) -> PinnedBuffer:
         buffer = self._cuda.PinnedBuffer(shape, dtype)
         self._buffers.append(buffer)
         return buffer
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._context is None:
+        host_input, host_output = self._input.host, self._output.host  # None once the buffers are freed
+        if self._context is None or host_input is None or host_output is None:
             raise RuntimeError("this TensorRT backend is closed")
-        if batch.shape != self._input.host.shape:
-            raise ValueError(f"this engine takes input of shape {self._input.host.shape}, got {batch.shape}")
-        np.copyto(self._input.host, batch, casting="same_kind")
+        if batch.shape != host_input.shape:
+            raise ValueError(f"this engine takes input of shape {host_input.shape}, got {batch.shape}")
+        np.copyto(host_input, batch, casting="same_kind")
         self._input.to_device(self._stream)
         if not self._context.execute_async_v3(self._stream.handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see its log above)")
         self._output.to_host(self._stream)
         self._stream.synchronize()
-        return self._output.host.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
+        return host_output.astype(np.float32)  # a copy: the pinned buffer is reused by the next call
 
     def close(self) -> None:
         """Release the engine, its buffers and its stream; a second call does nothing."""
@@ -361,43 +368,77 @@ def visible_gpu(cuda):
     return gpu
 
 
+# How a backend opens a model file: (the file, onnxruntime's intra-op threads or None for the host's plan) -> Backend.
+Runner = Callable[[Path, int | None], Backend]
+
+
+def onnxruntime_runner(device: str) -> Runner:
+    """The runner of onnxruntime on one execution provider (a key of ORT_PROVIDERS)."""
+    return lambda path, threads: OnnxRuntimeBackend(path, device=device, threads=threads)
+
+
+# Every runtime backend by name. The table of forms says which kind of file each runs and the order "auto" tries
+# them in (edgeseg.core.forms.KINDS); a name there and an entry here is all a new backend needs (CONTRIBUTING.md).
+RUNNERS: dict[str, Runner] = {
+    "onnxruntime-tensorrt": onnxruntime_runner("tensorrt"),
+    "onnxruntime-cuda": onnxruntime_runner("cuda"),
+    "onnxruntime-cpu": onnxruntime_runner("cpu"),
+    "tensorrt": lambda path, threads: TensorRTBackend(path),  # TensorRT plans its own threads
+}
+
+
 def open_backend(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Backend:
     """Open ``path`` on ``backend``; "auto" picks the fastest this host can run and logs which and why.
 
     For a TensorRT engine that is the TensorRT backend; for an ONNX, onnxruntime's TensorRT provider,
-    then its CUDA provider, then the CPU. An explicit backend that cannot run raises BackendUnavailable.
+    then its CUDA provider, then the CPU (the order of the table of forms, edgeseg.core.forms.KINDS).
+    An explicit backend that cannot run raises BackendUnavailable.
     """
     path = Path(path)
-    if backend not in ("auto", *RUNTIME_BACKENDS):
+    kind = "engine" if is_engine(path) else "onnx"
+    check_backend(path, kind, backend)
+    tried = form_table.auto_backends(kind)
+    if backend == "auto" and len(tried) > 1:
+        return open_fastest(path, tried, threads)
+    chosen = RUNNERS[tried[0] if backend == "auto" else backend](path, threads)  # one to pick: its own error
+    if kind == "engine":
+        log.info("backend: %s (%s) for %s", chosen.name, chosen.precision, path.name)
+    return chosen
+
+
+def check_backend(path: Path, kind: str, backend: str) -> None:
+    """BackendUnavailable, naming the backends that do, for a backend name that cannot run ``path``."""
+    listed = ("auto", *form_table.runtime_backends())
+    if backend not in listed:
         raise BackendUnavailable(
-            f"{backend!r} is not a runtime backend; {path.name} runs on {', '.join(('auto', *RUNTIME_BACKENDS))}"
+            f"{backend!r} is not a runtime backend; {path.name} runs on {', '.join(listed)}"
             + (" (PyTorch backends run a training run directory)" if backend.startswith("torch") else "")
         )
-    if is_engine(path):
-        if backend not in ("auto", *form_table.backends_for("engine")):
-            raise BackendUnavailable(
-                f"{path} is a TensorRT engine, which only the 'tensorrt' backend runs; pass the model.onnx it was "
-                f"built from to use {backend}."
-            )
-        chosen = TensorRTBackend(path)
-        log.info("backend: %s (%s) for %s", chosen.name, chosen.precision, path.name)
-        return chosen
-    if backend == "tensorrt":
+    if backend == "auto" or backend in form_table.backends_for(kind):
+        return
+    if kind == "engine":
+        runs = " or ".join(repr(name) for name in form_table.backends_for("engine"))
         raise BackendUnavailable(
-            f"{path} is an ONNX model; the 'tensorrt' backend runs TensorRT engines. Build one on this device with "
-            f"`edgeseg export RUN_DIR --format engine`, or use --backend onnxruntime-tensorrt."
+            f"{path} is a TensorRT engine, which only the {runs} backend runs; pass the model.onnx it was "
+            f"built from to use {backend}."
         )
-    if backend != "auto":
-        return OnnxRuntimeBackend(path, device=backend.removeprefix("onnxruntime-"), threads=threads)
+    raise BackendUnavailable(
+        f"{path} is an ONNX model; the {backend!r} backend runs TensorRT engines. Build one on this device with "
+        f"`edgeseg export RUN_DIR --format engine`, or use --backend onnxruntime-tensorrt."
+    )
+
+
+def open_fastest(path: Path, tried: tuple[str, ...], threads: int | None) -> Backend:
+    """The first of ``tried`` that opens ``path`` here, logged with the faster ones it skipped and why."""
     skipped = []
-    for device in AUTO_ONNXRUNTIME_DEVICES:
+    for name in tried:
         try:
-            chosen = OnnxRuntimeBackend(path, device=device, threads=threads)
+            chosen = RUNNERS[name](path, threads)
         except install_check.OnnxRuntimeInstallError:
             raise  # the install, not this provider: every other one would fail the same way
         except ProviderNotInBuild as error:  # expected on a CPU build: not worth a line
             skipped.append(str(error))
-            log.debug("backend auto: skipped onnxruntime-%s: %s", device, error)
+            log.debug("backend auto: skipped %s: %s", name, error)
             continue
         except BackendUnavailable as error:  # a GPU build whose provider could not start: say why
             skipped.append(str(error))

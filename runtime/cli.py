@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from edgeseg.core.click_types import overwrite_option
-from edgeseg.core.names import ENGINE_SUFFIXES, RUNTIME_BACKENDS
+from edgeseg.core.click_types import RUNTIME_BACKEND_CHOICE, overwrite_option
+from edgeseg.core.names import ENGINE_SUFFIXES
 from edgeseg.core.progress import is_quiet, note, quiet_option
 from edgeseg.core.segmenter import REFINE_DEFAULT, TTA_DEFAULT, TTA_MODES, Backend, Segmenter
 
@@ -97,7 +97,7 @@ class Outputs:
 @click.option(
     "-b",
     "--backend",
-    type=click.Choice(("auto", *RUNTIME_BACKENDS)),
+    type=RUNTIME_BACKEND_CHOICE,
     default="auto",
     show_default=True,
     help="auto picks the fastest this host can run: a TensorRT engine, else onnxruntime with TensorRT, CUDA, then CPU.",

@@ -94,10 +94,10 @@ def test_the_names_module_derives_its_constants_from_the_table():
 
 
 def test_auto_tries_the_table_order():
-    from edgeseg.runtime.backends import AUTO_ONNXRUNTIME_DEVICES, ORT_PROVIDERS
+    from edgeseg.runtime.backends import RUNNERS
 
-    assert AUTO_ONNXRUNTIME_DEVICES == ("tensorrt", "cuda", "cpu")
-    assert set(AUTO_ONNXRUNTIME_DEVICES) == set(ORT_PROVIDERS)
+    assert forms.auto_backends("onnx") == ("onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+    assert set(RUNNERS) == set(names.RUNTIME_BACKENDS)  # each runtime backend of the table opens through one
     assert forms.auto_backends("torch") == ("torch-cpu",)  # a run directory: on the GPU only when asked for
 
 
