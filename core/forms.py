@@ -197,3 +197,13 @@ def runtime_backends() -> tuple[str, ...]:
 def torch_backends() -> tuple[str, ...]:
     """PyTorch's backends, in the same order."""
     return tuple(name for kind in KINDS if kind.needs_torch for name in reversed(kind.backends))
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every backend name a command takes: "auto", the runtime's, then PyTorch's (read from KINDS when called)."""
+    return ("auto", *runtime_backends(), *torch_backends())
+
+
+def listed_backends(kind_name: str) -> tuple[str, ...]:
+    """The backends a form of this kind takes as people read them: "auto", then from the most portable up."""
+    return ("auto", *reversed(backends_for(kind_name)))

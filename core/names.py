@@ -40,12 +40,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Which backends can run which kind of model: a run directory ("torch"), an ONNX, an engine; as people read
 # them, "auto" (the fastest this host can run) first, then from the one that runs anywhere to the fastest.
-BACKENDS_FOR_KIND = {kind.name: ("auto", *reversed(kind.backends)) for kind in forms.KINDS}
+BACKENDS_FOR_KIND = {kind.name: forms.listed_backends(kind.name) for kind in forms.KINDS}
 
 # Backends, one set of names for every command: the runtime's (no PyTorch), then PyTorch's.
 RUNTIME_BACKENDS = forms.runtime_backends()
 TORCH_BACKENDS = forms.torch_backends()
-BACKENDS = ("auto", *RUNTIME_BACKENDS, *TORCH_BACKENDS)
+BACKENDS = forms.backend_names()
 
 
 # Training losses (edgeseg.train.losses builds them; the CLI lists them without importing torch).

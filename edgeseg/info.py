@@ -17,7 +17,8 @@ import click
 from edgeseg.core import forms as form_table
 from edgeseg.core.card import ModelCard
 from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, json_to_stdout, model_or_default, write_json
-from edgeseg.core.names import BACKENDS_FOR_KIND, model_kind
+from edgeseg.core.forms import listed_backends
+from edgeseg.core.names import model_kind
 from edgeseg.core.progress import quiet_option
 
 EXAMPLES = """\b
@@ -66,7 +67,7 @@ def model_info(path: Path) -> dict[str, Any]:
     findings = doctor_findings()
     backends = [
         {"backend": backend, "why_not": why_not(backend, findings, path)}
-        for backend in BACKENDS_FOR_KIND[kind]
+        for backend in listed_backends(kind)
         if backend != "auto"
     ]
     runnable = {row["backend"] for row in backends if row["why_not"] is None}

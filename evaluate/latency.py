@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgeseg.core.files import portable_path
-from edgeseg.core.names import BACKENDS_FOR_KIND, WEIGHTS_FILENAME
+from edgeseg.core.forms import listed_backends
+from edgeseg.core.names import WEIGHTS_FILENAME
 from edgeseg.core.progress import progress as track
 from edgeseg.core.segmenter import BackendUnavailable
 from edgeseg.loading.open import Form, discover_forms, open_model
@@ -74,7 +75,7 @@ def plan(forms: list[Form], backends: tuple[str, ...]) -> list[Result]:
     """One result per (form, applicable backend); a form no given backend applies to is skipped with why."""
     results = []
     for form in forms:
-        chosen = [backend for backend in backends if backend in BACKENDS_FOR_KIND[form.kind]]
+        chosen = [backend for backend in backends if backend in listed_backends(form.kind)]
         if not chosen:
             results.append(
                 Result(
@@ -82,7 +83,7 @@ def plan(forms: list[Form], backends: tuple[str, ...]) -> list[Result]:
                     "/".join(backends),
                     status="skipped",
                     reason=(
-                        f"a {form.kind} form runs on {', '.join(BACKENDS_FOR_KIND[form.kind])}; none of the "
+                        f"a {form.kind} form runs on {', '.join(listed_backends(form.kind))}; none of the "
                         f"backends asked for ({', '.join(backends)}) applies"
                     ),
                 )

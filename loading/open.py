@@ -14,7 +14,8 @@ from pathlib import Path
 
 from edgeseg.core import forms as form_table
 from edgeseg.core.errors import EdgesegError
-from edgeseg.core.names import BACKENDS, BACKENDS_FOR_KIND, ONNX_FILENAMES, is_engine, is_run_dir, model_kind
+from edgeseg.core.forms import backend_names, listed_backends
+from edgeseg.core.names import ONNX_FILENAMES, is_engine, is_run_dir, model_kind
 from edgeseg.core.segmenter import (
     FILL_HOLES_DEFAULT,
     REFINE_DEFAULT,
@@ -46,7 +47,7 @@ def open_model(
     refine: bool = REFINE_DEFAULT,
     fill_holes: bool = FILL_HOLES_DEFAULT,
 ) -> Segmenter:
-    """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.core.names.BACKENDS``).
+    """A Segmenter for the model form at ``path`` on ``backend`` (one of ``edgeseg.core.forms.backend_names()``).
 
     ``size`` (height, width) changes the input size where the form allows it: a run directory (FPN
     takes any multiple of 32) or a dynamic-shape ONNX; other forms keep their card's size.
@@ -56,16 +57,16 @@ def open_model(
     BackendUnavailable when the backend cannot run here (with what to install), and ModelPathError
     when ``path`` is not a model form.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend not in backend_names():
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(backend_names())}")
     check_settings(tta, mm_per_px)
     path = Path(path)
     kind = model_kind(path)
     if kind is None:
         raise ModelPathError(f"{path}: not a model form; {NOT_A_MODEL}")
-    if backend not in BACKENDS_FOR_KIND[kind]:
+    if backend not in listed_backends(kind):
         raise BackendUnavailable(
-            f"{path}: a {describe_kind(kind)} runs on {', '.join(BACKENDS_FOR_KIND[kind])}, not on {backend}"
+            f"{path}: a {describe_kind(kind)} runs on {', '.join(listed_backends(kind))}, not on {backend}"
         )
     if kind == "torch":
         opened = open_torch(path, backend, size)
