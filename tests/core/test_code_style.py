@@ -101,3 +101,31 @@ def test_the_suppression_check_sees_bare_and_unexplained_ones(tmp_path: Path):
     path.write_text("\n".join(lines) + "\n")
     found = unearned_suppressions([path], tmp_path)
     assert [line.split(":")[1] for line in found] == ["4", "5", "6", "7", "8", "9"]
+
+
+# The first commit made under CONTRIBUTING.md's rule (a one-line subject of at most 72 characters, details in
+# the body); the commits before it are history and keep their long subjects.
+FIRST_COMMIT_UNDER_THE_RULE = "fcc23b5"
+MAX_SUBJECT = 72
+
+
+def commit_subjects(since: str) -> list[str] | None:
+    """Subjects of ``since`` and every commit after it; None where the history does not hold it (a shallow clone)."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
+    known = subprocess.run(["git", "cat-file", "-e", f"{since}^{{commit}}"], cwd=REPO_ROOT, capture_output=True)
+    if known.returncode != 0:
+        return None
+    log = subprocess.run(
+        ["git", "log", "--format=%s", f"{since}^..HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return log.stdout.splitlines()
+
+
+def test_commit_subjects_are_one_short_line():
+    subjects = commit_subjects(FIRST_COMMIT_UNDER_THE_RULE)
+    if subjects is None:
+        pytest.skip(f"this checkout's history does not hold {FIRST_COMMIT_UNDER_THE_RULE} (a shallow clone)")
+    assert subjects, "git log listed no commit"
+    too_long = [subject for subject in subjects if len(subject) > MAX_SUBJECT]
+    assert not too_long, f"subjects over {MAX_SUBJECT} characters (details belong in the body): {too_long}"
