@@ -507,8 +507,12 @@ def train_settings_path(plan: DemoPlan) -> Path:
 
 def write_train_settings(plan: DemoPlan) -> None:
     """The demo's training settings that have no flag, as the --config file a user would write."""
+    from edgeseg.train.config import toml_value  # torch-free: the run's own config.toml is written with it
+
     channels = [int(side) for side in plan.decoder_channels.split(",")]
-    text = f"# edgeseg demo: training settings (edgeseg train --config)\ndecoder_channels = {channels}\nseed = 0\n"
+    settings = {"decoder_channels": channels, "seed": 0}
+    lines = [f"{key} = {toml_value(value)}" for key, value in settings.items()]
+    text = "# edgeseg demo: training settings (edgeseg train --config)\n" + "\n".join(lines) + "\n"
     write_text_atomic(train_settings_path(plan), text)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgeseg.core import forms
 from edgeseg.core.click_types import JSON_HELP, JSON_OUTPUT, old_spelling, overwrite_option
 from edgeseg.core.forms import exported_names
 from edgeseg.core.progress import note, quiet_option
@@ -26,10 +27,9 @@ Examples:
                                                  checked against that ONNX on onnxruntime's CPU
 
 \b
-Forms (--format, comma-separated): onnx (fp32, always built), fp16, int8 (the fast CPU form, U8
-activations), int8-trt (symmetric S8 QDQ, the form TensorRT parses), engine (TensorRT FP16),
-engine-int8 (TensorRT from int8-trt). Exit status 0 when every built form passes parity,
-1 when a form fails to build or breaks a tolerance (the message names the form, the image, the number).
+Forms: see "Forms" below (--format takes them comma-separated; onnx is always built). Exit status 0 when
+every built form passes parity, 1 when a form fails to build or breaks a tolerance (the message names
+the form, the image, the number).
 The verdict, a line per form on stdout after the table:
   PASS fp16: worst image dDice -0.0003 (rule: Dice lost on one image <= 0.02)   the rule nearest its limit
   FAIL int8: Dice lost on one image 0.2100 on ISIC_0012345 > 0.1                the rule that decided
@@ -79,6 +79,8 @@ class ExportCommand(click.Command):
         super().format_epilog(ctx, formatter)
         from edgeseg.export.export_config import build_rows, rule_rows
 
+        with formatter.section("Forms (the table of forms, edgeseg.core.forms, in build order)"):
+            formatter.write_dl([(row.name, row.description) for row in forms.FORMS if row.exported], col_max=14)
         with formatter.section("Rules of the gate (--tolerance RULE=VALUE, or RULE = VALUE in the --config file)"):
             formatter.write_dl(rule_rows(), col_max=34)
         with formatter.section("Only in the --config file, its [build] table (each was a flag, still taken)"):

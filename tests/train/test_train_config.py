@@ -157,7 +157,8 @@ def test_a_runs_config_file_runs_it_again(started, configured_run, tmp_path):
 
 def visible_options() -> list[click.Option]:
     """The options `edgeseg train -h` lists, -h/--help included (click adds it in get_params)."""
-    params = train_command.get_params(click.Context(train_command))
+    # A context as the edgeseg group makes (-h/--help): click caches the help option it first builds on the command.
+    params = train_command.get_params(click.Context(train_command, **main.context_settings))
     return [param for param in params if isinstance(param, click.Option) and not param.hidden]
 
 
